@@ -1,0 +1,456 @@
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Value types the schema knows; checked as each line is read, so errors carry its line. */
+enum ktype { K_STR, K_INT, K_BOOL, K_LIST, K_ENUM, K_MS };
+
+struct kdef {
+    const char *section; /* exact name, or a prefix ending in '.' such as "tree." */
+    const char *key;
+    enum ktype type;
+    const char *choices; /* K_ENUM: '|' separated; K_MS: extra words allowed */
+    long min, max;
+};
+
+/*
+ * The schema. Later modules add their keys here, so that a typo in a
+ * deployment's file is caught at start instead of silently ignored.
+ */
+static const struct kdef schema[] = {
+    {"node", "name", K_STR, NULL, 0, 0},
+    {"node", "run_dir", K_STR, NULL, 0, 0},
+    {"node", "data_dir", K_STR, NULL, 0, 0},
+    {"node", "log_level", K_ENUM, "debug|info|notice|warning|error", 0, 0},
+    {"tools", "packs", K_LIST, NULL, 0, 0},
+    {"listener", "http_bind", K_STR, NULL, 0, 0},
+    {"listener", "http_port", K_INT, NULL, 0, 65535},
+    {"listener", "tcp_bind", K_STR, NULL, 0, 0},
+    {"listener", "tcp_port", K_INT, NULL, 0, 65535},
+    {"listener", "max_message_bytes", K_INT, NULL, 1024, 1L << 30},
+    {"listener", "allowed_origins", K_LIST, NULL, 0, 0},
+    {"listener", "allowed_hosts", K_LIST, NULL, 0, 0},
+    {"listener", "idle_timeout_ms", K_INT, NULL, 100, 86400000},
+    {"listener", "request_timeout_ms", K_INT, NULL, 100, 86400000},
+    {"listener", "shard_wait_ms", K_INT, NULL, 10, 600000},
+    {"listener", "keepalive_ms", K_INT, NULL, 100, 3600000},
+    {"sessions", "max", K_INT, NULL, 1, 100000000},
+    /* tree.NAME: one node of the supervision tree (docs/supervisor.md). */
+    {"tree.", "type", K_ENUM, "worker|supervisor", 0, 0},
+    {"tree.", "role", K_STR, NULL, 0, 0},
+    {"tree.", "exec", K_STR, NULL, 0, 0},
+    {"tree.", "args", K_STR, NULL, 0, 0},
+    {"tree.", "count", K_INT, NULL, 0, 4096},
+    {"tree.", "restart", K_ENUM, "permanent|transient|temporary", 0, 0},
+    {"tree.", "shutdown", K_MS, "brutal_kill|infinity", 0, 86400000},
+    {"tree.", "start_timeout", K_MS, "infinity", 1, 86400000},
+    {"tree.", "ready", K_ENUM, "fd|exec", 0, 0},
+    {"tree.", "significant", K_BOOL, NULL, 0, 0},
+    {"tree.", "strategy", K_ENUM, "one_for_one|one_for_all|rest_for_one|simple_one_for_one", 0, 0},
+    {"tree.", "intensity", K_INT, NULL, 0, 1000000},
+    {"tree.", "period", K_INT, NULL, 1, 86400},
+    {"tree.", "children", K_LIST, NULL, 0, 0},
+    {"tree.", "auto_shutdown", K_ENUM, "never|any_significant|all_significant", 0, 0},
+    {"tree.", "backoff_min", K_INT, NULL, 0, 3600000},
+    {"tree.", "backoff_max", K_INT, NULL, 0, 3600000},
+    {"tree.", "backoff_stable", K_INT, NULL, 0, 86400000},
+};
+
+static bool section_matches(const char *pattern, const char *section)
+{
+    size_t n = strlen(pattern);
+    if (n > 0 && pattern[n - 1] == '.')
+        return strncmp(pattern, section, n) == 0 && section[n] != '\0';
+    return strcmp(pattern, section) == 0;
+}
+
+static bool section_known(const char *section)
+{
+    for (size_t i = 0; i < sizeof(schema) / sizeof(schema[0]); i++)
+        if (section_matches(schema[i].section, section))
+            return true;
+    return false;
+}
+
+static const struct kdef *schema_find(const char *section, const char *key)
+{
+    for (size_t i = 0; i < sizeof(schema) / sizeof(schema[0]); i++)
+        if (section_matches(schema[i].section, section) && strcmp(schema[i].key, key) == 0)
+            return &schema[i];
+    return NULL;
+}
+
+static bool parse_long(const char *s, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end != '\0')
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool in_choices(const char *choices, const char *v)
+{
+    size_t n = strlen(v);
+    const char *p = choices;
+    while (p && *p) {
+        const char *bar = strchr(p, '|');
+        size_t len = bar ? (size_t)(bar - p) : strlen(p);
+        if (len == n && strncmp(p, v, n) == 0)
+            return true;
+        p = bar ? bar + 1 : NULL;
+    }
+    return false;
+}
+
+/* Checks a value against its declared type; returns NULL or a message. */
+static const char *check_value(const struct kdef *d, const char *v, char *buf, size_t len)
+{
+    long n;
+    switch (d->type) {
+    case K_STR:
+    case K_LIST:
+        return NULL;
+    case K_BOOL:
+        if (strcmp(v, "true") && strcmp(v, "false") && strcmp(v, "yes") && strcmp(v, "no") &&
+            strcmp(v, "1") && strcmp(v, "0"))
+            return "expected true or false";
+        return NULL;
+    case K_ENUM:
+        if (!in_choices(d->choices, v)) {
+            snprintf(buf, len, "'%s' is not one of %s", v, d->choices);
+            return buf;
+        }
+        return NULL;
+    case K_MS:
+        if (d->choices && in_choices(d->choices, v))
+            return NULL;
+        /* otherwise a number of milliseconds */
+        __attribute__((fallthrough));
+    case K_INT:
+        if (!parse_long(v, &n)) {
+            snprintf(buf, len, "'%s' is not a whole number%s%s", v, d->choices ? " or one of " : "",
+                     d->choices ? d->choices : "");
+            return buf;
+        }
+        if (n < d->min || n > d->max) {
+            snprintf(buf, len, "%ld is out of range [%ld, %ld]", n, d->min, d->max);
+            return buf;
+        }
+        return NULL;
+    }
+    return NULL;
+}
+
+static struct cfg_entry *entry_find(struct cfg *c, const char *section, const char *key)
+{
+    for (int i = 0; i < c->n; i++)
+        if (strcmp(c->v[i].section, section) == 0 && strcmp(c->v[i].key, key) == 0)
+            return &c->v[i];
+    return NULL;
+}
+
+static int entry_set(struct cfg *c, const char *section, const char *key, const char *value,
+                     const char *origin, int line)
+{
+    struct cfg_entry *e = entry_find(c, section, key);
+    if (!e) {
+        if (c->n == c->cap) {
+            int cap = c->cap ? c->cap * 2 : 64;
+            struct cfg_entry *v = realloc(c->v, (size_t)cap * sizeof(*v));
+            if (!v)
+                return -1;
+            c->v = v;
+            c->cap = cap;
+        }
+        e = &c->v[c->n++];
+        e->section = strdup(section);
+        e->key = strdup(key);
+    } else {
+        free(e->value);
+        free(e->origin);
+    }
+    e->value = strdup(value);
+    e->origin = strdup(origin);
+    e->line = line;
+    return 0;
+}
+
+int cfg_errorf(struct cfg *c, const struct cfg_entry *e, const char *fmt, ...)
+{
+    char msg[384];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (e && e->line > 0)
+        snprintf(c->err, sizeof(c->err), "%s:%d: [%s] %s: %s", e->origin, e->line, e->section,
+                 e->key, msg);
+    else if (e)
+        snprintf(c->err, sizeof(c->err), "%s: [%s] %s: %s", e->origin, e->section, e->key, msg);
+    else
+        snprintf(c->err, sizeof(c->err), "%s", msg);
+    return -1;
+}
+
+/* inih reads through this so the handler knows the current line. */
+struct reader {
+    const char *text;
+    size_t pos;
+    int line;
+    struct cfg *c;
+    const char *origin;
+    bool failed;
+};
+
+static char *reader_line(char *buf, int size, void *stream)
+{
+    struct reader *r = stream;
+    if (r->text[r->pos] == '\0')
+        return NULL;
+    int i = 0;
+    while (i < size - 1 && r->text[r->pos] != '\0') {
+        char ch = r->text[r->pos++];
+        buf[i++] = ch;
+        if (ch == '\n')
+            break;
+    }
+    buf[i] = '\0';
+    r->line++;
+    return buf;
+}
+
+static int handler(void *user, const char *section, const char *name, const char *value)
+{
+    struct reader *r = user;
+    struct cfg_entry where = {(char *)section, (char *)name, NULL, (char *)r->origin, r->line};
+    if (r->failed)
+        return 1; /* keep only the first error */
+    if (!section_known(section)) {
+        r->failed = true;
+        if (section[0] == '\0')
+            snprintf(r->c->err, sizeof(r->c->err), "%s:%d: key '%s' outside any [section]",
+                     r->origin, r->line, name);
+        else
+            snprintf(r->c->err, sizeof(r->c->err),
+                     "%s:%d: unknown section [%s] (known: node, tools, listener, sessions, "
+                     "tree.NAME)",
+                     r->origin, r->line, section);
+        return 0;
+    }
+    const struct kdef *d = schema_find(section, name);
+    if (!d) {
+        r->failed = true;
+        cfg_errorf(r->c, &where, "unknown key (see configs/default.conf for the keys of [%s])",
+                   section);
+        return 0;
+    }
+    char buf[256];
+    const char *msg = check_value(d, value, buf, sizeof(buf));
+    if (msg) {
+        r->failed = true;
+        cfg_errorf(r->c, &where, "%s", msg);
+        return 0;
+    }
+    return entry_set(r->c, section, name, value, r->origin, r->line) == 0;
+}
+
+int cfg_load_string(struct cfg *c, const char *text, const char *origin)
+{
+    struct reader r = {text, 0, 0, c, origin, false};
+    int rc = ini_parse_stream(reader_line, &r, handler, &r);
+    if (rc == 0 && !r.failed)
+        return 0;
+    if (!r.failed) /* a syntax error that inih found by itself */
+        snprintf(c->err, sizeof(c->err), "%s:%d: syntax error (expected [section] or key = value)",
+                 origin, rc);
+    return -1;
+}
+
+static int load_file(struct cfg *c, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(c->err, sizeof(c->err), "cannot read config file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    size_t cap = 8192, len = 0;
+    char *text = malloc(cap);
+    size_t n;
+    while (text && (n = fread(text + len, 1, cap - len - 1, f)) > 0) {
+        len += n;
+        if (len + 1 == cap) {
+            char *t = realloc(text, cap * 2);
+            if (!t) {
+                free(text);
+                text = NULL;
+                break;
+            }
+            text = t;
+            cap *= 2;
+        }
+    }
+    fclose(f);
+    if (!text) {
+        snprintf(c->err, sizeof(c->err), "out of memory reading %s", path);
+        return -1;
+    }
+    text[len] = '\0';
+    int rc = cfg_load_string(c, text, path);
+    free(text);
+    return rc;
+}
+
+static void env_name(char *out, size_t len, const char *section, const char *key)
+{
+    size_t j = (size_t)snprintf(out, len, "CMCP_");
+    for (const char *parts[2] = {section, key}, **p = parts; p < parts + 2; p++) {
+        if (p == parts + 1 && j + 1 < len)
+            out[j++] = '_';
+        for (const char *s = *p; *s && j + 1 < len; s++)
+            out[j++] = (*s == '.' || *s == '-') ? '_' : (char)toupper((unsigned char)*s);
+    }
+    out[j] = '\0';
+}
+
+/* Applies CMCP_<SECTION>_<KEY> for every key the schema allows in every section present. */
+static int load_env(struct cfg *c)
+{
+    static const char *fixed[] = {"node", "tools", "listener", "sessions"};
+    int nsect = (int)(sizeof(fixed) / sizeof(fixed[0]));
+    /* Sections: the fixed ones plus every tree.* section loaded so far. */
+    char **sections = calloc((size_t)(c->n + nsect), sizeof(char *));
+    int ns = 0;
+    for (int i = 0; i < nsect; i++)
+        sections[ns++] = (char *)fixed[i];
+    for (int i = 0; i < c->n; i++) {
+        bool seen = false;
+        for (int j = 0; j < ns && !seen; j++)
+            seen = strcmp(sections[j], c->v[i].section) == 0;
+        if (!seen)
+            sections[ns++] = c->v[i].section;
+    }
+    int rc = 0;
+    char **copy = calloc((size_t)ns, sizeof(char *));
+    for (int s = 0; s < ns; s++)
+        copy[s] = strdup(sections[s]); /* entry_set may move the entries */
+    for (int s = 0; s < ns && rc == 0; s++) {
+        for (size_t k = 0; k < sizeof(schema) / sizeof(schema[0]) && rc == 0; k++) {
+            if (!section_matches(schema[k].section, copy[s]))
+                continue;
+            char name[160];
+            env_name(name, sizeof(name), copy[s], schema[k].key);
+            const char *v = getenv(name);
+            if (!v)
+                continue;
+            char buf[256];
+            const char *msg = check_value(&schema[k], v, buf, sizeof(buf));
+            if (msg) {
+                snprintf(c->err, sizeof(c->err), "environment variable %s: %s", name, msg);
+                rc = -1;
+            } else {
+                char origin[200];
+                snprintf(origin, sizeof(origin), "environment variable %s", name);
+                entry_set(c, copy[s], schema[k].key, v, origin, 0);
+            }
+        }
+    }
+    for (int s = 0; s < ns; s++)
+        free(copy[s]);
+    free(copy);
+    free(sections);
+    return rc;
+}
+
+int cfg_load(struct cfg *c, const char *path)
+{
+    memset(c, 0, sizeof(*c));
+    if (cfg_load_string(c, cmcp_default_config, "embedded defaults") != 0)
+        return -1;
+    if (path) {
+        c->path = strdup(path);
+        if (load_file(c, path) != 0)
+            return -1;
+    }
+    return load_env(c);
+}
+
+void cfg_free(struct cfg *c)
+{
+    for (int i = 0; i < c->n; i++) {
+        free(c->v[i].section);
+        free(c->v[i].key);
+        free(c->v[i].value);
+        free(c->v[i].origin);
+    }
+    free(c->v);
+    free(c->path);
+    memset(c, 0, sizeof(*c));
+}
+
+const struct cfg_entry *cfg_find(const struct cfg *c, const char *section, const char *key)
+{
+    return entry_find((struct cfg *)c, section, key);
+}
+
+const char *cfg_get(const struct cfg *c, const char *section, const char *key, const char *dflt)
+{
+    const struct cfg_entry *e = cfg_find(c, section, key);
+    return e ? e->value : dflt;
+}
+
+long cfg_get_long(const struct cfg *c, const char *section, const char *key, long dflt)
+{
+    const struct cfg_entry *e = cfg_find(c, section, key);
+    long v;
+    return e && parse_long(e->value, &v) ? v : dflt;
+}
+
+bool cfg_get_bool(const struct cfg *c, const char *section, const char *key, bool dflt)
+{
+    const struct cfg_entry *e = cfg_find(c, section, key);
+    if (!e)
+        return dflt;
+    return strcmp(e->value, "true") == 0 || strcmp(e->value, "yes") == 0 ||
+           strcmp(e->value, "1") == 0;
+}
+
+bool cfg_has_section(const struct cfg *c, const char *section)
+{
+    for (int i = 0; i < c->n; i++)
+        if (strcmp(c->v[i].section, section) == 0)
+            return true;
+    return false;
+}
+
+int cfg_split_list(const char *value, char items[][64], int max)
+{
+    int n = 0;
+    const char *p = value;
+    while (*p && n < max) {
+        while (*p == ',' || isspace((unsigned char)*p))
+            p++;
+        if (!*p)
+            break;
+        size_t len = 0;
+        while (p[len] && p[len] != ',' && !isspace((unsigned char)p[len]))
+            len++;
+        if (len > 63)
+            len = 63;
+        memcpy(items[n], p, len);
+        items[n][len] = '\0';
+        n++;
+        p += len;
+        while (*p && *p != ',' && !isspace((unsigned char)*p))
+            p++;
+    }
+    return n;
+}

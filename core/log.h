@@ -1,0 +1,28 @@
+/*
+ * Structured logs: one JSON object a line on stderr.
+ *
+ * Every line carries ts, level, node, role, id, pid and event; the caller
+ * adds its own fields with a jansson pack format, e.g.
+ *   log_info("child_started", "{s:s,s:i}", "child", id, "child_pid", pid);
+ */
+#ifndef CMCP_LOG_H
+#define CMCP_LOG_H
+
+enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_NOTICE, LOG_WARNING, LOG_ERROR };
+
+/* Names this process in every line it logs. Strings are copied. */
+void log_init(const char *node, const char *role, const char *id);
+void log_set_level(enum log_level min);
+int log_level_parse(const char *s, enum log_level *out);
+const char *log_level_name(enum log_level l);
+
+/* fmt may be NULL for no extra fields. Never fails visibly. */
+void log_event(enum log_level level, const char *event, const char *fmt, ...);
+
+#define log_debug(ev, ...) log_event(LOG_DEBUG, ev, __VA_ARGS__)
+#define log_info(ev, ...) log_event(LOG_INFO, ev, __VA_ARGS__)
+#define log_notice(ev, ...) log_event(LOG_NOTICE, ev, __VA_ARGS__)
+#define log_warn(ev, ...) log_event(LOG_WARNING, ev, __VA_ARGS__)
+#define log_error(ev, ...) log_event(LOG_ERROR, ev, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,279 @@
+/*
+ * cmcpd: the node. Without --role it is the root supervisor of the node's
+ * process tree; every child is this same binary, exec'd with --role.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cmcp.h"
+#include "config.h"
+#include "log.h"
+#include "proc.h"
+#include "spawn.h"
+#include "sup.h"
+#include "workers.h"
+
+struct role {
+    const char *name;
+    int (*main)(struct proc_args *a);
+    const char *what;
+};
+
+static const struct role roles[] = {
+    {"testworker", testworker_main, "a worker the tests tell to crash, hang or exit"},
+};
+
+static bool role_known(const char *name)
+{
+    for (size_t i = 0; i < CMCP_ARRAY_LEN(roles); i++)
+        if (strcmp(roles[i].name, name) == 0)
+            return true;
+    return false;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: cmcpd [-c FILE] [--check-config]\n"
+            "       cmcpd --role ROLE --id ID [...]   (how supervisors start children)\n"
+            "\n"
+            "Runs a cmcp node: the root supervisor of a tree of processes described by the\n"
+            "[tree.*] sections of the configuration (embedded defaults: configs/default.conf).\n"
+            "\n"
+            "  -c, --config FILE   INI file layered over the embedded defaults; every key can\n"
+            "                      also be set as CMCP_<SECTION>_<KEY> in the environment\n"
+            "      --check-config  load and validate the configuration, print the tree, exit\n"
+            "  -h, --help          this text\n"
+            "  -V, --version       print the version\n"
+            "\n"
+            "Roles (children only):\n"
+            "  supervisor  a nested supervisor ([tree.ID])\n");
+    for (size_t i = 0; i < CMCP_ARRAY_LEN(roles); i++)
+        fprintf(f, "  %-11s %s\n", roles[i].name, roles[i].what);
+    fprintf(f, "\nExit status: 0 stopped cleanly, 2 bad usage or configuration, 3 start failed,\n"
+               "4 restart intensity exceeded (see docs/supervisor.md).\n");
+}
+
+static int parse_args(int argc, char **argv, struct proc_args *a, bool *check_config)
+{
+    memset(a, 0, sizeof(*a));
+    a->index = -1;
+    a->ready_fd = -1;
+    a->argv = calloc((size_t)argc + 1, sizeof(char *));
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define TAKE(name) (strcmp(o, name) == 0 && v && (i++, 1))
+        if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
+            usage(stdout);
+            exit(0);
+        } else if (!strcmp(o, "-V") || !strcmp(o, "--version")) {
+            printf("cmcpd %s\n", CMCP_VERSION);
+            exit(0);
+        } else if (!strcmp(o, "--check-config")) {
+            *check_config = true;
+        } else if (TAKE("--role")) {
+            a->role = v;
+        } else if (TAKE("--id")) {
+            a->id = v;
+        } else if (TAKE("--sup")) {
+            a->sup = v;
+        } else if (TAKE("--index")) {
+            a->index = atoi(v);
+        } else if (TAKE("-c") || TAKE("--config")) {
+            a->config = v;
+        } else if (TAKE("--ready-fd")) {
+            a->ready_fd = atoi(v);
+        } else if (a->role) {
+            a->argv[a->argc++] = argv[i]; /* the role's own arguments */
+        } else {
+            fprintf(stderr, "cmcpd: unknown argument '%s' (cmcpd --help lists the options)\n", o);
+            return -1;
+        }
+#undef TAKE
+    }
+    return 0;
+}
+
+static int mkdir_p(const char *path)
+{
+    char buf[PATH_MAX];
+    snprintf(buf, sizeof(buf), "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    }
+    return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+/* One root per run directory: a second node there would fight over its sockets. */
+static int lock_run_dir(const char *run_dir)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/cmcpd.pid", run_dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        fprintf(stderr, "cmcpd: cannot open %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[32] = "?";
+        ssize_t n = read(fd, pid, sizeof(pid) - 1);
+        if (n > 0)
+            pid[n] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        fprintf(stderr,
+                "cmcpd: another node (pid %s) is running with run directory %s; stop it, or give "
+                "this one its own ([node] run_dir or CMCP_NODE_RUN_DIR)\n",
+                pid, run_dir);
+        close(fd);
+        return -1;
+    }
+    char line[32];
+    int n = snprintf(line, sizeof(line), "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) != 0 || write(fd, line, (size_t)n) != n)
+        fprintf(stderr, "cmcpd: warning: cannot write %s\n", path);
+    return fd; /* held open for the life of the root */
+}
+
+static int run_root(struct proc_args *a, bool check_config)
+{
+    char cfgpath[PATH_MAX];
+    if (a->config) {
+        if (!realpath(a->config, cfgpath)) {
+            fprintf(stderr, "cmcpd: cannot read config file %s: %s\n", a->config,
+                    strerror(errno));
+            return CMCP_EXIT_USAGE;
+        }
+        a->config = cfgpath;
+    }
+    if (cfg_load(&a->cfg, a->config) != 0) {
+        fprintf(stderr, "cmcpd: configuration error: %s\n", a->cfg.err);
+        return CMCP_EXIT_USAGE;
+    }
+    const char *node = cfg_get(&a->cfg, "node", "name", "cmcp");
+    const char *run_dir = cfg_get(&a->cfg, "node", "run_dir", "./var/run");
+    if (mkdir_p(run_dir) != 0) {
+        fprintf(stderr, "cmcpd: cannot create run directory %s: %s\n", run_dir, strerror(errno));
+        return CMCP_EXIT_FAILURE;
+    }
+    char abs_run[PATH_MAX];
+    if (!realpath(run_dir, abs_run)) {
+        fprintf(stderr, "cmcpd: cannot resolve run directory %s: %s\n", run_dir, strerror(errno));
+        return CMCP_EXIT_FAILURE;
+    }
+    if (strlen(abs_run) > 80) {
+        fprintf(stderr, "cmcpd: run directory %s is too long for unix socket paths (at most 80 "
+                        "bytes); choose a shorter [node] run_dir\n",
+                abs_run);
+        return CMCP_EXIT_USAGE;
+    }
+    /* Children inherit the resolved directory, whatever their working directory. */
+    setenv("CMCP_NODE_RUN_DIR", abs_run, 1);
+    log_init(node, "supervisor", "root");
+    enum log_level lvl;
+    const char *lv = cfg_get(&a->cfg, "node", "log_level", NULL);
+    if (lv && log_level_parse(lv, &lvl) == 0 && !getenv("CMCP_LOG_LEVEL"))
+        log_set_level(lvl);
+
+    struct sup_run_opts o = {"root", true, -1, abs_run, a->config, role_known};
+    if (check_config) {
+        /* Walk the whole tree so that every supervisor's section is checked. */
+        struct sup_spec *sp = calloc(1, sizeof(*sp));
+        const char *todo[SUP_MAX_CHILDREN];
+        char names[SUP_MAX_CHILDREN][64];
+        int n = 0, done = 0;
+        todo[n++] = "root";
+        while (done < n) {
+            if (sup_spec_from_cfg(&a->cfg, todo[done], sp, role_known) != 0) {
+                fprintf(stderr, "cmcpd: configuration error: %s\n", a->cfg.err);
+                free(sp);
+                return CMCP_EXIT_USAGE;
+            }
+            printf("%s: %s, intensity %d in %d s\n", todo[done],
+                   sup_strategy_name(sp->strategy), sp->intensity, sp->period_s);
+            for (int i = 0; i < sp->nchildren && n < SUP_MAX_CHILDREN; i++) {
+                struct child_spec *cs = &sp->children[i];
+                printf("  %s (%s, %s)\n", cs->id,
+                       cs->type == SUP_SUPERVISOR ? "supervisor" : cs->is_exec ? cs->argv[0] : cs->role,
+                       sup_restart_name(cs->restart));
+                if (cs->type == SUP_SUPERVISOR) {
+                    snprintf(names[n], sizeof(names[n]), "%s", cs->section);
+                    todo[n] = names[n];
+                    n++;
+                }
+            }
+            if (sp->has_template)
+                printf("  template %s (%s)\n", sp->tmpl.id, sp->tmpl.role);
+            sup_spec_free(sp);
+            done++;
+        }
+        free(sp);
+        printf("configuration OK\n");
+        return 0;
+    }
+    int lock = lock_run_dir(abs_run);
+    if (lock < 0)
+        return CMCP_EXIT_FAILURE;
+    log_info("node_starting", "{s:s,s:s,s:s}", "version", CMCP_VERSION, "run_dir", abs_run,
+             "config", a->config ? a->config : "embedded defaults");
+    int code = sup_run(&a->cfg, &o);
+    close(lock);
+    return code;
+}
+
+int main(int argc, char **argv)
+{
+    struct proc_args a;
+    bool check_config = false;
+    /* Before nng or libev start threads or watchers. */
+    proc_init_signals();
+    if (sodium_init() < 0) {
+        fprintf(stderr, "cmcpd: libsodium failed to initialise\n");
+        return CMCP_EXIT_FAILURE;
+    }
+    spawn_self_exe();
+    if (parse_args(argc, argv, &a, &check_config) != 0)
+        return CMCP_EXIT_USAGE;
+    if (!a.role)
+        return run_root(&a, check_config);
+
+    /* A child: the root already validated the configuration we load again. */
+    if (cfg_load(&a.cfg, a.config) != 0) {
+        fprintf(stderr, "cmcpd: configuration error: %s\n", a.cfg.err);
+        return CMCP_EXIT_USAGE;
+    }
+    a.node = cfg_get(&a.cfg, "node", "name", "cmcp");
+    a.run_dir = cfg_get(&a.cfg, "node", "run_dir", "./var/run");
+    log_init(a.node, a.role, a.id);
+    enum log_level lvl;
+    const char *lv = cfg_get(&a.cfg, "node", "log_level", NULL);
+    if (lv && log_level_parse(lv, &lvl) == 0 && !getenv("CMCP_LOG_LEVEL"))
+        log_set_level(lvl);
+    if (!a.id) {
+        fprintf(stderr, "cmcpd: --role needs --id\n");
+        return CMCP_EXIT_USAGE;
+    }
+    if (strcmp(a.role, "supervisor") == 0) {
+        struct sup_run_opts o = {a.id, false, a.ready_fd, a.run_dir, a.config, role_known};
+        return sup_run(&a.cfg, &o);
+    }
+    for (size_t i = 0; i < CMCP_ARRAY_LEN(roles); i++)
+        if (strcmp(roles[i].name, a.role) == 0)
+            return roles[i].main(&a);
+    fprintf(stderr, "cmcpd: unknown role '%s' (cmcpd --help lists the roles)\n", a.role);
+    return CMCP_EXIT_USAGE;
+}

@@ -1,0 +1,417 @@
+/*
+ * The supervisor's control channel: nng rep on ipc://RUN/sup-NAME.sock,
+ * one JSON request and one JSON reply. It offers OTP's management API
+ * (which_children, count_children, terminate_child, restart_child,
+ * delete_child, start_child, get_childspec) plus status, with OTP's error
+ * answers. Requests that start or stop a child are answered when that is
+ * done; until then the supervisor reads no further request.
+ */
+#include "sup_internal.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <nng/protocol/reqrep0/rep.h>
+
+#include "cmcp.h"
+#include "log.h"
+
+enum { CTL_NONE, CTL_TERMINATE, CTL_RESTART, CTL_START };
+
+static json_t *ok_reply(void)
+{
+    return json_pack("{s:b}", "ok", 1);
+}
+
+static json_t *err_reply(const char *error, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static json_t *err_reply(const char *error, const char *fmt, ...)
+{
+    char msg[300];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    return json_pack("{s:b,s:s,s:s}", "ok", 0, "error", error, "message", msg);
+}
+
+static json_t *shutdown_json(long ms)
+{
+    if (ms == SUP_SHUTDOWN_BRUTAL)
+        return json_string("brutal_kill");
+    if (ms == SUP_SHUTDOWN_INFINITY)
+        return json_string("infinity");
+    return json_integer(ms);
+}
+
+static json_t *child_json(const struct sup_child *c)
+{
+    json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:i,s:o,s:b}", "id", c->spec.id, "state",
+                          sup_child_state_name(c), "type",
+                          c->spec.type == SUP_SUPERVISOR ? "supervisor" : "worker", "restart",
+                          sup_restart_name(c->spec.restart), "restarts", c->restarts, "shutdown",
+                          shutdown_json(c->spec.shutdown_ms), "significant", c->spec.significant);
+    json_object_set_new(o, "pid", c->pid ? json_integer(c->pid) : json_null());
+    json_object_set_new(o, "role", json_string(c->spec.is_exec ? c->spec.argv[0] : c->spec.role));
+    return o;
+}
+
+static json_t *spec_json(const struct sup_child *c)
+{
+    json_t *o = child_json(c);
+    json_t *args = json_array();
+    for (int i = 0; i < c->spec.argc; i++)
+        json_array_append_new(args, json_string(c->spec.argv[i]));
+    json_object_set_new(o, c->spec.is_exec ? "exec" : "args", args);
+    json_object_set_new(o, "start_timeout", c->spec.start_timeout_ms < 0
+                                                ? json_string("infinity")
+                                                : json_integer(c->spec.start_timeout_ms));
+    return o;
+}
+
+/* Builds a child spec from a start_child request's "spec" object. */
+static json_t *spec_from_json(struct sup *s, json_t *j, struct child_spec *cs)
+{
+    memset(cs, 0, sizeof(*cs));
+    cs->index = -1;
+    const char *id = json_string_value(json_object_get(j, "id"));
+    if (!id || !*id || strlen(id) >= sizeof(cs->id))
+        return err_reply("badarg", "spec.id must be a non-empty string under 64 bytes");
+    snprintf(cs->id, sizeof(cs->id), "%s", id);
+    snprintf(cs->section, sizeof(cs->section), "%s", id);
+    const char *type = json_string_value(json_object_get(j, "type"));
+    cs->type = type && strcmp(type, "supervisor") == 0 ? SUP_SUPERVISOR : SUP_WORKER;
+    if (type && strcmp(type, "supervisor") && strcmp(type, "worker"))
+        return err_reply("badarg", "spec.type must be worker or supervisor");
+    const char *restart = json_string_value(json_object_get(j, "restart"));
+    if (sup_restart_parse(restart ? restart : "permanent", &cs->restart) != 0)
+        return err_reply("badarg", "spec.restart must be permanent, transient or temporary");
+    json_t *sd = json_object_get(j, "shutdown");
+    cs->shutdown_ms = cs->type == SUP_SUPERVISOR ? SUP_SHUTDOWN_INFINITY : 5000;
+    if (json_is_integer(sd) && json_integer_value(sd) >= 0)
+        cs->shutdown_ms = (long)json_integer_value(sd);
+    else if (json_is_string(sd) && sup_shutdown_parse(json_string_value(sd), &cs->shutdown_ms) != 0)
+        return err_reply("badarg", "spec.shutdown must be brutal_kill, infinity or milliseconds");
+    json_t *st = json_object_get(j, "start_timeout");
+    cs->start_timeout_ms = json_is_integer(st) ? (long)json_integer_value(st) : 5000;
+    cs->significant = json_is_true(json_object_get(j, "significant"));
+    const char *role = json_string_value(json_object_get(j, "role"));
+    json_t *exec = json_object_get(j, "exec");
+    json_t *args = json_object_get(j, "args");
+    json_t *list = exec ? exec : args;
+    if (exec) {
+        cs->is_exec = true;
+        cs->ready_by_exec = true;
+    } else if (cs->type == SUP_SUPERVISOR) {
+        snprintf(cs->role, sizeof(cs->role), "supervisor");
+        char sec[80];
+        snprintf(sec, sizeof(sec), "tree.%s", id);
+        if (!cfg_has_section(s->cfg, sec))
+            return err_reply("badarg", "no [%s] section in the node's configuration describes "
+                                       "supervisor '%s'",
+                             sec, id);
+    } else {
+        if (!role)
+            return err_reply("badarg", "spec needs a role (a cmcpd role) or exec (a command)");
+        if (s->o->role_known && !s->o->role_known(role))
+            return err_reply("badarg", "unknown role '%s'", role);
+        snprintf(cs->role, sizeof(cs->role), "%s", role);
+    }
+    if (list) {
+        if (!json_is_array(list) || json_array_size(list) > SUP_MAX_ARGS)
+            return err_reply("badarg", "spec.%s must be an array of at most %d strings",
+                             exec ? "exec" : "args", SUP_MAX_ARGS);
+        size_t i;
+        json_t *v;
+        json_array_foreach(list, i, v)
+        {
+            if (!json_is_string(v)) {
+                sup_child_spec_free(cs);
+                return err_reply("badarg", "spec arguments must be strings");
+            }
+            cs->argv[cs->argc++] = strdup(json_string_value(v));
+        }
+        cs->argv[cs->argc] = NULL;
+    }
+    if (cs->is_exec && cs->argc == 0)
+        return err_reply("badarg", "spec.exec must name a command");
+    const char *ready = json_string_value(json_object_get(j, "ready"));
+    if (ready)
+        cs->ready_by_exec = strcmp(ready, "exec") == 0;
+    return NULL;
+}
+
+static json_t *do_which(struct sup *s)
+{
+    json_t *arr = json_array();
+    for (int i = 0; i < s->nkids; i++)
+        json_array_append_new(arr, child_json(s->kids[i]));
+    return json_pack("{s:b,s:s,s:o}", "ok", 1, "supervisor", s->spec->name, "children", arr);
+}
+
+static json_t *do_count(struct sup *s)
+{
+    int active = 0, sups = 0, workers = 0;
+    for (int i = 0; i < s->nkids; i++) {
+        active += s->kids[i]->pid != 0;
+        sups += s->kids[i]->spec.type == SUP_SUPERVISOR;
+        workers += s->kids[i]->spec.type == SUP_WORKER;
+    }
+    return json_pack("{s:b,s:i,s:i,s:i,s:i}", "ok", 1, "specs", s->nkids, "active", active,
+                     "supervisors", sups, "workers", workers);
+}
+
+static json_t *do_status(struct sup *s)
+{
+    return json_pack("{s:b,s:s,s:s,s:i,s:i,s:i,s:I,s:I,s:I,s:b,s:i}", "ok", 1, "supervisor",
+                     s->spec->name, "strategy", sup_strategy_name(s->spec->strategy), "intensity",
+                     s->spec->intensity, "period_s", s->spec->period_s, "children", s->nkids,
+                     "starts_total", (json_int_t)s->starts_total, "restarts_total",
+                     (json_int_t)s->restarts_total, "intensity_exceeded_total",
+                     (json_int_t)s->intensity_exceeded_total, "stopping", s->stopping, "pid",
+                     (int)getpid());
+}
+
+static struct sup_child *lookup(struct sup *s, json_t *req, json_t **err)
+{
+    bool simple = s->spec->strategy == SUP_SIMPLE_ONE_FOR_ONE;
+    json_t *pid = json_object_get(req, "pid");
+    const char *id = json_string_value(json_object_get(req, "id"));
+    struct sup_child *c = NULL;
+    if (json_is_integer(pid))
+        c = sup_find_pid(s, (pid_t)json_integer_value(pid));
+    else if (id && !simple)
+        c = sup_find(s, id);
+    else if (id && simple)
+        *err = err_reply("simple_one_for_one",
+                         "supervisor '%s' is simple_one_for_one: name the child by pid",
+                         s->spec->name);
+    else
+        *err = err_reply("badarg", "give the child's id (or pid)");
+    if (!c && !*err)
+        *err = err_reply("not_found", "supervisor '%s' has no such child", s->spec->name);
+    return c;
+}
+
+static json_t *defer(struct sup *s, int op, struct sup_child *c, enum step_op step)
+{
+    s->ctl_waiting = true;
+    s->ctl_op = op;
+    s->ctl_child = c;
+    sup_job_begin(s, JOB_CTL);
+    sup_job_add(s, step, c, 0);
+    sup_job_run(s);
+    return NULL;
+}
+
+static json_t *handle(struct sup *s, json_t *req)
+{
+    const char *op = json_string_value(json_object_get(req, "op"));
+    json_t *err = NULL;
+    if (!op)
+        return err_reply("badarg", "a request is a JSON object with an \"op\"");
+    if (strcmp(op, "which_children") == 0)
+        return do_which(s);
+    if (strcmp(op, "count_children") == 0)
+        return do_count(s);
+    if (strcmp(op, "status") == 0)
+        return do_status(s);
+    if (s->stopping)
+        return err_reply("shutting_down", "supervisor '%s' is shutting down", s->spec->name);
+    bool simple = s->spec->strategy == SUP_SIMPLE_ONE_FOR_ONE;
+    if (strcmp(op, "get_childspec") == 0) {
+        struct sup_child *c = lookup(s, req, &err);
+        return c ? json_pack("{s:b,s:o}", "ok", 1, "spec", spec_json(c)) : err;
+    }
+    if (strcmp(op, "terminate_child") == 0) {
+        struct sup_child *c = lookup(s, req, &err);
+        if (!c)
+            return err;
+        if (!c->pid) {
+            if (c->spec.restart == SUP_TEMPORARY || simple)
+                sup_child_remove(s, c);
+            return ok_reply();
+        }
+        return defer(s, CTL_TERMINATE, c, OP_STOP);
+    }
+    if (strcmp(op, "restart_child") == 0 || strcmp(op, "delete_child") == 0) {
+        if (simple)
+            return err_reply("simple_one_for_one", "%s is not available for simple_one_for_one "
+                                                   "supervisor '%s'",
+                             op, s->spec->name);
+        struct sup_child *c = lookup(s, req, &err);
+        if (!c)
+            return err;
+        if (c->pid)
+            return err_reply("running", "child '%s' is running (pid %d); terminate it first",
+                             c->spec.id, (int)c->pid);
+        if (op[0] == 'd') {
+            sup_child_remove(s, c);
+            return ok_reply();
+        }
+        return defer(s, CTL_RESTART, c, OP_START);
+    }
+    if (strcmp(op, "start_child") == 0) {
+        struct child_spec cs;
+        if (simple) {
+            sup_child_spec_copy(&cs, &s->spec->tmpl);
+            snprintf(cs.id, sizeof(cs.id), "%s-%d", s->spec->tmpl.id, ++s->dyn_seq);
+            json_t *args = json_object_get(req, "args");
+            size_t i;
+            json_t *v;
+            json_array_foreach(args, i, v)
+            {
+                if (json_is_string(v) && cs.argc < SUP_MAX_ARGS)
+                    cs.argv[cs.argc++] = strdup(json_string_value(v));
+            }
+            cs.argv[cs.argc] = NULL;
+        } else {
+            json_t *spec = json_object_get(req, "spec");
+            if (!json_is_object(spec))
+                return err_reply("badarg", "start_child needs a \"spec\" object");
+            json_t *e = spec_from_json(s, spec, &cs);
+            if (e)
+                return e;
+            struct sup_child *old = sup_find(s, cs.id);
+            if (old) {
+                sup_child_spec_free(&cs);
+                if (old->pid)
+                    return json_pack("{s:b,s:s,s:i,s:s}", "ok", 0, "error", "already_started",
+                                     "pid", (int)old->pid, "message", "a child with this id runs");
+                return err_reply("already_present",
+                                 "child '%s' exists but is not running: use restart_child",
+                                 old->spec.id);
+            }
+        }
+        struct sup_child *c = sup_child_add(s, &cs);
+        sup_child_spec_free(&cs);
+        if (!c)
+            return err_reply("too_many_children", "supervisor '%s' holds %d children already",
+                             s->spec->name, SUP_MAX_CHILDREN);
+        return defer(s, CTL_START, c, OP_START);
+    }
+    return err_reply("badarg", "unknown op '%s' (which_children, count_children, status, "
+                               "get_childspec, terminate_child, restart_child, delete_child, "
+                               "start_child)",
+                     op);
+}
+
+static void send_reply(struct sup *s, json_t *reply)
+{
+    char *text = json_dumps(reply, JSON_COMPACT);
+    json_decref(reply);
+    if (!text)
+        return;
+    int rv = nng_send(s->ctl, text, strlen(text), NNG_FLAG_NONBLOCK);
+    if (rv != 0)
+        log_warn("ctl_reply_failed", "{s:s}", "error", nng_strerror(rv));
+    free(text);
+}
+
+void sup_ctl_job_done(struct sup *s, bool ok, struct sup_child *c)
+{
+    if (!s->ctl_waiting)
+        return;
+    s->ctl_waiting = false;
+    json_t *reply;
+    if (!c) {
+        reply = err_reply("shutting_down", "supervisor '%s' is shutting down", s->spec->name);
+    } else if (s->ctl_op == CTL_TERMINATE) {
+        if (c->spec.restart == SUP_TEMPORARY || s->spec->strategy == SUP_SIMPLE_ONE_FOR_ONE)
+            sup_child_remove(s, c);
+        reply = ok_reply();
+    } else if (ok) {
+        reply = json_pack("{s:b,s:s,s:i}", "ok", 1, "id", c->spec.id, "pid", (int)c->pid);
+    } else {
+        reply = err_reply("start_failed", "child '%s' failed to start: %s", c->spec.id,
+                          c->fail_reason);
+        if (s->ctl_op == CTL_START)
+            sup_child_remove(s, c); /* OTP keeps no spec of a child whose start_child failed */
+    }
+    s->ctl_child = NULL;
+    send_reply(s, reply);
+}
+
+static void ctl_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct sup *s = w->data;
+    while (!s->ctl_waiting && !s->busy) {
+        char *buf = NULL;
+        size_t len = 0;
+        int rv = nng_recv(s->ctl, &buf, &len, NNG_FLAG_ALLOC | NNG_FLAG_NONBLOCK);
+        if (rv != 0)
+            return;
+        json_error_t jerr;
+        json_t *req = json_loadb(buf, len, 0, &jerr);
+        nng_free(buf, len);
+        json_t *reply;
+        if (!json_is_object(req))
+            reply = err_reply("badarg", "request is not a JSON object: %s", jerr.text);
+        else
+            reply = handle(s, req);
+        const char *op = json_string_value(json_object_get(req, "op"));
+        if (op && strcmp(op, "which_children") && strcmp(op, "count_children") &&
+            strcmp(op, "status"))
+            log_info("ctl_request", "{s:s,s:O?}", "op", op, "args", req);
+        json_decref(req);
+        if (reply)
+            send_reply(s, reply);
+    }
+}
+
+int sup_ctl_open(struct sup *s)
+{
+    sup_ctl_address(s->ctl_addr, sizeof(s->ctl_addr), s->o->run_dir, s->spec->name);
+    int rv, fd;
+    if ((rv = nng_rep0_open(&s->ctl)) != 0) {
+        log_error("ctl_open_failed", "{s:s}", "error", nng_strerror(rv));
+        return -1;
+    }
+    if ((rv = nng_listen(s->ctl, s->ctl_addr, NULL, 0)) != 0) {
+        log_error("ctl_listen_failed", "{s:s,s:s,s:s}", "address", s->ctl_addr, "error",
+                  nng_strerror(rv), "hint",
+                  "is another node running with the same run_dir? give each node its own");
+        fprintf(stderr, "cmcpd: cannot listen on %s: %s\n", s->ctl_addr, nng_strerror(rv));
+        nng_close(s->ctl);
+        return -1;
+    }
+    if ((rv = nng_socket_get_int(s->ctl, NNG_OPT_RECVFD, &fd)) != 0) {
+        log_error("ctl_open_failed", "{s:s}", "error", nng_strerror(rv));
+        nng_close(s->ctl);
+        return -1;
+    }
+    s->ctl_open = true;
+    ev_io_init(&s->ctl_w, ctl_cb, fd, EV_READ);
+    s->ctl_w.data = s;
+    return 0;
+}
+
+void sup_ctl_close(struct sup *s)
+{
+    if (!s->ctl_open)
+        return;
+    ev_io_stop(s->loop, &s->ctl_w);
+    nng_close(s->ctl);
+    s->ctl_open = false;
+    /* ipc:// leaves its socket file behind. */
+    const char *path = s->ctl_addr + strlen("ipc://");
+    unlink(path);
+}
+
+void sup_ctl_pause(struct sup *s)
+{
+    if (s->ctl_open)
+        ev_io_stop(s->loop, &s->ctl_w);
+}
+
+void sup_ctl_resume(struct sup *s)
+{
+    if (s->ctl_open && !s->ctl_waiting)
+        ev_io_start(s->loop, &s->ctl_w);
+}

@@ -1,0 +1,256 @@
+#include "spec.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *strategy_names[] = {"one_for_one", "one_for_all", "rest_for_one",
+                                       "simple_one_for_one"};
+static const char *restart_names[] = {"permanent", "transient", "temporary"};
+
+const char *sup_strategy_name(enum sup_strategy s)
+{
+    return strategy_names[s];
+}
+
+const char *sup_restart_name(enum sup_restart r)
+{
+    return restart_names[r];
+}
+
+int sup_restart_parse(const char *s, enum sup_restart *out)
+{
+    for (int i = 0; i < 3; i++)
+        if (strcmp(s, restart_names[i]) == 0) {
+            *out = (enum sup_restart)i;
+            return 0;
+        }
+    return -1;
+}
+
+int sup_shutdown_parse(const char *s, long *out)
+{
+    if (strcmp(s, "brutal_kill") == 0) {
+        *out = SUP_SHUTDOWN_BRUTAL;
+        return 0;
+    }
+    if (strcmp(s, "infinity") == 0) {
+        *out = SUP_SHUTDOWN_INFINITY;
+        return 0;
+    }
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end || v < 0)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int sup_split_args(const char *line, char **argv, int max)
+{
+    int n = 0;
+    const char *p = line;
+    for (;;) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (!*p)
+            break;
+        if (n == max)
+            return -1;
+        char *buf = malloc(strlen(p) + 1), *o = buf;
+        char quote = 0;
+        while (*p && (quote || (*p != ' ' && *p != '\t'))) {
+            if (quote && *p == quote)
+                quote = 0;
+            else if (!quote && (*p == '\'' || *p == '"'))
+                quote = *p;
+            else
+                *o++ = *p;
+            p++;
+        }
+        *o = '\0';
+        if (quote) {
+            free(buf);
+            for (int i = 0; i < n; i++)
+                free(argv[i]);
+            return -1;
+        }
+        argv[n++] = buf;
+    }
+    argv[n] = NULL;
+    return n;
+}
+
+void sup_child_spec_free(struct child_spec *cs)
+{
+    for (int i = 0; i < cs->argc; i++)
+        free(cs->argv[i]);
+    cs->argc = 0;
+    cs->argv[0] = NULL;
+}
+
+int sup_child_spec_copy(struct child_spec *dst, const struct child_spec *src)
+{
+    *dst = *src;
+    for (int i = 0; i < src->argc; i++)
+        dst->argv[i] = strdup(src->argv[i]);
+    dst->argv[src->argc] = NULL;
+    return 0;
+}
+
+void sup_spec_free(struct sup_spec *s)
+{
+    for (int i = 0; i < s->nchildren; i++)
+        sup_child_spec_free(&s->children[i]);
+    if (s->has_template)
+        sup_child_spec_free(&s->tmpl);
+    s->nchildren = 0;
+}
+
+static char *section_of(char *buf, size_t len, const char *name)
+{
+    snprintf(buf, len, "tree.%s", name);
+    return buf;
+}
+
+int sup_child_from_cfg(struct cfg *c, const char *name, struct child_spec *cs,
+                       sup_role_known_fn role_known)
+{
+    char sec[80];
+    section_of(sec, sizeof(sec), name);
+    memset(cs, 0, sizeof(*cs));
+    snprintf(cs->id, sizeof(cs->id), "%s", name);
+    snprintf(cs->section, sizeof(cs->section), "%s", name);
+    cs->index = -1;
+    const char *type = cfg_get(c, sec, "type", "worker");
+    cs->type = strcmp(type, "supervisor") == 0 ? SUP_SUPERVISOR : SUP_WORKER;
+    sup_restart_parse(cfg_get(c, sec, "restart", "permanent"), &cs->restart);
+    /* OTP: infinity for supervisors, 5000 ms for workers. */
+    const char *sd = cfg_get(c, sec, "shutdown", cs->type == SUP_SUPERVISOR ? "infinity" : "5000");
+    sup_shutdown_parse(sd, &cs->shutdown_ms);
+    const char *st = cfg_get(c, sec, "start_timeout", cs->type == SUP_SUPERVISOR ? "infinity" : "5000");
+    cs->start_timeout_ms = strcmp(st, "infinity") == 0 ? -1 : atol(st);
+    cs->significant = cfg_get_bool(c, sec, "significant", false);
+
+    const struct cfg_entry *ex = cfg_find(c, sec, "exec");
+    const struct cfg_entry *args = cfg_find(c, sec, "args");
+    const struct cfg_entry *role = cfg_find(c, sec, "role");
+    if (ex) {
+        if (cs->type == SUP_SUPERVISOR)
+            return cfg_errorf(c, ex, "a supervisor is always cmcpd itself; drop 'exec'");
+        if (role || args)
+            return cfg_errorf(c, ex, "give either exec (a whole command) or role/args, not both");
+        cs->is_exec = true;
+        cs->argc = sup_split_args(ex->value, cs->argv, SUP_MAX_ARGS);
+        if (cs->argc <= 0)
+            return cfg_errorf(c, ex, "empty command or unbalanced quotes");
+        cs->ready_by_exec = true;
+    } else {
+        if (cs->type == SUP_SUPERVISOR) {
+            snprintf(cs->role, sizeof(cs->role), "supervisor");
+        } else {
+            snprintf(cs->role, sizeof(cs->role), "%s", role ? role->value : name);
+            if (role_known && !role_known(cs->role)) {
+                if (role)
+                    return cfg_errorf(c, role, "unknown role '%s' (cmcpd --help lists the roles)",
+                                      cs->role);
+                snprintf(c->err, sizeof(c->err),
+                         "child '%s' has no [%s] section with a role, and '%s' is not a "
+                         "cmcpd role (cmcpd --help lists the roles)",
+                         name, sec, name);
+                return -1;
+            }
+        }
+        if (args) {
+            cs->argc = sup_split_args(args->value, cs->argv, SUP_MAX_ARGS);
+            if (cs->argc < 0)
+                return cfg_errorf(c, args, "unbalanced quotes or more than %d arguments",
+                                  SUP_MAX_ARGS);
+        }
+    }
+    const struct cfg_entry *ready = cfg_find(c, sec, "ready");
+    if (ready)
+        cs->ready_by_exec = strcmp(ready->value, "exec") == 0;
+    return 0;
+}
+
+int sup_spec_from_cfg(struct cfg *c, const char *name, struct sup_spec *s,
+                      sup_role_known_fn role_known)
+{
+    char sec[80];
+    section_of(sec, sizeof(sec), name);
+    memset(s, 0, sizeof(*s));
+    snprintf(s->name, sizeof(s->name), "%s", name);
+    if (!cfg_has_section(c, sec)) {
+        snprintf(c->err, sizeof(c->err), "no [%s] section describes supervisor '%s'", sec, name);
+        return -1;
+    }
+    const char *type = cfg_get(c, sec, "type", "supervisor");
+    if (strcmp(type, "supervisor") != 0)
+        return cfg_errorf(c, cfg_find(c, sec, "type"), "'%s' is started as a supervisor, so its "
+                                                        "type must be supervisor",
+                          name);
+    const char *strat = cfg_get(c, sec, "strategy", "one_for_one");
+    for (int i = 0; i < 4; i++)
+        if (strcmp(strat, strategy_names[i]) == 0)
+            s->strategy = (enum sup_strategy)i;
+    /* OTP's defaults: intensity 1 in 5 seconds. */
+    s->intensity = (int)cfg_get_long(c, sec, "intensity", 1);
+    s->period_s = (int)cfg_get_long(c, sec, "period", 5);
+    const char *as = cfg_get(c, sec, "auto_shutdown", "never");
+    s->auto_shutdown = strcmp(as, "any_significant") == 0   ? SUP_AUTO_ANY
+                       : strcmp(as, "all_significant") == 0 ? SUP_AUTO_ALL
+                                                            : SUP_AUTO_NEVER;
+    s->backoff_min_ms = cfg_get_long(c, sec, "backoff_min", 0);
+    s->backoff_max_ms = cfg_get_long(c, sec, "backoff_max", s->backoff_min_ms * 64);
+    s->backoff_stable_ms = cfg_get_long(c, sec, "backoff_stable", 10000);
+    const struct cfg_entry *bmax = cfg_find(c, sec, "backoff_max");
+    if (bmax && s->backoff_max_ms < s->backoff_min_ms)
+        return cfg_errorf(c, bmax, "backoff_max is below backoff_min");
+
+    const struct cfg_entry *ch = cfg_find(c, sec, "children");
+    char names[SUP_MAX_CHILDREN][64];
+    int n = ch ? cfg_split_list(ch->value, names, SUP_MAX_CHILDREN) : 0;
+    if (s->strategy == SUP_SIMPLE_ONE_FOR_ONE) {
+        if (n != 1)
+            return cfg_errorf(c, ch ? ch : cfg_find(c, sec, "strategy"),
+                              "simple_one_for_one takes exactly one child: the template");
+        if (sup_child_from_cfg(c, names[0], &s->tmpl, role_known) != 0)
+            return -1;
+        s->has_template = true;
+        return 0;
+    }
+    for (int i = 0; i < n; i++) {
+        char csec[80];
+        section_of(csec, sizeof(csec), names[i]);
+        if (strcmp(names[i], name) == 0)
+            return cfg_errorf(c, ch, "supervisor '%s' lists itself as a child", name);
+        long count = cfg_get_long(c, csec, "count", 1);
+        struct child_spec base;
+        if (sup_child_from_cfg(c, names[i], &base, role_known) != 0)
+            return -1;
+        if (count != 1 && base.type == SUP_SUPERVISOR) {
+            sup_child_spec_free(&base);
+            return cfg_errorf(c, cfg_find(c, csec, "count"), "count applies to workers only");
+        }
+        for (long k = 0; k < count; k++) {
+            if (s->nchildren == SUP_MAX_CHILDREN) {
+                sup_child_spec_free(&base);
+                return cfg_errorf(c, ch, "more than %d children", SUP_MAX_CHILDREN);
+            }
+            struct child_spec *cs = &s->children[s->nchildren++];
+            sup_child_spec_copy(cs, &base);
+            if (count != 1) {
+                snprintf(cs->id, sizeof(cs->id), "%s-%ld", names[i], k);
+                cs->index = (int)k;
+            }
+        }
+        sup_child_spec_free(&base);
+    }
+    /* Ids are unique within a supervisor, as in OTP. */
+    for (int i = 0; i < s->nchildren; i++)
+        for (int j = 0; j < i; j++)
+            if (strcmp(s->children[i].id, s->children[j].id) == 0)
+                return cfg_errorf(c, ch, "child id '%s' appears twice", s->children[i].id);
+    return 0;
+}

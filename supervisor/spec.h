@@ -1,0 +1,74 @@
+/*
+ * Child and supervisor specifications, as OTP's child_spec() and sup_flags(),
+ * built from the [tree.NAME] sections of the configuration.
+ */
+#ifndef CMCP_SUP_SPEC_H
+#define CMCP_SUP_SPEC_H
+
+#include <stdbool.h>
+
+#include "config.h"
+
+enum sup_strategy { SUP_ONE_FOR_ONE, SUP_ONE_FOR_ALL, SUP_REST_FOR_ONE, SUP_SIMPLE_ONE_FOR_ONE };
+enum sup_restart { SUP_PERMANENT, SUP_TRANSIENT, SUP_TEMPORARY };
+enum sup_ctype { SUP_WORKER, SUP_SUPERVISOR };
+enum sup_auto_shutdown { SUP_AUTO_NEVER, SUP_AUTO_ANY, SUP_AUTO_ALL };
+
+#define SUP_SHUTDOWN_BRUTAL (-1L)
+#define SUP_SHUTDOWN_INFINITY (-2L)
+#define SUP_MAX_ARGS 32
+#define SUP_MAX_CHILDREN 512
+
+struct child_spec {
+    char id[64];
+    char section[64]; /* the [tree.X] section it came from */
+    char role[32];    /* cmcpd role, or "" when exec is set */
+    char *argv[SUP_MAX_ARGS + 1]; /* exec: the command; cmcpd role: extra args. NULL-terminated. */
+    int argc;
+    int index; /* replica index when count > 1, else -1 */
+    enum sup_restart restart;
+    long shutdown_ms; /* >= 0, SUP_SHUTDOWN_BRUTAL or SUP_SHUTDOWN_INFINITY */
+    long start_timeout_ms; /* < 0: infinity */
+    bool ready_by_exec;    /* ready as soon as exec succeeds (foreign programs) */
+    bool is_exec;          /* argv is a whole command, not cmcpd args */
+    enum sup_ctype type;
+    bool significant;
+};
+
+struct sup_spec {
+    char name[64];
+    enum sup_strategy strategy;
+    int intensity;
+    int period_s;
+    enum sup_auto_shutdown auto_shutdown;
+    long backoff_min_ms, backoff_max_ms, backoff_stable_ms;
+    struct child_spec children[SUP_MAX_CHILDREN];
+    int nchildren;
+    struct child_spec tmpl; /* simple_one_for_one template */
+    bool has_template;
+};
+
+/* A predicate the binary supplies: does cmcpd have this worker role? */
+typedef bool (*sup_role_known_fn)(const char *role);
+
+/* Builds the spec of supervisor `name` from c. 0, or -1 with c->err naming file:line. */
+int sup_spec_from_cfg(struct cfg *c, const char *name, struct sup_spec *out,
+                      sup_role_known_fn role_known);
+
+/* Builds one child spec from section `name`; used for config and for start_child. */
+int sup_child_from_cfg(struct cfg *c, const char *name, struct child_spec *out,
+                       sup_role_known_fn role_known);
+
+void sup_child_spec_free(struct child_spec *cs);
+int sup_child_spec_copy(struct child_spec *dst, const struct child_spec *src);
+void sup_spec_free(struct sup_spec *s);
+
+/* Splits a command line on spaces, honouring '...' and "..." quotes. -1 on bad quoting. */
+int sup_split_args(const char *line, char **argv, int max);
+
+const char *sup_strategy_name(enum sup_strategy s);
+const char *sup_restart_name(enum sup_restart r);
+int sup_restart_parse(const char *s, enum sup_restart *out);
+int sup_shutdown_parse(const char *s, long *out);
+
+#endif
