@@ -149,6 +149,76 @@ static int lock_run_dir(const char *run_dir)
     return fd; /* held open for the life of the root */
 }
 
+/*
+ * Checks every supervisor of the tree before anything starts, so that an error
+ * in a nested section is a configuration error (exit 2, file:line) and not a
+ * failed start. A supervisor section may appear once in the tree: it is one
+ * process with one control socket (this also rules out cycles).
+ * With out != NULL, prints the tree.
+ */
+static int check_tree(struct cfg *c, FILE *out)
+{
+    struct sup_spec *sp = calloc(1, sizeof(*sp));
+    static char names[SUP_MAX_CHILDREN][64], parents[SUP_MAX_CHILDREN][64];
+    int n = 0, done = 0, rc = 0;
+    if (!sp) {
+        snprintf(c->err, sizeof(c->err), "out of memory");
+        return -1;
+    }
+    snprintf(names[n], sizeof(names[n]), "root");
+    parents[n++][0] = '\0';
+    while (done < n && rc == 0) {
+        if (sup_spec_from_cfg(c, names[done], sp, role_known) != 0) {
+            rc = -1;
+            break;
+        }
+        if (out)
+            fprintf(out, "%s: %s, intensity %d in %d s\n", names[done],
+                    sup_strategy_name(sp->strategy), sp->intensity, sp->period_s);
+        for (int i = 0; i < sp->nchildren && rc == 0; i++) {
+            struct child_spec *cs = &sp->children[i];
+            if (out)
+                fprintf(out, "  %s (%s, %s)\n", cs->id,
+                        cs->type == SUP_SUPERVISOR ? "supervisor"
+                        : cs->is_exec              ? cs->argv[0]
+                                                   : cs->role,
+                        sup_restart_name(cs->restart));
+            if (cs->type != SUP_SUPERVISOR)
+                continue;
+            for (int k = 0; k < n; k++)
+                if (strcmp(names[k], cs->section) == 0) {
+                    char sec[80];
+                    snprintf(sec, sizeof(sec), "tree.%s", names[done]);
+                    rc = cfg_errorf(c, cfg_find(c, sec, "children"),
+                                    "supervisor '%s' is already in the tree%s%s%s; a supervisor "
+                                    "section starts one process, so it may appear only once",
+                                    cs->section, parents[k][0] ? " (under '" : "",
+                                    parents[k][0] ? parents[k] : "",
+                                    parents[k][0] ? "')" : " (it is the root)");
+                    break;
+                }
+            if (rc == 0 && n == SUP_MAX_CHILDREN) {
+                snprintf(c->err, sizeof(c->err), "more than %d supervisors in the tree",
+                         SUP_MAX_CHILDREN);
+                rc = -1;
+            }
+            if (rc == 0) {
+                snprintf(names[n], sizeof(names[n]), "%s", cs->section);
+                snprintf(parents[n], sizeof(parents[n]), "%s", names[done]);
+                n++;
+            }
+        }
+        if (out && sp->has_template)
+            fprintf(out, "  template %s (%s, %s)\n", sp->tmpl.id,
+                    sp->tmpl.is_exec ? sp->tmpl.argv[0] : sp->tmpl.role,
+                    sup_restart_name(sp->tmpl.restart));
+        sup_spec_free(sp);
+        done++;
+    }
+    free(sp);
+    return rc;
+}
+
 static int run_root(struct proc_args *a, bool check_config)
 {
     char cfgpath[PATH_MAX];
@@ -190,38 +260,11 @@ static int run_root(struct proc_args *a, bool check_config)
         log_set_level(lvl);
 
     struct sup_run_opts o = {"root", true, -1, abs_run, a->config, role_known};
+    if (check_tree(&a->cfg, check_config ? stdout : NULL) != 0) {
+        fprintf(stderr, "cmcpd: configuration error: %s\n", a->cfg.err);
+        return CMCP_EXIT_USAGE;
+    }
     if (check_config) {
-        /* Walk the whole tree so that every supervisor's section is checked. */
-        struct sup_spec *sp = calloc(1, sizeof(*sp));
-        const char *todo[SUP_MAX_CHILDREN];
-        char names[SUP_MAX_CHILDREN][64];
-        int n = 0, done = 0;
-        todo[n++] = "root";
-        while (done < n) {
-            if (sup_spec_from_cfg(&a->cfg, todo[done], sp, role_known) != 0) {
-                fprintf(stderr, "cmcpd: configuration error: %s\n", a->cfg.err);
-                free(sp);
-                return CMCP_EXIT_USAGE;
-            }
-            printf("%s: %s, intensity %d in %d s\n", todo[done],
-                   sup_strategy_name(sp->strategy), sp->intensity, sp->period_s);
-            for (int i = 0; i < sp->nchildren && n < SUP_MAX_CHILDREN; i++) {
-                struct child_spec *cs = &sp->children[i];
-                printf("  %s (%s, %s)\n", cs->id,
-                       cs->type == SUP_SUPERVISOR ? "supervisor" : cs->is_exec ? cs->argv[0] : cs->role,
-                       sup_restart_name(cs->restart));
-                if (cs->type == SUP_SUPERVISOR) {
-                    snprintf(names[n], sizeof(names[n]), "%s", cs->section);
-                    todo[n] = names[n];
-                    n++;
-                }
-            }
-            if (sp->has_template)
-                printf("  template %s (%s)\n", sp->tmpl.id, sp->tmpl.role);
-            sup_spec_free(sp);
-            done++;
-        }
-        free(sp);
         printf("configuration OK\n");
         return 0;
     }

@@ -4,7 +4,11 @@
  * (which_children, count_children, terminate_child, restart_child,
  * delete_child, start_child, get_childspec) plus status, with OTP's error
  * answers. Requests that start or stop a child are answered when that is
- * done; until then the supervisor reads no further request.
+ * done; until then the supervisor reads no further request (rep0 holds one
+ * request at a time). While a job (a restart, a backoff delay) runs, the
+ * read-only requests are answered at once; restart_child and delete_child
+ * of a child whose restart is pending answer `restarting`; any other request
+ * that changes children is parked until the job ends.
  */
 #include "sup_internal.h"
 
@@ -20,6 +24,8 @@
 #include "log.h"
 
 enum { CTL_NONE, CTL_TERMINATE, CTL_RESTART, CTL_START };
+
+static void ctl_update_watch(struct sup *s);
 
 static json_t *ok_reply(void)
 {
@@ -96,9 +102,23 @@ static json_t *spec_from_json(struct sup *s, json_t *j, struct child_spec *cs)
         cs->shutdown_ms = (long)json_integer_value(sd);
     else if (json_is_string(sd) && sup_shutdown_parse(json_string_value(sd), &cs->shutdown_ms) != 0)
         return err_reply("badarg", "spec.shutdown must be brutal_kill, infinity or milliseconds");
+    if (sd && !json_is_string(sd) && !(json_is_integer(sd) && json_integer_value(sd) >= 0))
+        return err_reply("badarg", "spec.shutdown must be brutal_kill, infinity or milliseconds");
     json_t *st = json_object_get(j, "start_timeout");
-    cs->start_timeout_ms = json_is_integer(st) ? (long)json_integer_value(st) : 5000;
+    cs->start_timeout_ms = cs->type == SUP_SUPERVISOR ? -1 : 5000;
+    if (json_is_integer(st) && json_integer_value(st) > 0)
+        cs->start_timeout_ms = (long)json_integer_value(st);
+    else if (json_is_string(st) && strcmp(json_string_value(st), "infinity") == 0)
+        cs->start_timeout_ms = -1;
+    else if (st)
+        return err_reply("badarg", "spec.start_timeout must be milliseconds (> 0) or infinity");
     cs->significant = json_is_true(json_object_get(j, "significant"));
+    if (cs->significant && cs->restart == SUP_PERMANENT)
+        return err_reply("badarg", "a significant child must be transient or temporary");
+    if (cs->significant && s->spec->auto_shutdown == SUP_AUTO_NEVER)
+        return err_reply("badarg", "supervisor '%s' has auto_shutdown = never: no child may be "
+                                   "significant",
+                         s->spec->name);
     const char *role = json_string_value(json_object_get(j, "role"));
     json_t *exec = json_object_get(j, "exec");
     json_t *args = json_object_get(j, "args");
@@ -161,7 +181,9 @@ static json_t *do_count(struct sup *s)
         sups += s->kids[i]->spec.type == SUP_SUPERVISOR;
         workers += s->kids[i]->spec.type == SUP_WORKER;
     }
-    return json_pack("{s:b,s:i,s:i,s:i,s:i}", "ok", 1, "specs", s->nkids, "active", active,
+    /* OTP: a simple_one_for_one supervisor has one spec, its template. */
+    int specs = s->spec->strategy == SUP_SIMPLE_ONE_FOR_ONE ? 1 : s->nkids;
+    return json_pack("{s:b,s:i,s:i,s:i,s:i}", "ok", 1, "specs", specs, "active", active,
                      "supervisors", sups, "workers", workers);
 }
 
@@ -202,6 +224,7 @@ static json_t *defer(struct sup *s, int op, struct sup_child *c, enum step_op st
     s->ctl_waiting = true;
     s->ctl_op = op;
     s->ctl_child = c;
+    ctl_update_watch(s);
     sup_job_begin(s, JOB_CTL);
     sup_job_add(s, step, c, 0);
     sup_job_run(s);
@@ -334,6 +357,36 @@ void sup_ctl_job_done(struct sup *s, bool ok, struct sup_child *c)
     }
     s->ctl_child = NULL;
     send_reply(s, reply);
+    ctl_update_watch(s);
+}
+
+static bool read_only(const char *op)
+{
+    return op && (strcmp(op, "which_children") == 0 || strcmp(op, "count_children") == 0 ||
+                  strcmp(op, "status") == 0 || strcmp(op, "get_childspec") == 0);
+}
+
+static void log_request(json_t *req)
+{
+    const char *op = json_string_value(json_object_get(req, "op"));
+    if (op && strcmp(op, "which_children") && strcmp(op, "count_children") &&
+        strcmp(op, "status") && strcmp(op, "get_childspec"))
+        log_info("ctl_request", "{s:s,s:O?}", "op", op, "args", req);
+}
+
+/* A request that changes children, read while a job runs: an answer now, or NULL to park it. */
+static json_t *busy_answer(struct sup *s, json_t *req)
+{
+    const char *op = json_string_value(json_object_get(req, "op"));
+    if (strcmp(op, "restart_child") && strcmp(op, "delete_child"))
+        return NULL;
+    if (s->spec->strategy == SUP_SIMPLE_ONE_FOR_ONE)
+        return NULL; /* answered simple_one_for_one once the job is over */
+    const char *id = json_string_value(json_object_get(req, "id"));
+    struct sup_child *c = id ? sup_find(s, id) : NULL;
+    if (c && strcmp(sup_child_state_name(c), "restarting") == 0)
+        return err_reply("restarting", "child '%s' is being restarted", c->spec.id);
+    return NULL;
 }
 
 static void ctl_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -341,7 +394,8 @@ static void ctl_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void)loop;
     (void)revents;
     struct sup *s = w->data;
-    while (!s->ctl_waiting && !s->busy) {
+    /* Bounded: the loop comes back for the rest. */
+    for (int round = 0; round < 64 && !s->ctl_waiting && !s->ctl_parked; round++) {
         char *buf = NULL;
         size_t len = 0;
         int rv = nng_recv(s->ctl, &buf, &len, NNG_FLAG_ALLOC | NNG_FLAG_NONBLOCK);
@@ -350,21 +404,28 @@ static void ctl_cb(struct ev_loop *loop, ev_io *w, int revents)
         json_error_t jerr;
         json_t *req = json_loadb(buf, len, 0, &jerr);
         nng_free(buf, len);
-        json_t *reply;
-        if (!json_is_object(req))
+        json_t *reply = NULL;
+        if (!json_is_object(req)) {
             reply = err_reply("badarg", "request is not a JSON object: %s", jerr.text);
-        else
+        } else if (!json_is_string(json_object_get(req, "op"))) {
+            reply = err_reply("badarg", "a request is a JSON object with an \"op\"");
+        } else if (s->busy && !s->stopping &&
+                   !read_only(json_string_value(json_object_get(req, "op")))) {
+            reply = busy_answer(s, req);
+            if (!reply) {
+                s->ctl_parked = req;
+                ctl_update_watch(s);
+                return;
+            }
+        } else {
+            log_request(req);
             reply = handle(s, req);
-        const char *op = json_string_value(json_object_get(req, "op"));
-        if (op && strcmp(op, "which_children") && strcmp(op, "count_children") &&
-            strcmp(op, "status"))
-            log_info("ctl_request", "{s:s,s:O?}", "op", op, "args", req);
+        }
         json_decref(req);
         if (reply)
             send_reply(s, reply);
     }
 }
-
 int sup_ctl_open(struct sup *s)
 {
     sup_ctl_address(s->ctl_addr, sizeof(s->ctl_addr), s->o->run_dir, s->spec->name);
@@ -389,6 +450,7 @@ int sup_ctl_open(struct sup *s)
     s->ctl_open = true;
     ev_io_init(&s->ctl_w, ctl_cb, fd, EV_READ);
     s->ctl_w.data = s;
+    ctl_update_watch(s);
     return 0;
 }
 
@@ -404,14 +466,38 @@ void sup_ctl_close(struct sup *s)
     unlink(path);
 }
 
-void sup_ctl_pause(struct sup *s)
+static void ctl_update_watch(struct sup *s)
 {
-    if (s->ctl_open)
+    if (!s->ctl_open)
+        return;
+    if (!s->ctl_waiting && !s->ctl_parked)
+        ev_io_start(s->loop, &s->ctl_w);
+    else
         ev_io_stop(s->loop, &s->ctl_w);
 }
 
 void sup_ctl_resume(struct sup *s)
 {
-    if (s->ctl_open && !s->ctl_waiting)
-        ev_io_start(s->loop, &s->ctl_w);
+    if (!s->ctl_open)
+        return;
+    if (s->ctl_parked && !s->busy && !s->ctl_waiting) {
+        json_t *req = s->ctl_parked;
+        s->ctl_parked = NULL;
+        log_request(req);
+        json_t *reply = handle(s, req);
+        json_decref(req);
+        if (reply)
+            send_reply(s, reply);
+    }
+    ctl_update_watch(s);
+}
+
+void sup_ctl_drop_parked(struct sup *s)
+{
+    if (!s->ctl_parked)
+        return;
+    json_decref(s->ctl_parked);
+    s->ctl_parked = NULL;
+    send_reply(s, err_reply("shutting_down", "supervisor '%s' is shutting down", s->spec->name));
+    ctl_update_watch(s);
 }

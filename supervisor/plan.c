@@ -1,5 +1,6 @@
 #include "plan.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 
@@ -8,23 +9,44 @@
 void sup_intensity_init(struct sup_intensity *in, int intensity, int period_s)
 {
     memset(in, 0, sizeof(*in));
-    in->intensity = intensity;
+    in->intensity = intensity < 0 ? 0 : intensity;
     in->period_ms = (double)period_s * 1000.0;
+}
+
+void sup_intensity_free(struct sup_intensity *in)
+{
+    free(in->stamps);
+    in->stamps = NULL;
+    in->n = in->cap = 0;
 }
 
 bool sup_intensity_add(struct sup_intensity *in, double now_ms)
 {
-    /* Drop restarts older than the period, then add this one. */
-    int keep = 0;
-    for (int i = 0; i < in->n; i++)
-        if (now_ms - in->stamps[i] <= in->period_ms)
-            in->stamps[keep++] = in->stamps[i];
-    in->n = keep;
-    if (in->n == (int)CMCP_ARRAY_LEN(in->stamps)) {
-        /* More than 64 restarts in the window is beyond any sane intensity:
-         * forget the oldest so the count stays a lower bound. */
-        memmove(in->stamps, in->stamps + 1, sizeof(in->stamps) - sizeof(in->stamps[0]));
-        in->n--;
+    /* Drop restarts older than the period (oldest first), then add this one. */
+    int old = 0;
+    while (old < in->n && now_ms - in->stamps[old] > in->period_ms)
+        old++;
+    if (old > 0) {
+        memmove(in->stamps, in->stamps + old, (size_t)(in->n - old) * sizeof(in->stamps[0]));
+        in->n -= old;
+    }
+    /* intensity + 1 stamps within the period already decide "exceeded": forget the
+     * oldest beyond that, so memory stays bounded whatever the restart rate. */
+    int keep = in->intensity + 1;
+    if (in->n >= keep) {
+        int drop = in->n - keep + 1;
+        memmove(in->stamps, in->stamps + drop, (size_t)(in->n - drop) * sizeof(in->stamps[0]));
+        in->n -= drop;
+    }
+    if (in->n == in->cap) {
+        int cap = in->cap ? in->cap * 2 : 8;
+        if (cap > keep)
+            cap = keep;
+        double *v = realloc(in->stamps, (size_t)cap * sizeof(*v));
+        if (!v) /* out of memory: count this restart as the one too many */
+            return true;
+        in->stamps = v;
+        in->cap = cap;
     }
     in->stamps[in->n++] = now_ms;
     return in->n > in->intensity;

@@ -12,14 +12,19 @@
 
 /* Restart timestamps within the period (OTP's `restarts` list). */
 struct sup_intensity {
-    double stamps[64]; /* ring of the most recent restarts, newest last */
-    int n;
+    double *stamps; /* the restarts within the period, oldest first; grown on demand */
+    int n, cap;     /* at most intensity + 1 are ever kept: enough to decide */
     int intensity;
     double period_ms;
 };
 
 void sup_intensity_init(struct sup_intensity *in, int intensity, int period_s);
-/* Records one restart at now_ms. True when more than `intensity` restarts fall within `period`. */
+void sup_intensity_free(struct sup_intensity *in);
+/*
+ * Records one restart at now_ms. True when more than `intensity` restarts fall
+ * within the last `period` (a restart exactly `period` old still counts, as
+ * in OTP). Intensity 0: the first restart already exceeds it.
+ */
 bool sup_intensity_add(struct sup_intensity *in, double now_ms);
 
 /* An exit is "normal" for OTP when status 0 or the reserved shutdown status, and not a signal. */

@@ -113,6 +113,36 @@ static char *section_of(char *buf, size_t len, const char *name)
     return buf;
 }
 
+/* Keys that only mean something for one type of node: a misplaced one is an error. */
+static const char *const sup_only_keys[] = {"strategy", "intensity", "period", "children",
+                                            "auto_shutdown", "backoff_min", "backoff_max",
+                                            "backoff_stable"};
+static const char *const worker_only_keys[] = {"args", "ready", "count"};
+
+static int check_keys_for_type(struct cfg *c, const char *sec, enum sup_ctype type)
+{
+    if (type == SUP_WORKER) {
+        for (size_t i = 0; i < sizeof(sup_only_keys) / sizeof(sup_only_keys[0]); i++) {
+            const struct cfg_entry *e = cfg_find(c, sec, sup_only_keys[i]);
+            if (e)
+                return cfg_errorf(c, e, "'%s' applies to supervisors only; this section is a "
+                                        "worker (add type = supervisor if it is meant to supervise)",
+                                  sup_only_keys[i]);
+        }
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(worker_only_keys) / sizeof(worker_only_keys[0]); i++) {
+        const struct cfg_entry *e = cfg_find(c, sec, worker_only_keys[i]);
+        if (e)
+            return cfg_errorf(c, e, "'%s' applies to workers only; this section is a supervisor",
+                              worker_only_keys[i]);
+    }
+    const struct cfg_entry *role = cfg_find(c, sec, "role");
+    if (role && strcmp(role->value, "supervisor") != 0)
+        return cfg_errorf(c, role, "a supervisor's role is always 'supervisor'");
+    return 0;
+}
+
 int sup_child_from_cfg(struct cfg *c, const char *name, struct child_spec *cs,
                        sup_role_known_fn role_known)
 {
@@ -131,6 +161,13 @@ int sup_child_from_cfg(struct cfg *c, const char *name, struct child_spec *cs,
     const char *st = cfg_get(c, sec, "start_timeout", cs->type == SUP_SUPERVISOR ? "infinity" : "5000");
     cs->start_timeout_ms = strcmp(st, "infinity") == 0 ? -1 : atol(st);
     cs->significant = cfg_get_bool(c, sec, "significant", false);
+    if (cs->significant && cs->restart == SUP_PERMANENT)
+        /* OTP: {bad_combination, [{restart, permanent}, {significant, true}]} */
+        return cfg_errorf(c, cfg_find(c, sec, "significant"),
+                          "a significant child must be transient or temporary (restart is %s)",
+                          sup_restart_name(cs->restart));
+    if (check_keys_for_type(c, sec, cs->type) != 0)
+        return -1;
 
     const struct cfg_entry *ex = cfg_find(c, sec, "exec");
     const struct cfg_entry *args = cfg_find(c, sec, "args");
@@ -154,9 +191,19 @@ int sup_child_from_cfg(struct cfg *c, const char *name, struct child_spec *cs,
                 if (role)
                     return cfg_errorf(c, role, "unknown role '%s' (cmcpd --help lists the roles)",
                                       cs->role);
+                /* Without a role key the section's name is the role; find a line to blame. */
+                const struct cfg_entry *any = NULL;
+                for (int i = 0; i < c->n && !any; i++)
+                    if (strcmp(c->v[i].section, sec) == 0)
+                        any = &c->v[i];
+                if (any)
+                    return cfg_errorf(c, any,
+                                      "[%s] has no role (nor exec), and '%s' is not a cmcpd role "
+                                      "(cmcpd --help lists the roles)",
+                                      sec, name);
                 snprintf(c->err, sizeof(c->err),
-                         "child '%s' has no [%s] section with a role, and '%s' is not a "
-                         "cmcpd role (cmcpd --help lists the roles)",
+                         "child '%s' has no [%s] section, and '%s' is not a cmcpd role "
+                         "(cmcpd --help lists the roles)",
                          name, sec, name);
                 return -1;
             }
@@ -207,10 +254,25 @@ int sup_spec_from_cfg(struct cfg *c, const char *name, struct sup_spec *s,
     const struct cfg_entry *bmax = cfg_find(c, sec, "backoff_max");
     if (bmax && s->backoff_max_ms < s->backoff_min_ms)
         return cfg_errorf(c, bmax, "backoff_max is below backoff_min");
+    if (check_keys_for_type(c, sec, SUP_SUPERVISOR) != 0)
+        return -1;
+    if (s->strategy == SUP_SIMPLE_ONE_FOR_ONE && s->auto_shutdown != SUP_AUTO_NEVER)
+        /* OTP 27 rejects this combination too: dynamic children come and go by design. */
+        return cfg_errorf(c, cfg_find(c, sec, "auto_shutdown"),
+                          "auto_shutdown must be never for a simple_one_for_one supervisor");
 
     const struct cfg_entry *ch = cfg_find(c, sec, "children");
-    char names[SUP_MAX_CHILDREN][64];
+    static char names[SUP_MAX_CHILDREN][64];
     int n = ch ? cfg_split_list(ch->value, names, SUP_MAX_CHILDREN) : 0;
+    for (int i = 0; i < n; i++) {
+        char csec[80];
+        section_of(csec, sizeof(csec), names[i]);
+        if (!cfg_has_section(c, csec) && (!role_known || !role_known(names[i])))
+            return cfg_errorf(c, ch,
+                              "child '%s' has no [%s] section, and '%s' is not a cmcpd role "
+                              "(cmcpd --help lists the roles)",
+                              names[i], csec, names[i]);
+    }
     if (s->strategy == SUP_SIMPLE_ONE_FOR_ONE) {
         if (n != 1)
             return cfg_errorf(c, ch ? ch : cfg_find(c, sec, "strategy"),
@@ -218,6 +280,16 @@ int sup_spec_from_cfg(struct cfg *c, const char *name, struct sup_spec *s,
         if (sup_child_from_cfg(c, names[0], &s->tmpl, role_known) != 0)
             return -1;
         s->has_template = true;
+        if (s->tmpl.type == SUP_SUPERVISOR)
+            /* Every instance would claim the same control socket, sup-NAME.sock. */
+            return cfg_errorf(c, ch, "the template of a simple_one_for_one supervisor must be a "
+                                     "worker");
+        char tsec[80];
+        section_of(tsec, sizeof(tsec), names[0]);
+        if (s->tmpl.significant)
+            return cfg_errorf(c, cfg_find(c, tsec, "significant"),
+                              "significant children need auto_shutdown, which simple_one_for_one "
+                              "does not take");
         return 0;
     }
     for (int i = 0; i < n; i++) {
@@ -247,6 +319,16 @@ int sup_spec_from_cfg(struct cfg *c, const char *name, struct sup_spec *s,
         }
         sup_child_spec_free(&base);
     }
+    /* OTP rejects significant children when auto_shutdown is never. */
+    for (int i = 0; i < s->nchildren; i++)
+        if (s->children[i].significant && s->auto_shutdown == SUP_AUTO_NEVER) {
+            char csec[80];
+            section_of(csec, sizeof(csec), s->children[i].section);
+            return cfg_errorf(c, cfg_find(c, csec, "significant"),
+                              "significant children need auto_shutdown = any_significant or "
+                              "all_significant in [%s]",
+                              sec);
+        }
     /* Ids are unique within a supervisor, as in OTP. */
     for (int i = 0; i < s->nchildren; i++)
         for (int j = 0; j < i; j++)

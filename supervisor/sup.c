@@ -44,7 +44,8 @@ const char *sup_child_state_name(const struct sup_child *c)
         break;
     }
     struct sup *s = c->sup;
-    if (s->busy && !s->stopping)
+    /* OTP's `restarting`: down, with a restart (or its retry) still to come. */
+    if (s->busy && !s->stopping && s->job == JOB_RESTART)
         for (int i = s->cur; i < s->nsteps; i++)
             if (s->steps[i].op == OP_START && s->steps[i].c == c)
                 return "restarting";
@@ -113,8 +114,8 @@ static void became_ready(struct sup *s, struct sup_child *c)
     c->state = CS_RUNNING;
     c->ready_ms = cmcp_now_ms();
     ev_timer_stop(s->loop, &c->timer);
-    log_info("child_ready", "{s:s,s:i,s:f}", "child", c->spec.id, "child_pid", (int)c->pid,
-             "start_ms", c->ready_ms - c->started_ms);
+    log_info("child_ready", "{s:s,s:i,s:f,s:f}", "child", c->spec.id, "child_pid", (int)c->pid,
+             "start_ms", c->ready_ms - c->started_ms, "t_mono", c->ready_ms);
     if (s->busy && s->cur < s->nsteps && s->steps[s->cur].op == OP_START && s->steps[s->cur].c == c)
         step_done(s);
 }
@@ -241,9 +242,9 @@ static int child_start(struct sup *s, struct sup_child *c)
         ev_timer_set(&c->timer, (double)c->spec.start_timeout_ms / 1000.0, 0);
         ev_timer_start(s->loop, &c->timer);
     }
-    log_info("child_started", "{s:s,s:i,s:s,s:s}", "child", c->spec.id, "child_pid", (int)r.pid,
-             "child_role", c->spec.is_exec ? c->spec.argv[0] : c->spec.role, "type",
-             c->spec.type == SUP_SUPERVISOR ? "supervisor" : "worker");
+    log_info("child_started", "{s:s,s:i,s:s,s:s,s:f}", "child", c->spec.id, "child_pid",
+             (int)r.pid, "child_role", c->spec.is_exec ? c->spec.argv[0] : c->spec.role, "type",
+             c->spec.type == SUP_SUPERVISOR ? "supervisor" : "worker", "t_mono", c->started_ms);
     return 0;
 }
 
@@ -338,8 +339,7 @@ static void handle_death(struct sup *s, struct sup_child *c)
     static struct sup_plan plan;
     sup_plan_restart(strat, pk, s->nkids, dead, &plan);
     sup_job_begin(s, JOB_RESTART);
-    if (delay > 0)
-        sup_job_add(s, OP_DELAY, NULL, delay);
+    /* The group goes down at once, as in OTP; only the start waits out the backoff. */
     for (int i = 0; i < plan.nstop; i++)
         sup_job_add(s, OP_STOP, s->kids[plan.stop[i]], 0);
     struct sup_child *drops[SUP_MAX_CHILDREN], *starts[SUP_MAX_CHILDREN];
@@ -349,6 +349,8 @@ static void handle_death(struct sup *s, struct sup_child *c)
         starts[i] = s->kids[plan.start[i]];
     for (int i = 0; i < plan.ndrop; i++)
         sup_job_add(s, OP_DROP, drops[i], 0);
+    if (delay > 0)
+        sup_job_add(s, OP_DELAY, NULL, delay);
     for (int i = 0; i < plan.nstart; i++)
         sup_job_add(s, OP_START, starts[i], 0);
     sup_job_run(s);
@@ -360,6 +362,7 @@ static void child_exit_cb(struct ev_loop *loop, ev_child *w, int revents)
     struct sup_child *c = w->data;
     struct sup *s = c->sup;
     ev_child_stop(loop, w);
+    double now = cmcp_now_ms();
     enum child_state prev = c->state;
     pid_t pid = c->pid;
     /* An exec failure may still sit in the pipe: read it before closing. */
@@ -377,12 +380,12 @@ static void child_exit_cb(struct ev_loop *loop, ev_child *w, int revents)
     if (prev == CS_STARTING && !c->fail_reason[0])
         snprintf(c->fail_reason, sizeof(c->fail_reason), "exited before ready: %s", desc);
     if (prev == CS_STOPPING)
-        log_info("child_exited", "{s:s,s:i,s:s,s:b}", "child", c->spec.id, "child_pid", (int)pid,
-                 "status", desc, "expected", 1);
+        log_info("child_exited", "{s:s,s:i,s:s,s:b,s:f}", "child", c->spec.id, "child_pid",
+                 (int)pid, "status", desc, "expected", 1, "t_mono", now);
     else
-        log_warn("child_exited", "{s:s,s:i,s:s,s:b,s:f}", "child", c->spec.id, "child_pid",
-                 (int)pid, "status", desc, "expected", 0, "uptime_ms",
-                 cmcp_now_ms() - c->started_ms);
+        log_warn("child_exited", "{s:s,s:i,s:s,s:b,s:f,s:f}", "child", c->spec.id, "child_pid",
+                 (int)pid, "status", desc, "expected", 0, "uptime_ms", now - c->started_ms,
+                 "t_mono", now);
 
     if (prev == CS_STOPPING || prev == CS_STARTING) {
         if (s->busy && s->cur < s->nsteps) {
@@ -418,7 +421,6 @@ void sup_job_begin(struct sup *s, enum job_kind kind)
     s->nsteps = 0;
     s->cur = 0;
     s->delay_retry = false;
-    sup_ctl_pause(s);
 }
 
 void sup_job_add(struct sup *s, enum step_op op, struct sup_child *c, long ms)
@@ -590,6 +592,7 @@ void sup_shutdown(struct sup *s, int exit_code, const char *reason)
     ev_timer_stop(s->loop, &s->delay_w);
     if (s->busy && s->job == JOB_CTL)
         sup_ctl_job_done(s, false, NULL);
+    sup_ctl_drop_parked(s);
     s->ndeaths = 0;
     sup_job_begin(s, JOB_SHUTDOWN);
     if (s->spec->strategy == SUP_SIMPLE_ONE_FOR_ONE) {
@@ -662,6 +665,7 @@ int sup_run(struct cfg *cfg, const struct sup_run_opts *o)
     sup_ctl_close(s);
     while (s->nkids > 0)
         sup_child_remove(s, s->kids[s->nkids - 1]);
+    sup_intensity_free(&s->intensity);
     sup_spec_free(s->spec);
     free(s->spec);
     free(s);

@@ -72,6 +72,8 @@ struct sup {
     bool ctl_open;
     ev_io ctl_w;
     bool ctl_waiting; /* a reply is owed for a deferred request */
+    json_t *ctl_parked; /* a request that changes children, read while a job ran: it waits
+                           for the job's end, as a message waits in an OTP mailbox */
     int ctl_op;       /* the deferred request's operation (ctl.c) */
     struct sup_child *ctl_child;
     char ctl_addr[512];
@@ -96,8 +98,10 @@ const char *sup_child_state_name(const struct sup_child *c);
 /* ctl.c */
 int sup_ctl_open(struct sup *s);
 void sup_ctl_close(struct sup *s);
+/* No job runs any more: handle a parked request, then read requests again. */
 void sup_ctl_resume(struct sup *s);
-void sup_ctl_pause(struct sup *s);
+/* The supervisor is shutting down: a parked request gets its "shutting_down" answer. */
+void sup_ctl_drop_parked(struct sup *s);
 /* Called when a JOB_CTL finishes: completes the deferred reply. */
 void sup_ctl_job_done(struct sup *s, bool ok, struct sup_child *c);
 
