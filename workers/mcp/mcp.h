@@ -1,0 +1,307 @@
+/*
+ * mcp: the Model Context Protocol engine of cmcp.
+ *
+ * A pure library: no sockets, no processes, no event loop. A shard worker
+ * owns one mcp_server (configuration plus the tool/resource/prompt registry)
+ * and one mcp_session per MCP session, feeds every parsed client message to
+ * mcp_handle() and delivers what the engine emits through mcp_host_ops.
+ *
+ * Threading: none. Every function must be called from the thread that runs
+ * the host's event loop, and host callbacks are invoked on it.
+ *
+ * Ownership: json_t arguments are borrowed unless the comment says "steals";
+ * json_t results are new references the caller owns.
+ *
+ * See docs/mcp-engine.md for the flow of asynchronous calls.
+ */
+#ifndef CMCP_MCP_H
+#define CMCP_MCP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+typedef struct mcp_server mcp_server;   /* one per shard: config + registry */
+typedef struct mcp_session mcp_session; /* one per MCP session */
+typedef struct mcp_call mcp_call;       /* one client request being served */
+
+/* JSON-RPC error codes the engine answers with. */
+enum {
+    MCP_PARSE_ERROR = -32700,
+    MCP_INVALID_REQUEST = -32600,
+    MCP_METHOD_NOT_FOUND = -32601,
+    MCP_INVALID_PARAMS = -32602,
+    MCP_INTERNAL_ERROR = -32603,
+    MCP_REQUEST_TIMEOUT = -32001,    /* a server->client request got no answer in time */
+    MCP_RESOURCE_NOT_FOUND = -32002, /* resources/read of an unknown URI */
+};
+
+/* Newest protocol revision the engine speaks (what unknown versions get). */
+#define MCP_PROTOCOL_LATEST "2025-11-25"
+
+/* The protocol revisions initialize accepts, oldest first, NULL-terminated. */
+extern const char *const mcp_protocol_versions[];
+bool mcp_protocol_supported(const char *version);
+
+/* ---------------------------------------------------------------- host -- */
+
+struct mcp_host_ops {
+    /*
+     * Deliver a server->client message of session s. rel = the id of the
+     * client request it belongs to (progress, log messages and
+     * server->client requests made while serving that request), or NULL for
+     * session-wide messages (list_changed, resources/updated, ...).
+     * final=true marks the end of the request `rel`: msg is then its
+     * response, or NULL when the request was cancelled and gets no response.
+     * Ownership of msg passes to the host. rel is only valid during the call.
+     * Only requests that went asynchronous (mcp_handle set *pending) ever
+     * get a final emit; messages with rel set are always emitted before that
+     * request's final emit.
+     */
+    void (*emit)(void *host, mcp_session *s, const json_t *rel, json_t *msg, bool final);
+    /* One-shot timer; returns a handle for timer_cancel (NULL = failed).
+     * The engine never cancels a timer that has fired. */
+    void *(*timer_add)(void *host, double after_ms, void (*cb)(void *arg), void *arg);
+    void (*timer_cancel)(void *host, void *timer);
+    /* Called after the session's durable state changed, before the reply is
+     * sent (may be NULL). Commit mcp_session_dump(s) here. */
+    void (*session_changed)(void *host, mcp_session *s);
+    /* Optional (may be NULL): close the SSE stream that carries request rel
+     * without ending the request, so the client reconnects with
+     * Last-Event-ID (SEP-1699 polling). The final response then travels on
+     * the resumed stream. Used by the conformance pack's test_reconnection. */
+    void (*close_stream)(void *host, mcp_session *s, const json_t *rel);
+};
+
+struct mcp_server_opts {
+    const char *packs;        /* "core", "core,conformance", "none"; NULL = "core" */
+    const char *name;         /* serverInfo.name; NULL = "cmcp" */
+    const char *version;      /* serverInfo.version; NULL = the cmcp version */
+    const char *instructions; /* initialize's instructions; NULL = a built-in text */
+    int page_size;            /* items per page of the list methods; <= 0 = 100 */
+};
+
+/* NULL + a message in err for e.g. an unknown pack. */
+mcp_server *mcp_server_new(const struct mcp_server_opts *o, const struct mcp_host_ops *ops,
+                           void *host, char *err, size_t errlen);
+/* Frees the server and every session still attached to it. */
+void mcp_server_free(mcp_server *srv);
+
+/* ------------------------------------------------------------- session -- */
+
+mcp_session *mcp_session_new(mcp_server *srv, const char *id);
+/* Cancels its pending calls (their on_cancel hooks run) and timers. Nothing
+ * is emitted for them: the host is tearing the session down. */
+void mcp_session_free(mcp_session *s);
+const char *mcp_session_id(const mcp_session *s);
+bool mcp_session_initialized(const mcp_session *s);
+const char *mcp_session_protocol(const mcp_session *s); /* negotiated version or NULL */
+const json_t *mcp_session_client_capabilities(const mcp_session *s); /* NULL before initialize */
+size_t mcp_session_pending(const mcp_session *s); /* requests in flight */
+void mcp_session_set_userdata(mcp_session *s, void *p);
+void *mcp_session_userdata(const mcp_session *s);
+
+/*
+ * Owner epoch and mutation sequence number. seq grows by one on every
+ * durable change; (epoch, seq) orders two copies of a session. Setting the
+ * epoch (the cluster layer does it on takeover) does not bump seq.
+ */
+uint64_t mcp_session_epoch(const mcp_session *s);
+uint64_t mcp_session_seq(const mcp_session *s);
+void mcp_session_set_epoch(mcp_session *s, uint64_t epoch);
+
+/* Session state as JSON for the durable store and back: protocol version,
+ * client info & capabilities, log level, subscriptions, kv data, epoch and
+ * seq. In-flight requests are not durable. */
+json_t *mcp_session_dump(const mcp_session *s);
+mcp_session *mcp_session_restore(mcp_server *srv, const json_t *state, char *err, size_t errlen);
+
+/* -------------------------------------------------------------- handle -- */
+
+enum mcp_msg_kind {
+    MCP_MSG_INVALID = 0,
+    MCP_MSG_REQUEST,
+    MCP_MSG_NOTIFICATION,
+    MCP_MSG_RESPONSE, /* a client's answer to a server->client request */
+    MCP_MSG_BATCH,    /* a JSON array (2025-03-26 only) */
+};
+/* What a parsed message is, so a transport can pick 202 vs a response. */
+enum mcp_msg_kind mcp_classify(const json_t *msg);
+/* True for a well-formed initialize request (the transport makes a session for it). */
+bool mcp_is_initialize(const json_t *msg);
+
+/*
+ * Handle one parsed client message (a request, notification or response;
+ * NOT a batch). Returns the immediate response (caller owns), or NULL when
+ * there is none: for notifications and responses, and for requests that
+ * went asynchronous (*pending=true; their response arrives later through
+ * ops->emit(..., final=true)). Invalid messages get JSON-RPC errors
+ * (-32600 invalid request, -32601 unknown method, -32602 bad params);
+ * requests other than initialize and ping before initialize get -32600
+ * with a message saying so. pending may be NULL.
+ */
+json_t *mcp_handle(mcp_server *srv, mcp_session *s, json_t *msg, bool *pending);
+/*
+ * A JSON-RPC batch (protocol 2025-03-26 only; other sessions get a single
+ * -32600 error). Returns the array of immediate responses, a single error
+ * object for an empty or refused batch, or NULL when nothing answers now.
+ * *npending (may be NULL) = how many requests of the batch went asynchronous.
+ */
+json_t *mcp_handle_batch(mcp_server *srv, mcp_session *s, json_t *batch, int *npending);
+/* Parse text and handle it (object or batch); -32700 for bad JSON. */
+json_t *mcp_handle_text(mcp_server *srv, mcp_session *s, const char *buf, size_t len,
+                        bool *pending);
+
+/* A JSON-RPC error response; id may be NULL (-> null); steals data. */
+json_t *mcp_error_response(const json_t *id, int code, const char *message, json_t *data);
+
+/* ------------------------------------------------------ notifications -- */
+
+/* RFC 5424 levels as MCP names them (logging/setLevel). */
+enum mcp_log_level {
+    MCP_LOG_DEBUG = 0,
+    MCP_LOG_INFO,
+    MCP_LOG_NOTICE,
+    MCP_LOG_WARNING,
+    MCP_LOG_ERROR,
+    MCP_LOG_CRITICAL,
+    MCP_LOG_ALERT,
+    MCP_LOG_EMERGENCY,
+};
+const char *mcp_log_level_name(enum mcp_log_level l);
+int mcp_log_level_parse(const char *name); /* -1 when unknown */
+
+/* Session-wide notifications/message, sent when level passes the session's
+ * logging/setLevel (every level until the client sets one). Steals data. */
+void mcp_session_log(mcp_session *s, enum mcp_log_level level, const char *logger, json_t *data);
+/* notifications/resources/updated to every session subscribed to uri. */
+void mcp_server_resource_updated(mcp_server *srv, const char *uri);
+
+/* ------------------------------------------------------------ registry -- */
+
+/*
+ * A tool. run() serves one tools/call: it finishes the call with
+ * mcp_call_return*() either before returning (synchronous) or later from a
+ * timer or a server->client reply (asynchronous). args are the validated
+ * arguments (an object, {} when the client sent none); they are only valid
+ * during run(), so copy what a later step needs.
+ */
+typedef void (*mcp_tool_fn)(mcp_call *c, const json_t *args, void *ud);
+
+struct mcp_tool_def {
+    const char *name;        /* 1..128 of [A-Za-z0-9_.-] */
+    const char *title;       /* may be NULL */
+    const char *description; /* required */
+    const json_t *input_schema;  /* NULL = {"type":"object"} */
+    const json_t *output_schema; /* NULL = none; else structuredContent must match */
+    const json_t *annotations;   /* may be NULL */
+    mcp_tool_fn run;
+    void *ud;
+};
+/* Registers (copies) a tool; sessions get notifications/tools/list_changed.
+ * 0, or -1 with err for a bad or duplicate definition. */
+int mcp_server_add_tool(mcp_server *srv, const struct mcp_tool_def *def, char *err,
+                        size_t errlen);
+/* Unregisters; calls already running finish normally. 0, or -1 if unknown. */
+int mcp_server_remove_tool(mcp_server *srv, const char *name);
+size_t mcp_server_tool_count(const mcp_server *srv);
+
+/* Resource contents for resources/read: an array of {uri, mimeType, text|blob}.
+ * Return NULL for "no such resource" (-> -32002), or finish the call with
+ * mcp_call_error() and return NULL for any other error. */
+typedef json_t *(*mcp_resource_read_fn)(mcp_call *c, const char *uri, const json_t *vars,
+                                        void *ud);
+/* Completion values (array of strings) for a template variable or prompt argument. */
+typedef json_t *(*mcp_complete_fn)(mcp_call *c, const char *arg, const char *prefix,
+                                   const json_t *context_args, void *ud);
+
+struct mcp_resource_def {
+    const char *uri; /* a URI, or an RFC 6570 level-1 template for templates */
+    const char *name, *title, *description, *mime_type;
+    mcp_resource_read_fn read;
+    /* Templates only (all optional): the concrete resources the template
+     * currently names for this session (array of Resource objects), shown
+     * by resources/list, and completion of its variables. */
+    json_t *(*list)(mcp_session *s, void *ud);
+    mcp_complete_fn complete;
+    void *ud;
+};
+int mcp_server_add_resource(mcp_server *srv, const struct mcp_resource_def *def, char *err,
+                            size_t errlen);
+int mcp_server_add_template(mcp_server *srv, const struct mcp_resource_def *def, char *err,
+                            size_t errlen);
+
+/* prompts/get: returns {description?, messages[]}, or NULL after
+ * mcp_call_error(). Required arguments were checked before. */
+typedef json_t *(*mcp_prompt_fn)(mcp_call *c, const json_t *args, void *ud);
+
+struct mcp_prompt_def {
+    const char *name, *title, *description;
+    const json_t *arguments; /* array of {name, description?, required?} or NULL */
+    mcp_prompt_fn get;
+    mcp_complete_fn complete;
+    void *ud;
+};
+int mcp_server_add_prompt(mcp_server *srv, const struct mcp_prompt_def *def, char *err,
+                          size_t errlen);
+
+/* ---------------------------------------------------------------- call -- */
+
+mcp_server *mcp_call_server(const mcp_call *c);
+mcp_session *mcp_call_session(const mcp_call *c);
+const json_t *mcp_call_id(const mcp_call *c);
+const char *mcp_call_method(const mcp_call *c);
+/* The protocol revision the request is served under (never NULL). */
+const char *mcp_call_protocol(const mcp_call *c);
+bool mcp_call_protocol_at_least(const mcp_call *c, const char *version);
+bool mcp_call_has_progress(const mcp_call *c);
+bool mcp_call_done(const mcp_call *c);
+
+/* Per-call state of a tool, freed (free_fn) when the call ends in any way. */
+void mcp_call_set_state(mcp_call *c, void *state, void (*free_fn)(void *));
+void *mcp_call_state(const mcp_call *c);
+/* Runs when the client cancels the call or its session is freed, before the
+ * call's timers and server->client requests are dropped. */
+void mcp_call_on_cancel(mcp_call *c, void (*fn)(mcp_call *c));
+
+/* notifications/progress for the request's _meta.progressToken (no-op
+ * without one). progress must grow; non-growing values are dropped (false).
+ * total <= 0 and msg NULL are left out. */
+bool mcp_call_progress(mcp_call *c, double progress, double total, const char *msg);
+/* notifications/message tied to this request, filtered by the session's level.
+ * Steals data. */
+void mcp_call_log(mcp_call *c, enum mcp_log_level level, const char *logger, json_t *data);
+
+/* A timer owned by the call: cancelled automatically when the call ends.
+ * Returns NULL when the host has no timers. */
+void *mcp_call_timer(mcp_call *c, double after_ms, void (*cb)(mcp_call *c, void *arg),
+                     void *arg);
+void mcp_call_timer_cancel(mcp_call *c, void *timer);
+
+/* Answer to a server->client request: exactly one of result / error is set. */
+typedef void (*mcp_reply_fn)(mcp_call *c, const json_t *result, const json_t *error, void *arg);
+/*
+ * Send a server->client request (sampling/createMessage, elicitation/create,
+ * roots/list, ...) tied to this call; steals params. reply runs when the
+ * client answers, or with error -32001 after timeout_ms (<= 0: none). Checks
+ * the client declared the matching capability first: returns -ENOTSUP if
+ * not (reply will not run), -EINVAL if the call is over, 0 when sent.
+ */
+int mcp_call_request(mcp_call *c, const char *method, json_t *params, double timeout_ms,
+                     mcp_reply_fn reply, void *arg);
+/* Whether the client declared what method needs (false for unknown methods). */
+bool mcp_call_client_supports(const mcp_call *c, const char *method, const json_t *params);
+
+/* Finish the call with a result object (steals). For tools/call it is a
+ * CallToolResult; structuredContent is dropped for clients older than
+ * 2025-06-18. Finishing twice is ignored. */
+void mcp_call_return(mcp_call *c, json_t *result);
+/* A CallToolResult with one text block. */
+void mcp_call_return_text(mcp_call *c, bool is_error, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Finish with a JSON-RPC error (steals data). */
+void mcp_call_error(mcp_call *c, int code, const char *message, json_t *data);
+
+#endif

@@ -1,0 +1,78 @@
+/*
+ * tools/list and tools/call.
+ *
+ * The line between protocol errors and tool errors follows the spec: a
+ * request the server cannot route (no name, unknown tool, arguments that are
+ * not an object) is a JSON-RPC error; arguments that fail the tool's
+ * inputSchema are the tool's business and come back as an isError result
+ * the model can read and correct.
+ */
+#include "mcp_internal.h"
+
+#include <stdio.h>
+
+static json_t *tool_json(const struct mcpi_tool *t, const char *protocol)
+{
+    json_t *o = json_pack("{s:s}", "name", t->name);
+    bool modern = mcpi_proto_at_least(protocol, "2025-06-18");
+    if (t->title && modern)
+        json_object_set_new(o, "title", json_string(t->title));
+    json_object_set_new(o, "description", json_string(t->description));
+    json_object_set(o, "inputSchema", t->input_schema);
+    if (t->output_schema && modern)
+        json_object_set(o, "outputSchema", t->output_schema);
+    if (t->annotations && mcpi_proto_at_least(protocol, "2025-03-26"))
+        json_object_set(o, "annotations", t->annotations);
+    return o;
+}
+
+void mcpi_tools_list(mcp_call *c, const json_t *params)
+{
+    size_t offset;
+    if (mcpi_page_begin(c, params, "tools", &offset) != 0)
+        return;
+    json_t *all = json_array();
+    struct mcpi_tool *t, *tmp;
+    HASH_ITER(hh, c->srv->tools, t, tmp)
+    {
+        json_array_append_new(all, tool_json(t, c->protocol));
+    }
+    mcpi_page_finish(c, json_object(), "tools", all, "tools", offset);
+}
+
+void mcpi_tools_call(mcp_call *c, const json_t *params)
+{
+    const char *name = json_string_value(json_object_get(params, "name"));
+    if (!name) {
+        mcp_call_error(c, MCP_INVALID_PARAMS,
+                       "Invalid params: tools/call needs \"name\", the tool to call (see "
+                       "tools/list)",
+                       NULL);
+        return;
+    }
+    const json_t *args = json_object_get(params, "arguments");
+    if (args && !json_is_object(args) && !json_is_null(args)) {
+        mcp_call_error(c, MCP_INVALID_PARAMS,
+                       "Invalid params: tool \"arguments\" must be an object", NULL);
+        return;
+    }
+    struct mcpi_tool *t = mcpi_tool_find(c->srv, name);
+    if (!t) {
+        char text[256];
+        snprintf(text, sizeof(text), "Unknown tool: %.128s", name);
+        mcp_call_error(c, MCP_INVALID_PARAMS, text,
+                       json_pack("{s:s}", "hint", "call tools/list for the tools this server has"));
+        return;
+    }
+    json_t *empty = NULL;
+    if (!json_is_object(args))
+        args = empty = json_object();
+    char why[300];
+    if (!mcpi_schema_check(t->input_schema, args, "arguments", why, sizeof(why))) {
+        mcp_call_return_text(c, true, "Invalid arguments for tool %s: %s", t->name, why);
+    } else {
+        mcpi_call_set_tool(c, t);
+        t->run(c, args, t->ud);
+    }
+    json_decref(empty);
+}

@@ -1,0 +1,319 @@
+/*
+ * The "conformance" pack, part 1: the tools the official MCP conformance
+ * suite (@modelcontextprotocol/conformance, server scenarios) calls. Names,
+ * arguments, texts, MIME types, log and progress sequences and elicitation
+ * schemas are the ones its checks assert; see docs/mcp-engine.md.
+ */
+#include "mcp_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* How long a tool waits for the client to answer sampling or elicitation. */
+#define CLIENT_ANSWER_MS 300000.0
+#define STEP_MS 50.0
+
+static json_t *image_content(void)
+{
+    return json_pack("{s:s,s:s,s:s}", "type", "image", "data", mcpi_test_png_base64, "mimeType",
+                     "image/png");
+}
+
+static void simple_text(mcp_call *c, const json_t *args, void *ud)
+{
+    mcp_call_return_text(c, false, "This is a simple text response for testing.");
+}
+
+static void image(mcp_call *c, const json_t *args, void *ud)
+{
+    mcp_call_return(c, json_pack("{s:[o]}", "content", image_content()));
+}
+
+static void audio(mcp_call *c, const json_t *args, void *ud)
+{
+    mcp_call_return(c, json_pack("{s:[{s:s,s:s,s:s}]}", "content", "type", "audio", "data",
+                                 mcpi_test_wav_base64, "mimeType", "audio/wav"));
+}
+
+static void embedded(mcp_call *c, const json_t *args, void *ud)
+{
+    mcp_call_return(c, json_pack("{s:[{s:s,s:{s:s,s:s,s:s}}]}", "content", "type", "resource",
+                                 "resource", "uri", "test://embedded-resource", "mimeType",
+                                 "text/plain", "text", "This is an embedded resource content."));
+}
+
+static void multiple(mcp_call *c, const json_t *args, void *ud)
+{
+    mcp_call_return(c, json_pack("{s:[o,o,{s:s,s:{s:s,s:s,s:s}}]}", "content",
+                                 mcpi_text_content("Multiple content types test:"),
+                                 image_content(), "type", "resource", "resource", "uri",
+                                 "test://mixed-content-resource", "mimeType",
+                                 "application/json", "text", "{\"test\":\"data\",\"value\":123}"));
+}
+
+static void error_handling(mcp_call *c, const json_t *args, void *ud)
+{
+    mcp_call_return_text(c, true, "This tool intentionally returns an error for testing");
+}
+
+/* Logging and progress: three steps ~50 ms apart, as the suite expects. */
+static const char *const log_steps[] = {
+    "Tool execution started", "Tool processing data", "Tool execution completed"};
+
+static void logging_step(mcp_call *c, void *arg)
+{
+    intptr_t step = (intptr_t)arg;
+    mcp_call_log(c, MCP_LOG_INFO, NULL, json_string(log_steps[step]));
+    if (step == 2) {
+        mcp_call_return_text(c, false, "Tool with logging executed successfully");
+    } else if (!mcp_call_timer(c, STEP_MS, logging_step, (void *)(step + 1))) {
+        mcp_call_return_text(c, true, "test_tool_with_logging: no timers on this host");
+    }
+}
+
+static void with_logging(mcp_call *c, const json_t *args, void *ud)
+{
+    logging_step(c, (void *)(intptr_t)0);
+}
+
+static void progress_step(mcp_call *c, void *arg)
+{
+    intptr_t step = (intptr_t)arg;
+    char msg[64];
+    snprintf(msg, sizeof(msg), "Completed step %d of 2", (int)step);
+    mcp_call_progress(c, (double)step * 50.0, 100.0, msg);
+    if (step == 2) {
+        mcp_call_return_text(c, false, "Tool with progress executed successfully");
+    } else if (!mcp_call_timer(c, STEP_MS, progress_step, (void *)(step + 1))) {
+        mcp_call_return_text(c, true, "test_tool_with_progress: no timers on this host");
+    }
+}
+
+static void with_progress(mcp_call *c, const json_t *args, void *ud)
+{
+    progress_step(c, (void *)(intptr_t)0);
+}
+
+/* -------------------------------------------- server->client requests -- */
+
+static void unsupported(mcp_call *c, int rv, const char *tool, const char *capability)
+{
+    if (rv == -ENOTSUP)
+        mcp_call_return_text(c, true,
+                             "%s needs a client that supports %s: declare the '%s' capability "
+                             "in initialize (protocol 2025-06-18 or newer for elicitation)",
+                             tool, capability, capability);
+    else
+        mcp_call_return_text(c, true, "%s could not send its request to the client (%d)", tool,
+                             rv);
+}
+
+static const char *error_message(const json_t *error)
+{
+    const char *m = json_string_value(json_object_get(error, "message"));
+    return m ? m : "unknown error";
+}
+
+/* CreateMessageResult.content is one block, or (2025-11-25) an array of them. */
+static const char *sampled_text(const json_t *result)
+{
+    const json_t *content = json_object_get(result, "content");
+    if (json_is_array(content)) {
+        size_t i;
+        json_t *b;
+        json_array_foreach(content, i, b)
+        {
+            const char *t = json_string_value(json_object_get(b, "text"));
+            if (t)
+                return t;
+        }
+        return NULL;
+    }
+    return json_string_value(json_object_get(content, "text"));
+}
+
+static void sampling_reply(mcp_call *c, const json_t *result, const json_t *error, void *arg)
+{
+    if (error) {
+        mcp_call_return_text(c, true, "Sampling failed: %s", error_message(error));
+        return;
+    }
+    const char *text = sampled_text(result);
+    mcp_call_return_text(c, false, "LLM response: %s", text ? text : "(no text in the answer)");
+}
+
+static void sampling(mcp_call *c, const json_t *args, void *ud)
+{
+    const char *prompt = json_string_value(json_object_get(args, "prompt"));
+    json_t *params = json_pack("{s:[{s:s,s:{s:s,s:s}}],s:i}", "messages", "role", "user",
+                               "content", "type", "text", "text", prompt, "maxTokens", 100);
+    int rv = mcp_call_request(c, "sampling/createMessage", params, CLIENT_ANSWER_MS,
+                              sampling_reply, NULL);
+    if (rv != 0)
+        unsupported(c, rv, "test_sampling", "sampling");
+}
+
+/* arg: the prefix of the result text ("User response" or "Elicitation completed"). */
+static void elicit_reply(mcp_call *c, const json_t *result, const json_t *error, void *arg)
+{
+    if (error) {
+        mcp_call_return_text(c, true, "Elicitation failed: %s", error_message(error));
+        return;
+    }
+    const char *action = json_string_value(json_object_get(result, "action"));
+    const json_t *content = json_object_get(result, "content");
+    char *text = content ? json_dumps(content, JSON_ENCODE_ANY | JSON_COMPACT) : strdup("{}");
+    mcp_call_return_text(c, false, "%s: action=%s, content=%s", (const char *)arg,
+                         action ? action : "(none)", text ? text : "{}");
+    free(text);
+}
+
+static void elicit(mcp_call *c, const char *tool, const char *message, const char *schema,
+                   const char *prefix)
+{
+    json_t *params = json_pack("{s:s,s:o}", "message", message, "requestedSchema",
+                               json_loads(schema, 0, NULL));
+    /* "mode" arrived with 2025-11-25; older clients would reject the field. */
+    if (mcp_call_protocol_at_least(c, "2025-11-25"))
+        json_object_set_new(params, "mode", json_string("form"));
+    int rv = mcp_call_request(c, "elicitation/create", params, CLIENT_ANSWER_MS, elicit_reply,
+                              (void *)prefix);
+    if (rv != 0)
+        unsupported(c, rv, tool, "elicitation");
+}
+
+static void elicitation(mcp_call *c, const json_t *args, void *ud)
+{
+    elicit(c, "test_elicitation", json_string_value(json_object_get(args, "message")),
+           "{\"type\":\"object\",\"properties\":{\"username\":{\"type\":\"string\","
+           "\"description\":\"User's response\"},\"email\":{\"type\":\"string\","
+           "\"description\":\"User's email address\"}},\"required\":[\"username\",\"email\"]}",
+           "User response");
+}
+
+static void elicitation_defaults(mcp_call *c, const json_t *args, void *ud)
+{
+    elicit(c, "test_elicitation_sep1034_defaults",
+           "Please review and update the form fields with defaults",
+           "{\"type\":\"object\",\"properties\":{"
+           "\"name\":{\"type\":\"string\",\"description\":\"User name\",\"default\":\"John Doe\"},"
+           "\"age\":{\"type\":\"integer\",\"description\":\"User age\",\"default\":30},"
+           "\"score\":{\"type\":\"number\",\"description\":\"User score\",\"default\":95.5},"
+           "\"status\":{\"type\":\"string\",\"description\":\"User status\",\"enum\":[\"active\","
+           "\"inactive\",\"pending\"],\"default\":\"active\"},"
+           "\"verified\":{\"type\":\"boolean\",\"description\":\"Verification status\","
+           "\"default\":true}},\"required\":[]}",
+           "Elicitation completed");
+}
+
+static void elicitation_enums(mcp_call *c, const json_t *args, void *ud)
+{
+    elicit(c, "test_elicitation_sep1330_enums", "Please select options from the enum fields",
+           "{\"type\":\"object\",\"properties\":{"
+           "\"untitledSingle\":{\"type\":\"string\",\"description\":\"Select one option\","
+           "\"enum\":[\"option1\",\"option2\",\"option3\"]},"
+           "\"titledSingle\":{\"type\":\"string\",\"description\":\"Select one option with "
+           "titles\",\"oneOf\":[{\"const\":\"value1\",\"title\":\"First Option\"},{\"const\":"
+           "\"value2\",\"title\":\"Second Option\"},{\"const\":\"value3\",\"title\":\"Third "
+           "Option\"}]},"
+           "\"legacyEnum\":{\"type\":\"string\",\"description\":\"Select one option (legacy)\","
+           "\"enum\":[\"opt1\",\"opt2\",\"opt3\"],\"enumNames\":[\"Option One\",\"Option Two\","
+           "\"Option Three\"]},"
+           "\"untitledMulti\":{\"type\":\"array\",\"description\":\"Select multiple options\","
+           "\"minItems\":1,\"maxItems\":3,\"items\":{\"type\":\"string\",\"enum\":[\"option1\","
+           "\"option2\",\"option3\"]}},"
+           "\"titledMulti\":{\"type\":\"array\",\"description\":\"Select multiple options with "
+           "titles\",\"minItems\":1,\"maxItems\":3,\"items\":{\"anyOf\":[{\"const\":\"value1\","
+           "\"title\":\"First Choice\"},{\"const\":\"value2\",\"title\":\"Second Choice\"},"
+           "{\"const\":\"value3\",\"title\":\"Third Choice\"}]}}},\"required\":[]}",
+           "Elicitation completed");
+}
+
+static void json_schema_tool(mcp_call *c, const json_t *args, void *ud)
+{
+    char *text = json_dumps(args, JSON_COMPACT);
+    mcp_call_return_text(c, false, "JSON Schema 2020-12 tool called with: %s", text ? text : "{}");
+    free(text);
+}
+
+static void reconnection_done(mcp_call *c, void *arg)
+{
+    mcp_call_return_text(c, false,
+                         "Reconnection test finished: this result reached you after the server "
+                         "closed the stream mid-call.");
+}
+
+/* SEP-1699: ask the transport to drop the request's SSE stream, then answer
+ * 100 ms later, on the stream the client resumes with Last-Event-ID. */
+static void reconnection(mcp_call *c, const json_t *args, void *ud)
+{
+    mcp_server *srv = mcp_call_server(c);
+    if (srv->ops.close_stream)
+        srv->ops.close_stream(srv->host, mcp_call_session(c), mcp_call_id(c));
+    if (!mcp_call_timer(c, 100.0, reconnection_done, NULL))
+        reconnection_done(c, NULL);
+}
+
+/* ------------------------------------------------------- registration -- */
+
+#define NO_ARGS "{\"type\":\"object\",\"properties\":{}}"
+
+static const struct {
+    const char *name, *description, *input;
+    mcp_tool_fn run;
+} tools[] = {
+    {"test_simple_text", "Tests simple text content response", NO_ARGS, simple_text},
+    {"test_image_content", "Tests image content response", NO_ARGS, image},
+    {"test_audio_content", "Tests audio content response", NO_ARGS, audio},
+    {"test_embedded_resource", "Tests embedded resource content response", NO_ARGS, embedded},
+    {"test_multiple_content_types",
+     "Tests response with multiple content types (text, image, resource)", NO_ARGS, multiple},
+    {"test_tool_with_logging", "Tests tool that emits log messages during execution", NO_ARGS,
+     with_logging},
+    {"test_tool_with_progress", "Tests tool that reports progress notifications", NO_ARGS,
+     with_progress},
+    {"test_error_handling", "Tests error response handling", NO_ARGS, error_handling},
+    {"test_sampling", "Tests server-initiated sampling (LLM completion request)",
+     "{\"type\":\"object\",\"properties\":{\"prompt\":{\"type\":\"string\",\"description\":"
+     "\"The prompt to send to the LLM\"}},\"required\":[\"prompt\"]}",
+     sampling},
+    {"test_elicitation", "Tests server-initiated elicitation (user input request)",
+     "{\"type\":\"object\",\"properties\":{\"message\":{\"type\":\"string\",\"description\":"
+     "\"The message to show the user\"}},\"required\":[\"message\"]}",
+     elicitation},
+    {"test_elicitation_sep1034_defaults", "Tests elicitation with default values per SEP-1034",
+     NO_ARGS, elicitation_defaults},
+    {"test_elicitation_sep1330_enums",
+     "Tests elicitation with enum schema improvements per SEP-1330", NO_ARGS, elicitation_enums},
+    {"json_schema_2020_12_tool",
+     "Tool with JSON Schema 2020-12 features for conformance testing (SEP-1613)",
+     "{\"$schema\":\"https://json-schema.org/draft/2020-12/schema\",\"type\":\"object\","
+     "\"$defs\":{\"address\":{\"type\":\"object\",\"properties\":{\"street\":{\"type\":"
+     "\"string\"},\"city\":{\"type\":\"string\"}}}},\"properties\":{\"name\":{\"type\":"
+     "\"string\"},\"address\":{\"$ref\":\"#/$defs/address\"}},\"additionalProperties\":false}",
+     json_schema_tool},
+    {"test_reconnection",
+     "Tests SSE stream disconnection and client reconnection (SEP-1699): the server closes the "
+     "stream mid-call and answers after the client reconnects.",
+     NO_ARGS, reconnection},
+};
+
+int mcpi_pack_conformance_tools(mcp_server *srv, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < sizeof(tools) / sizeof(tools[0]); i++) {
+        json_t *in = json_loads(tools[i].input, 0, NULL);
+        struct mcp_tool_def def = {.name = tools[i].name,
+                                   .description = tools[i].description,
+                                   .input_schema = in,
+                                   .run = tools[i].run};
+        int rv = in ? mcp_server_add_tool(srv, &def, err, errlen) : -1;
+        if (!in)
+            snprintf(err, errlen, "conformance pack: bad schema for tool %s", tools[i].name);
+        json_decref(in);
+        if (rv != 0)
+            return -1;
+    }
+    return 0;
+}
