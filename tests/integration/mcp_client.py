@@ -1,0 +1,285 @@
+"""Minimal MCP clients for cmcp's process-level tests (python3 stdlib only).
+
+Http speaks Streamable HTTP over raw sockets, so tests can see exactly what a
+client sees (status, headers, SSE events with ids) and can also send broken
+input. Tcp speaks newline-delimited JSON-RPC. Every read is bounded in time.
+"""
+import json
+import socket
+import time
+
+PROTOCOL = "2025-11-25"
+ACCEPT = "application/json, text/event-stream"
+
+
+_handed_out = set()
+
+
+def free_port():
+    """A loopback port nobody listens on, never the same twice in one test process."""
+    for _ in range(100):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no free port found")
+
+
+def node_config(http_port, tcp_port, packs="core", shards=2, extra=""):
+    return f"""
+[tools]
+packs = {packs}
+[listener]
+http_port = {http_port}
+tcp_port = {tcp_port}
+[tree.shard]
+count = {shards}
+{extra}
+"""
+
+
+class Response:
+    def __init__(self, status, headers, body, events):
+        self.status = status
+        self.headers = headers  # lower-case names
+        self.body = body  # bytes (non-SSE)
+        self.events = events  # list of dicts {id, event, data} (SSE)
+
+    def json(self):
+        return json.loads(self.body)
+
+    def messages(self):
+        """JSON-RPC messages of the answer: the body, or every SSE data."""
+        if self.events is not None:
+            return [json.loads(e["data"]) for e in self.events if e.get("data")]
+        return [self.json()] if self.body else []
+
+    def __repr__(self):
+        return f"<Response {self.status} {self.headers} {self.body[:300]!r} events={self.events}>"
+
+
+class HttpConn:
+    """One keep-alive HTTP/1.1 connection."""
+
+    def __init__(self, port, timeout=10.0):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+        self.timeout = timeout
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def _fill(self, deadline):
+        self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("connection closed by the server")
+        self.buf += chunk
+
+    def _read_until(self, marker, deadline):
+        while marker not in self.buf:
+            if time.monotonic() > deadline:
+                raise TimeoutError("no %r from the server" % marker)
+            self._fill(deadline)
+        i = self.buf.index(marker) + len(marker)
+        out, self.buf = self.buf[:i], self.buf[i:]
+        return out
+
+    def _read_n(self, n, deadline):
+        while len(self.buf) < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError("body not complete")
+            self._fill(deadline)
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def read_head(self, deadline=None):
+        deadline = deadline or time.monotonic() + self.timeout
+        head = self._read_until(b"\r\n\r\n", deadline).decode("latin-1")
+        lines = head.split("\r\n")
+        status = int(lines[0].split(" ")[1])
+        headers = {}
+        for line in lines[1:]:
+            if ":" in line:
+                k, v = line.split(":", 1)
+                headers[k.strip().lower()] = v.strip()
+        return status, headers
+
+    def read_chunk(self, deadline):
+        size = int(self._read_until(b"\r\n", deadline).strip().split(b";")[0], 16)
+        data = self._read_n(size + 2, deadline)[:-2]
+        return size, data
+
+    def read_response(self, timeout=None, max_events=None, on_event=None):
+        """A whole response; SSE bodies are parsed into events. max_events stops early."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        status, headers = self.read_head(deadline)
+        if status == 100:
+            return self.read_response(timeout, max_events, on_event)
+        ctype = headers.get("content-type", "")
+        chunked = headers.get("transfer-encoding", "").lower() == "chunked"
+        if ctype.startswith("text/event-stream"):
+            events, pending = [], b""
+            while True:
+                if chunked:
+                    size, data = self.read_chunk(deadline)
+                    if size == 0:
+                        break
+                else:
+                    try:
+                        self._fill(deadline)
+                    except ConnectionError:
+                        break
+                    data, self.buf = self.buf, b""
+                pending += data
+                while b"\n\n" in pending:
+                    block, pending = pending.split(b"\n\n", 1)
+                    ev = parse_sse_block(block.decode())
+                    if ev is None:
+                        continue
+                    events.append(ev)
+                    if on_event:
+                        on_event(ev)
+                    if max_events and len(events) >= max_events:
+                        return Response(status, headers, b"", events)
+            return Response(status, headers, b"", events)
+        if "content-length" in headers:
+            body = self._read_n(int(headers["content-length"]), deadline)
+        elif chunked:
+            body = b""
+            while True:
+                size, data = self.read_chunk(deadline)
+                if size == 0:
+                    break
+                body += data
+        else:
+            body = b""
+        return Response(status, headers, body, None)
+
+    def request(self, method, body=None, headers=None, path="/mcp", timeout=None, **kw):
+        h = {"Host": "127.0.0.1", "Accept": ACCEPT}
+        if body is not None:
+            h["Content-Type"] = "application/json"
+            if not isinstance(body, (bytes, str)):
+                body = json.dumps(body)
+            if isinstance(body, str):
+                body = body.encode()
+            h["Content-Length"] = str(len(body))
+        for k, v in (headers or {}).items():
+            if v is None:
+                h.pop(k, None)
+            else:
+                h[k] = v
+        head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items()) + "\r\n"
+        self.send_raw(head.encode() + (body or b""))
+        return self.read_response(timeout=timeout, **kw)
+
+
+def parse_sse_block(block):
+    ev, data = {}, []
+    for line in block.replace("\r\n", "\n").split("\n"):
+        if not line or line.startswith(":"):
+            continue
+        k, _, v = line.partition(":")
+        v = v[1:] if v.startswith(" ") else v
+        if k == "data":
+            data.append(v)
+        else:
+            ev[k] = v
+    if not data and not ev:
+        return None
+    ev["data"] = "\n".join(data)
+    return ev
+
+
+class Session:
+    """An initialized Streamable HTTP session."""
+
+    def __init__(self, port, version=PROTOCOL, capabilities=None):
+        self.port = port
+        self.version = version
+        self.conn = HttpConn(port)
+        self.next_id = 1
+        r = self.conn.request("POST", {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": version, "capabilities": capabilities or {},
+            "clientInfo": {"name": "cmcp-test", "version": "1"}}})
+        assert r.status == 200, r
+        self.sid = r.headers.get("mcp-session-id")
+        assert self.sid, r
+        self.init = r.messages()[0]
+        r2 = self.post({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        assert r2.status == 202, r2
+
+    def headers(self):
+        return {"Mcp-Session-Id": self.sid, "MCP-Protocol-Version": self.version}
+
+    def post(self, msg, conn=None, **kw):
+        return (conn or self.conn).request("POST", msg, headers=self.headers(), **kw)
+
+    def call(self, method, params=None, **kw):
+        i = self.next_id
+        self.next_id += 1
+        msg = {"jsonrpc": "2.0", "id": i, "method": method}
+        if params is not None:
+            msg["params"] = params
+        r = self.post(msg, **kw)
+        msgs = r.messages()
+        final = [m for m in msgs if m.get("id") == i and ("result" in m or "error" in m)]
+        assert final, "no response to %s: %r" % (method, r)
+        return final[-1], r
+
+    def tool(self, name, args=None, **kw):
+        resp, _ = self.call("tools/call", {"name": name, "arguments": args or {}}, **kw)
+        return resp
+
+    def close(self):
+        try:
+            self.conn.request("DELETE", headers=self.headers())
+        except (OSError, TimeoutError):
+            pass
+        self.conn.close()
+
+
+class Tcp:
+    def __init__(self, port, timeout=10.0):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+        self.timeout = timeout
+
+    def send(self, msg):
+        data = msg if isinstance(msg, bytes) else json.dumps(msg).encode()
+        self.sock.sendall(data + b"\n")
+
+    def recv(self, timeout=None):
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while b"\n" not in self.buf:
+            if time.monotonic() > deadline:
+                raise TimeoutError("no line from the server")
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("connection closed by the server")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def recv_for(self, id_, timeout=None):
+        """Messages until the response with this id; returns (response, others)."""
+        others = []
+        while True:
+            m = self.recv(timeout)
+            if m.get("id") == id_ and ("result" in m or "error" in m):
+                return m, others
+            others.append(m)
+
+    def close(self):
+        self.sock.close()

@@ -1,0 +1,35 @@
+"""The official MCP conformance suite (@modelcontextprotocol/conformance, server
+mode, all scenarios) against a node serving the `conformance` tool pack."""
+import os
+import re
+import subprocess
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from cmcp_harness import Node, main  # noqa: E402
+from mcp_client import free_port, node_config  # noqa: E402
+
+SRC = os.environ.get("CMCP_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+NODE_DIR = os.path.join(SRC, "tests", "node")
+CLI = os.path.join(NODE_DIR, "node_modules", "@modelcontextprotocol", "conformance", "dist", "index.js")
+
+
+class ConformanceTest(unittest.TestCase):
+    def test_all_server_scenarios(self):
+        http, tcp = free_port(), free_port()
+        with Node(node_config(http, tcp, packs="core,conformance")):
+            out_dir = os.path.join("/tmp", "cmcp-conformance-%d" % os.getpid())
+            p = subprocess.run(["node", CLI, "server", "--url", f"http://127.0.0.1:{http}/mcp",
+                                "--suite", "all", "-o", out_dir],
+                               capture_output=True, text=True, timeout=240, cwd=NODE_DIR)
+            out = p.stdout + p.stderr
+            print(out[-6000:])
+            self.assertEqual(p.returncode, 0, "conformance suite failed")
+            m = re.search(r"(\d+) passed, (\d+) failed", out)
+            if m:
+                self.assertEqual(int(m.group(2)), 0, out[-3000:])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+// Drives a cmcp node with the official MCP TypeScript SDK client, the way a
+// user's application would, and prints one JSON report on stdout.
+//   node sdk_client.mjs http URL
+//   node sdk_client.mjs stdio CMCPD [args...]
+// Exits non-zero with the reason on stderr when any step fails.
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+
+const [mode, target, ...rest] = process.argv.slice(2);
+const report = { steps: [] };
+const step = (name, data) => report.steps.push({ name, ...data });
+
+function fail(msg) {
+  console.error(`sdk_client: ${msg}`);
+  console.log(JSON.stringify(report));
+  process.exit(1);
+}
+const timer = setTimeout(() => fail("timed out after 60 s"), 60000);
+
+let transport;
+if (mode === "http") transport = new StreamableHTTPClientTransport(new URL(target));
+else if (mode === "stdio") transport = new StdioClientTransport({ command: target, args: rest, stderr: "inherit" });
+else fail(`unknown mode ${mode}`);
+
+const client = new Client({ name: "cmcp-sdk-test", version: "1.0.0" });
+try {
+  await client.connect(transport);
+  report.serverVersion = client.getServerVersion();
+  report.sessionId = transport.sessionId ?? null;
+  step("connect", { protocol: transport.protocolVersion ?? null });
+
+  const tools = await client.listTools();
+  step("tools/list", { names: tools.tools.map((t) => t.name) });
+
+  const echo = await client.callTool({ name: "echo", arguments: { text: "hello from the SDK" } });
+  step("echo", { text: echo.content?.[0]?.text, isError: echo.isError ?? false });
+
+  const progress = [];
+  const slept = await client.callTool(
+    { name: "sleep", arguments: { ms: 600 } },
+    undefined,
+    { onprogress: (p) => progress.push(p), timeout: 20000 },
+  );
+  step("sleep", { isError: slept.isError ?? false, progress: progress.length, last: progress.at(-1) ?? null });
+
+  // Cancellation: abort a long sleep; the SDK sends notifications/cancelled.
+  const ac = new AbortController();
+  const t0 = Date.now();
+  const cancelled = client
+    .callTool({ name: "sleep", arguments: { ms: 30000 } }, undefined, { signal: ac.signal, timeout: 40000 })
+    .then(() => "completed", (e) => `rejected: ${e?.message ?? e}`);
+  setTimeout(() => ac.abort("test cancels"), 300);
+  const outcome = await cancelled;
+  step("cancel", { outcome, ms: Date.now() - t0 });
+  // The server must still answer after a cancellation.
+  await client.ping();
+  step("ping-after-cancel", {});
+
+  await client.callTool({ name: "kv_set", arguments: { key: "colour", value: "teal" } });
+  const got = await client.callTool({ name: "kv_get", arguments: { key: "colour" } });
+  step("kv", { text: got.content?.[0]?.text, structured: got.structuredContent ?? null });
+
+  if (mode === "http") {
+    await transport.terminateSession();
+    step("terminate", { sessionId: transport.sessionId ?? null });
+  }
+  await client.close();
+  step("close", {});
+} catch (e) {
+  fail(`${e?.stack ?? e}`);
+}
+clearTimeout(timer);
+console.log(JSON.stringify(report));
+process.exit(0);

@@ -1,0 +1,354 @@
+/*
+ * Newline-delimited JSON-RPC: the TCP transport (one session per
+ * connection, as erlmcp's TCP transport) and stdio (the root's stdin and
+ * stdout, for desktop clients that launch `cmcpd --stdio`).
+ */
+#define _GNU_SOURCE
+#include "listener.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "cmcp.h"
+#include "log.h"
+#include "shard.h"
+
+#define OUT_MAX (64L << 20) /* a client that reads nothing is cut off here */
+
+struct lconn {
+    struct conn base;
+    int in_fd, out_fd;
+    bool is_stdio;
+    ev_io rw, ww;
+    ev_timer idle;
+    char *in;
+    size_t in_len, in_cap;
+    char *out;
+    size_t out_len, out_off, out_cap;
+    char sid[64];
+    bool init_pending, closing, dead;
+};
+
+static int tcp_fd = -1;
+static ev_io accept_w;
+
+static void lconn_close(struct lconn *c, const char *why);
+static void lconn_process(struct lconn *c);
+
+static void lconn_flush(struct lconn *c)
+{
+    while (c->out_off < c->out_len) {
+        ssize_t n = write(c->out_fd, c->out + c->out_off, c->out_len - c->out_off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN) {
+            ev_io_start(L.loop, &c->ww);
+            return;
+        }
+        if (n <= 0) {
+            lconn_close(c, "write failed");
+            return;
+        }
+        c->out_off += (size_t)n;
+    }
+    c->out_off = c->out_len = 0;
+    ev_io_stop(L.loop, &c->ww);
+    if (c->closing)
+        lconn_close(c, "closed after reply");
+}
+
+static void lconn_write_line(struct lconn *c, const char *text, size_t len)
+{
+    if (c->dead)
+        return;
+    if (c->out_len + len + 1 > (size_t)OUT_MAX) {
+        lconn_close(c, "client does not read its messages");
+        return;
+    }
+    if (c->out_len + len + 1 > c->out_cap) {
+        size_t cap = c->out_cap ? c->out_cap : 4096;
+        while (cap < c->out_len + len + 1)
+            cap *= 2;
+        char *o = realloc(c->out, cap);
+        if (!o) {
+            lconn_close(c, "out of memory");
+            return;
+        }
+        c->out = o;
+        c->out_cap = cap;
+    }
+    memcpy(c->out + c->out_len, text, len);
+    c->out_len += len;
+    c->out[c->out_len++] = '\n';
+    if (!ev_is_active(&c->ww))
+        lconn_flush(c);
+}
+
+static void lconn_free_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct lconn *c = w->data;
+    free(c->in);
+    free(c->out);
+    free(c);
+}
+
+static void lconn_close(struct lconn *c, const char *why)
+{
+    if (c->dead)
+        return;
+    c->dead = true;
+    ev_io_stop(L.loop, &c->rw);
+    ev_io_stop(L.loop, &c->ww);
+    ev_timer_stop(L.loop, &c->idle);
+    listener_detach_calls(&c->base);
+    if (c->sid[0]) {
+        listener_stream_clear(c->sid, &c->base);
+        listener_session_end(c->sid);
+    }
+    log_debug("connection_closed", "{s:s,s:s,s:s}", "transport", c->is_stdio ? "stdio" : "tcp",
+              "reason", why, "sid", c->sid);
+    if (c->is_stdio) {
+        /* The client closed stdin: the node it launched has nothing more to do. */
+        const char *root = getenv("CMCP_ROOT_PID");
+        if (root && atoi(root) > 1)
+            kill((pid_t)atoi(root), SIGTERM);
+    } else {
+        close(c->in_fd);
+    }
+    /* Free on the next loop turn: callers up the stack may still touch c. */
+    ev_timer_init(&c->idle, lconn_free_cb, 0, 0);
+    c->idle.data = c;
+    ev_timer_start(L.loop, &c->idle);
+}
+
+static void line_event(struct call *call, json_t *hdr, const char *body, size_t len)
+{
+    (void)hdr;
+    lconn_write_line((struct lconn *)call->conn, body, len);
+}
+
+static void line_done(struct call *call, json_t *hdr, const char *body, size_t len)
+{
+    struct lconn *c = (struct lconn *)call->conn;
+    const char *sid = json_string_value(json_object_get(hdr, "sid"));
+    if (sid && !c->sid[0]) {
+        snprintf(c->sid, sizeof(c->sid), "%s", sid);
+        listener_stream_set(c->sid, &c->base);
+    }
+    if (len > 0)
+        lconn_write_line(c, body, len);
+    if (c->init_pending && call->tdata == (void *)1) {
+        c->init_pending = false;
+        lconn_process(c); /* lines that arrived while the session was being created */
+    }
+}
+
+static const struct call_ops line_ops = {line_event, line_done};
+
+void line_stream_event(struct conn *conn, const char *sid, json_t *hdr, const char *body,
+                       size_t len)
+{
+    (void)sid;
+    (void)hdr;
+    lconn_write_line((struct lconn *)conn, body, len);
+}
+
+static void send_line(struct lconn *c, const char *line, size_t len)
+{
+    json_t *hdr = json_pack("{s:s,s:s}", "op", "msg", "tr", c->is_stdio ? "stdio" : "tcp");
+    int shard = -1;
+    void *tdata = NULL;
+    if (c->sid[0]) {
+        json_object_set_new(hdr, "sid", json_string(c->sid));
+        shard = shard_of_session(c->sid);
+    } else {
+        /* The first message creates the session; hold the rest until we know its id. */
+        c->init_pending = true;
+        tdata = (void *)1;
+    }
+    struct call *call = listener_call(&c->base, shard, hdr, line, len, &line_ops, tdata);
+    json_decref(hdr);
+    if (!call) {
+        char *e = listener_rpc_error(NULL, -32603, "Internal error: cannot reach a shard");
+        lconn_write_line(c, e, strlen(e));
+        free(e);
+        c->init_pending = false;
+    }
+}
+
+static void lconn_process(struct lconn *c)
+{
+    size_t start = 0;
+    while (!c->dead && !c->init_pending) {
+        char *nl = memchr(c->in + start, '\n', c->in_len - start);
+        if (!nl)
+            break;
+        size_t len = (size_t)(nl - (c->in + start));
+        char *line = c->in + start;
+        start += len + 1;
+        if (len > 0 && line[len - 1] == '\r')
+            len--;
+        bool blank = true;
+        for (size_t i = 0; i < len && blank; i++)
+            blank = line[i] == ' ' || line[i] == '\t';
+        if (!blank)
+            send_line(c, line, len);
+    }
+    if (start > 0) {
+        memmove(c->in, c->in + start, c->in_len - start);
+        c->in_len -= start;
+    }
+}
+
+static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct lconn *c = w->data;
+    if (c->in_cap - c->in_len < 65536) {
+        size_t cap = c->in_cap ? c->in_cap * 2 : 65536;
+        char *n = realloc(c->in, cap);
+        if (!n) {
+            lconn_close(c, "out of memory");
+            return;
+        }
+        c->in = n;
+        c->in_cap = cap;
+    }
+    ssize_t n = read(c->in_fd, c->in + c->in_len, c->in_cap - c->in_len);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        lconn_close(c, n == 0 ? "end of input" : "read failed");
+        return;
+    }
+    c->in_len += (size_t)n;
+    ev_timer_again(L.loop, &c->idle);
+    lconn_process(c);
+    if (!c->dead && c->in_len > (size_t)L.max_message && !memchr(c->in, '\n', c->in_len)) {
+        char msg[200];
+        snprintf(msg, sizeof(msg),
+                 "Request too large: a message exceeds the limit of %ld bytes "
+                 "([listener] max_message_bytes); closing the connection",
+                 L.max_message);
+        char *e = listener_rpc_error(NULL, -32600, msg);
+        c->closing = true;
+        ev_io_stop(L.loop, &c->rw);
+        lconn_write_line(c, e, strlen(e));
+        free(e);
+    }
+}
+
+static void write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    lconn_flush(w->data);
+}
+
+static void idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct lconn *c = w->data;
+    if (c->base.calls) {
+        ev_timer_again(L.loop, w); /* a request is in progress: not idle */
+        return;
+    }
+    lconn_close(c, "idle timeout");
+}
+
+static struct lconn *lconn_new(int in_fd, int out_fd, bool is_stdio)
+{
+    struct lconn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->base.kind = CONN_LINE;
+    c->in_fd = in_fd;
+    c->out_fd = out_fd;
+    c->is_stdio = is_stdio;
+    fcntl(in_fd, F_SETFL, fcntl(in_fd, F_GETFL) | O_NONBLOCK);
+    fcntl(out_fd, F_SETFL, fcntl(out_fd, F_GETFL) | O_NONBLOCK);
+    ev_io_init(&c->rw, read_cb, in_fd, EV_READ);
+    c->rw.data = c;
+    ev_io_init(&c->ww, write_cb, out_fd, EV_WRITE);
+    c->ww.data = c;
+    ev_init(&c->idle, idle_cb);
+    c->idle.repeat = is_stdio ? 0 : L.idle_timeout;
+    c->idle.data = c;
+    ev_io_start(L.loop, &c->rw);
+    if (!is_stdio)
+        ev_timer_again(L.loop, &c->idle);
+    return c;
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    for (int i = 0; i < 64; i++) {
+        int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            return;
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+        if (!lconn_new(fd, fd, false))
+            close(fd);
+    }
+}
+
+/* A listening socket shared by the K listeners through SO_REUSEPORT. */
+int listener_socket(const char *bind_addr, int port, const char *what)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, bind_addr, &sa.sin_addr) != 1) {
+        log_error("listen_failed", "{s:s,s:s,s:s}", "transport", what, "bind", bind_addr, "error",
+                  "not an IPv4 address");
+        fprintf(stderr, "cmcpd: listener: %s bind address '%s' is not an IPv4 address\n", what,
+                bind_addr);
+        return -1;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 4096) != 0) {
+        int e = errno;
+        log_error("listen_failed", "{s:s,s:s,s:i,s:s}", "transport", what, "bind", bind_addr,
+                  "port", port, "error", strerror(e));
+        fprintf(stderr,
+                "cmcpd: listener: cannot listen for %s on %s:%d: %s (is another program using "
+                "the port? set [listener] %s_port)\n",
+                what, bind_addr, port, strerror(e), what);
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int line_tcp_listen(const char *bind_addr, int port)
+{
+    tcp_fd = listener_socket(bind_addr, port, "tcp");
+    if (tcp_fd < 0)
+        return -1;
+    ev_io_init(&accept_w, accept_cb, tcp_fd, EV_READ);
+    ev_io_start(L.loop, &accept_w);
+    return 0;
+}
+
+int line_stdio_start(int in_fd, int out_fd)
+{
+    return lconn_new(in_fd, out_fd, true) ? 0 : -1;
+}

@@ -1,0 +1,108 @@
+/*
+ * Role `listener`: terminates the client transports (Streamable HTTP, TCP,
+ * stdio) and routes every message to the shard that owns its session.
+ * Internal header shared by listener.c (shard links, calls, events) and the
+ * transport files.
+ */
+#ifndef CMCP_LISTENER_H
+#define CMCP_LISTENER_H
+
+#include <ev.h>
+#include <jansson.h>
+#include <nng/nng.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uthash.h>
+
+#include "ipc.h"
+#include "proc.h"
+
+int listener_main(struct proc_args *a);
+
+struct call;
+
+/* The part of every client connection that the call machinery sees. */
+enum conn_kind { CONN_LINE, CONN_HTTP };
+struct conn {
+    enum conn_kind kind;
+    struct call *calls; /* calls in flight for this connection */
+};
+
+/* What a transport does with the outcome of a call. */
+struct call_ops {
+    /* An event of this call's stream (progress, log, server request). */
+    void (*event)(struct call *c, json_t *hdr, const char *body, size_t len);
+    /* The reply: hdr holds st/sid/stream/seq/cancelled; body may be empty. Always called once,
+     * also for failures (then st is 503/504 and body a JSON-RPC error made here). */
+    void (*done)(struct call *c, json_t *hdr, const char *body, size_t len);
+};
+
+struct call {
+    struct ipc_item item;
+    UT_hash_handle hh; /* by tok */
+    uint64_t tok;
+    int shard;
+    nng_ctx ctx;
+    nng_aio *aio;
+    bool aio_busy, sending, finished, ctx_open;
+    const struct call_ops *ops;
+    struct conn *conn; /* NULL once the connection went away */
+    struct call *next_in_conn;
+    void *tdata;       /* transport's own per-call data */
+    json_t *rid;       /* the JSON-RPC id of the request, when known */
+    char *body;        /* a copy of the request, to name its id in an error made here */
+    size_t body_len;
+    char sid[64];      /* the session, when known (for resuming its stream) */
+    int stream;        /* the SSE stream its events go to, once it has one */
+    ev_timer timer;    /* shard wait, request timeout, then the wait for late events */
+    int nev_seen, nev_expected;
+    nng_msg *held;     /* the reply, held until the events before it arrived */
+};
+
+/* Sends an envelope to a shard (-1: pick one for a new session). Returns the call or NULL. */
+struct call *listener_call(struct conn *conn, int shard, json_t *hdr, const char *body, size_t len,
+                           const struct call_ops *ops, void *tdata);
+/* The call in flight whose events form stream `stream` of session sid, or NULL. */
+struct call *listener_call_by_stream(const char *sid, int stream);
+/* Moves a call to another connection (a client resumed its stream there). */
+void listener_call_attach(struct call *c, struct conn *conn, const struct call_ops *ops);
+/* The call's connection no longer carries it (its stream was closed early). */
+void listener_call_detach(struct call *c);
+/* Detach a connection's calls (the connection is closing). */
+void listener_detach_calls(struct conn *conn);
+
+/* Standalone streams: events of a session that belong to no request go to this conn. */
+void listener_stream_set(const char *sid, struct conn *conn);
+void listener_stream_clear(const char *sid, struct conn *conn);
+/* Fire-and-forget "delete" of a session (a TCP/stdio connection closed). */
+void listener_session_end(const char *sid);
+
+/* Builds a JSON-RPC error response text (malloc'd). */
+char *listener_rpc_error(const json_t *id, int code, const char *msg);
+
+/* Transport hooks, called by listener.c for session-wide events */
+void line_stream_event(struct conn *conn, const char *sid, json_t *hdr, const char *body,
+                       size_t len);
+void http_stream_event(struct conn *conn, const char *sid, json_t *hdr, const char *body,
+                       size_t len);
+
+/* Process-wide state the transports read. */
+struct listener_cfg {
+    int index, nshards;
+    long max_message;
+    double idle_timeout, request_timeout, shard_wait, keepalive;
+    const char *run_dir;
+    struct cfg *cfg;
+    struct ev_loop *loop;
+};
+extern struct listener_cfg L;
+
+/* line.c: newline-delimited JSON-RPC over TCP and stdio */
+int line_tcp_listen(const char *bind, int port);
+int line_stdio_start(int in_fd, int out_fd);
+/* A listening socket (SO_REUSEPORT) or -1 after logging why. */
+int listener_socket(const char *bind_addr, int port, const char *what);
+/* http.c */
+int http_listen(const char *bind, int port);
+
+#endif

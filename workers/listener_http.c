@@ -1,0 +1,639 @@
+/*
+ * Streamable HTTP on the listener (MCP 2025-11-25 "Transports"): POST a
+ * message, GET a standalone stream, DELETE a session, on one endpoint.
+ *
+ * A connection serves one request at a time (HTTP/1.1 has no multiplexing);
+ * pipelined requests wait in the parser. A POST is answered with JSON when
+ * its request finishes without emitting anything, and turns into an SSE
+ * stream at its first event (progress, log message, server request). Every
+ * SSE event carries the id "<stream>-<seq>" the shard gave it, so a client
+ * that lost a stream resumes it with GET + Last-Event-ID.
+ */
+#define _GNU_SOURCE
+#include "listener.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <unistd.h>
+
+#include "cmcp.h"
+#include "http.h"
+#include "log.h"
+#include "shard.h"
+
+#define OUT_MAX (64L << 20)
+#define READ_TIMEOUT 30.0 /* a request that takes longer to arrive is cut off (408) */
+
+enum hstate { H_IDLE, H_WAIT, H_SSE, H_DEAD };
+
+struct hconn {
+    struct conn base;
+    int fd;
+    ev_io rw, ww;
+    ev_timer timer; /* idle/read timeout, keep-alive comments while streaming */
+    struct http_conn parser;
+    struct http_buf out;
+    struct http_request *req; /* the request being answered */
+    enum hstate state;
+    bool keep_alive, chunked, close_after;
+    bool standalone; /* the SSE stream is a GET stream (registered by session) */
+    bool buffering;  /* GET stream waiting for its replay: events are held */
+    json_t *held;    /* [ [stream, seq, text], ... ] held while buffering */
+    long last_seq;   /* highest seq written on this stream */
+    int resume_stream;
+    char sid[MCP_SESSION_ID_MAX + 1];
+};
+
+static struct mcp_http_policy policy;
+static const char *versions[] = {"2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"};
+static char origins_buf[32][64], hosts_buf[32][64];
+static const char *origins[32], *hosts[32];
+static int http_fd = -1;
+static ev_io accept_w;
+
+static void hconn_close(struct hconn *h, const char *why);
+static void hconn_next(struct hconn *h);
+
+static void hconn_flush(struct hconn *h)
+{
+    if (h->state == H_DEAD)
+        return;
+    while (h->out.len > 0) {
+        ssize_t n = send(h->fd, h->out.data, h->out.len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN) {
+            ev_io_start(L.loop, &h->ww);
+            return;
+        }
+        if (n <= 0) {
+            hconn_close(h, "write failed");
+            return;
+        }
+        http_buf_consume(&h->out, (size_t)n);
+    }
+    ev_io_stop(L.loop, &h->ww);
+    if (h->close_after && h->state != H_SSE && h->state != H_WAIT)
+        hconn_close(h, "response sent, connection: close");
+}
+
+static void hconn_send(struct hconn *h)
+{
+    if (h->out.failed || h->out.len > (size_t)OUT_MAX) {
+        hconn_close(h, h->out.failed ? "out of memory" : "client does not read");
+        return;
+    }
+    if (!ev_is_active(&h->ww))
+        hconn_flush(h);
+}
+
+/* Ends the current request: the connection goes on with the next one, or closes. */
+static void hconn_request_done(struct hconn *h)
+{
+    if (h->state == H_DEAD)
+        return;
+    if (h->standalone && h->sid[0])
+        listener_stream_clear(h->sid, &h->base);
+    h->standalone = h->buffering = false;
+    json_decref(h->held);
+    h->held = NULL;
+    http_request_free(h->req);
+    h->req = NULL;
+    h->state = H_IDLE;
+    if (!h->keep_alive)
+        h->close_after = true;
+    ev_timer_stop(L.loop, &h->timer);
+    ev_timer_set(&h->timer, L.idle_timeout, 0);
+    ev_timer_start(L.loop, &h->timer);
+    hconn_send(h);
+    if (h->state == H_IDLE && !h->close_after)
+        hconn_next(h);
+}
+
+static void write_json(struct hconn *h, int status, const char *sid, const char *body, size_t len)
+{
+    http_write_status(&h->out, status);
+    http_write_connection(&h->out, h->req, h->keep_alive);
+    if (sid)
+        http_write_header(&h->out, "Mcp-Session-Id", sid);
+    if (len)
+        http_write_body(&h->out, "application/json", body, len);
+    else
+        http_write_body(&h->out, NULL, "", 0);
+}
+
+static void write_error(struct hconn *h, int status, const json_t *id, int code, const char *msg)
+{
+    char *body = listener_rpc_error(id, code, msg);
+    write_json(h, status, NULL, body, body ? strlen(body) : 0);
+    free(body);
+    hconn_request_done(h);
+}
+
+static void sse_begin(struct hconn *h, const char *sid)
+{
+    http_write_status(&h->out, 200);
+    http_write_connection(&h->out, h->req, h->keep_alive);
+    if (sid)
+        http_write_header(&h->out, "Mcp-Session-Id", sid);
+    h->chunked = http_request_can_chunk(h->req);
+    if (!h->chunked)
+        h->keep_alive = false; /* the stream ends when the connection does */
+    http_write_sse_start(&h->out, h->chunked);
+    h->state = H_SSE;
+    ev_timer_stop(L.loop, &h->timer);
+    ev_timer_set(&h->timer, L.keepalive, L.keepalive);
+    ev_timer_start(L.loop, &h->timer);
+    hconn_send(h); /* the client learns its stream is open even before any event */
+}
+
+static void sse_event(struct hconn *h, long stream, long seq, const char *data, size_t len)
+{
+    char id[MCP_SSE_ID_MAX];
+    struct http_sse_event ev = {NULL, "message", data, len, 0};
+    if (seq > 0) {
+        mcp_sse_id_format(id, sizeof(id), (uint64_t)stream, (uint64_t)seq);
+        ev.id = id;
+        if (seq > h->last_seq)
+            h->last_seq = seq;
+    }
+    http_sse_write(&h->out, &ev, h->chunked);
+    hconn_send(h);
+}
+
+static void sse_end(struct hconn *h)
+{
+    http_write_stream_end(&h->out, h->chunked);
+    hconn_request_done(h);
+}
+
+/* ---- POST ---- */
+
+#define RECONNECT_RETRY_MS 500 /* what a client whose stream we close waits before resuming */
+
+static void post_event(struct call *c, json_t *hdr, const char *body, size_t len)
+{
+    struct hconn *h = (struct hconn *)c->conn;
+    if (json_is_true(json_object_get(hdr, "close"))) {
+        /* The request goes on, but this stream ends: a priming event gives the client an id
+         * to resume from and the delay before it should. */
+        if (h->state == H_WAIT)
+            sse_begin(h, NULL);
+        char id[MCP_SSE_ID_MAX];
+        mcp_sse_id_format(id, sizeof(id), (uint64_t)json_integer_value(json_object_get(hdr, "stream")),
+                          (uint64_t)json_integer_value(json_object_get(hdr, "seq")));
+        struct http_sse_event ev = {id, NULL, "", 0, RECONNECT_RETRY_MS};
+        http_sse_write(&h->out, &ev, h->chunked);
+        listener_call_detach(c);
+        sse_end(h);
+        return;
+    }
+    if (h->state == H_WAIT)
+        sse_begin(h, NULL);
+    sse_event(h, (long)json_integer_value(json_object_get(hdr, "stream")),
+              (long)json_integer_value(json_object_get(hdr, "seq")), body, len);
+}
+
+static void post_done(struct call *c, json_t *hdr, const char *body, size_t len)
+{
+    struct hconn *h = (struct hconn *)c->conn;
+    int st = (int)json_integer_value(json_object_get(hdr, "st"));
+    const char *sid = json_string_value(json_object_get(hdr, "sid"));
+    if (h->state == H_SSE) {
+        if (len)
+            sse_event(h, (long)json_integer_value(json_object_get(hdr, "stream")),
+                      (long)json_integer_value(json_object_get(hdr, "seq")), body, len);
+        sse_end(h);
+        return;
+    }
+    if (st == 200 && len == 0)
+        st = 202;
+    if (st == 200 || st == 202)
+        write_json(h, st, sid, body, st == 200 ? len : 0);
+    else
+        write_json(h, st ? st : 502, NULL, body, len);
+    hconn_request_done(h);
+}
+
+static const struct call_ops post_ops = {post_event, post_done};
+
+static int route(struct hconn *h, const char *sid)
+{
+    int shard = shard_of_session(sid);
+    if (shard < 0 || shard >= L.nshards) {
+        write_error(h, 404, NULL, -32001,
+                    "Session not found: it expired or was deleted. Initialize a new session");
+        return -1;
+    }
+    return shard;
+}
+
+static void handle_post(struct hconn *h, const char *sid, const char *version)
+{
+    struct http_request *r = h->req;
+    json_t *hdr = json_pack("{s:s,s:s,s:s}", "op", "msg", "tr", "http", "pv", version);
+    int shard = -1;
+    if (sid) {
+        json_object_set_new(hdr, "sid", json_string(sid));
+        if ((shard = route(h, sid)) < 0) {
+            json_decref(hdr);
+            return;
+        }
+    }
+    h->state = H_WAIT;
+    struct call *c = listener_call(&h->base, shard, hdr, r->body, r->body_len, &post_ops, NULL);
+    json_decref(hdr);
+    if (c && sid)
+        snprintf(c->sid, sizeof(c->sid), "%s", sid);
+    if (!c) {
+        h->state = H_IDLE;
+        write_error(h, 503, NULL, -32603, "Internal error: cannot reach a shard; retry");
+    }
+}
+
+/* ---- GET: the standalone stream, or a resumed one ---- */
+
+/* A request still running whose stream a client resumed on this connection. */
+static void resumed_event(struct call *c, json_t *hdr, const char *body, size_t len)
+{
+    http_stream_event(c->conn, NULL, hdr, body, len);
+}
+
+static void resumed_done(struct call *c, json_t *hdr, const char *body, size_t len)
+{
+    struct hconn *h = (struct hconn *)c->conn;
+    long seq = (long)json_integer_value(json_object_get(hdr, "seq"));
+    if (h->buffering) {
+        /* The replay has not been written yet; it will include this final event. */
+        if (len) {
+            if (!h->held)
+                h->held = json_array();
+            json_array_append_new(h->held, json_pack("[i,I,s#,b]", h->resume_stream,
+                                                     (json_int_t)seq, body, (int)len, 1));
+        }
+        return;
+    }
+    if (h->state == H_SSE) {
+        if (len && seq > h->last_seq)
+            sse_event(h, h->resume_stream, seq, body, len);
+        sse_end(h);
+    }
+}
+
+static const struct call_ops resumed_ops = {resumed_event, resumed_done};
+
+static void get_done(struct call *c, json_t *hdr, const char *body, size_t len)
+{
+    (void)body;
+    (void)len;
+    struct hconn *h = (struct hconn *)c->conn;
+    int st = (int)json_integer_value(json_object_get(hdr, "st"));
+    if (st != 200) {
+        write_json(h, st ? st : 502, NULL, body, len);
+        hconn_request_done(h);
+        return;
+    }
+    long stream = (long)json_integer_value(json_object_get(hdr, "stream"));
+    sse_begin(h, NULL);
+    json_t *evs = json_object_get(hdr, "events");
+    size_t i;
+    json_t *e;
+    json_array_foreach(evs, i, e)
+    {
+        const char *t = json_string_value(json_array_get(e, 2));
+        sse_event(h, stream, (long)json_integer_value(json_array_get(e, 1)), t, strlen(t));
+    }
+    if (h->state != H_SSE)
+        return;
+    /* Events that arrived live while the replay was prepared, past what it covered. */
+    h->buffering = false;
+    json_array_foreach(h->held, i, e)
+    {
+        long seq = (long)json_integer_value(json_array_get(e, 1));
+        const char *t = json_string_value(json_array_get(e, 2));
+        if (seq > h->last_seq)
+            sse_event(h, stream, seq, t, strlen(t));
+    }
+    bool ended = false;
+    json_array_foreach(h->held, i, e) ended |= json_is_true(json_array_get(e, 3));
+    json_decref(h->held);
+    h->held = NULL;
+    if (stream != 0 && (ended || json_is_true(json_object_get(hdr, "done")) ||
+                        !listener_call_by_stream(h->sid, (int)stream)))
+        sse_end(h);
+}
+
+static const struct call_ops get_ops = {NULL, get_done};
+
+void http_stream_event(struct conn *conn, const char *sid, json_t *hdr, const char *body,
+                       size_t len)
+{
+    (void)sid;
+    struct hconn *h = (struct hconn *)conn;
+    long stream = (long)json_integer_value(json_object_get(hdr, "stream"));
+    long seq = (long)json_integer_value(json_object_get(hdr, "seq"));
+    if (stream != h->resume_stream)
+        return;
+    if (h->buffering) {
+        if (!h->held)
+            h->held = json_array();
+        json_array_append_new(h->held, json_pack("[i,I,s#]", (int)stream, (json_int_t)seq, body,
+                                                 (int)len));
+        return;
+    }
+    if (h->state == H_SSE)
+        sse_event(h, stream, seq, body, len);
+}
+
+static void handle_get(struct hconn *h, const char *sid)
+{
+    if (!sid) {
+        write_error(h, 400, NULL, -32000,
+                    "Bad Request: GET opens a session's stream and needs its Mcp-Session-Id "
+                    "header");
+        return;
+    }
+    int shard = route(h, sid);
+    if (shard < 0)
+        return;
+    json_t *hdr = json_pack("{s:s,s:s}", "op", "stream", "sid", sid);
+    h->resume_stream = 0;
+    const char *last = http_request_header(h->req, "Last-Event-ID");
+    if (last) {
+        uint64_t stream, seq;
+        if (mcp_sse_id_parse(last, &stream, &seq) != 0) {
+            json_decref(hdr);
+            write_error(h, 400, NULL, -32000, "Bad Request: Last-Event-ID is not an id this "
+                                              "server sent");
+            return;
+        }
+        json_object_set_new(hdr, "last", json_pack("[I,I]", (json_int_t)stream, (json_int_t)seq));
+        h->resume_stream = (int)stream;
+        h->last_seq = (long)seq;
+    }
+    snprintf(h->sid, sizeof(h->sid), "%s", sid);
+    /* Register before asking, so events that cross the replay are held, not lost. */
+    h->standalone = true;
+    h->buffering = true;
+    if (h->resume_stream == 0) {
+        listener_stream_set(sid, &h->base);
+    } else {
+        struct call *running = listener_call_by_stream(sid, h->resume_stream);
+        if (running)
+            listener_call_attach(running, &h->base, &resumed_ops);
+    }
+    h->state = H_WAIT;
+    struct call *c = listener_call(&h->base, shard, hdr, "", 0, &get_ops, NULL);
+    json_decref(hdr);
+    if (!c) {
+        h->state = H_IDLE;
+        write_error(h, 503, NULL, -32603, "Internal error: cannot reach a shard; retry");
+    }
+}
+
+/* ---- DELETE ---- */
+
+static void delete_done(struct call *c, json_t *hdr, const char *body, size_t len)
+{
+    struct hconn *h = (struct hconn *)c->conn;
+    int st = (int)json_integer_value(json_object_get(hdr, "st"));
+    write_json(h, st ? st : 502, NULL, body, st == 200 ? 0 : len);
+    hconn_request_done(h);
+}
+
+static const struct call_ops delete_ops = {NULL, delete_done};
+
+static void handle_delete(struct hconn *h, const char *sid)
+{
+    if (!sid) {
+        write_error(h, 400, NULL, -32000, "Bad Request: DELETE needs the Mcp-Session-Id header");
+        return;
+    }
+    int shard = route(h, sid);
+    if (shard < 0)
+        return;
+    json_t *hdr = json_pack("{s:s,s:s}", "op", "delete", "sid", sid);
+    h->state = H_WAIT;
+    struct call *c = listener_call(&h->base, shard, hdr, "", 0, &delete_ops, NULL);
+    json_decref(hdr);
+    if (!c) {
+        h->state = H_IDLE;
+        write_error(h, 503, NULL, -32603, "Internal error: cannot reach a shard; retry");
+    }
+}
+
+/* ---- dispatch ---- */
+
+static void handle(struct hconn *h)
+{
+    struct http_request *r = h->req;
+    h->keep_alive = r->keep_alive;
+    h->last_seq = 0;
+    if (!(r->path_len == 4 && memcmp(r->path, "/mcp", 4) == 0)) {
+        const char *msg = "{\"error\":\"not found: the MCP endpoint is /mcp\"}";
+        write_json(h, 404, NULL, msg, strlen(msg));
+        hconn_request_done(h);
+        return;
+    }
+    struct mcp_http_verdict v = mcp_http_check(r, &policy);
+    if (v.reason != MCP_HTTP_OK) {
+        mcp_http_write_verdict(&h->out, r, &v, &policy, NULL, h->keep_alive);
+        hconn_request_done(h);
+        return;
+    }
+    const char *sid = http_request_header(r, "Mcp-Session-Id");
+    if (sid && !mcp_http_session_id_valid(sid)) {
+        write_error(h, 400, NULL, -32000, "Bad Request: malformed Mcp-Session-Id header");
+        return;
+    }
+    if (r->method == HTTP_POST)
+        handle_post(h, sid, v.version);
+    else if (r->method == HTTP_GET)
+        handle_get(h, sid);
+    else
+        handle_delete(h, sid);
+}
+
+static void hconn_next(struct hconn *h)
+{
+    while (h->state == H_IDLE && !h->close_after) {
+        struct http_request *r = http_conn_take(&h->parser);
+        if (!r)
+            break;
+        h->req = r;
+        handle(h);
+    }
+    if (h->state == H_IDLE && !h->close_after) {
+        const char *detail = NULL;
+        int err = http_conn_error(&h->parser, &detail);
+        if (err) {
+            char msg[200];
+            snprintf(msg, sizeof(msg), "%s", detail ? detail : http_reason_phrase(err));
+            char *body = listener_rpc_error(NULL, err == 413 ? -32600 : -32700, msg);
+            http_buf_appendf(&h->out, "HTTP/1.1 %d %s\r\nConnection: close\r\n", err,
+                             http_reason_phrase(err));
+            http_write_body(&h->out, "application/json", body, body ? strlen(body) : 0);
+            free(body);
+            h->close_after = true;
+            hconn_send(h);
+        }
+    }
+}
+
+/* ---- the connection ---- */
+
+static void hconn_free_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct hconn *h = w->data;
+    http_conn_free(&h->parser);
+    http_buf_free(&h->out);
+    http_request_free(h->req);
+    json_decref(h->held);
+    free(h);
+}
+
+static void hconn_close(struct hconn *h, const char *why)
+{
+    if (h->state == H_DEAD)
+        return;
+    if (h->standalone && h->sid[0])
+        listener_stream_clear(h->sid, &h->base);
+    h->state = H_DEAD;
+    ev_io_stop(L.loop, &h->rw);
+    ev_io_stop(L.loop, &h->ww);
+    ev_timer_stop(L.loop, &h->timer);
+    listener_detach_calls(&h->base);
+    close(h->fd);
+    log_debug("connection_closed", "{s:s,s:s}", "transport", "http", "reason", why);
+    ev_timer_init(&h->timer, hconn_free_cb, 0, 0);
+    h->timer.data = h;
+    ev_timer_start(L.loop, &h->timer);
+}
+
+static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct hconn *h = w->data;
+    char buf[65536];
+    ssize_t n = recv(h->fd, buf, sizeof(buf), 0);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        hconn_close(h, n == 0 ? "peer closed" : "read failed");
+        return;
+    }
+    if (h->state == H_IDLE) {
+        ev_timer_stop(L.loop, &h->timer);
+        ev_timer_set(&h->timer, READ_TIMEOUT, 0);
+        ev_timer_start(L.loop, &h->timer);
+    }
+    http_conn_feed(&h->parser, buf, (size_t)n);
+    const struct http_request *exp = http_conn_expecting_continue(&h->parser);
+    if (exp) {
+        http_write_continue(&h->out);
+        http_conn_continue_sent(&h->parser);
+        hconn_send(h);
+    }
+    if (!http_conn_wants_input(&h->parser))
+        ev_io_stop(L.loop, &h->rw); /* resumes once the queued requests are answered */
+    hconn_next(h);
+}
+
+static void write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct hconn *h = w->data;
+    hconn_flush(h);
+    if (h->state != H_DEAD && !ev_is_active(&h->rw) && http_conn_wants_input(&h->parser) &&
+        !h->close_after)
+        ev_io_start(L.loop, &h->rw);
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct hconn *h = w->data;
+    if (h->state == H_SSE) {
+        http_sse_comment(&h->out, "keep-alive", h->chunked);
+        hconn_send(h);
+        return;
+    }
+    if (h->state == H_WAIT)
+        return; /* the call has its own timeout */
+    if (!http_conn_idle(&h->parser)) {
+        const char *m = "{\"error\":\"request not received in time\"}";
+        http_buf_appendf(&h->out, "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n");
+        http_write_body(&h->out, "application/json", m, strlen(m));
+        h->close_after = true;
+        hconn_send(h);
+        return;
+    }
+    hconn_close(h, "idle timeout");
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    for (int i = 0; i < 64; i++) {
+        int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            return;
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        struct hconn *h = calloc(1, sizeof(*h));
+        if (!h) {
+            close(fd);
+            continue;
+        }
+        h->base.kind = CONN_HTTP;
+        h->fd = fd;
+        struct http_limits lim = {0, (size_t)L.max_message, 0, 0};
+        http_conn_init(&h->parser, &lim);
+        ev_io_init(&h->rw, read_cb, fd, EV_READ);
+        h->rw.data = h;
+        ev_io_init(&h->ww, write_cb, fd, EV_WRITE);
+        h->ww.data = h;
+        ev_timer_init(&h->timer, timer_cb, L.idle_timeout, 0);
+        h->timer.data = h;
+        ev_io_start(L.loop, &h->rw);
+        ev_timer_start(L.loop, &h->timer);
+    }
+}
+
+static size_t load_list(const char *key, char buf[][64], const char **out)
+{
+    const char *v = cfg_get(L.cfg, "listener", key, "");
+    int n = cfg_split_list(v, buf, 32);
+    for (int i = 0; i < n; i++)
+        out[i] = buf[i];
+    return (size_t)n;
+}
+
+int http_listen(const char *bind_addr, int port)
+{
+    memset(&policy, 0, sizeof(policy));
+    policy.versions = versions;
+    policy.n_versions = CMCP_ARRAY_LEN(versions);
+    policy.default_version = MCP_HTTP_DEFAULT_VERSION;
+    policy.n_allowed_origins = load_list("allowed_origins", origins_buf, origins);
+    policy.allowed_origins = policy.n_allowed_origins ? origins : NULL;
+    policy.n_allowed_hosts = load_list("allowed_hosts", hosts_buf, hosts);
+    policy.allowed_hosts = policy.n_allowed_hosts ? hosts : NULL;
+    http_fd = listener_socket(bind_addr, port, "http");
+    if (http_fd < 0)
+        return -1;
+    ev_io_init(&accept_w, accept_cb, http_fd, EV_READ);
+    ev_io_start(L.loop, &accept_w);
+    return 0;
+}

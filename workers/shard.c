@@ -1,0 +1,675 @@
+/*
+ * Role `shard`: owns the MCP sessions whose ids name it. Listeners send it
+ * client messages over nng req/rep; it runs them through the MCP engine and
+ * replies, and publishes server->client messages (progress, log messages,
+ * server requests, notifications) on its pub socket. Every message of a
+ * request that streams is also kept in the session's event log, so a client
+ * that lost its stream resumes it with Last-Event-ID.
+ */
+#define _GNU_SOURCE
+#include "shard.h"
+
+#include <ev.h>
+#include <jansson.h>
+#include <nng/nng.h>
+#include <nng/protocol/pubsub0/pub.h>
+#include <nng/protocol/reqrep0/rep.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uthash.h>
+
+#include "cmcp.h"
+#include "ipc.h"
+#include "log.h"
+#include "mcp.h"
+
+#define SHARD_SLOTS 256   /* requests a shard serves at once; more wait in nng's queue */
+#define EVLOG_MAX 256     /* events kept per session for resumption */
+
+struct sess;
+
+struct slot {
+    struct ipc_item item;
+    struct shard *sh;
+    nng_ctx ctx;
+    nng_aio *aio;
+    bool sending;
+    /* while a request is pending (asynchronous) */
+    struct sess *sess;
+    json_t *rid; /* the request's JSON-RPC id */
+    json_t *lid, *tok;
+    int stream; /* 0 until the request first emits */
+    int nev;
+    struct slot *next_pending;
+    /* a 2025-03-26 batch whose asynchronous members are still running */
+    json_t *batch;     /* responses so far */
+    json_t *batch_ids; /* ids still to answer */
+};
+
+struct evrec {
+    int stream;
+    long seq;
+    bool final;
+    char *text;
+};
+
+struct sess {
+    UT_hash_handle hh;
+    char id[64];
+    mcp_session *ms;
+    int next_stream;
+    long seq;
+    struct evrec log[EVLOG_MAX];
+    int log_start, log_n;
+    struct slot *pending; /* requests in progress */
+    int done_streams[16]; /* recently finished request streams */
+    int ndone;
+};
+
+struct shard {
+    struct proc_args *a;
+    int index;
+    struct ev_loop *loop;
+    nng_socket rep, pub;
+    struct ipc_bridge bridge;
+    struct slot slots[SHARD_SLOTS];
+    mcp_server *srv;
+    struct sess *sessions;
+    long nsessions, max_sessions;
+    ev_signal sigterm, sigint;
+};
+
+static struct shard g;
+
+/* ---- session ids ---- */
+
+void shard_session_id_new(char *buf, size_t len, int shard)
+{
+    static const char b32[] = "abcdefghijklmnopqrstuvwxyz234567";
+    unsigned char rnd[26];
+    randombytes_buf(rnd, sizeof(rnd));
+    int n = snprintf(buf, len, "%d-", shard);
+    for (size_t i = 0; i < sizeof(rnd) && (size_t)n + 1 < len; i++)
+        buf[n++] = b32[rnd[i] & 31];
+    buf[n] = '\0';
+}
+
+int shard_of_session(const char *sid)
+{
+    if (!sid || sid[0] < '0' || sid[0] > '9')
+        return -1;
+    char *end;
+    long v = strtol(sid, &end, 10);
+    if (*end != '-' || v < 0 || v > 4095 || strlen(end + 1) != 26)
+        return -1;
+    return (int)v;
+}
+
+/* ---- event log ---- */
+
+static struct evrec *evlog_add(struct sess *s, int stream, bool final, char *text)
+{
+    if (s->log_n == EVLOG_MAX) {
+        free(s->log[s->log_start].text);
+        s->log_start = (s->log_start + 1) % EVLOG_MAX;
+        s->log_n--;
+    }
+    struct evrec *r = &s->log[(s->log_start + s->log_n++) % EVLOG_MAX];
+    r->stream = stream;
+    r->seq = ++s->seq;
+    r->final = final;
+    r->text = text;
+    return r;
+}
+
+static void sess_free(struct sess *s)
+{
+    for (int i = 0; i < s->log_n; i++)
+        free(s->log[(s->log_start + i) % EVLOG_MAX].text);
+    mcp_session_free(s->ms);
+    free(s);
+}
+
+static struct sess *sess_find(const char *id)
+{
+    struct sess *s = NULL;
+    if (id)
+        HASH_FIND_STR(g.sessions, id, s);
+    return s;
+}
+
+/* ---- replies ---- */
+
+static void slot_recv(struct slot *sl);
+
+static void slot_reply(struct slot *sl, json_t *hdr, json_t *body)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    nng_msg *m = ipc_envelope(hdr, text ? text : "", text ? strlen(text) : 0);
+    free(text);
+    json_decref(hdr);
+    json_decref(body);
+    if (!m) {
+        log_error("reply_failed", "{s:s}", "error", "out of memory");
+        slot_recv(sl);
+        return;
+    }
+    sl->sending = true;
+    nng_aio_set_msg(sl->aio, m);
+    nng_ctx_send(sl->ctx, sl->aio);
+}
+
+static json_t *rpc_error(json_t *id, int code, const char *msg)
+{
+    return json_pack("{s:s,s:O,s:{s:i,s:s}}", "jsonrpc", "2.0", "id", id ? id : json_null(),
+                     "error", "code", code, "message", msg);
+}
+
+static void pending_remove(struct slot *sl)
+{
+    struct sess *s = sl->sess;
+    if (s) {
+        for (struct slot **pp = &s->pending; *pp; pp = &(*pp)->next_pending)
+            if (*pp == sl) {
+                *pp = sl->next_pending;
+                break;
+            }
+    }
+    json_decref(sl->rid);
+    json_decref(sl->lid);
+    json_decref(sl->tok);
+    json_decref(sl->batch);
+    json_decref(sl->batch_ids);
+    sl->rid = sl->lid = sl->tok = sl->batch = sl->batch_ids = NULL;
+    sl->sess = NULL;
+    sl->stream = sl->nev = 0;
+    sl->next_pending = NULL;
+}
+
+static struct slot *pending_find(struct sess *s, const json_t *rid)
+{
+    for (struct slot *sl = s->pending; sl; sl = sl->next_pending)
+        if (rid && json_equal(sl->rid, rid))
+            return sl;
+    return NULL;
+}
+
+/*
+ * A request is over: tell the listener how many events it published, and
+ * when it streamed, keep its response as the stream's last event so that a
+ * resumed stream ends with it.
+ */
+static void request_end(struct sess *s, struct slot *sl, json_t *hdr, const json_t *resp)
+{
+    if (!sl->sess)
+        return;
+    json_object_set_new(hdr, "nev", json_integer(sl->nev));
+    if (sl->stream) {
+        if (resp) {
+            struct evrec *r = evlog_add(s, sl->stream, true, json_dumps(resp, JSON_COMPACT));
+            json_object_set_new(hdr, "seq", json_integer(r->seq));
+        }
+        json_object_set_new(hdr, "stream", json_integer(sl->stream));
+        if (s->ndone == (int)CMCP_ARRAY_LEN(s->done_streams)) {
+            memmove(s->done_streams, s->done_streams + 1, sizeof(s->done_streams) - sizeof(int));
+            s->ndone--;
+        }
+        s->done_streams[s->ndone++] = sl->stream;
+    }
+    pending_remove(sl);
+}
+
+/* A response for a member of a pending batch: the batch is answered when its last one is. */
+static bool batch_member_done(struct sess *s, const json_t *rel, json_t *msg)
+{
+    for (struct slot *sl = s->pending; sl; sl = sl->next_pending) {
+        if (!sl->batch_ids)
+            continue;
+        size_t i;
+        json_t *id;
+        json_array_foreach(sl->batch_ids, i, id)
+        {
+            if (!json_equal(id, rel))
+                continue;
+            json_array_remove(sl->batch_ids, i);
+            if (msg)
+                json_array_append_new(sl->batch, msg);
+            if (json_array_size(sl->batch_ids) == 0) {
+                json_t *batch = sl->batch;
+                json_decref(sl->batch_ids);
+                sl->batch = sl->batch_ids = NULL;
+                pending_remove(sl);
+                slot_reply(sl, json_pack("{s:i}", "st", json_array_size(batch) ? 200 : 202),
+                           json_array_size(batch) ? batch : NULL);
+                if (!json_array_size(batch))
+                    json_decref(batch);
+            }
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ---- the engine's host ---- */
+
+static void publish(struct sess *s, struct slot *sl, int stream, long seq, const char *text)
+{
+    json_t *h = json_pack("{s:s,s:i,s:I}", "sid", s->id, "stream", stream, "seq", (json_int_t)seq);
+    if (sl) {
+        json_object_set(h, "lid", sl->lid);
+        json_object_set(h, "tok", sl->tok);
+    }
+    nng_msg *m = ipc_envelope(h, text, strlen(text));
+    json_decref(h);
+    if (m && nng_sendmsg(g.pub, m, NNG_FLAG_NONBLOCK) != 0)
+        nng_msg_free(m);
+}
+
+static void host_emit(void *host, mcp_session *ms, const json_t *rel, json_t *msg, bool final)
+{
+    (void)host;
+    struct sess *s = sess_find(mcp_session_id(ms));
+    if (!s) {
+        json_decref(msg);
+        return;
+    }
+    struct slot *sl = rel ? pending_find(s, rel) : NULL;
+    if (final && !sl && rel && batch_member_done(s, rel, msg))
+        return;
+    if (final) {
+        if (!sl) {
+            json_decref(msg);
+            return;
+        }
+        json_t *hdr = json_pack("{s:i}", "st", msg ? 200 : 202);
+        if (!msg)
+            json_object_set_new(hdr, "cancelled", json_true());
+        request_end(s, sl, hdr, msg);
+        slot_reply(sl, hdr, msg);
+        return;
+    }
+    int stream = 0;
+    if (sl) {
+        if (!sl->stream)
+            sl->stream = ++s->next_stream;
+        stream = sl->stream;
+        sl->nev++;
+    }
+    char *text = json_dumps(msg, JSON_COMPACT);
+    json_decref(msg);
+    if (!text)
+        return;
+    struct evrec *r = evlog_add(s, stream, false, text);
+    publish(s, sl, stream, r->seq, text);
+}
+
+struct shard_timer {
+    ev_timer w;
+    void (*cb)(void *);
+    void *arg;
+};
+
+static void timer_fire(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct shard_timer *t = (struct shard_timer *)w;
+    void (*cb)(void *) = t->cb;
+    void *arg = t->arg;
+    free(t);
+    cb(arg);
+}
+
+static void *host_timer_add(void *host, double after_ms, void (*cb)(void *), void *arg)
+{
+    (void)host;
+    struct shard_timer *t = calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    t->cb = cb;
+    t->arg = arg;
+    ev_timer_init(&t->w, timer_fire, after_ms / 1000.0, 0);
+    ev_timer_start(g.loop, &t->w);
+    return t;
+}
+
+static void host_timer_cancel(void *host, void *timer)
+{
+    (void)host;
+    struct shard_timer *t = timer;
+    if (!t)
+        return;
+    ev_timer_stop(g.loop, &t->w);
+    free(t);
+}
+
+/*
+ * Ends the SSE stream of a request that goes on (SEP-1699): the listener
+ * closes the client's stream after a priming event, the client reconnects
+ * with Last-Event-ID, and the rest of the request arrives on that stream.
+ */
+static void host_close_stream(void *host, mcp_session *ms, const json_t *rel)
+{
+    (void)host;
+    struct sess *s = sess_find(mcp_session_id(ms));
+    struct slot *sl = s && rel ? pending_find(s, rel) : NULL;
+    if (!sl)
+        return;
+    if (!sl->stream)
+        sl->stream = ++s->next_stream;
+    long last = 0;
+    for (int i = 0; i < s->log_n; i++) {
+        struct evrec *r = &s->log[(s->log_start + i) % EVLOG_MAX];
+        if (r->stream == sl->stream)
+            last = r->seq;
+    }
+    sl->nev++;
+    json_t *h = json_pack("{s:s,s:i,s:I,s:O,s:O,s:b}", "sid", s->id, "stream", sl->stream, "seq",
+                          (json_int_t)last, "lid", sl->lid, "tok", sl->tok, "close", 1);
+    nng_msg *m = ipc_envelope(h, "", 0);
+    json_decref(h);
+    if (m && nng_sendmsg(g.pub, m, NNG_FLAG_NONBLOCK) != 0)
+        nng_msg_free(m);
+}
+
+static const struct mcp_host_ops host_ops = {host_emit, host_timer_add, host_timer_cancel, NULL,
+                                             host_close_stream};
+
+/* ---- requests ---- */
+
+static void op_msg(struct slot *sl, json_t *hdr, const char *body, size_t blen)
+{
+    const char *sid = json_string_value(json_object_get(hdr, "sid"));
+    json_error_t jerr;
+    json_t *msg = json_loadb(body, blen, JSON_REJECT_DUPLICATES, &jerr);
+    if (!msg) {
+        char m[200];
+        snprintf(m, sizeof(m), "Parse error: %s", jerr.text);
+        slot_reply(sl, json_pack("{s:i}", "st", 400), rpc_error(NULL, -32700, m));
+        return;
+    }
+    struct sess *s = NULL;
+    bool created = false;
+    if (!sid) {
+        const char *method = json_string_value(json_object_get(msg, "method"));
+        if (!method || strcmp(method, "initialize") != 0) {
+            slot_reply(sl, json_pack("{s:i}", "st", 400),
+                       rpc_error(json_object_get(msg, "id"), -32600,
+                                 "Bad Request: no session. Send initialize first, then the "
+                                 "Mcp-Session-Id it returns with every request"));
+            json_decref(msg);
+            return;
+        }
+        if (g.nsessions >= g.max_sessions) {
+            log_warn("session_refused", "{s:s,s:I}", "reason", "session cap reached", "max",
+                     (json_int_t)g.max_sessions);
+            slot_reply(sl, json_pack("{s:i}", "st", 503),
+                       rpc_error(json_object_get(msg, "id"), -32000,
+                                 "Too many sessions on this node; retry later or close unused "
+                                 "sessions"));
+            json_decref(msg);
+            return;
+        }
+        s = calloc(1, sizeof(*s));
+        shard_session_id_new(s->id, sizeof(s->id), g.index);
+        s->ms = mcp_session_new(g.srv, s->id);
+        HASH_ADD_STR(g.sessions, id, s);
+        g.nsessions++;
+        created = true;
+    } else {
+        s = sess_find(sid);
+        if (!s) {
+            slot_reply(sl, json_pack("{s:i}", "st", 404),
+                       rpc_error(json_object_get(msg, "id"), -32001,
+                                 "Session not found: it expired or was deleted. Initialize a "
+                                 "new session"));
+            json_decref(msg);
+            return;
+        }
+    }
+    bool pending = false;
+    json_t *resp;
+    if (json_is_array(msg)) {
+        int npending = 0;
+        resp = mcp_handle_batch(g.srv, s->ms, msg, &npending);
+        if (npending > 0) {
+            /* Wait for the asynchronous members: note which ids still owe a response. */
+            sl->batch = json_is_array(resp) ? resp : json_array();
+            if (!json_is_array(resp))
+                json_decref(resp);
+            sl->batch_ids = json_array();
+            size_t i;
+            json_t *m;
+            json_array_foreach(msg, i, m)
+            {
+                json_t *id = json_object_get(m, "id");
+                if (!id || !json_object_get(m, "method"))
+                    continue;
+                bool answered = false;
+                size_t j;
+                json_t *r;
+                json_array_foreach(sl->batch, j, r) answered |= json_equal(json_object_get(r, "id"), id);
+                if (!answered)
+                    json_array_append(sl->batch_ids, id);
+            }
+            sl->sess = s;
+            sl->next_pending = s->pending;
+            s->pending = sl;
+            json_decref(msg);
+            return;
+        }
+    } else {
+        /* Register first: the engine may emit for this request before returning. */
+        json_t *rid = json_object_get(msg, "id");
+        if (rid && json_object_get(msg, "method")) {
+            sl->sess = s;
+            sl->rid = json_incref(rid);
+            sl->lid = json_incref(json_object_get(hdr, "lid"));
+            sl->tok = json_incref(json_object_get(hdr, "tok"));
+            sl->next_pending = s->pending;
+            s->pending = sl;
+        }
+        resp = mcp_handle(g.srv, s->ms, msg, &pending);
+    }
+    json_decref(msg);
+    if (pending)
+        return; /* the engine answers through host_emit(final) */
+    json_t *rh = json_pack("{s:i}", "st", resp ? 200 : 202);
+    request_end(s, sl, rh, resp);
+    if (created) {
+        bool ok = resp && !json_object_get(resp, "error") && mcp_session_initialized(s->ms);
+        if (!ok && !mcp_session_protocol(s->ms)) {
+            HASH_DEL(g.sessions, s);
+            g.nsessions--;
+            sess_free(s);
+        } else {
+            json_object_set_new(rh, "sid", json_string(s->id));
+            log_info("session_created", "{s:s,s:s}", "sid", s->id, "protocol",
+                     mcp_session_protocol(s->ms) ? mcp_session_protocol(s->ms) : "?");
+        }
+    }
+    slot_reply(sl, rh, resp);
+}
+
+static void op_stream(struct slot *sl, json_t *hdr)
+{
+    struct sess *s = sess_find(json_string_value(json_object_get(hdr, "sid")));
+    if (!s) {
+        slot_reply(sl, json_pack("{s:i}", "st", 404),
+                   rpc_error(NULL, -32001, "Session not found: initialize a new session"));
+        return;
+    }
+    int stream = 0;
+    long after = 0;
+    json_t *last = json_object_get(hdr, "last");
+    if (json_is_array(last)) {
+        stream = (int)json_integer_value(json_array_get(last, 0));
+        after = (long)json_integer_value(json_array_get(last, 1));
+    }
+    json_t *evs = json_array();
+    for (int i = 0; i < s->log_n; i++) {
+        struct evrec *r = &s->log[(s->log_start + i) % EVLOG_MAX];
+        if (r->stream == stream && r->seq > after)
+            json_array_append_new(evs, json_pack("[i,I,s]", r->stream, (json_int_t)r->seq,
+                                                 r->text));
+    }
+    bool done = false;
+    for (int i = 0; i < s->ndone; i++)
+        done |= s->done_streams[i] == stream;
+    if (stream > s->next_stream)
+        done = true; /* never existed: nothing will follow */
+    slot_reply(sl, json_pack("{s:i,s:i,s:o,s:b}", "st", 200, "stream", stream, "events", evs,
+                             "done", stream != 0 && done),
+               NULL);
+}
+
+static void op_delete(struct slot *sl, json_t *hdr)
+{
+    struct sess *s = sess_find(json_string_value(json_object_get(hdr, "sid")));
+    if (!s) {
+        slot_reply(sl, json_pack("{s:i}", "st", 404),
+                   rpc_error(NULL, -32001, "Session not found"));
+        return;
+    }
+    /* Requests still running get no answer: their streams end with the session. */
+    while (s->pending) {
+        struct slot *p = s->pending;
+        json_t *h = json_pack("{s:i,s:b}", "st", 404, "cancelled", 1);
+        pending_remove(p);
+        slot_reply(p, h, NULL);
+    }
+    HASH_DEL(g.sessions, s);
+    g.nsessions--;
+    log_info("session_deleted", "{s:s}", "sid", s->id);
+    sess_free(s);
+    slot_reply(sl, json_pack("{s:i}", "st", 200), NULL);
+}
+
+static void slot_run(struct ipc_item *it)
+{
+    struct slot *sl = (struct slot *)it;
+    int rv = nng_aio_result(sl->aio);
+    if (sl->sending) {
+        sl->sending = false;
+        if (rv != 0) {
+            nng_msg_free(nng_aio_get_msg(sl->aio));
+            if (rv == NNG_ECLOSED)
+                return;
+        }
+        slot_recv(sl);
+        return;
+    }
+    if (rv != 0) {
+        if (rv != NNG_ECLOSED)
+            slot_recv(sl);
+        return;
+    }
+    nng_msg *m = nng_aio_get_msg(sl->aio);
+    json_t *hdr;
+    const char *body;
+    size_t blen;
+    if (ipc_envelope_parse(m, &hdr, &body, &blen) != 0) {
+        nng_msg_free(m);
+        slot_reply(sl, json_pack("{s:i}", "st", 400), NULL);
+        return;
+    }
+    const char *op = json_string_value(json_object_get(hdr, "op"));
+    if (op && strcmp(op, "msg") == 0)
+        op_msg(sl, hdr, body, blen);
+    else if (op && strcmp(op, "stream") == 0)
+        op_stream(sl, hdr);
+    else if (op && strcmp(op, "delete") == 0)
+        op_delete(sl, hdr);
+    else
+        slot_reply(sl, json_pack("{s:i}", "st", 400), NULL);
+    json_decref(hdr);
+    nng_msg_free(m);
+}
+
+static void slot_aio_cb(void *arg)
+{
+    struct slot *sl = arg;
+    ipc_bridge_post(&g.bridge, &sl->item);
+}
+
+static void slot_recv(struct slot *sl)
+{
+    nng_ctx_recv(sl->ctx, sl->aio);
+}
+
+static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)revents;
+    (void)w;
+    ev_break(loop, EVBREAK_ALL);
+}
+
+int shard_main(struct proc_args *a)
+{
+    memset(&g, 0, sizeof(g));
+    g.a = a;
+    g.index = a->index < 0 ? 0 : a->index;
+    long nshards = cfg_get_long(&a->cfg, "tree.shard", "count", 1);
+    g.max_sessions = cfg_get_long(&a->cfg, "sessions", "max", 100000) / (nshards > 0 ? nshards : 1);
+    if (g.max_sessions < 1)
+        g.max_sessions = 1;
+    char err[256];
+    struct mcp_server_opts so = {cfg_get(&a->cfg, "tools", "packs", "core"), "cmcp", CMCP_VERSION,
+                                 NULL, 100};
+    g.srv = mcp_server_new(&so, &host_ops, &g, err, sizeof(err));
+    if (!g.srv) {
+        log_error("shard_start_failed", "{s:s}", "error", err);
+        fprintf(stderr, "cmcpd: shard: %s\n", err);
+        return CMCP_EXIT_USAGE;
+    }
+    g.loop = ev_default_loop(EVFLAG_SIGNALFD);
+    ipc_bridge_init(&g.bridge, g.loop);
+    char addr[512];
+    int rv;
+    ipc_shard_req_address(addr, sizeof(addr), a->run_dir, g.index);
+    if ((rv = nng_rep0_open(&g.rep)) != 0 || (rv = nng_listen(g.rep, addr, NULL, 0)) != 0) {
+        log_error("listen_failed", "{s:s,s:s}", "address", addr, "error", nng_strerror(rv));
+        return CMCP_EXIT_FAILURE;
+    }
+    ipc_shard_pub_address(addr, sizeof(addr), a->run_dir, g.index);
+    if ((rv = nng_pub0_open(&g.pub)) != 0 || (rv = nng_listen(g.pub, addr, NULL, 0)) != 0) {
+        log_error("listen_failed", "{s:s,s:s}", "address", addr, "error", nng_strerror(rv));
+        return CMCP_EXIT_FAILURE;
+    }
+    for (int i = 0; i < SHARD_SLOTS; i++) {
+        struct slot *sl = &g.slots[i];
+        sl->sh = (struct shard *)&g;
+        sl->item.run = slot_run;
+        if ((rv = nng_ctx_open(&sl->ctx, g.rep)) != 0 ||
+            (rv = nng_aio_alloc(&sl->aio, slot_aio_cb, sl)) != 0) {
+            log_error("shard_start_failed", "{s:s}", "error", nng_strerror(rv));
+            return CMCP_EXIT_FAILURE;
+        }
+        slot_recv(sl);
+    }
+    ev_signal_init(&g.sigterm, on_signal, SIGTERM);
+    ev_signal_start(g.loop, &g.sigterm);
+    ev_signal_init(&g.sigint, on_signal, SIGINT);
+    ev_signal_start(g.loop, &g.sigint);
+    log_info("shard_ready", "{s:i,s:I,s:s}", "shard", g.index, "max_sessions",
+             (json_int_t)g.max_sessions, "packs", so.packs);
+    proc_notify_ready(a);
+    ev_run(g.loop, 0);
+    /* Stop: close the sockets first so no aio callback runs into freed state. */
+    nng_close(g.rep);
+    nng_close(g.pub);
+    for (int i = 0; i < SHARD_SLOTS; i++)
+        nng_aio_free(g.slots[i].aio);
+    struct sess *s, *tmp;
+    HASH_ITER(hh, g.sessions, s, tmp)
+    {
+        HASH_DEL(g.sessions, s);
+        sess_free(s);
+    }
+    mcp_server_free(g.srv);
+    log_info("shard_stopped", "{s:i}", "shard", g.index);
+    return 0;
+}

@@ -1,0 +1,35 @@
+/*
+ * The shard <-> listener protocol (envelope headers; bodies are raw JSON-RPC).
+ *
+ * Request header (listener -> shard, req/rep):
+ *   op   "msg"     a client message; body = the JSON-RPC message or 2025-03-26 batch
+ *        "stream"  open a standalone stream (GET), or resume one: "last" = Last-Event-ID
+ *        "delete"  end the session (DELETE, or a TCP/stdio connection closed)
+ *   sid  session id, absent before initialize
+ *   lid  listener index, tok  listener's token for this request (names its stream)
+ *   pv   the MCP-Protocol-Version header, when the transport has one
+ * Reply header (shard -> listener):
+ *   st   HTTP-like status: 200 response in body, 202 accepted (no body), 400, 404, 503
+ *   sid  the new session id (initialize)
+ *   stream, seq   when the request streamed: its stream number and the final event's seq
+ *   nev  events published for this request before the reply (the listener waits for them)
+ *   cancelled     true when the request was cancelled and has no response
+ *   events        "stream" op: array of [stream, seq, message-text] replayed
+ *   done          "stream" op: the resumed request stream has ended
+ * Event header (shard -> listeners, pub/sub):
+ *   sid, stream, seq, and lid + tok when the event belongs to a client request
+ */
+#ifndef CMCP_SHARD_H
+#define CMCP_SHARD_H
+
+#include <stddef.h>
+
+#include "proc.h"
+
+int shard_main(struct proc_args *a);
+
+/* Session ids name their shard: "<shard>-<26 random base32 chars>". -1 if malformed. */
+int shard_of_session(const char *sid);
+void shard_session_id_new(char *buf, size_t len, int shard);
+
+#endif
