@@ -235,8 +235,9 @@ class Node:
     """One cmcpd node started on a configuration text, in a fresh directory under /tmp."""
 
     def __init__(self, config_text, run_dir=None, env=None, args=(), wait_ready=True,
-                 ready_timeout=10.0, keep_dir=False):
+                 ready_timeout=10.0, keep_dir=False, cmcpd=None):
         self.config_text = config_text
+        self.cmcpd = cmcpd or cmcpd_path()
         self.dir = tempfile.mkdtemp(prefix="cmcp-", dir="/tmp")
         self.run_dir = run_dir or os.path.join(self.dir, "run")
         if len(self.run_dir) > 80:
@@ -270,7 +271,7 @@ class Node:
         env.update(self.extra_env)
         self.t_start = time.monotonic()
         with open(self.log_path, "ab") as err, open(self.stdout_path, "ab") as out:
-            self.proc = subprocess.Popen([cmcpd_path(), "-c", self.config_path] + self.args,
+            self.proc = subprocess.Popen([self.cmcpd, "-c", self.config_path] + self.args,
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                          env=env, cwd=self.dir)
         if self.wait_ready:
