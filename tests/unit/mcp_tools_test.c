@@ -1,0 +1,420 @@
+/* MCP engine: tools/list with pagination, tools/call of the core pack, kv state. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "mcp_fakehost.h"
+
+struct env {
+    struct fakehost fh;
+    mcp_server *srv;
+    mcp_session *s;
+    json_int_t next_id;
+};
+
+static int setup_with(void **state, const char *packs, int page_size, const char *version)
+{
+    struct env *e = calloc(1, sizeof(*e));
+    fakehost_init(&e->fh);
+    char err[256];
+    struct mcp_server_opts o = {.packs = packs, .page_size = page_size};
+    e->srv = mcp_server_new(&o, &fakehost_ops, &e->fh, err, sizeof(err));
+    assert_non_null(e->srv);
+    e->s = mcp_session_new(e->srv, "s1");
+    json_decref(fakehost_initialize(e->srv, e->s, version, NULL));
+    json_decref(fakehost_take(&e->fh));
+    e->next_id = 100;
+    *state = e;
+    return 0;
+}
+
+static int setup(void **state)
+{
+    return setup_with(state, "core", 0, "2025-11-25");
+}
+
+static int setup_paged(void **state)
+{
+    return setup_with(state, "core,conformance", 3, "2025-11-25");
+}
+
+static int setup_old(void **state)
+{
+    return setup_with(state, "core", 0, "2025-03-26");
+}
+
+static int teardown(void **state)
+{
+    struct env *e = *state;
+    mcp_server_free(e->srv);
+    fakehost_fini(&e->fh);
+    free(e);
+    return 0;
+}
+
+static json_t *req(struct env *e, const char *method, const char *params)
+{
+    bool pending = true;
+    json_t *r = fakehost_request(e->srv, e->s, e->next_id++, method, params, &pending);
+    assert_false(pending);
+    assert_non_null(r);
+    return r;
+}
+
+static json_t *call(struct env *e, const char *tool, const char *args)
+{
+    char params[2048];
+    snprintf(params, sizeof(params), "{\"name\":\"%s\",\"arguments\":%s}", tool, args);
+    return req(e, "tools/call", params);
+}
+
+static const json_t *structured(const json_t *r)
+{
+    return json_object_get(fakehost_result(r), "structuredContent");
+}
+
+static void test_tools_list(void **state)
+{
+    struct env *e = *state;
+    json_t *r = req(e, "tools/list", NULL);
+    const json_t *tools = json_object_get(fakehost_result(r), "tools");
+    static const char *const names[] = {"echo",    "add",       "kv_set", "kv_get",
+                                        "kv_list", "kv_delete", "sleep"};
+    assert_int_equal(json_array_size(tools), 7);
+    for (size_t i = 0; i < 7; i++) {
+        const json_t *t = json_array_get(tools, i);
+        assert_string_equal(json_string_value(json_object_get(t, "name")), names[i]);
+        assert_true(json_is_string(json_object_get(t, "description")));
+        assert_string_equal(
+            json_string_value(json_object_get(json_object_get(t, "inputSchema"), "type")),
+            "object");
+        assert_true(json_is_object(json_object_get(t, "outputSchema")));
+        assert_true(json_is_string(json_object_get(t, "title")));
+    }
+    assert_null(json_object_get(fakehost_result(r), "nextCursor"));
+    json_decref(r);
+}
+
+static void test_tools_list_old_protocol(void **state)
+{
+    struct env *e = *state;
+    json_t *r = req(e, "tools/list", NULL);
+    const json_t *t = json_array_get(json_object_get(fakehost_result(r), "tools"), 1);
+    assert_string_equal(json_string_value(json_object_get(t, "name")), "add");
+    /* outputSchema and title arrived with 2025-06-18 */
+    assert_null(json_object_get(t, "outputSchema"));
+    assert_null(json_object_get(t, "title"));
+    json_decref(r);
+    r = call(e, "add", "{\"a\":2,\"b\":3}");
+    assert_string_equal(fakehost_text(r, 0), "5");
+    assert_null(structured(r));
+    json_decref(r);
+}
+
+/* Walks every page of a list method; returns all items. */
+static json_t *collect(struct env *e, const char *method, const char *key, int *pages)
+{
+    json_t *all = json_array();
+    char *cursor = NULL;
+    *pages = 0;
+    do {
+        char params[512];
+        if (cursor)
+            snprintf(params, sizeof(params), "{\"cursor\":\"%s\"}", cursor);
+        else
+            snprintf(params, sizeof(params), "{}");
+        free(cursor);
+        cursor = NULL;
+        json_t *r = req(e, method, params);
+        const json_t *items = json_object_get(fakehost_result(r), key);
+        assert_true(json_is_array(items));
+        assert_true(json_array_size(items) <= 3);
+        json_array_extend(all, (json_t *)items);
+        const char *next = json_string_value(json_object_get(fakehost_result(r), "nextCursor"));
+        if (next)
+            cursor = strdup(next);
+        (*pages)++;
+        json_decref(r);
+        assert_true(*pages < 50);
+    } while (cursor);
+    return all;
+}
+
+static void test_pagination(void **state)
+{
+    struct env *e = *state;
+    int pages;
+    json_t *tools = collect(e, "tools/list", "tools", &pages);
+    size_t n = mcp_server_tool_count(e->srv);
+    assert_int_equal(n, 21);
+    assert_int_equal(json_array_size(tools), n);
+    assert_int_equal(pages, 7);
+    /* No duplicates, first and last in registration order. */
+    assert_string_equal(json_string_value(json_object_get(json_array_get(tools, 0), "name")),
+                        "echo");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(tools, n - 1), "name")),
+                        "test_reconnection");
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = i + 1; j < n; j++)
+            assert_string_not_equal(
+                json_string_value(json_object_get(json_array_get(tools, i), "name")),
+                json_string_value(json_object_get(json_array_get(tools, j), "name")));
+    json_decref(tools);
+    json_t *prompts = collect(e, "prompts/list", "prompts", &pages);
+    assert_int_equal(json_array_size(prompts), 5);
+    assert_int_equal(pages, 2);
+    json_decref(prompts);
+    json_t *res = collect(e, "resources/list", "resources", &pages);
+    assert_int_equal(json_array_size(res), 3);
+    assert_int_equal(pages, 1);
+    json_decref(res);
+    json_t *tpl = collect(e, "resources/templates/list", "resourceTemplates", &pages);
+    assert_int_equal(json_array_size(tpl), 2);
+    json_decref(tpl);
+}
+
+static void test_bad_cursors(void **state)
+{
+    struct env *e = *state;
+    json_t *r = req(e, "tools/list", "{\"cursor\":\"not-a-cursor!\"}");
+    assert_int_equal(fakehost_error_code(r), MCP_INVALID_PARAMS);
+    json_decref(r);
+    r = req(e, "tools/list", "{\"cursor\":42}");
+    assert_int_equal(fakehost_error_code(r), MCP_INVALID_PARAMS);
+    json_decref(r);
+    /* A prompts/list cursor is not a tools/list cursor. */
+    r = req(e, "prompts/list", NULL);
+    const char *pc = json_string_value(json_object_get(fakehost_result(r), "nextCursor"));
+    assert_non_null(pc);
+    char params[256];
+    snprintf(params, sizeof(params), "{\"cursor\":\"%s\"}", pc);
+    json_decref(r);
+    r = req(e, "tools/list", params);
+    assert_int_equal(fakehost_error_code(r), MCP_INVALID_PARAMS);
+    json_decref(r);
+    /* null means "no cursor" */
+    r = req(e, "tools/list", "{\"cursor\":null}");
+    assert_int_equal(json_array_size(json_object_get(fakehost_result(r), "tools")), 3);
+    json_decref(r);
+}
+
+static void test_echo_add(void **state)
+{
+    struct env *e = *state;
+    json_t *r = call(e, "echo", "{\"text\":\"hello \\u00e9\"}");
+    assert_false(fakehost_is_error(r));
+    assert_string_equal(fakehost_text(r, 0), "hello \xc3\xa9");
+    assert_string_equal(json_string_value(json_object_get(structured(r), "text")),
+                        "hello \xc3\xa9");
+    json_decref(r);
+    r = call(e, "add", "{\"a\":40,\"b\":2}");
+    assert_int_equal(json_integer_value(json_object_get(structured(r), "sum")), 42);
+    assert_string_equal(fakehost_text(r, 0), "42");
+    json_decref(r);
+    r = call(e, "add", "{\"a\":1.5,\"b\":-0.25}");
+    assert_true(json_is_real(json_object_get(structured(r), "sum")));
+    assert_true(json_real_value(json_object_get(structured(r), "sum")) == 1.25);
+    json_decref(r);
+    r = call(e, "add", "{\"a\":9223372036854775807,\"b\":1}");
+    assert_true(json_is_real(json_object_get(structured(r), "sum")));
+    json_decref(r);
+}
+
+static void test_call_errors(void **state)
+{
+    struct env *e = *state;
+    /* Bad arguments are tool errors the model can read... */
+    json_t *r = call(e, "add", "{\"a\":\"x\",\"b\":2}");
+    assert_true(fakehost_is_error(r));
+    assert_non_null(strstr(fakehost_text(r, 0), "arguments.a"));
+    assert_non_null(strstr(fakehost_text(r, 0), "number"));
+    json_decref(r);
+    r = call(e, "add", "{\"a\":1}");
+    assert_true(fakehost_is_error(r));
+    assert_non_null(strstr(fakehost_text(r, 0), "'b'"));
+    json_decref(r);
+    r = call(e, "echo", "{\"text\":\"x\",\"extra\":1}");
+    assert_true(fakehost_is_error(r));
+    assert_non_null(strstr(fakehost_text(r, 0), "extra"));
+    json_decref(r);
+    r = call(e, "sleep", "{\"ms\":600001}");
+    assert_true(fakehost_is_error(r));
+    json_decref(r);
+    r = call(e, "sleep", "{\"ms\":1.5}");
+    assert_true(fakehost_is_error(r));
+    json_decref(r);
+    /* ...while requests the server cannot route are protocol errors. */
+    r = call(e, "nope", "{}");
+    assert_int_equal(fakehost_error_code(r), MCP_INVALID_PARAMS);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(r, "error"), "message")),
+        "Unknown tool: nope");
+    json_decref(r);
+    r = req(e, "tools/call", "{\"arguments\":{}}");
+    assert_int_equal(fakehost_error_code(r), MCP_INVALID_PARAMS);
+    json_decref(r);
+    r = call(e, "echo", "[1]");
+    assert_int_equal(fakehost_error_code(r), MCP_INVALID_PARAMS);
+    json_decref(r);
+    /* Missing arguments count as {} (then fail the schema as a tool error). */
+    r = req(e, "tools/call", "{\"name\":\"kv_list\"}");
+    assert_false(fakehost_is_error(r));
+    json_decref(r);
+}
+
+static void test_kv(void **state)
+{
+    struct env *e = *state;
+    uint64_t seq0 = mcp_session_seq(e->s);
+    int changed0 = e->fh.changed;
+    json_t *r = call(e, "kv_set", "{\"key\":\"color\",\"value\":\"blue\"}");
+    assert_false(fakehost_is_error(r));
+    assert_true(json_is_true(json_object_get(structured(r), "created")));
+    json_decref(r);
+    /* kv_set is durable: the host was told before the response came back. */
+    assert_int_equal(e->fh.changed, changed0 + 1);
+    assert_int_equal(mcp_session_seq(e->s), seq0 + 1);
+    r = call(e, "kv_set", "{\"key\":\"cfg\",\"value\":{\"n\":[1,2]}}");
+    json_decref(r);
+    r = call(e, "kv_set", "{\"key\":\"color\",\"value\":\"red\"}");
+    assert_false(json_is_true(json_object_get(structured(r), "created")));
+    json_decref(r);
+    assert_int_equal(mcp_session_seq(e->s), seq0 + 3);
+
+    r = call(e, "kv_get", "{\"key\":\"color\"}");
+    assert_string_equal(fakehost_text(r, 0), "red"); /* strings stay strings */
+    assert_string_equal(json_string_value(json_object_get(structured(r), "value")), "red");
+    json_decref(r);
+    r = call(e, "kv_get", "{\"key\":\"cfg\"}");
+    assert_string_equal(fakehost_text(r, 0), "{\"n\":[1,2]}");
+    json_decref(r);
+    r = call(e, "kv_list", "{}");
+    const json_t *keys = json_object_get(structured(r), "keys");
+    assert_int_equal(json_array_size(keys), 2);
+    assert_string_equal(json_string_value(json_array_get(keys, 0)), "color");
+    json_decref(r);
+    r = call(e, "kv_get", "{\"key\":\"missing\"}");
+    assert_true(fakehost_is_error(r));
+    assert_non_null(strstr(fakehost_text(r, 0), "missing"));
+    json_decref(r);
+    r = call(e, "kv_delete", "{\"key\":\"cfg\"}");
+    assert_true(json_is_true(json_object_get(structured(r), "deleted")));
+    json_decref(r);
+    r = call(e, "kv_delete", "{\"key\":\"cfg\"}");
+    assert_false(json_is_true(json_object_get(structured(r), "deleted")));
+    json_decref(r);
+    /* Read-only calls change nothing durable. */
+    int changed = e->fh.changed;
+    json_decref(call(e, "kv_get", "{\"key\":\"color\"}"));
+    assert_int_equal(e->fh.changed, changed);
+
+    /* kv is per session. */
+    mcp_session *other = mcp_session_new(e->srv, "s2");
+    json_decref(fakehost_initialize(e->srv, other, "2025-11-25", NULL));
+    r = fakehost_request(e->srv, other, 1, "tools/call",
+                         "{\"name\":\"kv_get\",\"arguments\":{\"key\":\"color\"}}", NULL);
+    assert_true(fakehost_is_error(r));
+    json_decref(r);
+    mcp_session_free(other);
+}
+
+static void test_kv_resources(void **state)
+{
+    struct env *e = *state;
+    json_decref(req(e, "resources/subscribe", "{\"uri\":\"kv://a%20b\"}"));
+    json_decref(fakehost_take(&e->fh));
+    int changed = e->fh.changed;
+    json_decref(call(e, "kv_set", "{\"key\":\"a b\",\"value\":[true]}"));
+    assert_int_equal(e->fh.changed, changed + 1);
+    /* The commit came before the notifications that announce the change. */
+    assert_int_equal(e->fh.emitted_at_change, 0);
+    json_t *em = fakehost_take(&e->fh);
+    assert_int_equal(json_array_size(em), 2);
+    const json_t *m0 = json_object_get(json_array_get(em, 0), "msg");
+    const json_t *m1 = json_object_get(json_array_get(em, 1), "msg");
+    assert_string_equal(json_string_value(json_object_get(m0, "method")),
+                        "notifications/resources/list_changed");
+    assert_string_equal(json_string_value(json_object_get(m1, "method")),
+                        "notifications/resources/updated");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(m1, "params"), "uri")),
+                        "kv://a%20b");
+    json_decref(em);
+    json_t *r = req(e, "resources/list", NULL);
+    const json_t *res = json_object_get(fakehost_result(r), "resources");
+    assert_int_equal(json_array_size(res), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(res, 0), "uri")),
+                        "kv://a%20b");
+    json_decref(r);
+    r = req(e, "resources/read", "{\"uri\":\"kv://a%20b\"}");
+    const json_t *c0 = json_array_get(json_object_get(fakehost_result(r), "contents"), 0);
+    assert_string_equal(json_string_value(json_object_get(c0, "text")), "[true]");
+    assert_string_equal(json_string_value(json_object_get(c0, "mimeType")), "application/json");
+    json_decref(r);
+    r = req(e, "resources/read", "{\"uri\":\"kv://nothing\"}");
+    assert_int_equal(fakehost_error_code(r), MCP_RESOURCE_NOT_FOUND);
+    json_decref(r);
+    /* An update to an existing key is not a list change. */
+    json_decref(call(e, "kv_set", "{\"key\":\"a b\",\"value\":1}"));
+    em = fakehost_take(&e->fh);
+    assert_int_equal(json_array_size(em), 1);
+    json_decref(em);
+    json_decref(req(e, "resources/unsubscribe", "{\"uri\":\"kv://a%20b\"}"));
+    json_decref(call(e, "kv_set", "{\"key\":\"a b\",\"value\":2}"));
+    em = fakehost_take(&e->fh);
+    assert_int_equal(json_array_size(em), 0);
+    json_decref(em);
+}
+
+static void run_noop(mcp_call *c, const json_t *args, void *ud)
+{
+    (*(int *)ud)++;
+    mcp_call_return_text(c, false, "noop %d", *(int *)ud);
+}
+
+static void test_registry(void **state)
+{
+    struct env *e = *state;
+    int runs = 0;
+    char err[256];
+    struct mcp_tool_def def = {.name = "noop", .description = "does nothing", .run = run_noop,
+                               .ud = &runs};
+    assert_int_equal(mcp_server_add_tool(e->srv, &def, err, sizeof(err)), 0);
+    json_t *em = fakehost_take(&e->fh);
+    assert_int_equal(json_array_size(em), 1);
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(json_array_get(em, 0), "msg"), "method")),
+                        "notifications/tools/list_changed");
+    json_decref(em);
+    assert_int_equal(mcp_server_add_tool(e->srv, &def, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "already"));
+    def.name = "bad name";
+    assert_int_equal(mcp_server_add_tool(e->srv, &def, err, sizeof(err)), -1);
+    json_t *r = call(e, "noop", "{}");
+    assert_string_equal(fakehost_text(r, 0), "noop 1");
+    json_decref(r);
+    assert_int_equal(mcp_server_remove_tool(e->srv, "noop"), 0);
+    assert_int_equal(mcp_server_remove_tool(e->srv, "noop"), -1);
+    r = call(e, "noop", "{}");
+    assert_int_equal(fakehost_error_code(r), MCP_INVALID_PARAMS);
+    json_decref(r);
+    json_decref(fakehost_take(&e->fh));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_tools_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tools_list_old_protocol, setup_old, teardown),
+        cmocka_unit_test_setup_teardown(test_pagination, setup_paged, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_cursors, setup_paged, teardown),
+        cmocka_unit_test_setup_teardown(test_echo_add, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_call_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kv, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kv_resources, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_registry, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
