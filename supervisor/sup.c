@@ -22,6 +22,18 @@
 #include "spawn.h"
 
 static void child_exit_cb(struct ev_loop *loop, ev_child *w, int revents);
+
+/*
+ * Arms a one-shot timer `ms` from now. libev counts from ev_now(), the time the
+ * loop last woke; a callback that runs late (a busy machine) would otherwise
+ * shorten every backoff, start timeout and shutdown timeout by that lag.
+ */
+static void timer_arm(struct ev_loop *loop, ev_timer *t, long ms)
+{
+    ev_now_update(loop);
+    ev_timer_set(t, (double)ms / 1000.0, 0);
+    ev_timer_start(loop, t);
+}
 static void step_done(struct sup *s);
 static void step_failed(struct sup *s, struct sup_child *c);
 static void job_finished(struct sup *s, bool ok);
@@ -239,8 +251,7 @@ static int child_start(struct sup *s, struct sup_child *c)
     ev_timer_init(&c->timer, timer_cb, 0, 0);
     c->timer.data = c;
     if (c->spec.start_timeout_ms >= 0) {
-        ev_timer_set(&c->timer, (double)c->spec.start_timeout_ms / 1000.0, 0);
-        ev_timer_start(s->loop, &c->timer);
+        timer_arm(s->loop, &c->timer, c->spec.start_timeout_ms);
     }
     log_info("child_started", "{s:s,s:i,s:s,s:s,s:f}", "child", c->spec.id, "child_pid",
              (int)r.pid, "child_role", c->spec.is_exec ? c->spec.argv[0] : c->spec.role, "type",
@@ -265,8 +276,7 @@ static void begin_stop(struct sup *s, struct sup_child *c)
              "method", "SIGTERM", "timeout_ms", (json_int_t)c->spec.shutdown_ms);
     kill(c->pid, SIGTERM);
     if (c->spec.shutdown_ms >= 0) {
-        ev_timer_set(&c->timer, (double)c->spec.shutdown_ms / 1000.0, 0);
-        ev_timer_start(s->loop, &c->timer);
+        timer_arm(s->loop, &c->timer, c->spec.shutdown_ms);
     }
 }
 
@@ -487,8 +497,7 @@ void sup_job_run(struct sup *s)
             s->cur++;
             continue;
         case OP_DELAY:
-            ev_timer_set(&s->delay_w, (double)st->ms / 1000.0, 0);
-            ev_timer_start(s->loop, &s->delay_w);
+            timer_arm(s->loop, &s->delay_w, st->ms);
             return;
         }
     }
@@ -533,8 +542,7 @@ static void step_failed(struct sup *s, struct sup_child *c)
         log_warn("restart_failed", "{s:s,s:s,s:I}", "child", c->spec.id, "reason", c->fail_reason,
                  "retry_in_ms", (json_int_t)delay);
         s->delay_retry = true;
-        ev_timer_set(&s->delay_w, (double)delay / 1000.0, 0);
-        ev_timer_start(s->loop, &s->delay_w);
+        timer_arm(s->loop, &s->delay_w, delay);
         return;
     case JOB_CTL:
         log_error("start_failed", "{s:s,s:s}", "child", c->spec.id, "reason", c->fail_reason);

@@ -88,8 +88,8 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     switch ((intptr_t)w->data) {
     case 0: /* ready */
+        mark("ready"); /* before the newline: the supervisor starts the next sibling on it */
         proc_notify_ready(tw.a);
-        mark("ready");
         if (tw.crash_after >= 0) {
             static ev_timer c;
             ev_timer_init(&c, timer_cb, tw.crash_after / 1000.0, 0);
