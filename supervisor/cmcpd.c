@@ -280,7 +280,9 @@ static int run_root(struct proc_args *a, bool check_config)
 
 int main(int argc, char **argv)
 {
-    struct proc_args a;
+    /* Static: the arguments and the configuration live as long as the process
+     * (a role may exit() from its loop while still using them). */
+    static struct proc_args a;
     bool check_config = false;
     /* Before nng or libev start threads or watchers. */
     proc_init_signals();

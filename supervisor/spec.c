@@ -55,8 +55,11 @@ int sup_split_args(const char *line, char **argv, int max)
             p++;
         if (!*p)
             break;
-        if (n == max)
+        if (n == max) {
+            for (int i = 0; i < n; i++)
+                free(argv[i]);
             return -1;
+        }
         char *buf = malloc(strlen(p) + 1), *o = buf;
         char quote = 0;
         while (*p && (quote || (*p != ' ' && *p != '\t'))) {
