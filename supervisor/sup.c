@@ -418,7 +418,12 @@ static void child_exit_cb(struct ev_loop *loop, ev_child *w, int revents)
     if (s->stopping || job_names(s, c))
         return; /* the job in progress deals with it */
     if (s->busy) {
-        s->deaths[s->ndeaths++] = c;
+        /* At most once: an entry is handled by looking at the child as it is then. */
+        for (int i = 0; i < s->ndeaths; i++)
+            if (s->deaths[i] == c)
+                return;
+        if (s->ndeaths < SUP_MAX_CHILDREN)
+            s->deaths[s->ndeaths++] = c;
         return;
     }
     handle_death(s, c);

@@ -216,6 +216,20 @@ class RunDir(Timed):
             self.assertIsNone(first.poll())
             first.ctl_ok("root", "status")
 
+    def test_run_dir_of_a_killed_node_is_reused(self):
+        cfg = sup_section("root", "one_for_one", ["a", "sub"]) + worker_section("a") + \
+            sup_section("sub", "one_for_one", ["x"]) + worker_section("x")
+        with Node(cfg) as first:
+            first.signal(signal.SIGKILL)
+            first.wait_exit(5)
+            wait_for(lambda: not first.tree_pids(), 3, what="old tree gone")
+            # stale sockets and pid file are left behind; the lock died with the root
+            self.assertTrue(os.path.exists(os.path.join(first.run_dir, "sup-root.sock")))
+            with Node(cfg, run_dir=first.run_dir) as second:
+                second.ctl_ok("root", "status")
+                second.ctl_ok("sub", "status")
+                self.assertEqual(second.stop(), 0)
+
     def test_run_dir_too_long(self):
         long_dir = "/tmp/cmcp-" + "d" * 85 + "-%d" % os.getpid()
         env = {"CMCP_NODE_RUN_DIR": long_dir}

@@ -85,6 +85,69 @@ class Strategies(Timed):
             self.assertEqual((after["a"], after["b"]), (before["a"], before["b"]))
 
 
+class SimultaneousDeaths(Timed):
+    """Deaths that arrive while a restart runs are queued and handled after it (OTP's mailbox)."""
+
+    def kill_all(self, n, pids):
+        """Kills pids while the supervisor is frozen, so that it sees the deaths at once."""
+        os.kill(n.pid, signal.SIGSTOP)
+        try:
+            for p in pids:
+                os.kill(p, signal.SIGKILL)
+            wait_for(lambda: all(not pid_alive(p) for p in pids), 3, what="victims dead")
+        finally:
+            os.kill(n.pid, signal.SIGCONT)
+
+    def wait_all_new(self, n, before):
+        def ok():
+            ch = n.child_map()
+            if all(c["state"] == "running" for c in ch.values()) and \
+                    all(ch[i]["pid"] != before[i] for i in before):
+                return {i: c["pid"] for i, c in ch.items()}
+            return None
+        return wait_for(ok, 5, 0.01, what="all restarted")
+
+    def test_one_for_one_restarts_each(self):
+        with Node(flat("one_for_one")) as n:
+            before = n.wait_running()
+            self.kill_all(n, before.values())
+            self.wait_all_new(n, before)
+            self.assertEqual(n.ctl_ok("root", "status")["restarts_total"], 3)
+            self.assertEqual(len(n.log_events("child_started")), 6)
+
+    def test_one_for_all_restarts_the_group_once(self):
+        with Node(flat("one_for_all")) as n:
+            before = n.wait_running()
+            self.kill_all(n, [before["a"], before["c"]])
+            self.wait_all_new(n, before)
+            self.assertEqual(n.ctl_ok("root", "status")["restarts_total"], 1)
+            self.assertEqual(len(n.log_events("child_started")), 6)
+
+    def test_rest_for_one_later_death_is_covered(self):
+        with Node(flat("rest_for_one")) as n:
+            before = n.wait_running()
+            self.kill_all(n, [before["b"], before["c"]])
+            n.wait_for(lambda: (lambda c: c["b"] != before["b"] and c["c"] != before["c"] and
+                                all(c.values()))(n.child_pids()), 5, what="b, c restarted")
+            n.wait_running()
+            self.assertEqual(n.child_pids()["a"], before["a"])
+            self.assertEqual(n.ctl_ok("root", "status")["restarts_total"], 1)
+
+    def test_death_during_a_slow_restart_is_queued(self):
+        cfg = flat("one_for_one", workers={"a": {"args": "--ready-delay 200"}})
+        with Node(cfg) as n:
+            before = n.wait_running()
+            os.kill(before["a"], signal.SIGKILL)
+            n.wait_event("child_started", child="a", count=2)
+            os.kill(before["b"], signal.SIGKILL)  # while a's restart waits for ready
+            after = self.wait_all_new(n, {"a": before["a"], "b": before["b"]})
+            self.assertEqual(after["c"], before["c"])
+            ev = [e["event"] + ":" + e.get("child", "") for e in n.log_events()
+                  if e.get("event") in ("child_ready", "child_started") and e.get("id") == "root"]
+            # b's restart starts only once a's replacement is ready
+            self.assertLess(ev.index("child_ready:a", 3), ev.index("child_started:b", 3))
+
+
 class RestartTypes(Timed):
     def test_temporary_is_never_restarted_and_forgotten(self):
         cfg = flat("one_for_one", workers={"b": {"restart": "temporary"}})
