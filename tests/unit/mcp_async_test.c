@@ -153,9 +153,9 @@ static void test_cancel(void **state)
 static void test_cancel_string_id_and_unknown(void **state)
 {
     struct env *e = *state;
-    json_t *msg = json_pack("{s:s,s:s,s:s,s:{s:s,s:{s:i}}}", "jsonrpc", "2.0", "id", "req-a",
-                            "method", "tools/call", "params", "name", "sleep", "arguments", "ms",
-                            1000);
+    json_t *msg =
+        json_pack("{s:s,s:s,s:s,s:{s:s,s:{s:i}}}", "jsonrpc", "2.0", "id", "req-a", "method",
+                  "tools/call", "params", "name", "sleep", "arguments", "ms", 1000);
     bool pending = false;
     assert_null(mcp_handle(e->srv, e->s, msg, &pending));
     assert_true(pending);
@@ -173,8 +173,7 @@ static void test_cancel_string_id_and_unknown(void **state)
     assert_int_equal(mcp_session_pending(e->s), 0);
     json_t *em = fakehost_take(&e->fh);
     assert_int_equal(json_array_size(em), 1);
-    assert_string_equal(json_string_value(json_object_get(json_array_get(em, 0), "rel")),
-                        "req-a");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(em, 0), "rel")), "req-a");
     json_decref(em);
     /* A cancellation after completion is ignored too. */
     start_sleep(e, 11, 100, NULL);

@@ -130,8 +130,8 @@ static void test_sampling_round_trip(void **state)
     assert_int_equal(json_integer_value(json_object_get(p, "maxTokens")), 100);
     const json_t *m0 = json_array_get(json_object_get(p, "messages"), 0);
     assert_string_equal(json_string_value(json_object_get(m0, "role")), "user");
-    assert_string_equal(
-        json_string_value(json_object_get(json_object_get(m0, "content"), "text")), "Hi?");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(m0, "content"), "text")),
+                        "Hi?");
     answer(e, req,
            "{\"role\":\"assistant\",\"content\":{\"type\":\"text\",\"text\":\"Hello!\"},"
            "\"model\":\"m\",\"stopReason\":\"endTurn\"}",
@@ -197,8 +197,8 @@ static void test_elicitation_round_trip(void **state)
     const json_t *schema = json_object_get(p, "requestedSchema");
     assert_string_equal(json_string_value(json_object_get(schema, "type")), "object");
     assert_int_equal(json_array_size(json_object_get(schema, "required")), 2);
-    answer(e, req,
-           "{\"action\":\"accept\",\"content\":{\"username\":\"u\",\"email\":\"e@x\"}}", NULL);
+    answer(e, req, "{\"action\":\"accept\",\"content\":{\"username\":\"u\",\"email\":\"e@x\"}}",
+           NULL);
     json_t *resp = final_response(e, 4);
     assert_string_equal(fakehost_text(resp, 0),
                         "User response: action=accept, content={\"username\":\"u\",\"email\":"
@@ -221,9 +221,9 @@ static void test_elicitation_0618_has_no_mode(void **state)
     json_decref(req);
     /* sampling was not declared by this client */
     bool pending = true;
-    json_t *r = fakehost_request(e->srv, e->s, 6, "tools/call",
-                                 "{\"name\":\"test_sampling\",\"arguments\":{\"prompt\":\"x\"}}",
-                                 &pending);
+    json_t *r =
+        fakehost_request(e->srv, e->s, 6, "tools/call",
+                         "{\"name\":\"test_sampling\",\"arguments\":{\"prompt\":\"x\"}}", &pending);
     assert_false(pending);
     assert_true(fakehost_is_error(r));
     json_decref(r);
@@ -266,8 +266,7 @@ static void test_timeout(void **state)
     /* notifications/cancelled for our request, then the tool's error result. */
     assert_int_equal(json_array_size(em), 2);
     const json_t *n = json_object_get(json_array_get(em, 0), "msg");
-    assert_string_equal(json_string_value(json_object_get(n, "method")),
-                        "notifications/cancelled");
+    assert_string_equal(json_string_value(json_object_get(n, "method")), "notifications/cancelled");
     assert_true(json_equal(json_object_get(json_object_get(n, "params"), "requestId"),
                            json_object_get(req, "id")));
     const json_t *resp = json_object_get(json_array_get(em, 1), "msg");
@@ -304,8 +303,7 @@ static void test_cancel_while_waiting(void **state)
     /* We withdraw our own request, then end the call without a response. */
     assert_int_equal(json_array_size(em), 2);
     const json_t *n = json_object_get(json_array_get(em, 0), "msg");
-    assert_string_equal(json_string_value(json_object_get(n, "method")),
-                        "notifications/cancelled");
+    assert_string_equal(json_string_value(json_object_get(n, "method")), "notifications/cancelled");
     assert_true(json_equal(json_object_get(json_object_get(n, "params"), "requestId"),
                            json_object_get(req, "id")));
     assert_true(json_is_true(json_object_get(json_array_get(em, 1), "final")));

@@ -28,8 +28,8 @@ static int setup(void **state)
     e->srv = mcp_server_new(&o, &fakehost_ops, &e->fh, err, sizeof(err));
     assert_non_null(e->srv);
     e->s = mcp_session_new(e->srv, "s1");
-    json_decref(fakehost_initialize(e->srv, e->s, "2025-11-25",
-                                    "{\"sampling\":{},\"elicitation\":{}}"));
+    json_decref(
+        fakehost_initialize(e->srv, e->s, "2025-11-25", "{\"sampling\":{},\"elicitation\":{}}"));
     json_decref(fakehost_take(&e->fh));
     *state = e;
     return 0;
@@ -70,19 +70,29 @@ static void test_tools_list_first_page(void **state)
     struct env *e = *state;
     json_t *r = fakehost_request(e->srv, e->s, 1, "tools/list", NULL, NULL);
     const json_t *tools = json_object_get(fakehost_result(r), "tools");
-    static const char *const want[] = {
-        "test_simple_text",         "test_image_content",
-        "test_audio_content",       "test_embedded_resource",
-        "test_multiple_content_types", "test_tool_with_logging",
-        "test_tool_with_progress",  "test_error_handling",
-        "test_sampling",            "test_elicitation",
-        "test_elicitation_sep1034_defaults", "test_elicitation_sep1330_enums",
-        "json_schema_2020_12_tool", "test_reconnection"};
+    static const char *const want[] = {"test_simple_text",
+                                       "test_image_content",
+                                       "test_audio_content",
+                                       "test_embedded_resource",
+                                       "test_multiple_content_types",
+                                       "test_tool_with_logging",
+                                       "test_tool_with_progress",
+                                       "test_error_handling",
+                                       "test_sampling",
+                                       "test_elicitation",
+                                       "test_elicitation_sep1034_defaults",
+                                       "test_elicitation_sep1330_enums",
+                                       "json_schema_2020_12_tool",
+                                       "test_reconnection"};
     for (size_t w = 0; w < sizeof(want) / sizeof(want[0]); w++) {
         const json_t *found = NULL;
         size_t i;
         json_t *t;
-        json_array_foreach(tools, i, t) if (strcmp(field(t, "name"), want[w]) == 0) found = t;
+        json_array_foreach(tools, i, t)
+        {
+            if (strcmp(field(t, "name"), want[w]) == 0)
+                found = t;
+        }
         if (!found)
             fail_msg("tool %s missing from the first page", want[w]);
         assert_true(strlen(field(found, "description")) > 0);
@@ -154,12 +164,12 @@ static void test_content_tools(void **state)
 static void test_logging_sequence(void **state)
 {
     struct env *e = *state;
-    json_decref(fakehost_request(e->srv, e->s, 1, "logging/setLevel", "{\"level\":\"debug\"}",
-                                 NULL));
+    json_decref(
+        fakehost_request(e->srv, e->s, 1, "logging/setLevel", "{\"level\":\"debug\"}", NULL));
     bool pending = false;
-    json_t *r = fakehost_request(e->srv, e->s, 2, "tools/call",
-                                 "{\"name\":\"test_tool_with_logging\",\"arguments\":{}}",
-                                 &pending);
+    json_t *r =
+        fakehost_request(e->srv, e->s, 2, "tools/call",
+                         "{\"name\":\"test_tool_with_logging\",\"arguments\":{}}", &pending);
     assert_null(r);
     assert_true(pending);
     fakehost_advance(&e->fh, 49);
@@ -180,8 +190,8 @@ static void test_logging_sequence(void **state)
     assert_true(json_is_true(json_object_get(json_array_get(em, 2), "final")));
     json_decref(em);
     /* At level warning the info messages are filtered out, the call still answers. */
-    json_decref(fakehost_request(e->srv, e->s, 3, "logging/setLevel", "{\"level\":\"warning\"}",
-                                 NULL));
+    json_decref(
+        fakehost_request(e->srv, e->s, 3, "logging/setLevel", "{\"level\":\"warning\"}", NULL));
     json_decref(fakehost_request(e->srv, e->s, 4, "tools/call",
                                  "{\"name\":\"test_tool_with_logging\",\"arguments\":{}}", NULL));
     fakehost_advance(&e->fh, 200);
@@ -236,9 +246,9 @@ static const json_t *start_elicit(struct env *e, const char *tool, json_t **em_o
 
 static void finish_elicit(struct env *e, const json_t *req, const char *content)
 {
-    json_t *m = json_pack("{s:s,s:O,s:{s:s,s:o}}", "jsonrpc", "2.0", "id",
-                          json_object_get(req, "id"), "result", "action", "accept", "content",
-                          json_loads(content, 0, NULL));
+    json_t *m =
+        json_pack("{s:s,s:O,s:{s:s,s:o}}", "jsonrpc", "2.0", "id", json_object_get(req, "id"),
+                  "result", "action", "accept", "content", json_loads(content, 0, NULL));
     assert_null(mcp_handle(e->srv, e->s, m, NULL));
     json_decref(m);
     json_t *em = fakehost_take(&e->fh);
@@ -253,9 +263,8 @@ static void test_sep1034_defaults(void **state)
     struct env *e = *state;
     json_t *em;
     const json_t *req = start_elicit(e, "test_elicitation_sep1034_defaults", &em);
-    const json_t *props =
-        json_object_get(json_object_get(json_object_get(req, "params"), "requestedSchema"),
-                        "properties");
+    const json_t *props = json_object_get(
+        json_object_get(json_object_get(req, "params"), "requestedSchema"), "properties");
     assert_string_equal(field(json_object_get(props, "name"), "default"), "John Doe");
     assert_string_equal(field(json_object_get(props, "age"), "type"), "integer");
     assert_int_equal(json_integer_value(json_object_get(json_object_get(props, "age"), "default")),
@@ -263,8 +272,7 @@ static void test_sep1034_defaults(void **state)
     assert_true(json_real_value(json_object_get(json_object_get(props, "score"), "default")) ==
                 95.5);
     assert_string_equal(field(json_object_get(props, "status"), "default"), "active");
-    assert_int_equal(json_array_size(json_object_get(json_object_get(props, "status"), "enum")),
-                     3);
+    assert_int_equal(json_array_size(json_object_get(json_object_get(props, "status"), "enum")), 3);
     assert_true(json_is_true(json_object_get(json_object_get(props, "verified"), "default")));
     finish_elicit(e, req, "{\"name\":\"Jane Smith\",\"age\":25}");
     json_decref(em);
@@ -275,9 +283,8 @@ static void test_sep1330_enums(void **state)
     struct env *e = *state;
     json_t *em;
     const json_t *req = start_elicit(e, "test_elicitation_sep1330_enums", &em);
-    const json_t *props =
-        json_object_get(json_object_get(json_object_get(req, "params"), "requestedSchema"),
-                        "properties");
+    const json_t *props = json_object_get(
+        json_object_get(json_object_get(req, "params"), "requestedSchema"), "properties");
     const json_t *us = json_object_get(props, "untitledSingle");
     assert_int_equal(json_array_size(json_object_get(us, "enum")), 3);
     assert_null(json_object_get(us, "oneOf"));

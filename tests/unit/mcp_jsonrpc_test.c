@@ -131,9 +131,9 @@ static void test_before_initialize(void **state)
     json_decref(r);
     r = fakehost_request(e->srv, e->s, 2, "tools/list", NULL, NULL);
     assert_int_equal(fakehost_error_code(r), MCP_INVALID_REQUEST);
-    assert_non_null(strstr(json_string_value(json_object_get(json_object_get(r, "error"),
-                                                             "message")),
-                           "not initialized"));
+    assert_non_null(
+        strstr(json_string_value(json_object_get(json_object_get(r, "error"), "message")),
+               "not initialized"));
     json_decref(r);
     /* Unknown methods are -32601 even before initialize. */
     r = fakehost_request(e->srv, e->s, 3, "no/such", NULL, NULL);
@@ -149,8 +149,7 @@ static void test_methods_and_params(void **state)
     json_decref(fakehost_initialize(e->srv, e->s, "2025-11-25", NULL));
     json_t *r = fakehost_request(e->srv, e->s, 1, "tools/nope", NULL, NULL);
     assert_int_equal(fakehost_error_code(r), MCP_METHOD_NOT_FOUND);
-    assert_string_equal(json_string_value(json_object_get(json_object_get(r, "error"),
-                                                          "message")),
+    assert_string_equal(json_string_value(json_object_get(json_object_get(r, "error"), "message")),
                         "Method not found: tools/nope");
     json_decref(r);
     r = fakehost_request(e->srv, e->s, 2, "tools/list", "[1,2]", NULL);

@@ -19,8 +19,10 @@ static int setup(void **state)
     struct env *e = calloc(1, sizeof(*e));
     fakehost_init(&e->fh);
     char err[256];
-    struct mcp_server_opts o = {.packs = "core,conformance", .name = "test-server",
-                                .version = "9.9.9", .instructions = "Use the tools."};
+    struct mcp_server_opts o = {.packs = "core,conformance",
+                                .name = "test-server",
+                                .version = "9.9.9",
+                                .instructions = "Use the tools."};
     e->srv = mcp_server_new(&o, &fakehost_ops, &e->fh, err, sizeof(err));
     assert_non_null(e->srv);
     e->s = mcp_session_new(e->srv, "s1");
@@ -148,8 +150,8 @@ static void test_ping_and_set_level(void **state)
     assert_int_equal(json_object_size(fakehost_result(r)), 0);
     json_decref(r);
 
-    static const char *const levels[] = {"debug",    "info",  "notice", "warning",
-                                         "error",    "critical", "alert", "emergency"};
+    static const char *const levels[] = {"debug", "info",     "notice", "warning",
+                                         "error", "critical", "alert",  "emergency"};
     for (int i = 0; i < 8; i++) {
         assert_int_equal(mcp_log_level_parse(levels[i]), i);
         assert_string_equal(mcp_log_level_name(i), levels[i]);
@@ -176,16 +178,15 @@ static void test_log_filtering(void **state)
     json_decref(fakehost_take(&e->fh));
     /* No level set yet: everything passes. */
     mcp_session_log(e->s, MCP_LOG_DEBUG, "t", json_string("d1"));
-    json_decref(fakehost_request(e->srv, e->s, 2, "logging/setLevel", "{\"level\":\"warning\"}",
-                                 NULL));
+    json_decref(
+        fakehost_request(e->srv, e->s, 2, "logging/setLevel", "{\"level\":\"warning\"}", NULL));
     mcp_session_log(e->s, MCP_LOG_INFO, "t", json_string("dropped"));
     mcp_session_log(e->s, MCP_LOG_WARNING, "t", json_string("w1"));
     mcp_session_log(e->s, MCP_LOG_EMERGENCY, NULL, json_pack("{s:i}", "n", 1));
     json_t *em = fakehost_take(&e->fh);
     assert_int_equal(json_array_size(em), 3);
     const json_t *m0 = json_object_get(json_array_get(em, 0), "msg");
-    assert_string_equal(json_string_value(json_object_get(m0, "method")),
-                        "notifications/message");
+    assert_string_equal(json_string_value(json_object_get(m0, "method")), "notifications/message");
     const json_t *p0 = json_object_get(m0, "params");
     assert_string_equal(json_string_value(json_object_get(p0, "level")), "debug");
     assert_string_equal(json_string_value(json_object_get(p0, "logger")), "t");

@@ -112,8 +112,8 @@ static void test_templates(void **state)
         const json_t *err = json_object_get(r, "error");
         assert_string_equal(json_string_value(json_object_get(err, "message")),
                             "Resource not found");
-        assert_string_equal(
-            json_string_value(json_object_get(json_object_get(err, "data"), "uri")), misses[i]);
+        assert_string_equal(json_string_value(json_object_get(json_object_get(err, "data"), "uri")),
+                            misses[i]);
         json_decref(r);
     }
     r = req(e, "resources/read", "{}");
@@ -183,24 +183,21 @@ static void test_prompts(void **state)
     r = req(e, "prompts/get", "{\"name\":\"test_simple_prompt\"}");
     const json_t *m0 = json_array_get(json_object_get(fakehost_result(r), "messages"), 0);
     assert_string_equal(json_string_value(json_object_get(m0, "role")), "user");
-    assert_string_equal(
-        json_string_value(json_object_get(json_object_get(m0, "content"), "text")),
-        "This is a simple prompt for testing.");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(m0, "content"), "text")),
+                        "This is a simple prompt for testing.");
     json_decref(r);
     r = req(e, "prompts/get",
             "{\"name\":\"test_prompt_with_arguments\",\"arguments\":{\"arg1\":\"hello\","
             "\"arg2\":\"world\"}}");
     m0 = json_array_get(json_object_get(fakehost_result(r), "messages"), 0);
-    assert_string_equal(
-        json_string_value(json_object_get(json_object_get(m0, "content"), "text")),
-        "Prompt with arguments: arg1='hello', arg2='world'");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(m0, "content"), "text")),
+                        "Prompt with arguments: arg1='hello', arg2='world'");
     json_decref(r);
     r = req(e, "prompts/get",
             "{\"name\":\"test_prompt_with_arguments\",\"arguments\":{\"arg1\":\"hello\"}}");
     assert_int_equal(fakehost_error_code(r), MCP_INVALID_PARAMS);
-    assert_non_null(strstr(json_string_value(json_object_get(json_object_get(r, "error"),
-                                                             "message")),
-                           "arg2"));
+    assert_non_null(
+        strstr(json_string_value(json_object_get(json_object_get(r, "error"), "message")), "arg2"));
     json_decref(r);
     r = req(e, "prompts/get",
             "{\"name\":\"test_prompt_with_arguments\",\"arguments\":{\"arg1\":1,\"arg2\":\"x\"}}");
@@ -216,13 +213,12 @@ static void test_prompts(void **state)
     assert_int_equal(json_array_size(msgs), 2);
     const json_t *c0 = json_object_get(json_array_get(msgs, 0), "content");
     assert_string_equal(json_string_value(json_object_get(c0, "type")), "resource");
-    assert_string_equal(
-        json_string_value(json_object_get(json_object_get(c0, "resource"), "uri")),
-        "test://example-resource");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(c0, "resource"), "uri")),
+                        "test://example-resource");
     json_decref(r);
     r = req(e, "prompts/get", "{\"name\":\"test_prompt_with_image\"}");
-    c0 = json_object_get(
-        json_array_get(json_object_get(fakehost_result(r), "messages"), 0), "content");
+    c0 = json_object_get(json_array_get(json_object_get(fakehost_result(r), "messages"), 0),
+                         "content");
     assert_string_equal(json_string_value(json_object_get(c0, "type")), "image");
     assert_string_equal(json_string_value(json_object_get(c0, "mimeType")), "image/png");
     json_decref(r);
@@ -230,13 +226,13 @@ static void test_prompts(void **state)
     r = req(e, "prompts/get", "{\"name\":\"kv_review\",\"arguments\":{\"key\":\"k\"}}");
     assert_int_equal(fakehost_error_code(r), MCP_INVALID_PARAMS);
     json_decref(r);
-    json_decref(req(e, "tools/call", "{\"name\":\"kv_set\",\"arguments\":{\"key\":\"k\","
-                                     "\"value\":\"v\"}}"));
+    json_decref(req(e, "tools/call",
+                    "{\"name\":\"kv_set\",\"arguments\":{\"key\":\"k\","
+                    "\"value\":\"v\"}}"));
     r = req(e, "prompts/get", "{\"name\":\"kv_review\",\"arguments\":{\"key\":\"k\"}}");
-    c0 = json_object_get(
-        json_array_get(json_object_get(fakehost_result(r), "messages"), 0), "content");
-    assert_string_equal(json_string_value(json_object_get(json_object_get(c0, "resource"),
-                                                          "text")),
+    c0 = json_object_get(json_array_get(json_object_get(fakehost_result(r), "messages"), 0),
+                         "content");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(c0, "resource"), "text")),
                         "\"v\"");
     json_decref(r);
 }
@@ -266,10 +262,12 @@ static void test_completion(void **state)
     assert_int_equal(json_array_size(v), 2); /* 1, 123 */
     json_decref(r);
     /* kv keys complete from the session's own data. */
-    json_decref(req(e, "tools/call", "{\"name\":\"kv_set\",\"arguments\":{\"key\":\"alpha\","
-                                     "\"value\":1}}"));
-    json_decref(req(e, "tools/call", "{\"name\":\"kv_set\",\"arguments\":{\"key\":\"beta\","
-                                     "\"value\":1}}"));
+    json_decref(req(e, "tools/call",
+                    "{\"name\":\"kv_set\",\"arguments\":{\"key\":\"alpha\","
+                    "\"value\":1}}"));
+    json_decref(req(e, "tools/call",
+                    "{\"name\":\"kv_set\",\"arguments\":{\"key\":\"beta\","
+                    "\"value\":1}}"));
     r = req(e, "completion/complete",
             "{\"ref\":{\"type\":\"ref/resource\",\"uri\":\"kv://{key}\"},"
             "\"argument\":{\"name\":\"key\",\"value\":\"al\"},\"context\":{\"arguments\":{}}}");
@@ -320,9 +318,9 @@ static void test_completion_cap(void **state)
     struct mcp_prompt_def def = {.name = "big", .get = empty_prompt, .complete = many};
     assert_int_equal(mcp_server_add_prompt(e->srv, &def, err, sizeof(err)), 0);
     json_t *em = fakehost_take(&e->fh);
-    assert_string_equal(json_string_value(json_object_get(
-                            json_object_get(json_array_get(em, 0), "msg"), "method")),
-                        "notifications/prompts/list_changed");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(json_array_get(em, 0), "msg"), "method")),
+        "notifications/prompts/list_changed");
     json_decref(em);
     json_t *r = req(e, "completion/complete",
                     "{\"ref\":{\"type\":\"ref/prompt\",\"name\":\"big\"},\"argument\":{\"name\":"

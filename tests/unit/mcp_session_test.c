@@ -77,10 +77,12 @@ static void test_round_trip(void **state)
                                     "{\"sampling\":{},\"roots\":{\"listChanged\":true}}"));
     must_ok(e->srv, s, 1, "logging/setLevel", "{\"level\":\"error\"}");
     must_ok(e->srv, s, 2, "resources/subscribe", "{\"uri\":\"kv://a\"}");
-    must_ok(e->srv, s, 3, "tools/call", "{\"name\":\"kv_set\",\"arguments\":{\"key\":\"a\","
-                                        "\"value\":{\"deep\":[1,\"two\",null]}}}");
-    must_ok(e->srv, s, 4, "tools/call", "{\"name\":\"kv_set\",\"arguments\":{\"key\":\"b\","
-                                        "\"value\":\"text\"}}");
+    must_ok(e->srv, s, 3, "tools/call",
+            "{\"name\":\"kv_set\",\"arguments\":{\"key\":\"a\","
+            "\"value\":{\"deep\":[1,\"two\",null]}}}");
+    must_ok(e->srv, s, 4, "tools/call",
+            "{\"name\":\"kv_set\",\"arguments\":{\"key\":\"b\","
+            "\"value\":\"text\"}}");
     mcp_session_set_epoch(s, 7);
     uint64_t seq = mcp_session_seq(s);
     assert_int_equal(seq, 5); /* initialize, setLevel, subscribe, 2 x kv_set */
@@ -123,16 +125,16 @@ static void test_round_trip(void **state)
     json_decref(resp);
     json_decref(fakehost_take(&e->fh));
     /* ...its subscription still works, its log level still filters. */
-    resp = fakehost_request(e->srv, r, 11, "tools/call",
-                            "{\"name\":\"kv_set\",\"arguments\":{\"key\":\"a\",\"value\":0}}",
-                            NULL);
+    resp =
+        fakehost_request(e->srv, r, 11, "tools/call",
+                         "{\"name\":\"kv_set\",\"arguments\":{\"key\":\"a\",\"value\":0}}", NULL);
     json_decref(resp);
     mcp_session_log(r, MCP_LOG_WARNING, NULL, json_string("filtered"));
     json_t *em = fakehost_take(&e->fh);
     assert_int_equal(json_array_size(em), 1);
-    assert_string_equal(json_string_value(json_object_get(
-                            json_object_get(json_array_get(em, 0), "msg"), "method")),
-                        "notifications/resources/updated");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(json_array_get(em, 0), "msg"), "method")),
+        "notifications/resources/updated");
     json_decref(em);
     assert_int_equal(mcp_session_seq(r), 6);
     mcp_session_free(r);
@@ -152,7 +154,8 @@ static void test_restore_errors(void **state)
         "{\"v\":1,\"id\":\"x\",\"epoch\":1,\"seq\":0,\"initialized\":false,\"log_level\":\"loud\"}",
         "{\"v\":1,\"id\":\"x\",\"epoch\":1,\"seq\":0,\"initialized\":false,\"subscriptions\":[1]}",
         "{\"v\":1,\"id\":\"x\",\"epoch\":1,\"seq\":0,\"initialized\":false,\"kv\":[]}",
-        "{\"v\":1,\"id\":\"x\",\"epoch\":1,\"seq\":0,\"initialized\":false,\"client\":{\"info\":1}}",
+        "{\"v\":1,\"id\":\"x\",\"epoch\":1,\"seq\":0,\"initialized\":false,\"client\":{\"info\":1}"
+        "}",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         json_t *st = json_loads(bad[i], 0, NULL);

@@ -95,6 +95,11 @@ static void test_tools_list(void **state)
         assert_true(json_is_string(json_object_get(t, "title")));
     }
     assert_null(json_object_get(fakehost_result(r), "nextCursor"));
+    /* Annotations tell clients which tools only read. */
+    const json_t *get_ann = json_object_get(json_array_get(tools, 3), "annotations");
+    const json_t *set_ann = json_object_get(json_array_get(tools, 2), "annotations");
+    assert_true(json_is_true(json_object_get(get_ann, "readOnlyHint")));
+    assert_true(json_is_false(json_object_get(set_ann, "readOnlyHint")));
     json_decref(r);
 }
 
@@ -249,9 +254,8 @@ static void test_call_errors(void **state)
     /* ...while requests the server cannot route are protocol errors. */
     r = call(e, "nope", "{}");
     assert_int_equal(fakehost_error_code(r), MCP_INVALID_PARAMS);
-    assert_string_equal(
-        json_string_value(json_object_get(json_object_get(r, "error"), "message")),
-        "Unknown tool: nope");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(r, "error"), "message")),
+                        "Unknown tool: nope");
     json_decref(r);
     r = req(e, "tools/call", "{\"arguments\":{}}");
     assert_int_equal(fakehost_error_code(r), MCP_INVALID_PARAMS);
@@ -379,14 +383,14 @@ static void test_registry(void **state)
     struct env *e = *state;
     int runs = 0;
     char err[256];
-    struct mcp_tool_def def = {.name = "noop", .description = "does nothing", .run = run_noop,
-                               .ud = &runs};
+    struct mcp_tool_def def = {
+        .name = "noop", .description = "does nothing", .run = run_noop, .ud = &runs};
     assert_int_equal(mcp_server_add_tool(e->srv, &def, err, sizeof(err)), 0);
     json_t *em = fakehost_take(&e->fh);
     assert_int_equal(json_array_size(em), 1);
-    assert_string_equal(json_string_value(json_object_get(
-                            json_object_get(json_array_get(em, 0), "msg"), "method")),
-                        "notifications/tools/list_changed");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(json_array_get(em, 0), "msg"), "method")),
+        "notifications/tools/list_changed");
     json_decref(em);
     assert_int_equal(mcp_server_add_tool(e->srv, &def, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "already"));

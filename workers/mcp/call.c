@@ -259,7 +259,8 @@ static json_t *check_tool_result(mcp_call *c, json_t *result)
     const json_t *sc = json_object_get(result, "structuredContent");
     if (c->tool && c->tool->output_schema && !json_is_true(json_object_get(result, "isError"))) {
         char why[256];
-        if (!sc || !mcpi_schema_check(c->tool->output_schema, sc, "structuredContent", why, sizeof(why))) {
+        if (!sc ||
+            !mcpi_schema_check(c->tool->output_schema, sc, "structuredContent", why, sizeof(why))) {
             char text[512];
             snprintf(text, sizeof(text),
                      "tool '%s' returned a result that does not match its outputSchema (%s); "
@@ -321,8 +322,8 @@ bool mcp_call_progress(mcp_call *c, double progress, double total, const char *m
         return false; /* the spec: progress MUST increase */
     c->any_progress = true;
     c->last_progress = progress;
-    json_t *p = json_pack("{s:O,s:o}", "progressToken", c->progress_token, "progress",
-                          number(progress));
+    json_t *p =
+        json_pack("{s:O,s:o}", "progressToken", c->progress_token, "progress", number(progress));
     if (total > 0)
         json_object_set_new(p, "total", number(total));
     if (msg && mcpi_proto_at_least(c->protocol, "2025-03-26"))

@@ -64,8 +64,7 @@ void mcpi_complete(mcp_call *c, const json_t *params)
         ud = r->ud;
     } else {
         mcp_call_error(c, MCP_INVALID_PARAMS,
-                       "Invalid params: ref.type must be \"ref/prompt\" or \"ref/resource\"",
-                       NULL);
+                       "Invalid params: ref.type must be \"ref/prompt\" or \"ref/resource\"", NULL);
         return;
     }
     const char *prefix = value ? json_string_value(value) : "";

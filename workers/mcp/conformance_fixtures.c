@@ -10,8 +10,8 @@
 #include <string.h>
 
 /* A 1x1 red RGBA PNG and a 4-sample 8 kHz mono 16-bit silent WAV. */
-const char mcpi_test_png_base64[] =
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP4z8DwHwAFAAH/VscvDQAAAABJRU5ErkJggg==";
+const char mcpi_test_png_base64[] = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP4z8"
+                                    "DwHwAFAAH/VscvDQAAAABJRU5ErkJggg==";
 const char mcpi_test_wav_base64[] =
     "UklGRiwAAABXQVZFZm10IBAAAAABAAEAQB8AAIA+AAACABAAZGF0YQgAAAAAAAAAAAAAAA==";
 
@@ -59,14 +59,23 @@ static json_t *complete_template(mcp_call *c, const char *arg, const char *prefi
 }
 
 static const struct mcp_resource_def resources[] = {
-    {.uri = "test://static-text", .name = "static-text", .title = "Static Text Resource",
-     .description = "A static text resource for testing", .mime_type = "text/plain",
+    {.uri = "test://static-text",
+     .name = "static-text",
+     .title = "Static Text Resource",
+     .description = "A static text resource for testing",
+     .mime_type = "text/plain",
      .read = read_static_text},
-    {.uri = "test://static-binary", .name = "static-binary", .title = "Static Binary Resource",
-     .description = "A static binary resource (image) for testing", .mime_type = "image/png",
+    {.uri = "test://static-binary",
+     .name = "static-binary",
+     .title = "Static Binary Resource",
+     .description = "A static binary resource (image) for testing",
+     .mime_type = "image/png",
      .read = read_static_binary},
-    {.uri = "test://watched-resource", .name = "watched-resource", .title = "Watched Resource",
-     .description = "A resource clients can subscribe to", .mime_type = "text/plain",
+    {.uri = "test://watched-resource",
+     .name = "watched-resource",
+     .title = "Watched Resource",
+     .description = "A resource clients can subscribe to",
+     .mime_type = "text/plain",
      .read = read_watched},
 };
 
@@ -98,19 +107,19 @@ static json_t *get_with_arguments(mcp_call *c, const json_t *args, void *ud)
 static json_t *complete_arguments(mcp_call *c, const char *arg, const char *prefix,
                                   const json_t *ctx, void *ud)
 {
-    static const char *const words[] = {"hello", "paris", "park", "party", "test", "world",
-                                        NULL};
+    static const char *const words[] = {"hello", "paris", "park", "party", "test", "world", NULL};
     return mcpi_complete_filter(words, prefix);
 }
 
 static json_t *get_embedded(mcp_call *c, const json_t *args, void *ud)
 {
     const char *uri = json_string_value(json_object_get(args, "resourceUri"));
-    json_t *res = json_pack("{s:s,s:{s:s,s:s,s:s}}", "type", "resource", "resource", "uri", uri,
-                            "mimeType", "text/plain", "text",
-                            "Embedded resource content for testing.");
-    return json_pack("{s:[o,o]}", "messages", user_message(res),
-                     user_message(mcpi_text_content("Please process the embedded resource above.")));
+    json_t *res =
+        json_pack("{s:s,s:{s:s,s:s,s:s}}", "type", "resource", "resource", "uri", uri, "mimeType",
+                  "text/plain", "text", "Embedded resource content for testing.");
+    return json_pack(
+        "{s:[o,o]}", "messages", user_message(res),
+        user_message(mcpi_text_content("Please process the embedded resource above.")));
 }
 
 static json_t *get_image(mcp_call *c, const json_t *args, void *ud)
@@ -126,10 +135,14 @@ int mcpi_pack_conformance_fixtures(mcp_server *srv, char *err, size_t errlen)
     for (size_t i = 0; i < sizeof(resources) / sizeof(resources[0]); i++)
         if (mcp_server_add_resource(srv, &resources[i], err, errlen) != 0)
             return -1;
-    struct mcp_resource_def tmpl = {
-        .uri = "test://template/{id}/data", .name = "template", .title = "Resource Template",
-        .description = "A resource template with parameter substitution",
-        .mime_type = "application/json", .read = read_template, .complete = complete_template};
+    struct mcp_resource_def tmpl = {.uri = "test://template/{id}/data",
+                                    .name = "template",
+                                    .title = "Resource Template",
+                                    .description =
+                                        "A resource template with parameter substitution",
+                                    .mime_type = "application/json",
+                                    .read = read_template,
+                                    .complete = complete_template};
     if (mcp_server_add_template(srv, &tmpl, err, errlen) != 0)
         return -1;
 
@@ -139,16 +152,25 @@ int mcpi_pack_conformance_fixtures(mcp_server *srv, char *err, size_t errlen)
     json_t *uri = json_pack("[{s:s,s:s,s:b}]", "name", "resourceUri", "description",
                             "URI of the resource to embed", "required", 1);
     struct mcp_prompt_def prompts[] = {
-        {.name = "test_simple_prompt", .title = "Simple Test Prompt",
-         .description = "A simple prompt without arguments", .get = get_simple},
-        {.name = "test_prompt_with_arguments", .title = "Prompt With Arguments",
-         .description = "A prompt with required arguments", .arguments = two,
-         .get = get_with_arguments, .complete = complete_arguments},
-        {.name = "test_prompt_with_embedded_resource", .title = "Prompt With Embedded Resource",
-         .description = "A prompt that includes an embedded resource", .arguments = uri,
+        {.name = "test_simple_prompt",
+         .title = "Simple Test Prompt",
+         .description = "A simple prompt without arguments",
+         .get = get_simple},
+        {.name = "test_prompt_with_arguments",
+         .title = "Prompt With Arguments",
+         .description = "A prompt with required arguments",
+         .arguments = two,
+         .get = get_with_arguments,
+         .complete = complete_arguments},
+        {.name = "test_prompt_with_embedded_resource",
+         .title = "Prompt With Embedded Resource",
+         .description = "A prompt that includes an embedded resource",
+         .arguments = uri,
          .get = get_embedded},
-        {.name = "test_prompt_with_image", .title = "Prompt With Image",
-         .description = "A prompt that includes image content", .get = get_image},
+        {.name = "test_prompt_with_image",
+         .title = "Prompt With Image",
+         .description = "A prompt that includes image content",
+         .get = get_image},
     };
     int rv = 0;
     for (size_t i = 0; i < sizeof(prompts) / sizeof(prompts[0]) && rv == 0; i++)

@@ -111,8 +111,7 @@ static json_t *handle_request(mcp_server *srv, mcp_session *s, const json_t *msg
     if (s && !s->initialized && !(m->flags & BEFORE_INIT)) {
         char text[256];
         snprintf(text, sizeof(text),
-                 "Invalid Request: session not initialized; send initialize before %.100s",
-                 name);
+                 "Invalid Request: session not initialized; send initialize before %.100s", name);
         return mcp_error_response(id, MCP_INVALID_REQUEST, text, NULL);
     }
     if (s) {
@@ -220,8 +219,7 @@ json_t *mcp_handle_batch(mcp_server *srv, mcp_session *s, json_t *batch, int *np
     return out;
 }
 
-json_t *mcp_handle_text(mcp_server *srv, mcp_session *s, const char *buf, size_t len,
-                        bool *pending)
+json_t *mcp_handle_text(mcp_server *srv, mcp_session *s, const char *buf, size_t len, bool *pending)
 {
     if (pending)
         *pending = false;

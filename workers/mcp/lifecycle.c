@@ -25,9 +25,9 @@ static bool date_shaped(const char *v)
 
 static json_t *server_capabilities(const char *protocol)
 {
-    json_t *caps = json_pack("{s:{s:b},s:{s:b,s:b},s:{s:b},s:{}}", "tools", "listChanged", 1,
-                             "resources", "subscribe", 1, "listChanged", 1, "prompts",
-                             "listChanged", 1, "logging");
+    json_t *caps =
+        json_pack("{s:{s:b},s:{s:b,s:b},s:{s:b},s:{}}", "tools", "listChanged", 1, "resources",
+                  "subscribe", 1, "listChanged", 1, "prompts", "listChanged", 1, "logging");
     /* completion/complete exists since 2024-11-05, its capability since 2025-03-26. */
     if (mcpi_proto_at_least(protocol, "2025-03-26"))
         json_object_set_new(caps, "completions", json_object());
@@ -47,8 +47,8 @@ void mcpi_initialize(mcp_call *c, const json_t *params)
     const json_t *pv = json_object_get(params, "protocolVersion");
     const char *requested = json_string_value(pv);
     if (!requested || (!mcp_protocol_supported(requested) && !date_shaped(requested))) {
-        json_t *data = json_pack("{s:o,s:O}", "supported", mcpi_supported_versions(),
-                                 "requested", pv ? pv : json_null());
+        json_t *data = json_pack("{s:o,s:O}", "supported", mcpi_supported_versions(), "requested",
+                                 pv ? pv : json_null());
         mcp_call_error(c, MCP_INVALID_PARAMS, "Unsupported protocol version", data);
         return;
     }
@@ -59,8 +59,7 @@ void mcpi_initialize(mcp_call *c, const json_t *params)
                        "Invalid params: capabilities and clientInfo must be objects", NULL);
         return;
     }
-    const char *version =
-        mcp_protocol_supported(requested) ? requested : MCP_PROTOCOL_LATEST;
+    const char *version = mcp_protocol_supported(requested) ? requested : MCP_PROTOCOL_LATEST;
     free(s->protocol);
     s->protocol = strdup(version);
     json_decref(s->client_caps);
@@ -73,9 +72,9 @@ void mcpi_initialize(mcp_call *c, const json_t *params)
     mcpi_session_changed(s);
 
     mcp_server *srv = c->srv;
-    json_t *result = json_pack("{s:s,s:o,s:{s:s,s:s}}", "protocolVersion", version,
-                               "capabilities", server_capabilities(version), "serverInfo",
-                               "name", srv->name, "version", srv->version);
+    json_t *result = json_pack("{s:s,s:o,s:{s:s,s:s}}", "protocolVersion", version, "capabilities",
+                               server_capabilities(version), "serverInfo", "name", srv->name,
+                               "version", srv->version);
     if (srv->instructions && *srv->instructions)
         json_object_set_new(result, "instructions", json_string(srv->instructions));
     mcp_call_return(c, result);

@@ -99,7 +99,7 @@ const char *mcp_session_id(const mcp_session *s);
 bool mcp_session_initialized(const mcp_session *s);
 const char *mcp_session_protocol(const mcp_session *s); /* negotiated version or NULL */
 const json_t *mcp_session_client_capabilities(const mcp_session *s); /* NULL before initialize */
-size_t mcp_session_pending(const mcp_session *s); /* requests in flight */
+size_t mcp_session_pending(const mcp_session *s);                    /* requests in flight */
 void mcp_session_set_userdata(mcp_session *s, void *p);
 void *mcp_session_userdata(const mcp_session *s);
 
@@ -191,9 +191,9 @@ void mcp_server_resource_updated(mcp_server *srv, const char *uri);
 typedef void (*mcp_tool_fn)(mcp_call *c, const json_t *args, void *ud);
 
 struct mcp_tool_def {
-    const char *name;        /* 1..128 of [A-Za-z0-9_.-] */
-    const char *title;       /* may be NULL */
-    const char *description; /* required */
+    const char *name;            /* 1..128 of [A-Za-z0-9_.-] */
+    const char *title;           /* may be NULL */
+    const char *description;     /* required */
     const json_t *input_schema;  /* NULL = {"type":"object"} */
     const json_t *output_schema; /* NULL = none; else structuredContent must match */
     const json_t *annotations;   /* may be NULL */
@@ -202,8 +202,7 @@ struct mcp_tool_def {
 };
 /* Registers (copies) a tool; sessions get notifications/tools/list_changed.
  * 0, or -1 with err for a bad or duplicate definition. */
-int mcp_server_add_tool(mcp_server *srv, const struct mcp_tool_def *def, char *err,
-                        size_t errlen);
+int mcp_server_add_tool(mcp_server *srv, const struct mcp_tool_def *def, char *err, size_t errlen);
 /* Unregisters; calls already running finish normally. 0, or -1 if unknown. */
 int mcp_server_remove_tool(mcp_server *srv, const char *name);
 size_t mcp_server_tool_count(const mcp_server *srv);
@@ -211,8 +210,7 @@ size_t mcp_server_tool_count(const mcp_server *srv);
 /* Resource contents for resources/read: an array of {uri, mimeType, text|blob}.
  * Return NULL for "no such resource" (-> -32002), or finish the call with
  * mcp_call_error() and return NULL for any other error. */
-typedef json_t *(*mcp_resource_read_fn)(mcp_call *c, const char *uri, const json_t *vars,
-                                        void *ud);
+typedef json_t *(*mcp_resource_read_fn)(mcp_call *c, const char *uri, const json_t *vars, void *ud);
 /* Completion values (array of strings) for a template variable or prompt argument. */
 typedef json_t *(*mcp_complete_fn)(mcp_call *c, const char *arg, const char *prefix,
                                    const json_t *context_args, void *ud);
@@ -276,8 +274,7 @@ void mcp_call_log(mcp_call *c, enum mcp_log_level level, const char *logger, jso
 
 /* A timer owned by the call: cancelled automatically when the call ends.
  * Returns NULL when the host has no timers. */
-void *mcp_call_timer(mcp_call *c, double after_ms, void (*cb)(mcp_call *c, void *arg),
-                     void *arg);
+void *mcp_call_timer(mcp_call *c, double after_ms, void (*cb)(mcp_call *c, void *arg), void *arg);
 void mcp_call_timer_cancel(mcp_call *c, void *timer);
 
 /* Answer to a server->client request: exactly one of result / error is set. */

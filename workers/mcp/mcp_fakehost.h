@@ -33,9 +33,9 @@ struct fakehost {
     double now;
     struct fakehost_timer timers[FAKEHOST_MAX_TIMERS];
     int ntimers;
-    int changed;             /* session_changed calls */
-    int emitted_at_change;   /* how many records existed at the last session_changed */
-    int closed;              /* close_stream calls */
+    int changed;           /* session_changed calls */
+    int emitted_at_change; /* how many records existed at the last session_changed */
+    int closed;            /* close_stream calls */
 };
 
 static inline void fakehost_emit(void *host, mcp_session *s, const json_t *rel, json_t *msg,
@@ -43,9 +43,8 @@ static inline void fakehost_emit(void *host, mcp_session *s, const json_t *rel, 
 {
     struct fakehost *fh = host;
     (void)s;
-    json_array_append_new(fh->emitted,
-                          json_pack("{s:O,s:b,s:o}", "rel", rel ? rel : json_null(), "final",
-                                    final, "msg", msg ? msg : json_null()));
+    json_array_append_new(fh->emitted, json_pack("{s:O,s:b,s:o}", "rel", rel ? rel : json_null(),
+                                                 "final", final, "msg", msg ? msg : json_null()));
 }
 
 static inline void *fakehost_timer_add(void *host, double after_ms, void (*cb)(void *arg),

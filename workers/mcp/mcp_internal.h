@@ -86,9 +86,9 @@ struct mcp_call {
     json_t *progress_token; /* NULL without _meta.progressToken */
     double last_progress;
     bool any_progress;
-    bool sync;       /* the method handler is still on the stack */
-    bool done;       /* finished (response built or cancelled) */
-    bool cancelling; /* on_cancel is running: its results are dropped */
+    bool sync;        /* the method handler is still on the stack */
+    bool done;        /* finished (response built or cancelled) */
+    bool cancelling;  /* on_cancel is running: its results are dropped */
     json_t *response; /* built when finished while sync */
     struct mcpi_tool *tool;
     struct mcpi_timer *timers;

@@ -56,8 +56,11 @@ static bool type_ok(const json_t *type, const json_t *v)
     if (json_is_array(type)) {
         size_t i;
         json_t *t;
-        json_array_foreach(type, i, t) if (json_is_string(t) && is_type(json_string_value(t), v))
-            return true;
+        json_array_foreach(type, i, t)
+        {
+            if (json_is_string(t) && is_type(json_string_value(t), v))
+                return true;
+        }
         return false;
     }
     return true;
@@ -78,8 +81,8 @@ static bool fail(char *err, size_t errlen, const char *path, const char *what)
     return false;
 }
 
-static bool check(const json_t *schema, const json_t *v, const char *path, char *err,
-                  size_t errlen, int depth);
+static bool check(const json_t *schema, const json_t *v, const char *path, char *err, size_t errlen,
+                  int depth);
 
 static bool check_object(const json_t *schema, const json_t *v, const char *path, char *err,
                          size_t errlen, int depth)
@@ -152,8 +155,9 @@ static bool check_bounds(const json_t *schema, const json_t *v, const char *path
                 continue;
             double d = (x - json_number_value(b)) * rules[i].sign;
             if (d < 0 || (rules[i].strict && d == 0)) {
-                snprintf(what, sizeof(what), "must be %s %g", rules[i].sign > 0
-                         ? (rules[i].strict ? ">" : ">=") : (rules[i].strict ? "<" : "<="),
+                snprintf(what, sizeof(what), "must be %s %g",
+                         rules[i].sign > 0 ? (rules[i].strict ? ">" : ">=")
+                                           : (rules[i].strict ? "<" : "<="),
                          json_number_value(b));
                 return fail(err, errlen, path, what);
             }
@@ -177,8 +181,8 @@ static bool check_bounds(const json_t *schema, const json_t *v, const char *path
     return true;
 }
 
-static bool check(const json_t *schema, const json_t *v, const char *path, char *err,
-                  size_t errlen, int depth)
+static bool check(const json_t *schema, const json_t *v, const char *path, char *err, size_t errlen,
+                  int depth)
 {
     char what[128];
     if (json_is_false(schema))
@@ -198,7 +202,11 @@ static bool check(const json_t *schema, const json_t *v, const char *path, char 
         bool found = false;
         size_t i;
         json_t *e;
-        json_array_foreach(en, i, e) if (json_equal(e, (json_t *)v)) found = true;
+        json_array_foreach(en, i, e)
+        {
+            if (json_equal(e, (json_t *)v))
+                found = true;
+        }
         if (!found) {
             char *list = json_dumps(en, JSON_COMPACT);
             snprintf(what, sizeof(what), "must be one of %.100s", list ? list : "the enum");

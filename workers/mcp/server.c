@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DEFAULT_INSTRUCTIONS                                                                      \
-    "cmcp serves tools, resources and prompts over MCP. Call tools/list to see what this "     \
+#define DEFAULT_INSTRUCTIONS                                                                       \
+    "cmcp serves tools, resources and prompts over MCP. Call tools/list to see what this "         \
     "server offers; long-running tools report progress when you pass _meta.progressToken."
 
 char *mcpi_strdup0(const char *s)
@@ -51,8 +51,7 @@ static int load_packs(mcp_server *srv, const char *packs, char *err, size_t errl
         packs = "core";
     char *copy = strdup(packs), *save = NULL;
     int rv = 0;
-    for (char *tok = strtok_r(copy, ",", &save); tok && rv == 0;
-         tok = strtok_r(NULL, ",", &save)) {
+    for (char *tok = strtok_r(copy, ",", &save); tok && rv == 0; tok = strtok_r(NULL, ",", &save)) {
         while (isspace((unsigned char)*tok))
             tok++;
         char *end = tok + strlen(tok);
@@ -190,8 +189,7 @@ size_t mcp_server_tool_count(const mcp_server *srv)
     return HASH_COUNT(srv->tools);
 }
 
-int mcp_server_add_tool(mcp_server *srv, const struct mcp_tool_def *def, char *err,
-                        size_t errlen)
+int mcp_server_add_tool(mcp_server *srv, const struct mcp_tool_def *def, char *err, size_t errlen)
 {
     if (!def || !valid_tool_name(def->name)) {
         snprintf(err, errlen,

@@ -207,16 +207,17 @@ json_t *mcp_session_dump(const mcp_session *s)
     json_t *subs = json_array();
     const char *uri;
     json_t *v;
-    json_object_foreach((json_t *)s->subs, uri, v) json_array_append_new(subs, json_string(uri));
-    return json_pack("{s:i,s:s,s:I,s:I,s:b,s:o,s:{s:o,s:o},s:o,s:o,s:o}", "v", STATE_VERSION, "id",
-                     s->id, "epoch", (json_int_t)s->epoch, "seq", (json_int_t)s->seq,
-                     "initialized", s->initialized, "protocol",
-                     s->protocol ? json_string(s->protocol) : json_null(), "client", "info",
-                     or_null(s->client_info), "capabilities", or_null(s->client_caps),
-                     "log_level",
-                     s->log_level >= 0 ? json_string(mcp_log_level_name(s->log_level))
-                                       : json_null(),
-                     "subscriptions", subs, "kv", json_deep_copy(s->kv));
+    json_object_foreach((json_t *)s->subs, uri, v)
+    {
+        json_array_append_new(subs, json_string(uri));
+    }
+    return json_pack(
+        "{s:i,s:s,s:I,s:I,s:b,s:o,s:{s:o,s:o},s:o,s:o,s:o}", "v", STATE_VERSION, "id", s->id,
+        "epoch", (json_int_t)s->epoch, "seq", (json_int_t)s->seq, "initialized", s->initialized,
+        "protocol", s->protocol ? json_string(s->protocol) : json_null(), "client", "info",
+        or_null(s->client_info), "capabilities", or_null(s->client_caps), "log_level",
+        s->log_level >= 0 ? json_string(mcp_log_level_name(s->log_level)) : json_null(),
+        "subscriptions", subs, "kv", json_deep_copy(s->kv));
 }
 
 static int bad(char *err, size_t errlen, const char *what)
@@ -260,8 +261,11 @@ static int check_state(const json_t *st, char *err, size_t errlen)
         return bad(err, errlen, "'subscriptions' must be an array of URIs");
     size_t i;
     json_t *u;
-    json_array_foreach(subs, i, u) if (!json_is_string(u)) return bad(
-        err, errlen, "'subscriptions' must be an array of URIs");
+    json_array_foreach(subs, i, u)
+    {
+        if (!json_is_string(u))
+            return bad(err, errlen, "'subscriptions' must be an array of URIs");
+    }
     const json_t *kv = json_object_get(st, "kv");
     if (kv && !json_is_object(kv))
         return bad(err, errlen, "'kv' must be an object");
@@ -297,7 +301,9 @@ mcp_session *mcp_session_restore(mcp_server *srv, const json_t *st, char *err, s
     size_t i;
     json_t *u;
     json_array_foreach(json_object_get(st, "subscriptions"), i, u)
+    {
         json_object_set_new(s->subs, json_string_value(u), json_true());
+    }
     const json_t *kv = json_object_get(st, "kv");
     if (kv) {
         json_t *copy = json_deep_copy(kv);

@@ -47,10 +47,10 @@ static void embedded(mcp_call *c, const json_t *args, void *ud)
 static void multiple(mcp_call *c, const json_t *args, void *ud)
 {
     mcp_call_return(c, json_pack("{s:[o,o,{s:s,s:{s:s,s:s,s:s}}]}", "content",
-                                 mcpi_text_content("Multiple content types test:"),
-                                 image_content(), "type", "resource", "resource", "uri",
-                                 "test://mixed-content-resource", "mimeType",
-                                 "application/json", "text", "{\"test\":\"data\",\"value\":123}"));
+                                 mcpi_text_content("Multiple content types test:"), image_content(),
+                                 "type", "resource", "resource", "uri",
+                                 "test://mixed-content-resource", "mimeType", "application/json",
+                                 "text", "{\"test\":\"data\",\"value\":123}"));
 }
 
 static void error_handling(mcp_call *c, const json_t *args, void *ud)
@@ -59,8 +59,8 @@ static void error_handling(mcp_call *c, const json_t *args, void *ud)
 }
 
 /* Logging and progress: three steps ~50 ms apart, as the suite expects. */
-static const char *const log_steps[] = {
-    "Tool execution started", "Tool processing data", "Tool execution completed"};
+static const char *const log_steps[] = {"Tool execution started", "Tool processing data",
+                                        "Tool execution completed"};
 
 static void logging_step(mcp_call *c, void *arg)
 {
@@ -106,8 +106,7 @@ static void unsupported(mcp_call *c, int rv, const char *tool, const char *capab
                              "in initialize (protocol 2025-06-18 or newer for elicitation)",
                              tool, capability, capability);
     else
-        mcp_call_return_text(c, true, "%s could not send its request to the client (%d)", tool,
-                             rv);
+        mcp_call_return_text(c, true, "%s could not send its request to the client (%d)", tool, rv);
 }
 
 static const char *error_message(const json_t *error)
@@ -147,10 +146,10 @@ static void sampling_reply(mcp_call *c, const json_t *result, const json_t *erro
 static void sampling(mcp_call *c, const json_t *args, void *ud)
 {
     const char *prompt = json_string_value(json_object_get(args, "prompt"));
-    json_t *params = json_pack("{s:[{s:s,s:{s:s,s:s}}],s:i}", "messages", "role", "user",
-                               "content", "type", "text", "text", prompt, "maxTokens", 100);
-    int rv = mcp_call_request(c, "sampling/createMessage", params, CLIENT_ANSWER_MS,
-                              sampling_reply, NULL);
+    json_t *params = json_pack("{s:[{s:s,s:{s:s,s:s}}],s:i}", "messages", "role", "user", "content",
+                               "type", "text", "text", prompt, "maxTokens", 100);
+    int rv = mcp_call_request(c, "sampling/createMessage", params, CLIENT_ANSWER_MS, sampling_reply,
+                              NULL);
     if (rv != 0)
         unsupported(c, rv, "test_sampling", "sampling");
 }
@@ -173,8 +172,8 @@ static void elicit_reply(mcp_call *c, const json_t *result, const json_t *error,
 static void elicit(mcp_call *c, const char *tool, const char *message, const char *schema,
                    const char *prefix)
 {
-    json_t *params = json_pack("{s:s,s:o}", "message", message, "requestedSchema",
-                               json_loads(schema, 0, NULL));
+    json_t *params =
+        json_pack("{s:s,s:o}", "message", message, "requestedSchema", json_loads(schema, 0, NULL));
     /* "mode" arrived with 2025-11-25; older clients would reject the field. */
     if (mcp_call_protocol_at_least(c, "2025-11-25"))
         json_object_set_new(params, "mode", json_string("form"));

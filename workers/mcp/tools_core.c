@@ -95,8 +95,8 @@ static void kv_set_run(mcp_call *c, const json_t *args, void *ud)
     size_t len = enc ? strlen(enc) : 0;
     free(enc);
     if (len > KV_MAX_VALUE_BYTES) {
-        mcp_call_return_text(c, true, "kv_set: value is %zu bytes of JSON; the limit is %d",
-                             len, KV_MAX_VALUE_BYTES);
+        mcp_call_return_text(c, true, "kv_set: value is %zu bytes of JSON; the limit is %d", len,
+                             KV_MAX_VALUE_BYTES);
         return;
     }
     json_object_set_new(s->kv, key, json_deep_copy(value));
@@ -130,7 +130,10 @@ static void kv_list_run(mcp_call *c, const json_t *args, void *ud)
     json_t *keys = json_array();
     const char *k;
     json_t *v;
-    json_object_foreach(c->s->kv, k, v) json_array_append_new(keys, json_string(k));
+    json_object_foreach(c->s->kv, k, v)
+    {
+        json_array_append_new(keys, json_string(k));
+    }
     char *text = json_dumps(keys, JSON_COMPACT);
     mcp_call_return(c, json_pack("{s:[o],s:{s:o}}", "content", mcpi_text_content(text),
                                  "structuredContent", "keys", keys));
@@ -156,8 +159,8 @@ static json_t *kv_read(mcp_call *c, const char *uri, const json_t *vars, void *u
     if (!value)
         return NULL;
     char *text = json_dumps(value, JSON_ENCODE_ANY | JSON_COMPACT);
-    json_t *contents = json_pack("[{s:s,s:s,s:s}]", "uri", uri, "mimeType", "application/json",
-                                 "text", text);
+    json_t *contents =
+        json_pack("[{s:s,s:s,s:s}]", "uri", uri, "mimeType", "application/json", "text", text);
     free(text);
     return contents;
 }
@@ -170,8 +173,8 @@ static json_t *kv_list_resources(mcp_session *s, void *ud)
     json_object_foreach(s->kv, k, v)
     {
         char *uri = kv_uri(k);
-        json_array_append_new(out, json_pack("{s:s,s:s,s:s}", "uri", uri, "name", k, "mimeType",
-                                             "application/json"));
+        json_array_append_new(
+            out, json_pack("{s:s,s:s,s:s}", "uri", uri, "name", k, "mimeType", "application/json"));
         free(uri);
     }
     return out;
@@ -186,8 +189,11 @@ static json_t *kv_complete(mcp_call *c, const char *arg, const char *prefix, con
     size_t n = strlen(prefix);
     const char *k;
     json_t *v;
-    json_object_foreach(c->s->kv, k, v) if (strncmp(k, prefix, n) == 0)
-        json_array_append_new(out, json_string(k));
+    json_object_foreach(c->s->kv, k, v)
+    {
+        if (strncmp(k, prefix, n) == 0)
+            json_array_append_new(out, json_string(k));
+    }
     return out;
 }
 
@@ -212,8 +218,8 @@ static json_t *kv_review_get(mcp_call *c, const json_t *args, void *ud)
     snprintf(text, sizeof(text),
              "Review the value stored under '%.256s' above and suggest improvements.", key);
     return json_pack("{s:s,s:[{s:s,s:{s:s,s:o}},{s:s,s:o}]}", "description",
-                     "Review a stored session value", "messages", "role", "user", "content",
-                     "type", "resource", "resource", resource, "role", "user", "content",
+                     "Review a stored session value", "messages", "role", "user", "content", "type",
+                     "resource", "resource", resource, "role", "user", "content",
                      mcpi_text_content(text));
 }
 
@@ -230,9 +236,9 @@ static void sleep_tick(mcp_call *c, void *arg)
     if (st->done > st->total)
         st->done = st->total;
     if (st->done >= st->total) {
-        mcp_call_return(c, json_pack("{s:[o],s:{s:f}}", "content",
-                                     mcpi_text_content("done sleeping"), "structuredContent",
-                                     "slept_ms", st->total));
+        mcp_call_return(c,
+                        json_pack("{s:[o],s:{s:f}}", "content", mcpi_text_content("done sleeping"),
+                                  "structuredContent", "slept_ms", st->total));
         return;
     }
     char msg[96];
@@ -246,9 +252,9 @@ static void sleep_run(mcp_call *c, const json_t *args, void *ud)
 {
     double ms = json_number_value(json_object_get(args, "ms"));
     if (ms <= 0) {
-        mcp_call_return(c, json_pack("{s:[o],s:{s:f}}", "content",
-                                     mcpi_text_content("done sleeping"), "structuredContent",
-                                     "slept_ms", 0.0));
+        mcp_call_return(c,
+                        json_pack("{s:[o],s:{s:f}}", "content", mcpi_text_content("done sleeping"),
+                                  "structuredContent", "slept_ms", 0.0));
         return;
     }
     struct sleep_state *st = calloc(1, sizeof(*st));
@@ -271,19 +277,26 @@ static void sleep_run(mcp_call *c, const json_t *args, void *ud)
 struct tool_src {
     const char *name, *title, *description, *input, *output;
     mcp_tool_fn run;
+    const char *annotations; /* hints for clients deciding what to confirm */
 };
+
+#define READ_ONLY "{\"readOnlyHint\":true,\"openWorldHint\":false}"
+#define KV_WRITE                                                                                   \
+    "{\"readOnlyHint\":false,\"destructiveHint\":true,\"idempotentHint\":true,"                    \
+    "\"openWorldHint\":false}"
 
 static const struct tool_src core_tools[] = {
     {"echo", "Echo", "Returns the given text unchanged.",
      "{\"type\":\"object\",\"properties\":{\"text\":{\"type\":\"string\",\"description\":"
      "\"Text to echo back\"}},\"required\":[\"text\"],\"additionalProperties\":false}",
-     "{\"type\":\"object\",\"properties\":{\"text\":{\"type\":\"string\"}},\"required\":[\"text\"]}",
-     echo_run},
+     "{\"type\":\"object\",\"properties\":{\"text\":{\"type\":\"string\"}},\"required\":[\"text\"]"
+     "}",
+     echo_run, READ_ONLY},
     {"add", "Add", "Adds two numbers and returns the sum.",
      "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"number\"},\"b\":{\"type\":"
      "\"number\"}},\"required\":[\"a\",\"b\"],\"additionalProperties\":false}",
      "{\"type\":\"object\",\"properties\":{\"sum\":{\"type\":\"number\"}},\"required\":[\"sum\"]}",
-     add_run},
+     add_run, READ_ONLY},
     {"kv_set", "Set a session value",
      "Stores a value (any JSON, strings stay strings) under a key in this session. Readable as "
      "the resource kv://{key}.",
@@ -292,24 +305,24 @@ static const struct tool_src core_tools[] = {
      "\"value\"],\"additionalProperties\":false}",
      "{\"type\":\"object\",\"properties\":{\"key\":{\"type\":\"string\"},\"created\":{\"type\":"
      "\"boolean\"}},\"required\":[\"key\",\"created\"]}",
-     kv_set_run},
+     kv_set_run, KV_WRITE},
     {"kv_get", "Get a session value", "Returns the value stored under a key in this session.",
      "{\"type\":\"object\",\"properties\":{\"key\":{\"type\":\"string\",\"minLength\":1}},"
      "\"required\":[\"key\"],\"additionalProperties\":false}",
      "{\"type\":\"object\",\"properties\":{\"key\":{\"type\":\"string\"},\"value\":{}},"
      "\"required\":[\"key\",\"value\"]}",
-     kv_get_run},
+     kv_get_run, READ_ONLY},
     {"kv_list", "List session keys", "Lists the keys stored in this session.",
      "{\"type\":\"object\",\"additionalProperties\":false}",
      "{\"type\":\"object\",\"properties\":{\"keys\":{\"type\":\"array\",\"items\":{\"type\":"
      "\"string\"}}},\"required\":[\"keys\"]}",
-     kv_list_run},
+     kv_list_run, READ_ONLY},
     {"kv_delete", "Delete a session value", "Deletes a key from this session.",
      "{\"type\":\"object\",\"properties\":{\"key\":{\"type\":\"string\",\"minLength\":1}},"
      "\"required\":[\"key\"],\"additionalProperties\":false}",
      "{\"type\":\"object\",\"properties\":{\"key\":{\"type\":\"string\"},\"deleted\":{\"type\":"
      "\"boolean\"}},\"required\":[\"key\",\"deleted\"]}",
-     kv_delete_run},
+     kv_delete_run, KV_WRITE},
     {"sleep", "Sleep",
      "Waits ms milliseconds (at most 600000), reporting progress when the request carries "
      "_meta.progressToken. Cancellable.",
@@ -317,7 +330,7 @@ static const struct tool_src core_tools[] = {
      "\"maximum\":600000}},\"required\":[\"ms\"],\"additionalProperties\":false}",
      "{\"type\":\"object\",\"properties\":{\"slept_ms\":{\"type\":\"number\"}},\"required\":["
      "\"slept_ms\"]}",
-     sleep_run},
+     sleep_run, READ_ONLY},
 };
 
 int mcpi_pack_core(mcp_server *srv, char *err, size_t errlen)
@@ -325,31 +338,44 @@ int mcpi_pack_core(mcp_server *srv, char *err, size_t errlen)
     for (size_t i = 0; i < sizeof(core_tools) / sizeof(core_tools[0]); i++) {
         const struct tool_src *t = &core_tools[i];
         json_t *in = json_loads(t->input, 0, NULL), *out = json_loads(t->output, 0, NULL);
-        struct mcp_tool_def def = {.name = t->name, .title = t->title,
-                                   .description = t->description, .input_schema = in,
-                                   .output_schema = out, .run = t->run};
-        int rv = in && out ? mcp_server_add_tool(srv, &def, err, errlen) : -1;
-        if (!in || !out)
+        json_t *ann = json_loads(t->annotations, 0, NULL);
+        struct mcp_tool_def def = {.name = t->name,
+                                   .title = t->title,
+                                   .description = t->description,
+                                   .input_schema = in,
+                                   .output_schema = out,
+                                   .annotations = ann,
+                                   .run = t->run};
+        int rv = in && out && ann ? mcp_server_add_tool(srv, &def, err, errlen) : -1;
+        if (!in || !out || !ann)
             snprintf(err, errlen, "core pack: bad built-in schema for tool %s", t->name);
         json_decref(in);
         json_decref(out);
+        json_decref(ann);
         if (rv != 0)
             return -1;
     }
     struct mcp_resource_def kv = {
-        .uri = "kv://{key}", .name = "kv", .title = "Session value",
+        .uri = "kv://{key}",
+        .name = "kv",
+        .title = "Session value",
         .description = "A value stored with kv_set in this session (JSON). Subscribe to be told "
                        "when it changes.",
-        .mime_type = "application/json", .read = kv_read, .list = kv_list_resources,
+        .mime_type = "application/json",
+        .read = kv_read,
+        .list = kv_list_resources,
         .complete = kv_complete};
     if (mcp_server_add_template(srv, &kv, err, errlen) != 0)
         return -1;
     json_t *args = json_pack("[{s:s,s:s,s:b}]", "name", "key", "description",
                              "The kv key whose value to review", "required", 1);
-    struct mcp_prompt_def review = {
-        .name = "kv_review", .title = "Review a session value",
-        .description = "Asks the model to review a value stored with kv_set",
-        .arguments = args, .get = kv_review_get, .complete = kv_complete};
+    struct mcp_prompt_def review = {.name = "kv_review",
+                                    .title = "Review a session value",
+                                    .description =
+                                        "Asks the model to review a value stored with kv_set",
+                                    .arguments = args,
+                                    .get = kv_review_get,
+                                    .complete = kv_complete};
     int rv = mcp_server_add_prompt(srv, &review, err, errlen);
     json_decref(args);
     return rv;
