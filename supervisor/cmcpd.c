@@ -20,6 +20,8 @@
 #include "proc.h"
 #include "spawn.h"
 #include "sup.h"
+#include "listener.h"
+#include "shard.h"
 #include "workers.h"
 
 struct role {
@@ -29,6 +31,8 @@ struct role {
 };
 
 static const struct role roles[] = {
+    {"shard", shard_main, "owns the MCP sessions whose ids name it"},
+    {"listener", listener_main, "Streamable HTTP, TCP and stdio; routes messages to shards"},
     {"testworker", testworker_main, "a worker the tests tell to crash, hang or exit"},
 };
 
@@ -43,7 +47,7 @@ static bool role_known(const char *name)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: cmcpd [-c FILE] [--check-config]\n"
+            "usage: cmcpd [-c FILE] [--stdio] [--check-config]\n"
             "       cmcpd --role ROLE --id ID [...]   (how supervisors start children)\n"
             "\n"
             "Runs a cmcp node: the root supervisor of a tree of processes described by the\n"
@@ -51,6 +55,9 @@ static void usage(FILE *f)
             "\n"
             "  -c, --config FILE   INI file layered over the embedded defaults; every key can\n"
             "                      also be set as CMCP_<SECTION>_<KEY> in the environment\n"
+            "      --stdio         serve MCP on stdin/stdout (for clients that launch a command);\n"
+            "                      logs stay on stderr; network listeners are off unless\n"
+            "                      configured; stops when stdin closes\n"
             "      --check-config  load and validate the configuration, print the tree, exit\n"
             "  -h, --help          this text\n"
             "  -V, --version       print the version\n"
@@ -62,6 +69,8 @@ static void usage(FILE *f)
     fprintf(f, "\nExit status: 0 stopped cleanly, 2 bad usage or configuration, 3 start failed,\n"
                "4 restart intensity exceeded (see docs/supervisor.md).\n");
 }
+
+static bool stdio_mode;
 
 static int parse_args(int argc, char **argv, struct proc_args *a, bool *check_config)
 {
@@ -81,6 +90,8 @@ static int parse_args(int argc, char **argv, struct proc_args *a, bool *check_co
             exit(0);
         } else if (!strcmp(o, "--check-config")) {
             *check_config = true;
+        } else if (!strcmp(o, "--stdio") && !a->role) {
+            stdio_mode = true;
         } else if (TAKE("--role")) {
             a->role = v;
         } else if (TAKE("--id")) {
@@ -230,10 +241,23 @@ static int run_root(struct proc_args *a, bool check_config)
         }
         a->config = cfgpath;
     }
+    if (stdio_mode) {
+        /* A client may launch several of us at once: no fixed ports, a private run
+         * directory, unless the configuration or the environment says otherwise. */
+        char dir[64];
+        snprintf(dir, sizeof(dir), "/tmp/cmcp-stdio-%d", (int)getpid());
+        setenv("CMCP_NODE_RUN_DIR", dir, 0);
+        setenv("CMCP_LISTENER_HTTP_PORT", "0", 0);
+        setenv("CMCP_LISTENER_TCP_PORT", "0", 0);
+        setenv("CMCP_STDIO", "1", 1);
+    }
     if (cfg_load(&a->cfg, a->config) != 0) {
         fprintf(stderr, "cmcpd: configuration error: %s\n", a->cfg.err);
         return CMCP_EXIT_USAGE;
     }
+    char rootpid[16];
+    snprintf(rootpid, sizeof(rootpid), "%d", (int)getpid());
+    setenv("CMCP_ROOT_PID", rootpid, 1);
     const char *node = cfg_get(&a->cfg, "node", "name", "cmcp");
     const char *run_dir = cfg_get(&a->cfg, "node", "run_dir", "./var/run");
     if (mkdir_p(run_dir) != 0) {
