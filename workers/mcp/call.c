@@ -190,7 +190,7 @@ static void call_cleanup(mcp_call *c, bool tell_client)
             continue;
         HASH_DEL(c->s->outbound, o);
         if (tell_client) {
-            json_t *p = json_pack("{s:O,s:s}", "requestId", o->id, "reason",
+            json_t *p = json_pack("{s:o,s:s}", "requestId", json_deep_copy(o->id), "reason",
                                   "the request that needed this answer has ended");
             mcpi_emit(c->s, c->id, mcpi_notification("notifications/cancelled", p), false);
         }
@@ -322,8 +322,8 @@ bool mcp_call_progress(mcp_call *c, double progress, double total, const char *m
         return false; /* the spec: progress MUST increase */
     c->any_progress = true;
     c->last_progress = progress;
-    json_t *p =
-        json_pack("{s:O,s:o}", "progressToken", c->progress_token, "progress", number(progress));
+    json_t *p = json_pack("{s:o,s:o}", "progressToken", json_deep_copy(c->progress_token),
+                          "progress", number(progress));
     if (total > 0)
         json_object_set_new(p, "total", number(total));
     if (msg && mcpi_proto_at_least(c->protocol, "2025-03-26"))
@@ -384,7 +384,7 @@ static void outreq_timeout(mcp_call *c, void *arg)
     mcp_reply_fn reply = o->reply;
     void *reply_arg = o->arg;
     HASH_DEL(c->s->outbound, o);
-    json_t *p = json_pack("{s:O,s:s}", "requestId", o->id, "reason", "timed out");
+    json_t *p = json_pack("{s:o,s:s}", "requestId", json_deep_copy(o->id), "reason", "timed out");
     mcpi_emit(c->s, c->id, mcpi_notification("notifications/cancelled", p), false);
     free(o->key);
     json_decref(o->id);
@@ -422,7 +422,8 @@ int mcp_call_request(mcp_call *c, const char *method, json_t *params, double tim
     HASH_ADD_KEYPTR(hh, s->outbound, o->key, strlen(o->key), o);
     if (timeout_ms > 0)
         o->timeout = mcp_call_timer(c, timeout_ms, outreq_timeout, o);
-    json_t *msg = json_pack("{s:s,s:O,s:s}", "jsonrpc", "2.0", "id", o->id, "method", method);
+    json_t *msg =
+        json_pack("{s:s,s:o,s:s}", "jsonrpc", "2.0", "id", json_deep_copy(o->id), "method", method);
     if (params)
         json_object_set_new(msg, "params", params);
     mcpi_emit(s, c->id, msg, false);

@@ -104,7 +104,7 @@ json_t *mcp_error_response(const json_t *id, int code, const char *message, json
 
 json_t *mcpi_result_response(const json_t *id, json_t *result)
 {
-    return json_pack("{s:s,s:O,s:o}", "jsonrpc", "2.0", "id", id, "result",
+    return json_pack("{s:s,s:o,s:o}", "jsonrpc", "2.0", "id", json_deep_copy(id), "result",
                      result ? result : json_object());
 }
 

@@ -47,8 +47,8 @@ void mcpi_initialize(mcp_call *c, const json_t *params)
     const json_t *pv = json_object_get(params, "protocolVersion");
     const char *requested = json_string_value(pv);
     if (!requested || (!mcp_protocol_supported(requested) && !date_shaped(requested))) {
-        json_t *data = json_pack("{s:o,s:O}", "supported", mcpi_supported_versions(), "requested",
-                                 pv ? pv : json_null());
+        json_t *data = json_pack("{s:o,s:o}", "supported", mcpi_supported_versions(), "requested",
+                                 pv ? json_deep_copy(pv) : json_null());
         mcp_call_error(c, MCP_INVALID_PARAMS, "Unsupported protocol version", data);
         return;
     }

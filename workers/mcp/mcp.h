@@ -58,7 +58,11 @@ struct mcp_host_ops {
      * Ownership of msg passes to the host. rel is only valid during the call.
      * Only requests that went asynchronous (mcp_handle set *pending) ever
      * get a final emit; messages with rel set are always emitted before that
-     * request's final emit.
+     * request's final emit (or before mcp_handle returns a synchronous
+     * response) -- and may be emitted during the mcp_handle call that
+     * received the request, before *pending is known. msg shares no JSON
+     * with the engine, so the host may hand it to another thread.
+     * Host callbacks must not call back into the engine synchronously.
      */
     void (*emit)(void *host, mcp_session *s, const json_t *rel, json_t *msg, bool final);
     /* One-shot timer; returns a handle for timer_cancel (NULL = failed).

@@ -45,7 +45,7 @@ int mcpi_page_begin(mcp_call *c, const json_t *params, const char *kind, size_t 
         mcp_call_error(c, MCP_INVALID_PARAMS,
                        "Invalid params: invalid cursor; pass a nextCursor from this list's "
                        "previous page, or no cursor to start over",
-                       json_pack("{s:O}", "cursor", cur));
+                       json_pack("{s:o}", "cursor", json_deep_copy(cur)));
         return -1;
     }
     return 0;

@@ -23,7 +23,7 @@ static json_t *prompt_json(const struct mcpi_prompt *p, const char *protocol)
     if (p->description)
         json_object_set_new(o, "description", json_string(p->description));
     if (json_array_size(p->arguments) > 0)
-        json_object_set(o, "arguments", p->arguments);
+        json_object_set_new(o, "arguments", json_deep_copy(p->arguments));
     return o;
 }
 

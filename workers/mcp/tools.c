@@ -18,11 +18,11 @@ static json_t *tool_json(const struct mcpi_tool *t, const char *protocol)
     if (t->title && modern)
         json_object_set_new(o, "title", json_string(t->title));
     json_object_set_new(o, "description", json_string(t->description));
-    json_object_set(o, "inputSchema", t->input_schema);
+    json_object_set_new(o, "inputSchema", json_deep_copy(t->input_schema));
     if (t->output_schema && modern)
-        json_object_set(o, "outputSchema", t->output_schema);
+        json_object_set_new(o, "outputSchema", json_deep_copy(t->output_schema));
     if (t->annotations && mcpi_proto_at_least(protocol, "2025-03-26"))
-        json_object_set(o, "annotations", t->annotations);
+        json_object_set_new(o, "annotations", json_deep_copy(t->annotations));
     return o;
 }
 

@@ -120,8 +120,8 @@ static void kv_get_run(mcp_call *c, const json_t *args, void *ud)
     }
     char *text = json_is_string(value) ? strdup(json_string_value(value))
                                        : json_dumps(value, JSON_ENCODE_ANY | JSON_COMPACT);
-    mcp_call_return(c, json_pack("{s:[o],s:{s:s,s:O}}", "content", mcpi_text_content(text),
-                                 "structuredContent", "key", key, "value", value));
+    mcp_call_return(c, json_pack("{s:[o],s:{s:s,s:o}}", "content", mcpi_text_content(text),
+                                 "structuredContent", "key", key, "value", json_deep_copy(value)));
     free(text);
 }
 
