@@ -407,6 +407,115 @@ static void test_registry(void **state)
     json_decref(fakehost_take(&e->fh));
 }
 
+static void run_args_echo(mcp_call *c, const json_t *args, void *ud)
+{
+    char *t = json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS);
+    mcp_call_return_text(c, false, "%s", t);
+    free(t);
+}
+
+static void run_bad_output(mcp_call *c, const json_t *args, void *ud)
+{
+    mcp_call_return(c, json_pack("{s:[{s:s,s:s}],s:{s:s}}", "content", "type", "text", "text", "x",
+                                 "structuredContent", "n", "not a number"));
+}
+
+static void test_schema_validation(void **state)
+{
+    struct env *e = *state;
+    char err[256];
+    json_t *schema =
+        json_loads("{\"type\":\"object\",\"properties\":{"
+                   "\"mode\":{\"enum\":[\"fast\",\"slow\"]},"
+                   "\"name\":{\"type\":\"string\",\"minLength\":2,\"maxLength\":4},"
+                   "\"tags\":{\"type\":\"array\",\"items\":{\"type\":\"string\"},\"minItems\":1},"
+                   "\"ratio\":{\"type\":\"number\",\"exclusiveMinimum\":0,\"maximum\":1},"
+                   "\"opt\":{\"type\":[\"integer\",\"null\"]},"
+                   "\"nested\":{\"type\":\"object\",\"properties\":{\"x\":{\"type\":\"boolean\"}},"
+                   "\"required\":[\"x\"]}},"
+                   "\"required\":[\"mode\"]}",
+                   0, NULL);
+    assert_non_null(schema);
+    json_t *out = json_loads("{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"number\"}},"
+                             "\"required\":[\"n\"]}",
+                             0, NULL);
+    struct mcp_tool_def def = {
+        .name = "v", .description = "validates", .input_schema = schema, .run = run_args_echo};
+    assert_int_equal(mcp_server_add_tool(e->srv, &def, err, sizeof(err)), 0);
+    struct mcp_tool_def bad = {.name = "bad_out",
+                               .description = "lies about its output",
+                               .output_schema = out,
+                               .run = run_bad_output};
+    assert_int_equal(mcp_server_add_tool(e->srv, &bad, err, sizeof(err)), 0);
+    json_decref(schema);
+    json_decref(out);
+    json_decref(fakehost_take(&e->fh));
+
+    static const struct {
+        const char *args, *why; /* why == NULL: valid */
+    } cases[] = {
+        {"{\"mode\":\"fast\"}", NULL},
+        {"{\"mode\":\"fast\",\"name\":\"\\u00e9\\u00e9\",\"tags\":[\"a\"],\"ratio\":1,\"opt\":null,"
+         "\"nested\":{\"x\":true},\"other\":[1]}",
+         NULL},
+        {"{\"mode\":\"fast\",\"opt\":3.0}", NULL},
+        {"{}", "'mode'"},
+        {"{\"mode\":\"medium\"}", "one of"},
+        {"{\"mode\":\"fast\",\"name\":\"a\"}", "at least 2"},
+        {"{\"mode\":\"fast\",\"name\":\"abcde\"}", "at most 4"},
+        {"{\"mode\":\"fast\",\"tags\":[]}", "at least 1 items"},
+        {"{\"mode\":\"fast\",\"tags\":[1]}", "arguments.tags[0]"},
+        {"{\"mode\":\"fast\",\"ratio\":0}", "> 0"},
+        {"{\"mode\":\"fast\",\"ratio\":1.5}", "<= 1"},
+        {"{\"mode\":\"fast\",\"opt\":\"x\"}", "arguments.opt"},
+        {"{\"mode\":\"fast\",\"nested\":{}}", "'x'"},
+        {"{\"mode\":\"fast\",\"nested\":{\"x\":1}}", "arguments.nested.x"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char params[512];
+        snprintf(params, sizeof(params), "{\"name\":\"v\",\"arguments\":%s}", cases[i].args);
+        json_t *r = req(e, "tools/call", params);
+        if (fakehost_is_error(r) != (cases[i].why != NULL))
+            fail_msg("case %zu (%s): isError=%d: %s", i, cases[i].args, fakehost_is_error(r),
+                     fakehost_text(r, 0));
+        if (cases[i].why && !strstr(fakehost_text(r, 0), cases[i].why))
+            fail_msg("case %zu: '%s' does not mention %s", i, fakehost_text(r, 0), cases[i].why);
+        json_decref(r);
+    }
+    /* A tool whose structuredContent breaks its own outputSchema gets a readable error. */
+    json_t *r = call(e, "bad_out", "{}");
+    assert_true(fakehost_is_error(r));
+    assert_non_null(strstr(fakehost_text(r, 0), "outputSchema"));
+    assert_null(structured(r));
+    json_decref(r);
+}
+
+static void test_kv_uri_escaping(void **state)
+{
+    struct env *e = *state;
+    json_decref(call(e, "kv_set", "{\"key\":\"a/b?c\",\"value\":1}"));
+    json_t *r = req(e, "resources/list", NULL);
+    const json_t *res = json_array_get(json_object_get(fakehost_result(r), "resources"), 0);
+    assert_string_equal(json_string_value(json_object_get(res, "uri")), "kv://a%2Fb%3Fc");
+    assert_string_equal(json_string_value(json_object_get(res, "name")), "a/b?c");
+    json_decref(r);
+    r = req(e, "resources/read", "{\"uri\":\"kv://a%2Fb%3Fc\"}");
+    assert_string_equal(
+        json_string_value(json_object_get(
+            json_array_get(json_object_get(fakehost_result(r), "contents"), 0), "text")),
+        "1");
+    json_decref(r);
+    /* Raw '/' never falls into a variable; broken escapes match nothing. */
+    static const char *const misses[] = {"kv://a/b?c", "kv://a%2", "kv://a%zz", "kv://%00"};
+    for (size_t i = 0; i < 4; i++) {
+        char p[128];
+        snprintf(p, sizeof(p), "{\"uri\":\"%s\"}", misses[i]);
+        r = req(e, "resources/read", p);
+        assert_int_equal(fakehost_error_code(r), MCP_RESOURCE_NOT_FOUND);
+        json_decref(r);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -419,6 +528,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_kv, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kv_resources, setup, teardown),
         cmocka_unit_test_setup_teardown(test_registry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_schema_validation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kv_uri_escaping, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
