@@ -3,6 +3,7 @@
  * process tree; every child is this same binary, exec'd with --role.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -230,6 +231,24 @@ static int check_tree(struct cfg *c, FILE *out)
     return rc;
 }
 
+/* A --stdio node's private run directory goes with it; what is left there is ours. */
+static void remove_private_run_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        unlink(path);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
 static int run_root(struct proc_args *a, bool check_config)
 {
     char cfgpath[PATH_MAX];
@@ -299,6 +318,8 @@ static int run_root(struct proc_args *a, bool check_config)
              "config", a->config ? a->config : "embedded defaults");
     int code = sup_run(&a->cfg, &o);
     close(lock);
+    if (stdio_mode && strncmp(abs_run, "/tmp/cmcp-stdio-", 16) == 0)
+        remove_private_run_dir(abs_run);
     return code;
 }
 

@@ -315,7 +315,9 @@ int sup_spec_from_cfg(struct cfg *c, const char *name, struct sup_spec *s,
             }
             struct child_spec *cs = &s->children[s->nchildren++];
             sup_child_spec_copy(cs, &base);
-            if (count != 1) {
+            /* A replicated worker is NAME-0 .. NAME-N-1 whenever count is given, so that
+             * `count = 1` still names listener-0 and shard-0 as a larger count would. */
+            if (cfg_find(c, csec, "count")) {
                 snprintf(cs->id, sizeof(cs->id), "%s-%ld", names[i], k);
                 cs->index = (int)k;
             }

@@ -459,6 +459,21 @@ static void handle(struct hconn *h)
         handle_delete(h, sid);
 }
 
+/*
+ * Expect: 100-continue. The interim answer may go out only when every earlier
+ * response is complete (responses leave in request order).
+ */
+static void maybe_continue(struct hconn *h)
+{
+    if (h->state != H_IDLE || h->req || http_conn_ready(&h->parser) > 0)
+        return;
+    if (!http_conn_expecting_continue(&h->parser))
+        return;
+    http_write_continue(&h->out);
+    http_conn_continue_sent(&h->parser);
+    hconn_send(h);
+}
+
 static void hconn_next(struct hconn *h)
 {
     while (h->state == H_IDLE && !h->close_after) {
@@ -468,6 +483,7 @@ static void hconn_next(struct hconn *h)
         h->req = r;
         handle(h);
     }
+    maybe_continue(h);
     if (h->state == H_IDLE && !h->close_after) {
         const char *detail = NULL;
         int err = http_conn_error(&h->parser, &detail);
@@ -536,12 +552,7 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
         ev_timer_start(L.loop, &h->timer);
     }
     http_conn_feed(&h->parser, buf, (size_t)n);
-    const struct http_request *exp = http_conn_expecting_continue(&h->parser);
-    if (exp) {
-        http_write_continue(&h->out);
-        http_conn_continue_sent(&h->parser);
-        hconn_send(h);
-    }
+    maybe_continue(h);
     if (!http_conn_wants_input(&h->parser))
         ev_io_stop(L.loop, &h->rw); /* resumes once the queued requests are answered */
     hconn_next(h);
