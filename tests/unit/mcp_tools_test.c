@@ -226,6 +226,9 @@ static void test_echo_add(void **state)
     r = call(e, "add", "{\"a\":9223372036854775807,\"b\":1}");
     assert_true(json_is_real(json_object_get(structured(r), "sum")));
     json_decref(r);
+    r = call(e, "add", "{\"a\":1.7e308,\"b\":1.7e308}");
+    assert_true(fakehost_is_error(r));
+    json_decref(r);
 }
 
 static void test_call_errors(void **state)

@@ -316,7 +316,7 @@ void mcp_call_error(mcp_call *c, int code, const char *message, json_t *data)
 
 bool mcp_call_progress(mcp_call *c, double progress, double total, const char *msg)
 {
-    if (c->done || !c->progress_token || !c->s)
+    if (c->done || !c->progress_token || !c->s || !isfinite(progress) || !isfinite(total))
         return false;
     if (c->any_progress && !(progress > c->last_progress))
         return false; /* the spec: progress MUST increase */

@@ -41,6 +41,10 @@ static void add_run(mcp_call *c, const json_t *args, void *ud)
         sum = json_integer(is);
     else
         sum = json_real(json_number_value(a) + json_number_value(b));
+    if (!sum) { /* jansson refuses infinities: the doubles overflowed */
+        mcp_call_return_text(c, true, "add: the sum does not fit in a double");
+        return;
+    }
     char *text = json_dumps(sum, JSON_ENCODE_ANY);
     mcp_call_return(c, json_pack("{s:[o],s:{s:o}}", "content", mcpi_text_content(text),
                                  "structuredContent", "sum", sum));
