@@ -1,7 +1,9 @@
 /*
- * Newline-delimited JSON-RPC: the TCP transport (one session per
- * connection, as erlmcp's TCP transport) and stdio (the root's stdin and
- * stdout, for desktop clients that launch `cmcpd --stdio`).
+ * Transports where one connection is one session and carries one JSON-RPC
+ * message per unit: newline-delimited JSON over TCP (as erlmcp's TCP
+ * transport) and stdio (for clients that launch `cmcpd --stdio`), and
+ * WebSocket at /mcp/ws (one message per text frame, framing by wslay), whose
+ * connections the HTTP transport hands over after the 101 answer.
  */
 #define _GNU_SOURCE
 #include "listener.h"
@@ -17,6 +19,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <wslay/wslay.h>
 
 #include "cmcp.h"
 #include "log.h"
@@ -24,10 +27,21 @@
 
 #define OUT_MAX (64L << 20) /* a client that reads nothing is cut off here */
 
+struct qmsg {
+    struct qmsg *next;
+    size_t len;
+    char text[];
+};
+
 struct lconn {
     struct conn base;
     int in_fd, out_fd;
     bool is_stdio;
+    wslay_event_context_ptr ws; /* WebSocket framing, or NULL for lines */
+    size_t in_off;              /* bytes of `in` wslay has consumed */
+    struct qmsg *queued, **queued_tail; /* WebSocket messages waiting for the session id */
+    ev_timer ping;
+    bool ws_busy;                
     ev_io rw, ww;
     ev_timer idle;
     char *in;
@@ -37,6 +51,11 @@ struct lconn {
     char sid[64];
     bool init_pending, closing, dead;
 };
+
+static const char *lconn_transport(const struct lconn *c)
+{
+    return c->ws ? "websocket" : c->is_stdio ? "stdio" : "tcp";
+}
 
 static int tcp_fd = -1;
 static ev_io accept_w;
@@ -66,7 +85,28 @@ static void lconn_flush(struct lconn *c)
         lconn_close(c, "closed after reply");
 }
 
+static void ws_pump(struct lconn *c);
+
+static void lconn_append(struct lconn *c, const char *data, size_t len, bool newline);
+
 static void lconn_write_line(struct lconn *c, const char *text, size_t len)
+{
+    if (c->dead)
+        return;
+    if (c->ws) {
+        struct wslay_event_msg m = {WSLAY_TEXT_FRAME, (const uint8_t *)text, len};
+        if (wslay_event_queue_msg(c->ws, &m) != 0) {
+            lconn_close(c, "websocket queue failed");
+            return;
+        }
+        ws_pump(c);
+        return;
+    }
+    lconn_append(c, text, len, true);
+}
+
+/* Bytes for the peer: a line (with its newline) or WebSocket frames from wslay. */
+static void lconn_append(struct lconn *c, const char *text, size_t len, bool newline)
 {
     if (c->dead)
         return;
@@ -88,7 +128,8 @@ static void lconn_write_line(struct lconn *c, const char *text, size_t len)
     }
     memcpy(c->out + c->out_len, text, len);
     c->out_len += len;
-    c->out[c->out_len++] = '\n';
+    if (newline)
+        c->out[c->out_len++] = '\n';
     if (!ev_is_active(&c->ww))
         lconn_flush(c);
 }
@@ -98,6 +139,8 @@ static void lconn_free_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     struct lconn *c = w->data;
+    if (c->ws)
+        wslay_event_context_free(c->ws);
     free(c->in);
     free(c->out);
     free(c);
@@ -116,8 +159,14 @@ static void lconn_close(struct lconn *c, const char *why)
         listener_stream_clear(c->sid, &c->base);
         listener_session_end(c->sid);
     }
-    log_debug("connection_closed", "{s:s,s:s,s:s}", "transport", c->is_stdio ? "stdio" : "tcp",
-              "reason", why, "sid", c->sid);
+    log_debug("connection_closed", "{s:s,s:s,s:s}", "transport", lconn_transport(c), "reason",
+              why, "sid", c->sid);
+    ev_timer_stop(L.loop, &c->ping);
+    while (c->queued) {
+        struct qmsg *q = c->queued;
+        c->queued = q->next;
+        free(q);
+    }
     if (c->is_stdio) {
         /* The client closed stdin: the node it launched has nothing more to do. */
         const char *root = getenv("CMCP_ROOT_PID");
@@ -131,6 +180,8 @@ static void lconn_close(struct lconn *c, const char *why)
     c->idle.data = c;
     ev_timer_start(L.loop, &c->idle);
 }
+
+static void send_line(struct lconn *c, const char *line, size_t len);
 
 static void line_event(struct call *call, json_t *hdr, const char *body, size_t len)
 {
@@ -150,7 +201,16 @@ static void line_done(struct call *call, json_t *hdr, const char *body, size_t l
         lconn_write_line(c, body, len);
     if (c->init_pending && call->tdata == (void *)1) {
         c->init_pending = false;
-        lconn_process(c); /* lines that arrived while the session was being created */
+        /* Messages that arrived while the session was being created. */
+        while (c->queued && !c->init_pending && !c->dead) {
+            struct qmsg *q = c->queued;
+            c->queued = q->next;
+            if (!c->queued)
+                c->queued_tail = &c->queued;
+            send_line(c, q->text, q->len);
+            free(q);
+        }
+        lconn_process(c);
     }
 }
 
@@ -166,7 +226,7 @@ void line_stream_event(struct conn *conn, const char *sid, json_t *hdr, const ch
 
 static void send_line(struct lconn *c, const char *line, size_t len)
 {
-    json_t *hdr = json_pack("{s:s,s:s}", "op", "msg", "tr", c->is_stdio ? "stdio" : "tcp");
+    json_t *hdr = json_pack("{s:s,s:s}", "op", "msg", "tr", lconn_transport(c));
     int shard = -1;
     void *tdata = NULL;
     if (c->sid[0]) {
@@ -189,6 +249,10 @@ static void send_line(struct lconn *c, const char *line, size_t len)
 
 static void lconn_process(struct lconn *c)
 {
+    if (c->ws) {
+        ws_pump(c);
+        return;
+    }
     size_t start = 0;
     while (!c->dead && !c->init_pending) {
         char *nl = memchr(c->in + start, '\n', c->in_len - start);
@@ -236,7 +300,8 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
     c->in_len += (size_t)n;
     ev_timer_again(L.loop, &c->idle);
     lconn_process(c);
-    if (!c->dead && c->in_len > (size_t)L.max_message && !memchr(c->in, '\n', c->in_len)) {
+    if (!c->dead && !c->ws && c->in_len > (size_t)L.max_message &&
+        !memchr(c->in, '\n', c->in_len)) {
         char msg[200];
         snprintf(msg, sizeof(msg),
                  "Request too large: a message exceeds the limit of %ld bytes "
@@ -269,12 +334,106 @@ static void idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
     lconn_close(c, "idle timeout");
 }
 
+/* ---- WebSocket ---- */
+
+static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
+                          void *user)
+{
+    (void)flags;
+    struct lconn *c = user;
+    size_t avail = c->in_len - c->in_off;
+    if (avail == 0) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    size_t n = avail < len ? avail : len;
+    memcpy(buf, c->in + c->in_off, n);
+    c->in_off += n;
+    return (ssize_t)n;
+}
+
+static ssize_t ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
+                          void *user)
+{
+    (void)ctx;
+    (void)flags;
+    struct lconn *c = user;
+    lconn_append(c, (const char *)data, len, false);
+    return c->dead ? -1 : (ssize_t)len;
+}
+
+static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
+                      void *user)
+{
+    (void)ctx;
+    struct lconn *c = user;
+    if (arg->opcode == WSLAY_BINARY_FRAME) {
+        /* MCP messages are JSON text; a binary frame is a protocol error (1003). */
+        static const char why[] = "MCP messages are text frames";
+        wslay_event_queue_close(c->ws, WSLAY_CODE_UNSUPPORTED_DATA, (const uint8_t *)why,
+                                sizeof(why) - 1);
+        return;
+    }
+    if (arg->opcode != WSLAY_TEXT_FRAME)
+        return; /* ping/pong/close are answered by wslay */
+    if (c->init_pending) {
+        struct qmsg *q = malloc(sizeof(*q) + arg->msg_length);
+        if (!q)
+            return;
+        q->next = NULL;
+        q->len = arg->msg_length;
+        memcpy(q->text, arg->msg, arg->msg_length);
+        *c->queued_tail = q;
+        c->queued_tail = &q->next;
+        return;
+    }
+    send_line(c, (const char *)arg->msg, arg->msg_length);
+}
+
+/* Lets wslay read what arrived and write what is queued; closes when the close handshake ended. */
+static void ws_pump(struct lconn *c)
+{
+    if (c->dead || c->ws_busy)
+        return;
+    c->ws_busy = true; /* wslay's callbacks may write, which pumps again: once is enough */
+    if (wslay_event_want_read(c->ws) && c->in_off < c->in_len)
+        wslay_event_recv(c->ws);
+    if (c->in_off > 0) {
+        memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
+        c->in_len -= c->in_off;
+        c->in_off = 0;
+    }
+    if (!c->dead && wslay_event_want_write(c->ws))
+        wslay_event_send(c->ws);
+    c->ws_busy = false;
+    if (!c->dead && !wslay_event_want_read(c->ws) && !wslay_event_want_write(c->ws)) {
+        /* Both close frames went, or an error ended the protocol: close once flushed. */
+        c->closing = true;
+        ev_io_stop(L.loop, &c->rw);
+        if (c->out_len == 0)
+            lconn_close(c, "websocket closed");
+    }
+}
+
+static void ping_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct lconn *c = w->data;
+    struct wslay_event_msg m = {WSLAY_PING, (const uint8_t *)"cmcp", 4};
+    wslay_event_queue_msg(c->ws, &m);
+    ws_pump(c);
+}
+
 static struct lconn *lconn_new(int in_fd, int out_fd, bool is_stdio)
 {
     struct lconn *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
     c->base.kind = CONN_LINE;
+    c->queued_tail = &c->queued;
+    ev_init(&c->ping, ping_cb);
+    c->ping.data = c;
     c->in_fd = in_fd;
     c->out_fd = out_fd;
     c->is_stdio = is_stdio;
@@ -351,4 +510,34 @@ int line_tcp_listen(const char *bind_addr, int port)
 int line_stdio_start(int in_fd, int out_fd)
 {
     return lconn_new(in_fd, out_fd, true) ? 0 : -1;
+}
+
+int line_ws_start(int fd, const char *answer, size_t answer_len, const char *early, size_t early_len)
+{
+    struct lconn *c = lconn_new(fd, fd, false);
+    if (!c)
+        return -1;
+    static const struct wslay_event_callbacks cbs = {ws_recv_cb, ws_send_cb, NULL, NULL,
+                                                      NULL,       NULL,       ws_msg_cb};
+    if (wslay_event_context_server_init(&c->ws, &cbs, c) != 0) {
+        lconn_close(c, "out of memory");
+        return -1;
+    }
+    /* A message over the limit ends the connection with close code 1009 (too big). */
+    wslay_event_config_set_max_recv_msg_length(c->ws, (uint64_t)L.max_message);
+    c->ping.repeat = L.keepalive;
+    ev_timer_again(L.loop, &c->ping);
+    lconn_append(c, answer, answer_len, false); /* the 101 goes out before any frame */
+    if (early_len) {
+        c->in = malloc(early_len + 65536);
+        if (!c->in) {
+            lconn_close(c, "out of memory");
+            return -1;
+        }
+        c->in_cap = early_len + 65536;
+        memcpy(c->in, early, early_len);
+        c->in_len = early_len;
+        lconn_process(c);
+    }
+    return 0;
 }

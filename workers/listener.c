@@ -447,6 +447,13 @@ void listener_stream_set(const char *sid, struct conn *conn)
     e->conn = conn;
 }
 
+struct conn *listener_stream_get(const char *sid)
+{
+    struct stream_ent *e = NULL;
+    HASH_FIND_STR(streams, sid, e);
+    return e ? e->conn : NULL;
+}
+
 void listener_stream_clear(const char *sid, struct conn *conn)
 {
     struct stream_ent *e = NULL;

@@ -74,6 +74,7 @@ void listener_detach_calls(struct conn *conn);
 /* Standalone streams: events of a session that belong to no request go to this conn. */
 void listener_stream_set(const char *sid, struct conn *conn);
 void listener_stream_clear(const char *sid, struct conn *conn);
+struct conn *listener_stream_get(const char *sid);
 /* Fire-and-forget "delete" of a session (a TCP/stdio connection closed). */
 void listener_session_end(const char *sid);
 
@@ -100,6 +101,9 @@ extern struct listener_cfg L;
 /* line.c: newline-delimited JSON-RPC over TCP and stdio */
 int line_tcp_listen(const char *bind, int port);
 int line_stdio_start(int in_fd, int out_fd);
+/* Takes over an upgraded HTTP connection: writes `answer` (the 101) then speaks WebSocket,
+ * starting with the bytes that followed the upgrade request. */
+int line_ws_start(int fd, const char *answer, size_t answer_len, const char *early, size_t early_len);
 /* A listening socket (SO_REUSEPORT) or -1 after logging why. */
 int listener_socket(const char *bind_addr, int port, const char *what);
 /* http.c */

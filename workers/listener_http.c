@@ -21,6 +21,9 @@
 #include <netinet/tcp.h>
 #include <unistd.h>
 
+#include <nettle/base64.h>
+#include <nettle/sha1.h>
+
 #include "cmcp.h"
 #include "http.h"
 #include "log.h"
@@ -42,6 +45,7 @@ struct hconn {
     enum hstate state;
     bool keep_alive, chunked, close_after;
     bool standalone; /* the SSE stream is a GET stream (registered by session) */
+    bool legacy;     /* the stream of a 2024-11-05 HTTP+SSE session (GET /sse) */
     bool buffering;  /* GET stream waiting for its replay: events are held */
     json_t *held;    /* [ [stream, seq, text], ... ] held while buffering */
     long last_seq;   /* highest seq written on this stream */
@@ -427,6 +431,203 @@ static void handle_delete(struct hconn *h, const char *sid)
     }
 }
 
+/* ---- WebSocket upgrade (/mcp/ws, RFC 6455) ---- */
+
+static void hconn_release(struct hconn *h);
+
+static void handle_ws(struct hconn *h)
+{
+    struct http_request *r = h->req;
+    const char *key = http_request_header(r, "Sec-WebSocket-Key");
+    const char *ver = http_request_header(r, "Sec-WebSocket-Version");
+    const char *host = http_request_header(r, "Host");
+    const char *origin = http_request_header(r, "Origin");
+    const char *msg = NULL;
+    int status = 400;
+    if (r->method != HTTP_GET)
+        msg = "WebSocket needs GET", status = 405;
+    else if (!host || !mcp_http_host_allowed(&policy, host))
+        msg = "Host not allowed", status = 403;
+    else if (origin && !mcp_http_origin_allowed(&policy, origin))
+        msg = "Origin not allowed", status = 403;
+    else if (!r->upgrade || !http_request_header_has_token(r, "Upgrade", "websocket"))
+        msg = "Upgrade: websocket required (this is the WebSocket endpoint; HTTP clients use /mcp)",
+        status = 426;
+    else if (!ver || strcmp(ver, "13") != 0)
+        msg = "Sec-WebSocket-Version 13 required", status = 426;
+    else if (!key || strlen(key) != 24)
+        msg = "Sec-WebSocket-Key missing or malformed";
+    const char *proto = http_request_header(r, "Sec-WebSocket-Protocol");
+    if (!msg && proto && !http_request_header_has_token(r, "Sec-WebSocket-Protocol", "mcp"))
+        msg = "unsupported subprotocol: this endpoint speaks 'mcp'";
+    if (msg) {
+        char *body = listener_rpc_error(NULL, -32000, msg);
+        http_write_status(&h->out, status);
+        if (status == 426)
+            http_write_header(&h->out, "Sec-WebSocket-Version", "13");
+        http_write_connection(&h->out, r, false);
+        http_write_body(&h->out, "application/json", body, body ? strlen(body) : 0);
+        free(body);
+        h->keep_alive = false;
+        hconn_request_done(h);
+        return;
+    }
+    /* Sec-WebSocket-Accept = base64(SHA-1(key + the RFC's GUID)). */
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    struct sha1_ctx sha;
+    uint8_t digest[SHA1_DIGEST_SIZE];
+    char accept[BASE64_ENCODE_RAW_LENGTH(SHA1_DIGEST_SIZE) + 1];
+    sha1_init(&sha);
+    sha1_update(&sha, strlen(key), (const uint8_t *)key);
+    sha1_update(&sha, sizeof(guid) - 1, (const uint8_t *)guid);
+    sha1_digest(&sha, SHA1_DIGEST_SIZE, digest);
+    base64_encode_raw(accept, SHA1_DIGEST_SIZE, digest);
+    accept[BASE64_ENCODE_RAW_LENGTH(SHA1_DIGEST_SIZE)] = '\0';
+    struct http_buf ans = {0};
+    http_write_status(&ans, 101);
+    http_write_header(&ans, "Upgrade", "websocket");
+    http_write_header(&ans, "Connection", "Upgrade");
+    http_write_header(&ans, "Sec-WebSocket-Accept", accept);
+    if (proto)
+        http_write_header(&ans, "Sec-WebSocket-Protocol", "mcp");
+    http_buf_append(&ans, "\r\n", 2);
+    size_t early_len = 0;
+    const char *early = http_conn_upgrade_data(&h->parser, &early_len);
+    int fd = h->fd;
+    /* Whatever this connection still had to send goes first. */
+    if (h->out.len)
+        http_buf_append(&h->out, ans.data, ans.len);
+    struct http_buf *first = h->out.len ? &h->out : &ans;
+    int rc = ans.failed ? -1 : line_ws_start(fd, first->data, first->len, early, early_len);
+    http_buf_free(&ans);
+    if (rc != 0) {
+        hconn_close(h, "websocket start failed");
+        return;
+    }
+    http_buf_reset(&h->out);
+    hconn_release(h); /* the socket belongs to the WebSocket connection now */
+}
+
+/* ---- the deprecated HTTP+SSE transport (2024-11-05): GET /sse, POST /messages ---- */
+
+/* Host and Origin as on /mcp; the legacy transport has no version or Accept rules. */
+static bool legacy_origin_ok(struct hconn *h)
+{
+    const char *host = http_request_header(h->req, "Host");
+    const char *origin = http_request_header(h->req, "Origin");
+    if ((host && !mcp_http_host_allowed(&policy, host)) ||
+        (origin && !mcp_http_origin_allowed(&policy, origin))) {
+        write_error(h, 403, NULL, -32000, "Forbidden: Host or Origin not allowed");
+        return false;
+    }
+    return true;
+}
+
+static void sse_open_done(struct call *c, json_t *hdr, const char *body, size_t len)
+{
+    struct hconn *h = (struct hconn *)c->conn;
+    int st = (int)json_integer_value(json_object_get(hdr, "st"));
+    const char *sid = json_string_value(json_object_get(hdr, "sid"));
+    if (st != 200 || !sid) {
+        write_json(h, st ? st : 502, NULL, body, len);
+        hconn_request_done(h);
+        return;
+    }
+    snprintf(h->sid, sizeof(h->sid), "%s", sid);
+    h->legacy = true;
+    h->standalone = true;
+    h->resume_stream = 0;
+    listener_stream_set(sid, &h->base);
+    sse_begin(h, NULL);
+    char url[200];
+    snprintf(url, sizeof(url), "/messages?sessionId=%s", sid);
+    struct http_sse_event ev = {NULL, "endpoint", url, strlen(url), 0};
+    http_sse_write(&h->out, &ev, h->chunked);
+    hconn_send(h);
+}
+
+static const struct call_ops sse_open_ops = {NULL, sse_open_done};
+
+static void handle_legacy_sse(struct hconn *h)
+{
+    if (h->req->method != HTTP_GET) {
+        write_error(h, 405, NULL, -32000, "Method not allowed: GET /sse opens the stream");
+        return;
+    }
+    if (!legacy_origin_ok(h))
+        return;
+    json_t *hdr = json_pack("{s:s}", "op", "open");
+    h->state = H_WAIT;
+    struct call *c = listener_call(&h->base, -1, hdr, "", 0, &sse_open_ops, NULL);
+    json_decref(hdr);
+    if (!c) {
+        h->state = H_IDLE;
+        write_error(h, 503, NULL, -32603, "Internal error: cannot reach a shard; retry");
+    }
+}
+
+/* Everything a legacy request produces goes to its session's stream as `event: message`. */
+static void legacy_write(struct call *c, const char *body, size_t len)
+{
+    struct hconn *s = (struct hconn *)c->conn;
+    if (!len || s->state != H_SSE)
+        return;
+    struct http_sse_event ev = {NULL, "message", body, len, 0};
+    http_sse_write(&s->out, &ev, s->chunked);
+    hconn_send(s);
+}
+
+static void legacy_event(struct call *c, json_t *hdr, const char *body, size_t len)
+{
+    (void)hdr;
+    legacy_write(c, body, len);
+}
+
+static void legacy_done(struct call *c, json_t *hdr, const char *body, size_t len)
+{
+    (void)hdr;
+    legacy_write(c, body, len);
+}
+
+static const struct call_ops legacy_ops = {legacy_event, legacy_done};
+
+static void handle_legacy_post(struct hconn *h)
+{
+    struct http_request *r = h->req;
+    char sid[MCP_SESSION_ID_MAX + 1];
+    if (r->method != HTTP_POST) {
+        write_error(h, 405, NULL, -32000, "Method not allowed: POST /messages?sessionId=...");
+        return;
+    }
+    if (!legacy_origin_ok(h))
+        return;
+    if (http_request_query_param(r, "sessionId", sid, sizeof(sid)) < 0) {
+        write_error(h, 400, NULL, -32000, "Bad Request: /messages needs ?sessionId= from the "
+                                          "endpoint event");
+        return;
+    }
+    struct conn *stream = listener_stream_get(sid);
+    if (!stream || stream->kind != CONN_HTTP || !((struct hconn *)stream)->legacy) {
+        write_error(h, 404, NULL, -32001, "Session not found: open GET /sse again");
+        return;
+    }
+    if (!mcp_http_content_is_json(r)) {
+        write_error(h, 415, NULL, -32000, "Unsupported Media Type: send application/json");
+        return;
+    }
+    json_t *hdr = json_pack("{s:s,s:s,s:s}", "op", "msg", "tr", "sse", "sid", sid);
+    struct call *c = listener_call(stream, shard_of_session(sid), hdr, r->body, r->body_len,
+                                   &legacy_ops, NULL);
+    json_decref(hdr);
+    if (!c) {
+        write_error(h, 503, NULL, -32603, "Internal error: cannot reach a shard; retry");
+        return;
+    }
+    /* Accepted: the answer travels on the session's stream. */
+    write_json(h, 202, NULL, "", 0);
+    hconn_request_done(h);
+}
+
 /* ---- dispatch ---- */
 
 static void handle(struct hconn *h)
@@ -434,8 +635,21 @@ static void handle(struct hconn *h)
     struct http_request *r = h->req;
     h->keep_alive = r->keep_alive;
     h->last_seq = 0;
+    if (r->path_len == 7 && memcmp(r->path, "/mcp/ws", 7) == 0) {
+        handle_ws(h);
+        return;
+    }
+    if (r->path_len == 4 && memcmp(r->path, "/sse", 4) == 0) {
+        handle_legacy_sse(h);
+        return;
+    }
+    if (r->path_len == 9 && memcmp(r->path, "/messages", 9) == 0) {
+        handle_legacy_post(h);
+        return;
+    }
     if (!(r->path_len == 4 && memcmp(r->path, "/mcp", 4) == 0)) {
-        const char *msg = "{\"error\":\"not found: the MCP endpoint is /mcp\"}";
+        const char *msg = "{\"error\":\"not found: the MCP endpoints are /mcp (Streamable HTTP), "
+                          "/mcp/ws (WebSocket) and /sse (HTTP+SSE, 2024-11-05)\"}";
         write_json(h, 404, NULL, msg, strlen(msg));
         hconn_request_done(h);
         return;
@@ -515,18 +729,30 @@ static void hconn_free_cb(struct ev_loop *loop, ev_timer *w, int revents)
     free(h);
 }
 
+/* Ends this HTTP connection's life without closing its socket (handed over). */
+static void hconn_release(struct hconn *h)
+{
+    int fd = h->fd;
+    h->fd = -1;
+    hconn_close(h, "upgraded to websocket");
+    (void)fd;
+}
+
 static void hconn_close(struct hconn *h, const char *why)
 {
     if (h->state == H_DEAD)
         return;
     if (h->standalone && h->sid[0])
         listener_stream_clear(h->sid, &h->base);
+    if (h->legacy && h->sid[0])
+        listener_session_end(h->sid); /* the stream is the session's only lifeline */
     h->state = H_DEAD;
     ev_io_stop(L.loop, &h->rw);
     ev_io_stop(L.loop, &h->ww);
     ev_timer_stop(L.loop, &h->timer);
     listener_detach_calls(&h->base);
-    close(h->fd);
+    if (h->fd >= 0)
+        close(h->fd);
     log_debug("connection_closed", "{s:s,s:s}", "transport", "http", "reason", why);
     ev_timer_init(&h->timer, hconn_free_cb, 0, 0);
     h->timer.data = h;

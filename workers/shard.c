@@ -380,6 +380,41 @@ static const struct mcp_host_ops host_ops = {host_emit, host_timer_add, host_tim
 
 /* ---- requests ---- */
 
+/* A new session, or NULL after answering why not (the cap). */
+static struct sess *sess_create(struct slot *sl, json_t *rid)
+{
+    if (g.nsessions >= g.max_sessions) {
+        log_warn("session_refused", "{s:s,s:I}", "reason", "session cap reached", "max",
+                 (json_int_t)g.max_sessions);
+        slot_reply(sl, json_pack("{s:i}", "st", 503),
+                   rpc_error(rid, -32000,
+                             "Too many sessions on this node; retry later or close unused "
+                             "sessions"));
+        return NULL;
+    }
+    struct sess *s = calloc(1, sizeof(*s));
+    if (!s) {
+        slot_reply(sl, json_pack("{s:i}", "st", 503), rpc_error(rid, -32603, "Out of memory"));
+        return NULL;
+    }
+    shard_session_id_new(s->id, sizeof(s->id), g.index);
+    s->ms = mcp_session_new(g.srv, s->id);
+    HASH_ADD_STR(g.sessions, id, s);
+    g.nsessions++;
+    return s;
+}
+
+/*
+ * A session before its initialize: the legacy HTTP+SSE transport names the
+ * session in the endpoint it announces, before the client says anything.
+ */
+static void op_open(struct slot *sl)
+{
+    struct sess *s = sess_create(sl, NULL);
+    if (s)
+        slot_reply(sl, json_pack("{s:i,s:s}", "st", 200, "sid", s->id), NULL);
+}
+
 static void op_msg(struct slot *sl, json_t *hdr, const char *body, size_t blen)
 {
     const char *sid = json_string_value(json_object_get(hdr, "sid"));
@@ -403,21 +438,11 @@ static void op_msg(struct slot *sl, json_t *hdr, const char *body, size_t blen)
             json_decref(msg);
             return;
         }
-        if (g.nsessions >= g.max_sessions) {
-            log_warn("session_refused", "{s:s,s:I}", "reason", "session cap reached", "max",
-                     (json_int_t)g.max_sessions);
-            slot_reply(sl, json_pack("{s:i}", "st", 503),
-                       rpc_error(json_object_get(msg, "id"), -32000,
-                                 "Too many sessions on this node; retry later or close unused "
-                                 "sessions"));
+        s = sess_create(sl, json_object_get(msg, "id"));
+        if (!s) {
             json_decref(msg);
             return;
         }
-        s = calloc(1, sizeof(*s));
-        shard_session_id_new(s->id, sizeof(s->id), g.index);
-        s->ms = mcp_session_new(g.srv, s->id);
-        HASH_ADD_STR(g.sessions, id, s);
-        g.nsessions++;
         created = true;
     } else {
         s = sess_find(sid);
@@ -583,6 +608,8 @@ static void slot_run(struct ipc_item *it)
         op_stream(sl, hdr);
     else if (op && strcmp(op, "delete") == 0)
         op_delete(sl, hdr);
+    else if (op && strcmp(op, "open") == 0)
+        op_open(sl);
     else
         slot_reply(sl, json_pack("{s:i}", "st", 400), NULL);
     json_decref(hdr);

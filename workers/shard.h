@@ -5,6 +5,7 @@
  *   op   "msg"     a client message; body = the JSON-RPC message or 2025-03-26 batch
  *        "stream"  open a standalone stream (GET), or resume one: "last" = Last-Event-ID
  *        "delete"  end the session (DELETE, or a TCP/stdio connection closed)
+ *        "open"    make a session before its initialize (legacy HTTP+SSE)
  *   sid  session id, absent before initialize
  *   lid  listener index, tok  listener's token for this request (names its stream)
  *   pv   the MCP-Protocol-Version header, when the transport has one

@@ -283,3 +283,91 @@ class Tcp:
 
     def close(self):
         self.sock.close()
+
+
+class Ws:
+    """A minimal RFC 6455 client (masked frames), enough to test /mcp/ws edge cases."""
+
+    def __init__(self, port, path="/mcp/ws", protocol="mcp", timeout=10.0, headers=None):
+        import base64
+        import os as _os
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.timeout = timeout
+        key = base64.b64encode(_os.urandom(16)).decode()
+        h = {"Host": "127.0.0.1", "Upgrade": "websocket", "Connection": "Upgrade",
+             "Sec-WebSocket-Key": key, "Sec-WebSocket-Version": "13"}
+        if protocol:
+            h["Sec-WebSocket-Protocol"] = protocol
+        h.update(headers or {})
+        req = f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items() if v is not None)
+        self.sock.sendall((req + "\r\n").encode())
+        self.buf = b""
+        deadline = time.monotonic() + timeout
+        while b"\r\n\r\n" not in self.buf:
+            if time.monotonic() > deadline:
+                raise TimeoutError("no handshake answer")
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                break
+            self.buf += chunk
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        self.status = int(lines[0].split(" ")[1])
+        self.headers = {l.split(":", 1)[0].strip().lower(): l.split(":", 1)[1].strip()
+                        for l in lines[1:] if ":" in l}
+
+    def send_frame(self, opcode, payload, fin=True):
+        import os as _os
+        mask = _os.urandom(4)
+        n = len(payload)
+        head = bytes([(0x80 if fin else 0) | opcode])
+        if n < 126:
+            head += bytes([0x80 | n])
+        elif n < 65536:
+            head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+        else:
+            head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(head + mask + masked)
+
+    def send(self, msg):
+        self.send_frame(1, json.dumps(msg).encode())
+
+    def _need(self, n, deadline):
+        while len(self.buf) < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError("frame not complete")
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("connection closed by the server")
+            self.buf += chunk
+
+    def recv_frame(self, timeout=None):
+        deadline = time.monotonic() + (timeout or self.timeout)
+        self._need(2, deadline)
+        opcode, n = self.buf[0] & 0x0F, self.buf[1] & 0x7F
+        off = 2
+        if n == 126:
+            self._need(4, deadline)
+            n, off = int.from_bytes(self.buf[2:4], "big"), 4
+        elif n == 127:
+            self._need(10, deadline)
+            n, off = int.from_bytes(self.buf[2:10], "big"), 10
+        self._need(off + n, deadline)
+        payload, self.buf = self.buf[off:off + n], self.buf[off + n:]
+        return opcode, payload
+
+    def recv(self, timeout=None):
+        while True:
+            op, payload = self.recv_frame(timeout)
+            if op == 1:
+                return json.loads(payload)
+            if op == 8:
+                raise ConnectionError("close frame %r" % payload)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass

@@ -15,9 +15,10 @@ SRC = os.environ.get("CMCP_SOURCE_DIR", os.path.join(os.path.dirname(__file__), 
 NODE_DIR = os.path.join(SRC, "tests", "node")
 
 
-def run_client(*args):
+def run_client(*args, node_flags=()):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CMCP_")}
-    p = subprocess.run(["node", os.path.join(NODE_DIR, "sdk_client.mjs"), *args], capture_output=True,
+    p = subprocess.run(["node", *node_flags, os.path.join(NODE_DIR, "sdk_client.mjs"), *args],
+                       capture_output=True,
                        text=True, timeout=90, env=env, cwd=NODE_DIR)
     if p.returncode != 0:
         raise AssertionError("sdk client failed (%d):\nstdout: %s\nstderr: %s" % (
@@ -46,6 +47,22 @@ class SdkClientTest(unittest.TestCase):
         with Node(node_config(http, tcp)) as node:
             report = run_client("http", f"http://127.0.0.1:{http}/mcp")
             self.check(report, http=True)
+            node.wait_event("session_deleted", timeout=5)
+
+    def test_websocket(self):
+        http, tcp = free_port(), free_port()
+        with Node(node_config(http, tcp)) as node:
+            # Node 20 has WebSocket behind a flag; the SDK's transport uses the global one.
+            report = run_client("ws", f"ws://127.0.0.1:{http}/mcp/ws",
+                                node_flags=("--experimental-websocket",))
+            self.check(report, http=False)
+            node.wait_event("session_deleted", timeout=5)
+
+    def test_legacy_sse(self):
+        http, tcp = free_port(), free_port()
+        with Node(node_config(http, tcp)) as node:
+            report = run_client("sse", f"http://127.0.0.1:{http}/sse")
+            self.check(report, http=False)
             node.wait_event("session_deleted", timeout=5)
 
     def test_stdio(self):

@@ -2,10 +2,14 @@
 // user's application would, and prints one JSON report on stdout.
 //   node sdk_client.mjs http URL
 //   node sdk_client.mjs stdio CMCPD [args...]
+//   node --experimental-websocket sdk_client.mjs ws ws://HOST:PORT/mcp/ws
+//   node sdk_client.mjs sse http://HOST:PORT/sse        (the 2024-11-05 HTTP+SSE transport)
 // Exits non-zero with the reason on stderr when any step fails.
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { WebSocketClientTransport } from "@modelcontextprotocol/sdk/client/websocket.js";
+import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js";
 
 const [mode, target, ...rest] = process.argv.slice(2);
 const report = { steps: [] };
@@ -20,6 +24,8 @@ const timer = setTimeout(() => fail("timed out after 60 s"), 60000);
 
 let transport;
 if (mode === "http") transport = new StreamableHTTPClientTransport(new URL(target));
+else if (mode === "ws") transport = new WebSocketClientTransport(new URL(target));
+else if (mode === "sse") transport = new SSEClientTransport(new URL(target));
 else if (mode === "stdio") transport = new StdioClientTransport({ command: target, args: rest, stderr: "inherit" });
 else fail(`unknown mode ${mode}`);
 
