@@ -41,6 +41,16 @@ static const struct kdef schema[] = {
     {"listener", "shard_wait_ms", K_INT, NULL, 10, 600000},
     {"listener", "keepalive_ms", K_INT, NULL, 100, 3600000},
     {"sessions", "max", K_INT, NULL, 1, 100000000},
+    /* tool.NAME: an external command tool (docs/tools.md). */
+    {"tool.", "description", K_STR, NULL, 0, 0},
+    {"tool.", "title", K_STR, NULL, 0, 0},
+    {"tool.", "input_schema", K_STR, NULL, 0, 0},
+    {"tool.", "command", K_STR, NULL, 0, 0},
+    {"tool.", "timeout_ms", K_INT, NULL, 1, 86400000},
+    {"tool.", "cwd", K_STR, NULL, 0, 0},
+    {"tool.", "env", K_STR, NULL, 0, 0},
+    {"tool.", "max_concurrency", K_INT, NULL, 1, 100000},
+    {"tool.", "max_output_bytes", K_INT, NULL, 1024, 1L << 30},
     /* tree.NAME: one node of the supervision tree (docs/supervisor.md). */
     {"tree.", "type", K_ENUM, "worker|supervisor", 0, 0},
     {"tree.", "role", K_STR, NULL, 0, 0},
@@ -60,6 +70,7 @@ static const struct kdef schema[] = {
     {"tree.", "backoff_min", K_INT, NULL, 0, 3600000},
     {"tree.", "backoff_max", K_INT, NULL, 0, 3600000},
     {"tree.", "backoff_stable", K_INT, NULL, 0, 86400000},
+    {"tree.", "max_children", K_INT, NULL, 1, 100000},
 };
 
 static bool section_matches(const char *pattern, const char *section)
@@ -209,6 +220,7 @@ struct reader {
     struct cfg *c;
     const char *origin;
     bool failed;
+    bool indented; /* the current line starts with blanks: a continuation line */
 };
 
 static char *reader_line(char *buf, int size, void *stream)
@@ -225,6 +237,7 @@ static char *reader_line(char *buf, int size, void *stream)
     }
     buf[i] = '\0';
     r->line++;
+    r->indented = i > 0 && (buf[0] == ' ' || buf[0] == '\t');
     return buf;
 }
 
@@ -246,6 +259,19 @@ static int handler(void *user, const char *section, const char *name, const char
                      r->origin, r->line, section);
         return 0;
     }
+    /* An indented line continues the value above it (inih calls us again for it):
+     * multi-line values such as a tool's JSON input schema. */
+    struct cfg_entry *prev = entry_find(r->c, section, name);
+    if (r->indented && prev && prev->line > 0 && strcmp(prev->origin, r->origin) == 0) {
+        size_t a = strlen(prev->value), b = strlen(value);
+        char *v = realloc(prev->value, a + b + 2);
+        if (!v)
+            return 0;
+        v[a] = '\n';
+        memcpy(v + a + 1, value, b + 1);
+        prev->value = v;
+        return 1;
+    }
     const struct kdef *d = schema_find(section, name);
     if (!d) {
         r->failed = true;
@@ -265,7 +291,10 @@ static int handler(void *user, const char *section, const char *name, const char
 
 int cfg_load_string(struct cfg *c, const char *text, const char *origin)
 {
-    struct reader r = {text, 0, 0, c, origin, false};
+    /* inih's default of 200 bytes a line would cut JSON schemas and long commands. */
+    if (ini_max_line < 65536)
+        ini_max_line = 65536;
+    struct reader r = {text, 0, 0, c, origin, false, false};
     int rc = ini_parse_stream(reader_line, &r, handler, &r);
     if (rc == 0 && !r.failed)
         return 0;

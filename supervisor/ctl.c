@@ -292,6 +292,22 @@ static json_t *handle(struct sup *s, json_t *req)
                     cs.argv[cs.argc++] = strdup(json_string_value(v));
             }
             cs.argv[cs.argc] = NULL;
+            /* An optional group cap: at most group_max running children of the group
+             * (a tool's concurrency across the node, for tool_sup). */
+            const char *group = json_string_value(json_object_get(req, "group"));
+            json_t *gmax = json_object_get(req, "group_max");
+            if (group) {
+                snprintf(cs.group, sizeof(cs.group), "%s", group);
+                int running = 0;
+                for (int i = 0; i < s->nkids; i++)
+                    running += strcmp(s->kids[i]->spec.group, cs.group) == 0;
+                if (json_is_integer(gmax) && running >= json_integer_value(gmax)) {
+                    sup_child_spec_free(&cs);
+                    return err_reply("group_full", "%d children of group '%s' run already (the "
+                                                   "most allowed)",
+                                     running, group);
+                }
+            }
         } else {
             json_t *spec = json_object_get(req, "spec");
             if (!json_is_object(spec))
@@ -309,6 +325,11 @@ static json_t *handle(struct sup *s, json_t *req)
                                  "child '%s' exists but is not running: use restart_child",
                                  old->spec.id);
             }
+        }
+        if (s->spec->max_children > 0 && s->nkids >= s->spec->max_children) {
+            sup_child_spec_free(&cs);
+            return err_reply("too_many_children", "supervisor '%s' runs its maximum of %d children",
+                             s->spec->name, s->spec->max_children);
         }
         struct sup_child *c = sup_child_add(s, &cs);
         sup_child_spec_free(&cs);

@@ -254,6 +254,7 @@ int sup_spec_from_cfg(struct cfg *c, const char *name, struct sup_spec *s,
     s->backoff_min_ms = cfg_get_long(c, sec, "backoff_min", 0);
     s->backoff_max_ms = cfg_get_long(c, sec, "backoff_max", s->backoff_min_ms * 64);
     s->backoff_stable_ms = cfg_get_long(c, sec, "backoff_stable", 10000);
+    s->max_children = (int)cfg_get_long(c, sec, "max_children", 0);
     const struct cfg_entry *bmax = cfg_find(c, sec, "backoff_max");
     if (bmax && s->backoff_max_ms < s->backoff_min_ms)
         return cfg_errorf(c, bmax, "backoff_max is below backoff_min");

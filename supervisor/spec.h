@@ -33,6 +33,7 @@ struct child_spec {
     bool is_exec;          /* argv is a whole command, not cmcpd args */
     enum sup_ctype type;
     bool significant;
+    char group[64]; /* dynamic children: start_child may cap how many of a group run */
 };
 
 struct sup_spec {
@@ -42,6 +43,7 @@ struct sup_spec {
     int period_s;
     enum sup_auto_shutdown auto_shutdown;
     long backoff_min_ms, backoff_max_ms, backoff_stable_ms;
+    int max_children; /* start_child refuses past this many (0: SUP_MAX_CHILDREN) */
     struct child_spec children[SUP_MAX_CHILDREN];
     int nchildren;
     struct child_spec tmpl; /* simple_one_for_one template */
