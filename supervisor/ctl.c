@@ -299,8 +299,8 @@ static json_t *handle(struct sup *s, json_t *req)
             if (group) {
                 snprintf(cs.group, sizeof(cs.group), "%s", group);
                 int running = 0;
-                for (int i = 0; i < s->nkids; i++)
-                    running += strcmp(s->kids[i]->spec.group, cs.group) == 0;
+                for (int k = 0; k < s->nkids; k++)
+                    running += strcmp(s->kids[k]->spec.group, cs.group) == 0;
                 if (json_is_integer(gmax) && running >= json_integer_value(gmax)) {
                     sup_child_spec_free(&cs);
                     return err_reply("group_full", "%d children of group '%s' run already (the "
