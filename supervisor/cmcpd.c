@@ -34,6 +34,7 @@ struct role {
 static const struct role roles[] = {
     {"shard", shard_main, "owns the MCP sessions whose ids name it"},
     {"listener", listener_main, "Streamable HTTP, TCP and stdio; routes messages to shards"},
+    {"toolrun", toolrun_main, "one call of an external command tool, under tool_sup"},
     {"testworker", testworker_main, "a worker the tests tell to crash, hang or exit"},
 };
 

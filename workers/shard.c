@@ -25,6 +25,7 @@
 #include "ipc.h"
 #include "log.h"
 #include "mcp.h"
+#include "shard_tools.h"
 
 #define SHARD_SLOTS 256   /* requests a shard serves at once; more wait in nng's queue */
 #define EVLOG_MAX 256     /* events kept per session for resumption */
@@ -573,6 +574,34 @@ static void op_delete(struct slot *sl, json_t *hdr)
     slot_reply(sl, json_pack("{s:i}", "st", 200), NULL);
 }
 
+/* A toolrun asks for its call's arguments, or hands over its result. */
+static void op_tool(struct slot *sl, json_t *hdr, const char *body, size_t blen, bool fetch)
+{
+    const char *token = json_string_value(json_object_get(hdr, "token"));
+    if (fetch) {
+        char *args = shard_tools_fetch(token);
+        if (!args) {
+            slot_reply(sl, json_pack("{s:i}", "st", 404), NULL);
+            return;
+        }
+        nng_msg *m;
+        json_t *h = json_pack("{s:i}", "st", 200);
+        m = ipc_envelope(h, args, strlen(args));
+        json_decref(h);
+        free(args);
+        if (!m) {
+            slot_recv(sl);
+            return;
+        }
+        sl->sending = true;
+        nng_aio_set_msg(sl->aio, m);
+        nng_ctx_send(sl->ctx, sl->aio);
+        return;
+    }
+    int rc = shard_tools_result(token, body, blen);
+    slot_reply(sl, json_pack("{s:i}", "st", rc == 0 ? 200 : 404), NULL);
+}
+
 static void slot_run(struct ipc_item *it)
 {
     struct slot *sl = (struct slot *)it;
@@ -610,6 +639,8 @@ static void slot_run(struct ipc_item *it)
         op_delete(sl, hdr);
     else if (op && strcmp(op, "open") == 0)
         op_open(sl);
+    else if (op && (strcmp(op, "tool_fetch") == 0 || strcmp(op, "tool_result") == 0))
+        op_tool(sl, hdr, body, blen, op[5] == 'f');
     else
         slot_reply(sl, json_pack("{s:i}", "st", 400), NULL);
     json_decref(hdr);
@@ -654,6 +685,11 @@ int shard_main(struct proc_args *a)
     }
     g.loop = ev_default_loop(EVFLAG_SIGNALFD);
     ipc_bridge_init(&g.bridge, g.loop);
+    if (shard_tools_init(g.srv, &a->cfg, a->run_dir, g.index, &g.bridge, err, sizeof(err)) != 0) {
+        log_error("shard_start_failed", "{s:s}", "error", err);
+        fprintf(stderr, "cmcpd: shard: %s\n", err);
+        return CMCP_EXIT_USAGE;
+    }
     char addr[512];
     int rv;
     ipc_shard_req_address(addr, sizeof(addr), a->run_dir, g.index);
@@ -686,6 +722,7 @@ int shard_main(struct proc_args *a)
     proc_notify_ready(a);
     ev_run(g.loop, 0);
     /* Stop: close the sockets first so no aio callback runs into freed state. */
+    shard_tools_shutdown();
     nng_close(g.rep);
     nng_close(g.pub);
     for (int i = 0; i < SHARD_SLOTS; i++)

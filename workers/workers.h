@@ -8,4 +8,7 @@
 int testworker_main(struct proc_args *a);
 void testworker_usage(void);
 
+/* One call of an external command tool, under tool_sup. */
+int toolrun_main(struct proc_args *a);
+
 #endif
