@@ -41,6 +41,14 @@ static const struct kdef schema[] = {
     {"listener", "shard_wait_ms", K_INT, NULL, 10, 600000},
     {"listener", "keepalive_ms", K_INT, NULL, 100, 3600000},
     {"sessions", "max", K_INT, NULL, 1, 100000000},
+    /* The metrics worker's HTTP server (docs/operations.md); port 0 turns HTTP off. */
+    {"metrics", "bind", K_STR, NULL, 0, 0},
+    {"metrics", "port", K_INT, NULL, 0, 65535},
+    {"metrics", "stale_ms", K_INT, NULL, 1000, 600000},
+    /* The admin socket cmcpctl talks to; an empty endpoint turns it off. */
+    {"admin", "endpoint", K_STR, NULL, 0, 0},
+    {"admin", "cookie_file", K_STR, NULL, 0, 0},
+    {"admin", "timeout_ms", K_INT, NULL, 100, 5000},
     /* tool.NAME: an external command tool (docs/tools.md). */
     {"tool.", "description", K_STR, NULL, 0, 0},
     {"tool.", "title", K_STR, NULL, 0, 0},
