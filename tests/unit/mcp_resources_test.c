@@ -170,7 +170,7 @@ static void test_prompts(void **state)
     struct env *e = *state;
     json_t *r = req(e, "prompts/list", NULL);
     const json_t *ps = json_object_get(fakehost_result(r), "prompts");
-    assert_int_equal(json_array_size(ps), 5);
+    assert_int_equal(json_array_size(ps), 6);
     const json_t *p1 = json_array_get(ps, 2);
     assert_string_equal(json_string_value(json_object_get(p1, "name")),
                         "test_prompt_with_arguments");

@@ -154,9 +154,9 @@ static void test_pagination(void **state)
     int pages;
     json_t *tools = collect(e, "tools/list", "tools", &pages);
     size_t n = mcp_server_tool_count(e->srv);
-    assert_int_equal(n, 21);
+    assert_int_equal(n, 32);
     assert_int_equal(json_array_size(tools), n);
-    assert_int_equal(pages, 7);
+    assert_int_equal(pages, 11);
     /* No duplicates, first and last in registration order. */
     assert_string_equal(json_string_value(json_object_get(json_array_get(tools, 0), "name")),
                         "echo");
@@ -169,7 +169,7 @@ static void test_pagination(void **state)
                 json_string_value(json_object_get(json_array_get(tools, j), "name")));
     json_decref(tools);
     json_t *prompts = collect(e, "prompts/list", "prompts", &pages);
-    assert_int_equal(json_array_size(prompts), 5);
+    assert_int_equal(json_array_size(prompts), 6);
     assert_int_equal(pages, 2);
     json_decref(prompts);
     json_t *res = collect(e, "resources/list", "resources", &pages);

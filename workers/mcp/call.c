@@ -132,8 +132,17 @@ static void timer_fire(void *arg)
      * which may well finish (and free) the call. */
     timer_unlink(c, t);
     free(t);
-    if (!c->done)
+    if (c->done)
+        return;
+    if (c->stateless) {
+        /* Stateless calls finish "synchronously" inside their callbacks, so
+         * that questions asked there can be settled before the call ends. */
+        c->sync = true;
         cb(c, cb_arg);
+        mcpi_call_stateless_after(c);
+        return;
+    }
+    cb(c, cb_arg);
 }
 
 void *mcp_call_timer(mcp_call *c, double after_ms, void (*cb)(mcp_call *c, void *arg), void *arg)
@@ -208,6 +217,7 @@ void mcpi_call_free(mcp_call *c)
     if (c->state && c->state_free)
         c->state_free(c->state);
     mcpi_tool_unref(c->tool);
+    mcpi_mrtr_free(c->mrtr);
     json_decref(c->id);
     json_decref(c->progress_token);
     json_decref(c->response);
@@ -224,6 +234,8 @@ static void finish(mcp_call *c, json_t *response)
     }
     c->done = true;
     call_cleanup(c, true);
+    if (c->stateless)
+        response = mcpi_stateless_decorate(c, response);
     if (c->sync) {
         c->response = response; /* mcp_handle() returns it */
         return;
@@ -233,6 +245,39 @@ static void finish(mcp_call *c, json_t *response)
     mcpi_session_flush(s);
     mcpi_emit(s, c->id, response, true);
     mcpi_call_free(c);
+    if (s->stateless) /* the transient session ends with its request */
+        mcp_session_free(s);
+}
+
+void mcpi_call_stateless_after(mcp_call *c)
+{
+    if (c->mrtr && !c->done)
+        mcpi_mrtr_settle(c);
+    c->sync = false;
+    if (!c->done)
+        return;
+    mcp_session *s = c->s;
+    json_t *response = c->response;
+    c->response = NULL;
+    HASH_DEL(s->inflight, c);
+    mcpi_emit(s, c->id, response, true);
+    mcpi_call_free(c);
+    mcp_session_free(s);
+}
+
+bool mcpi_call_waiting(const mcp_call *c)
+{
+    if (c->mrtr)
+        return c->mrtr->queue || json_object_size(c->mrtr->asked) > 0;
+    if (!c->s)
+        return false;
+    struct mcpi_outreq *o, *tmp;
+    HASH_ITER(hh, c->s->outbound, o, tmp)
+    {
+        if (o->c == c)
+            return true;
+    }
+    return false;
 }
 
 void mcpi_call_cancel(mcp_call *c, bool emit)
@@ -249,6 +294,8 @@ void mcpi_call_cancel(mcp_call *c, bool emit)
         mcpi_emit(s, c->id, NULL, true);
     }
     mcpi_call_free(c);
+    if (emit && s->stateless) /* (not when mcp_session_free is tearing s down) */
+        mcp_session_free(s);
 }
 
 /* A tool's structuredContent must match the outputSchema it declared
@@ -285,6 +332,15 @@ void mcp_call_return(mcp_call *c, json_t *result)
     }
     if (strcmp(c->method, "tools/call") == 0)
         result = check_tool_result(c, result);
+    finish(c, mcpi_result_response(c->id, result));
+}
+
+void mcpi_call_finish_result(mcp_call *c, json_t *result)
+{
+    if (c->done || c->cancelling) {
+        json_decref(result);
+        return;
+    }
     finish(c, mcpi_result_response(c->id, result));
 }
 
@@ -398,6 +454,12 @@ static void outreq_timeout(mcp_call *c, void *arg)
 int mcp_call_request(mcp_call *c, const char *method, json_t *params, double timeout_ms,
                      mcp_reply_fn reply, void *arg)
 {
+    return mcp_call_request_keyed(c, NULL, method, params, timeout_ms, reply, arg);
+}
+
+int mcp_call_request_keyed(mcp_call *c, const char *key, const char *method, json_t *params,
+                           double timeout_ms, mcp_reply_fn reply, void *arg)
+{
     if (!c || c->done || !c->s || !method || !reply) {
         json_decref(params);
         return -EINVAL;
@@ -406,6 +468,8 @@ int mcp_call_request(mcp_call *c, const char *method, json_t *params, double tim
         json_decref(params);
         return -ENOTSUP;
     }
+    if (c->stateless)
+        return mcpi_mrtr_request(c, key, method, params, reply, arg);
     mcp_session *s = c->s;
     struct mcpi_outreq *o = calloc(1, sizeof(*o));
     if (!o) {
@@ -453,4 +517,37 @@ void mcpi_call_route_reply(mcp_session *s, const json_t *msg)
     const json_t *result = json_object_get(msg, "result");
     const json_t *error = json_object_get(msg, "error");
     reply(c, error ? NULL : result, error, arg);
+}
+
+bool mcp_call_stateless(const mcp_call *c)
+{
+    return c->stateless;
+}
+
+bool mcp_call_resumed(const mcp_call *c)
+{
+    return c->resumed;
+}
+
+void mcp_call_missing_capability(mcp_call *c, const char *capability, const char *text)
+{
+    if (!capability)
+        capability = "unknown";
+    char fallback[256];
+    if (!text) {
+        snprintf(fallback, sizeof(fallback),
+                 "this request needs a client that supports %s: declare the '%s' capability",
+                 capability, capability);
+        text = fallback;
+    }
+    if (c->stateless) {
+        json_t *need = json_object();
+        json_object_set_new(need, capability, json_object());
+        mcp_call_error(c, MCP_MISSING_CAPABILITY, text,
+                       json_pack("{s:o}", "requiredCapabilities", need));
+    } else if (strcmp(c->method, "tools/call") == 0) {
+        mcp_call_return_text(c, true, "%s", text);
+    } else {
+        mcp_call_error(c, MCP_INVALID_REQUEST, text, NULL);
+    }
 }

@@ -5,6 +5,7 @@
  */
 #include "mcp_internal.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,6 +131,44 @@ static json_t *get_image(mcp_call *c, const json_t *args, void *ud)
                      user_message(mcpi_text_content("Please analyze the image above.")));
 }
 
+/* prompts/get that asks the user first (2026-07-28 input_required; on 2025
+ * sessions an elicitation/create request). */
+static void prompt_context_reply(mcp_call *c, const json_t *result, const json_t *error, void *arg)
+{
+    const char *ctx =
+        json_string_value(json_object_get(json_object_get(result, "content"), "context"));
+    if (error || !ctx) {
+        mcp_call_error(c, MCP_INVALID_PARAMS,
+                       "Invalid params: test_input_required_result_prompt needs a context", NULL);
+        return;
+    }
+    char *text = NULL;
+    if (asprintf(&text, "Answer using this context: %s", ctx) < 0) {
+        mcp_call_error(c, MCP_INTERNAL_ERROR, "Internal error: out of memory", NULL);
+        return;
+    }
+    mcp_call_return(c, json_pack("{s:s,s:[o]}", "description", "A prompt built from your context",
+                                 "messages", user_message(mcpi_text_content(text))));
+    free(text);
+}
+
+static json_t *get_input_required(mcp_call *c, const json_t *args, void *ud)
+{
+    json_t *p =
+        json_pack("{s:s,s:{s:s,s:{s:{s:s}},s:[s]}}", "message",
+                  "What context should the prompt use?", "requestedSchema", "type", "object",
+                  "properties", "context", "type", "string", "required", "context");
+    int rv = mcp_call_request_keyed(c, "user_context", "elicitation/create", p, 300000.0,
+                                    prompt_context_reply, NULL);
+    if (rv == -ENOTSUP)
+        mcp_call_missing_capability(c, "elicitation",
+                                    "test_input_required_result_prompt needs the elicitation "
+                                    "capability");
+    else if (rv != 0)
+        mcp_call_error(c, MCP_INTERNAL_ERROR, "Internal error: could not ask the client", NULL);
+    return NULL; /* the answer finishes the call */
+}
+
 int mcpi_pack_conformance_fixtures(mcp_server *srv, char *err, size_t errlen)
 {
     for (size_t i = 0; i < sizeof(resources) / sizeof(resources[0]); i++)
@@ -171,6 +210,11 @@ int mcpi_pack_conformance_fixtures(mcp_server *srv, char *err, size_t errlen)
          .title = "Prompt With Image",
          .description = "A prompt that includes image content",
          .get = get_image},
+        {.name = "test_input_required_result_prompt",
+         .title = "Prompt That Asks First",
+         .description = "Asks the user for context (elicitation, key user_context), then builds "
+                        "the prompt",
+         .get = get_input_required},
     };
     int rv = 0;
     for (size_t i = 0; i < sizeof(prompts) / sizeof(prompts[0]) && rv == 0; i++)

@@ -9,33 +9,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum {
-    BEFORE_INIT = 1 << 0, /* allowed before initialize */
-};
-
-struct method {
-    const char *name;
-    void (*fn)(mcp_call *c, const json_t *params);
-    unsigned flags;
-};
-
-static const struct method methods[] = {
-    {"initialize", mcpi_initialize, BEFORE_INIT},
-    {"ping", mcpi_ping, BEFORE_INIT},
-    {"logging/setLevel", mcpi_set_level, 0},
-    {"tools/list", mcpi_tools_list, 0},
-    {"tools/call", mcpi_tools_call, 0},
-    {"resources/list", mcpi_resources_list, 0},
-    {"resources/read", mcpi_resources_read, 0},
-    {"resources/templates/list", mcpi_templates_list, 0},
-    {"resources/subscribe", mcpi_resources_subscribe, 0},
-    {"resources/unsubscribe", mcpi_resources_unsubscribe, 0},
-    {"prompts/list", mcpi_prompts_list, 0},
-    {"prompts/get", mcpi_prompts_get, 0},
+static const struct mcpi_method methods[] = {
+    {"initialize", mcpi_initialize, MCPI_BEFORE_INIT | MCPI_LEGACY},
+    {"ping", mcpi_ping, MCPI_BEFORE_INIT | MCPI_LEGACY},
+    {"logging/setLevel", mcpi_set_level, MCPI_LEGACY},
+    {"server/discover", mcpi_discover, MCPI_STATELESS | MCPI_CACHEABLE},
+    {"tools/list", mcpi_tools_list, MCPI_CACHEABLE},
+    {"tools/call", mcpi_tools_call, MCPI_INPUT},
+    {"resources/list", mcpi_resources_list, MCPI_CACHEABLE},
+    {"resources/read", mcpi_resources_read, MCPI_CACHEABLE | MCPI_INPUT},
+    {"resources/templates/list", mcpi_templates_list, MCPI_CACHEABLE},
+    {"resources/subscribe", mcpi_resources_subscribe, MCPI_LEGACY},
+    {"resources/unsubscribe", mcpi_resources_unsubscribe, MCPI_LEGACY},
+    {"prompts/list", mcpi_prompts_list, MCPI_CACHEABLE},
+    {"prompts/get", mcpi_prompts_get, MCPI_INPUT},
     {"completion/complete", mcpi_complete, 0},
 };
 
-static const struct method *find_method(const char *name)
+const struct mcpi_method *mcpi_find_method(const char *name)
 {
     for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
         if (strcmp(methods[i].name, name) == 0)
@@ -96,8 +87,8 @@ static json_t *handle_request(mcp_server *srv, mcp_session *s, const json_t *msg
     const json_t *id = json_object_get(msg, "id");
     const char *name = json_string_value(json_object_get(msg, "method"));
     const json_t *params = json_object_get(msg, "params");
-    const struct method *m = find_method(name);
-    if (!m) {
+    const struct mcpi_method *m = mcpi_find_method(name);
+    if (!m || (m->flags & MCPI_STATELESS)) {
         char text[256];
         snprintf(text, sizeof(text), "Method not found: %.200s", name);
         return mcp_error_response(id, MCP_METHOD_NOT_FOUND, text, NULL);
@@ -108,7 +99,7 @@ static json_t *handle_request(mcp_server *srv, mcp_session *s, const json_t *msg
     if (!s && strcmp(name, "ping") != 0)
         return mcp_error_response(id, MCP_INVALID_REQUEST,
                                   "Invalid Request: no session; send initialize first", NULL);
-    if (s && !s->initialized && !(m->flags & BEFORE_INIT)) {
+    if (s && !s->initialized && !(m->flags & MCPI_BEFORE_INIT)) {
         char text[256];
         snprintf(text, sizeof(text),
                  "Invalid Request: session not initialized; send initialize before %.100s", name);

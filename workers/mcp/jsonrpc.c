@@ -11,6 +11,21 @@ const char *const mcp_protocol_versions[] = {
     "2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25", NULL,
 };
 
+const char *const mcp_protocol_versions_stateless[] = {
+    MCP_PROTOCOL_STATELESS,
+    NULL,
+};
+
+bool mcpi_stateless_version(const char *version)
+{
+    if (!version)
+        return false;
+    for (int i = 0; mcp_protocol_versions_stateless[i]; i++)
+        if (strcmp(mcp_protocol_versions_stateless[i], version) == 0)
+            return true;
+    return false;
+}
+
 bool mcp_protocol_supported(const char *version)
 {
     if (!version)

@@ -11,9 +11,9 @@
  * revision newer (or older) than ours: the spec says answer with the latest
  * we support and let the client decide. Anything else ("1.0.0", 7) is not a
  * revision at all and gets the spec's "Unsupported protocol version" error. */
-static bool date_shaped(const char *v)
+bool mcpi_date_shaped(const char *v)
 {
-    if (strlen(v) != 10)
+    if (!v || strlen(v) != 10)
         return false;
     for (int i = 0; i < 10; i++) {
         bool dash = i == 4 || i == 7;
@@ -23,7 +23,7 @@ static bool date_shaped(const char *v)
     return true;
 }
 
-static json_t *server_capabilities(const char *protocol)
+json_t *mcpi_server_capabilities(const char *protocol)
 {
     json_t *caps =
         json_pack("{s:{s:b},s:{s:b,s:b},s:{s:b},s:{}}", "tools", "listChanged", 1, "resources",
@@ -46,7 +46,7 @@ void mcpi_initialize(mcp_call *c, const json_t *params)
     }
     const json_t *pv = json_object_get(params, "protocolVersion");
     const char *requested = json_string_value(pv);
-    if (!requested || (!mcp_protocol_supported(requested) && !date_shaped(requested))) {
+    if (!requested || (!mcp_protocol_supported(requested) && !mcpi_date_shaped(requested))) {
         json_t *data = json_pack("{s:o,s:o}", "supported", mcpi_supported_versions(), "requested",
                                  pv ? json_deep_copy(pv) : json_null());
         mcp_call_error(c, MCP_INVALID_PARAMS, "Unsupported protocol version", data);
@@ -73,7 +73,7 @@ void mcpi_initialize(mcp_call *c, const json_t *params)
 
     mcp_server *srv = c->srv;
     json_t *result = json_pack("{s:s,s:o,s:{s:s,s:s}}", "protocolVersion", version, "capabilities",
-                               server_capabilities(version), "serverInfo", "name", srv->name,
+                               mcpi_server_capabilities(version), "serverInfo", "name", srv->name,
                                "version", srv->version);
     if (srv->instructions && *srv->instructions)
         json_object_set_new(result, "instructions", json_string(srv->instructions));

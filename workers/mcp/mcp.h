@@ -35,15 +35,24 @@ enum {
     MCP_INVALID_PARAMS = -32602,
     MCP_INTERNAL_ERROR = -32603,
     MCP_REQUEST_TIMEOUT = -32001,    /* a server->client request got no answer in time */
-    MCP_RESOURCE_NOT_FOUND = -32002, /* resources/read of an unknown URI */
+    MCP_RESOURCE_NOT_FOUND = -32002, /* resources/read of an unknown URI (2025 revisions) */
+    /* 2026-07-28 (stateless) errors. */
+    MCP_HEADER_MISMATCH = -32020,     /* HTTP headers disagree with the body, or are missing */
+    MCP_MISSING_CAPABILITY = -32021,  /* the request needs a capability the client lacks */
+    MCP_UNSUPPORTED_VERSION = -32022, /* _meta protocolVersion not served here */
 };
 
 /* Newest protocol revision the engine speaks (what unknown versions get). */
 #define MCP_PROTOCOL_LATEST "2025-11-25"
 
+/* The stateless revision served by mcp_handle_stateless(). */
+#define MCP_PROTOCOL_STATELESS "2026-07-28"
+
 /* The protocol revisions initialize accepts, oldest first, NULL-terminated. */
 extern const char *const mcp_protocol_versions[];
 bool mcp_protocol_supported(const char *version);
+/* The stateless revisions (per-request _meta, no initialize), NULL-terminated. */
+extern const char *const mcp_protocol_versions_stateless[];
 
 /* ---------------------------------------------------------------- host -- */
 
@@ -90,6 +99,29 @@ struct mcp_server_opts {
 /* NULL + a message in err for e.g. an unknown pack. */
 mcp_server *mcp_server_new(const struct mcp_server_opts *o, const struct mcp_host_ops *ops,
                            void *host, char *err, size_t errlen);
+/*
+ * Stateless revision (2026-07-28) settings; set them right after
+ * mcp_server_new (they are not in mcp_server_opts so that existing
+ * positional initializers of it keep compiling).
+ *
+ * The state key seals the requestState of input_required results
+ * (XSalsa20-Poly1305 under a 32-byte key derived from it with BLAKE2b), so
+ * that any engine holding the same key can resume a multi-round-trip
+ * request: every shard of a deployment must get the same secret (>= 16
+ * bytes). Without one the server uses a random key of its own, which only
+ * works when this engine serves every round. 0, or -1 with err.
+ */
+int mcp_server_set_state_key(mcp_server *srv, const void *key, size_t len, char *err,
+                             size_t errlen);
+struct mcp_stateless_opts {
+    int state_ttl_ms; /* how long a requestState stays valid; <= 0 = 600000 (10 min) */
+    int list_ttl_ms;  /* ttlMs on the list methods and server/discover; <= 0 = 0 */
+    int read_ttl_ms;  /* ttlMs on resources/read; <= 0 = 0 */
+    /* Wall clock in ms for requestState expiry; NULL = CLOCK_REALTIME (tests override it). */
+    int64_t (*now_ms)(void);
+};
+void mcp_server_set_stateless_opts(mcp_server *srv, const struct mcp_stateless_opts *o);
+
 /* Frees the server and every session still attached to it. */
 void mcp_server_free(mcp_server *srv);
 
@@ -157,6 +189,88 @@ json_t *mcp_handle_batch(mcp_server *srv, mcp_session *s, json_t *batch, int *np
 /* Parse text and handle it (object or batch); -32700 for bad JSON. */
 json_t *mcp_handle_text(mcp_server *srv, mcp_session *s, const char *buf, size_t len,
                         bool *pending);
+
+/* ----------------------------------------------------------- stateless -- */
+
+/*
+ * The 2026-07-28 revision has no initialize and no session: every request
+ * carries its protocol version and client capabilities in params._meta
+ * ("io.modelcontextprotocol/protocolVersion", ".../clientCapabilities",
+ * optional ".../clientInfo" and ".../logLevel"). It shares the endpoint with
+ * the 2025 session protocol; mcp_is_stateless_request() tells them apart.
+ */
+
+/*
+ * True when msg belongs to the stateless revision: the MCP-Protocol-Version
+ * header (NULL when absent or not HTTP) names 2026-07-28 or a later date, or
+ * msg is a request whose params._meta carries
+ * "io.modelcontextprotocol/protocolVersion" (any value). Mcp-Session-Id
+ * plays no part: a stateless request ignores it. msg may be NULL (body not
+ * parsed, e.g. GET): the header alone decides.
+ */
+bool mcp_is_stateless_request(const json_t *msg, const char *protocol_header);
+
+/* What the transport saw around a stateless request. */
+struct mcp_stateless_ctx {
+    /* true on HTTP: MCP-Protocol-Version and Mcp-Method are required and,
+     * with Mcp-Name, must match the body (-32020 otherwise). false (stdio,
+     * TCP): the header fields are ignored. Values are as received, OWS
+     * trimmed; NULL = header absent. Mcp-Name may use =?base64?...?=. */
+    bool http;
+    const char *protocol_header;
+    const char *method_header;
+    const char *name_header;
+    /* The host's name for this request, unique among its requests in flight
+     * on this server: the transient session of an asynchronous request has
+     * this id (mcp_session_id), and mcp_stateless_cancel() takes it. */
+    const char *key;
+    void *userdata;        /* mcp_session_userdata() of the transient session */
+    const char *principal; /* authenticated principal (binds requestState), or NULL */
+};
+
+/*
+ * Serve one stateless message (msg is borrowed). Like mcp_handle(): returns
+ * the response now, or NULL with *pending=true when the request went
+ * asynchronous (timers), or NULL with *pending=false for a notification.
+ *
+ * Every result carries resultType ("complete" or "input_required") and
+ * _meta["io.modelcontextprotocol/serverInfo"]; the cacheable ones ttlMs and
+ * cacheScope. A tool (or prompt, or resource read) that asks the client
+ * something with mcp_call_request() gets an input_required result with the
+ * request(s) in inputRequests and a sealed requestState; the client retries
+ * with inputResponses and the requestState, and the call is replayed with
+ * the answers delivered to the tool's reply functions. No state stays in
+ * the engine between rounds, so any engine with the same state_key resumes.
+ *
+ * An asynchronous request lives in a transient session (not listed among
+ * the server's sessions, no durable state, no session_changed): everything
+ * it emits goes through ops->emit with that session, whose id is ctx->key
+ * and userdata ctx->userdata; the final emit ends it and the session is
+ * freed right after. pending may be NULL.
+ */
+json_t *mcp_handle_stateless(mcp_server *srv, json_t *msg, const struct mcp_stateless_ctx *ctx,
+                             bool *pending);
+/* Parse text and serve it statelessly (-32700 for bad JSON, -32600 for a batch). */
+json_t *mcp_handle_stateless_text(mcp_server *srv, const char *buf, size_t len,
+                                  const struct mcp_stateless_ctx *ctx, bool *pending);
+
+/*
+ * The HTTP status for a stateless response: 200 for results (and for
+ * JSON-RPC errors of requests that were understood: -32603, tool errors,
+ * ...), 400 for -32700, -32600, -32602, -32020, -32021, -32022, and 404 for
+ * -32601 (the spec's "unknown method" status, which also tells 2026 clients
+ * apart from a legacy server's 404). NULL (notification) -> 202.
+ */
+int mcp_stateless_http_status(const json_t *response);
+
+/* The client closed the stream of an asynchronous stateless request (or
+ * sent notifications/cancelled on stdio): cancel it. Its on_cancel hook
+ * runs and the host gets emit(final=true, msg=NULL). 0, or -1 if unknown. */
+int mcp_stateless_cancel(mcp_server *srv, const char *key);
+/* Asynchronous stateless requests in flight. */
+size_t mcp_stateless_pending(const mcp_server *srv);
+/* Whether s is the transient session of a stateless request. */
+bool mcp_session_is_stateless(const mcp_session *s);
 
 /* A JSON-RPC error response; id may be NULL (-> null); steals data. */
 json_t *mcp_error_response(const json_t *id, int code, const char *message, json_t *data);
@@ -292,8 +406,39 @@ typedef void (*mcp_reply_fn)(mcp_call *c, const json_t *result, const json_t *er
  */
 int mcp_call_request(mcp_call *c, const char *method, json_t *params, double timeout_ms,
                      mcp_reply_fn reply, void *arg);
+/*
+ * Same, naming the request: on the stateless revision the key names it in
+ * inputRequests/inputResponses (1..64 of [A-Za-z0-9_.-], unique within the
+ * call: -EEXIST otherwise). NULL key: "<kind>-<n>" (e.g. "sampling-1").
+ * The key is not used by the 2025 revisions (ids are "srv-...").
+ *
+ * Stateless revision: nothing is sent. If the retry that is being served
+ * carries the answer (inputResponses, or an earlier round's answers kept in
+ * requestState), reply runs with it once the handler has returned;
+ * otherwise the call ends with an input_required result listing every
+ * question still open, and the client retries. The request is replayed
+ * from the start on every round, so a tool must ask the same questions in
+ * the same order given the same answers. timeout_ms is ignored. Only
+ * tools/call, prompts/get and resources/read may ask (-EINVAL otherwise).
+ * An answer that is not a valid result for method (e.g. an ElicitResult
+ * without a valid action) ends the call with -32602.
+ */
+int mcp_call_request_keyed(mcp_call *c, const char *key, const char *method, json_t *params,
+                           double timeout_ms, mcp_reply_fn reply, void *arg);
 /* Whether the client declared what method needs (false for unknown methods). */
 bool mcp_call_client_supports(const mcp_call *c, const char *method, const json_t *params);
+/* Whether the call is served statelessly (2026-07-28). */
+bool mcp_call_stateless(const mcp_call *c);
+/* Stateless: the request carried a requestState that verified (a later round). */
+bool mcp_call_resumed(const mcp_call *c);
+/*
+ * Finish a call that needs a client capability the client did not declare
+ * ("sampling", "elicitation", "roots"). Stateless: the spec's
+ * MissingRequiredClientCapabilityError, -32021 with
+ * data.requiredCapabilities = {capability: {}}. 2025 revisions: an isError
+ * result with text for tools/call, -32600 with text otherwise.
+ */
+void mcp_call_missing_capability(mcp_call *c, const char *capability, const char *text);
 
 /* Finish the call with a result object (steals). For tools/call it is a
  * CallToolResult; structuredContent is dropped for clients older than

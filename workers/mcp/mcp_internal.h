@@ -14,6 +14,16 @@
 #define MCPI_MAX_SUBSCRIPTIONS 256 /* resources/subscribe per session */
 #define MCPI_MAX_COMPLETIONS 100   /* values in one completion answer (spec) */
 #define MCPI_DEFAULT_PAGE 100
+#define MCPI_STATE_TTL_MS 600000    /* requestState lifetime by default */
+#define MCPI_MAX_STATE_BYTES 262144 /* a requestState token we accept */
+#define MCPI_MAX_INPUT_KEY 64       /* inputRequests key length */
+
+/* Reserved _meta keys of the stateless revision. */
+#define MCPI_META_VERSION "io.modelcontextprotocol/protocolVersion"
+#define MCPI_META_CAPS "io.modelcontextprotocol/clientCapabilities"
+#define MCPI_META_INFO "io.modelcontextprotocol/clientInfo"
+#define MCPI_META_LOGLEVEL "io.modelcontextprotocol/logLevel"
+#define MCPI_META_SERVERINFO "io.modelcontextprotocol/serverInfo"
 
 struct mcpi_tool {
     char *name, *title, *description;
@@ -54,6 +64,11 @@ struct mcp_server {
     struct mcpi_resource *resources, *templates;
     struct mcpi_prompt *prompts;
     mcp_session *sessions; /* utlist-style doubly linked via next/prev */
+    /* stateless revision */
+    mcp_session *stateless;      /* transient sessions of async stateless calls */
+    unsigned char state_key[32]; /* requestState sealing key (crypto_secretbox) */
+    int state_ttl_ms, list_ttl_ms, read_ttl_ms;
+    int64_t (*now_ms)(void);
 };
 
 struct mcpi_timer {
@@ -73,6 +88,19 @@ struct mcpi_outreq {
     void *arg;
     struct mcpi_timer *timeout;
     UT_hash_handle hh;
+};
+
+/* A stateless multi-round-trip request being replayed (see mrtr.c). */
+struct mcpi_mrtr_q; /* a delivery waiting for the handler to return */
+struct mcpi_mrtr {
+    json_t *answers;  /* key -> response, from requestState and inputResponses */
+    json_t *consumed; /* key -> response delivered this round (kept in the next requestState) */
+    json_t *asked;    /* key -> {method, params}: unanswered, becomes inputRequests */
+    json_t *keys;     /* key -> true: every key asked this round (uniqueness) */
+    char binding[64]; /* base64 digest of method, name and arguments */
+    char principal[64];
+    struct mcpi_mrtr_q *queue, *queue_tail;
+    unsigned long next_auto;
 };
 
 struct mcp_call {
@@ -95,6 +123,9 @@ struct mcp_call {
     void *state;
     void (*state_free)(void *);
     void (*on_cancel)(mcp_call *c);
+    bool stateless;         /* served by mcp_handle_stateless */
+    bool resumed;           /* stateless: a verified requestState came with it */
+    struct mcpi_mrtr *mrtr; /* stateless tools/call, prompts/get, resources/read */
     UT_hash_handle hh;
 };
 
@@ -115,8 +146,24 @@ struct mcp_session {
     unsigned long next_out;
     char out_prefix[16];
     void *userdata;
+    bool stateless; /* transient session of one stateless request */
     mcp_session *prev, *next;
 };
+
+/* handle.c: the method table. */
+enum {
+    MCPI_BEFORE_INIT = 1 << 0, /* allowed before initialize */
+    MCPI_LEGACY = 1 << 1,      /* 2025 revisions only (initialize, ping, setLevel, subscribe) */
+    MCPI_STATELESS = 1 << 2,   /* stateless revision only (server/discover) */
+    MCPI_CACHEABLE = 1 << 3,   /* stateless results carry ttlMs/cacheScope */
+    MCPI_INPUT = 1 << 4,       /* may answer input_required (MRTR) */
+};
+struct mcpi_method {
+    const char *name;
+    void (*fn)(mcp_call *c, const json_t *params);
+    unsigned flags;
+};
+const struct mcpi_method *mcpi_find_method(const char *name);
 
 /* jsonrpc.c */
 char *mcpi_id_key(const json_t *id); /* malloc'd canonical text of a request id */
@@ -133,7 +180,11 @@ struct mcpi_tool *mcpi_tool_find(mcp_server *srv, const char *name);
 void mcpi_tool_unref(struct mcpi_tool *t);
 char *mcpi_strdup0(const char *s); /* NULL-safe strdup */
 
+bool mcpi_date_shaped(const char *v);
+bool mcpi_stateless_version(const char *v); /* served by mcp_handle_stateless */
+
 /* session.c */
+mcp_session *mcpi_session_transient(mcp_server *srv, const char *id);
 void mcpi_session_changed(mcp_session *s); /* count a durable change */
 void mcpi_session_flush(mcp_session *s);   /* tell the host before replying */
 bool mcpi_level_passes(const mcp_session *s, enum mcp_log_level level);
@@ -142,6 +193,21 @@ bool mcpi_session_subscribed(const mcp_session *s, const char *uri);
 void mcpi_session_resource_updated(mcp_session *s, const char *uri);
 void mcpi_session_list_changed(mcp_session *s, const char *method);
 
+/* stateless.c */
+void mcpi_discover(mcp_call *c, const json_t *params);
+json_t *mcpi_stateless_decorate(mcp_call *c, json_t *response); /* resultType, serverInfo, ... */
+json_t *mcpi_server_info_meta(mcp_server *srv);
+
+/* mrtr.c */
+int mcpi_mrtr_begin(mcp_call *c, const json_t *params, const char *principal);
+int mcpi_mrtr_request(mcp_call *c, const char *key, const char *method, json_t *params,
+                      mcp_reply_fn reply, void *arg);
+void mcpi_mrtr_settle(mcp_call *c); /* deliver answers; input_required if questions remain */
+void mcpi_mrtr_free(struct mcpi_mrtr *m);
+int mcpi_state_seal(mcp_server *srv, const json_t *state, char **out);
+json_t *mcpi_state_open(mcp_server *srv, const char *token);
+int64_t mcpi_now_ms(mcp_server *srv);
+
 /* call.c */
 mcp_call *mcpi_call_new(mcp_server *srv, mcp_session *s, const json_t *id, const char *method,
                         const json_t *params);
@@ -149,9 +215,15 @@ void mcpi_call_free(mcp_call *c);
 void mcpi_call_cancel(mcp_call *c, bool emit);
 void mcpi_call_route_reply(mcp_session *s, const json_t *msg);
 void mcpi_call_set_tool(mcp_call *c, struct mcpi_tool *t);
+/* After a stateless call's handler, timer or reply ran (c->sync was set):
+ * settle its questions, then emit and free it if it finished. */
+void mcpi_call_stateless_after(mcp_call *c);
+bool mcpi_call_waiting(const mcp_call *c);                 /* has questions out (either era) */
+void mcpi_call_finish_result(mcp_call *c, json_t *result); /* as is, steals (input_required) */
 
 /* method handlers: each finishes the call, or leaves it pending (tools/call). */
 void mcpi_initialize(mcp_call *c, const json_t *params);
+json_t *mcpi_server_capabilities(const char *protocol);
 void mcpi_ping(mcp_call *c, const json_t *params);
 void mcpi_set_level(mcp_call *c, const json_t *params);
 void mcpi_tools_list(mcp_call *c, const json_t *params);

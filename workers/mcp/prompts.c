@@ -89,7 +89,7 @@ void mcpi_prompts_get(mcp_call *c, const json_t *params)
     json_decref(empty);
     if (result)
         mcp_call_return(c, result);
-    else if (!c->done)
+    else if (!c->done && !mcpi_call_waiting(c)) /* (a prompt that asked the client waits) */
         mcp_call_error(c, MCP_INTERNAL_ERROR, "Internal error: the prompt produced no messages",
                        NULL);
 }

@@ -168,7 +168,7 @@ void mcpi_resources_read(mcp_call *c, const json_t *params)
                 continue;
             contents = r->read(c, uri, vars, r->ud);
             json_decref(vars);
-            if (contents || c->done)
+            if (contents || c->done || mcpi_call_waiting(c))
                 break;
         }
     }
@@ -176,7 +176,7 @@ void mcpi_resources_read(mcp_call *c, const json_t *params)
         mcp_call_return(c, json_pack("{s:o}", "contents", contents));
         return;
     }
-    if (!c->done)
+    if (!c->done && !mcpi_call_waiting(c)) /* (a read that asked the client waits) */
         mcp_call_error(c, MCP_RESOURCE_NOT_FOUND, "Resource not found",
                        json_pack("{s:s}", "uri", uri));
 }

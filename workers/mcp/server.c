@@ -7,6 +7,7 @@
 #include "cmcp.h"
 
 #include <ctype.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,11 +96,48 @@ mcp_server *mcp_server_new(const struct mcp_server_opts *o, const struct mcp_hos
     srv->version = strdup(o->version ? o->version : CMCP_VERSION);
     srv->instructions = strdup(o->instructions ? o->instructions : DEFAULT_INSTRUCTIONS);
     srv->page_size = o->page_size > 0 ? o->page_size : MCPI_DEFAULT_PAGE;
+    srv->state_ttl_ms = MCPI_STATE_TTL_MS;
+    if (sodium_init() < 0) {
+        snprintf(err, errlen, "libsodium failed to initialize");
+        mcp_server_free(srv);
+        return NULL;
+    }
+    crypto_secretbox_keygen(srv->state_key);
     if (load_packs(srv, o->packs, err, errlen) != 0) {
         mcp_server_free(srv);
         return NULL;
     }
     return srv;
+}
+
+int mcp_server_set_state_key(mcp_server *srv, const void *key, size_t len, char *err, size_t errlen)
+{
+    if (!srv || !key || len < 16) {
+        snprintf(err, errlen,
+                 "the requestState key must be at least 16 bytes (got %zu): give every shard "
+                 "the same random secret",
+                 key ? len : 0);
+        return -1;
+    }
+    /* Any secret of 16+ bytes becomes a 32-byte key; the context string keeps
+     * it apart from other uses of the same secret. */
+    static const unsigned char ctx[] = "cmcp requestState v1";
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, NULL, 0, sizeof(srv->state_key));
+    crypto_generichash_update(&st, ctx, sizeof(ctx));
+    crypto_generichash_update(&st, key, len);
+    crypto_generichash_final(&st, srv->state_key, sizeof(srv->state_key));
+    return 0;
+}
+
+void mcp_server_set_stateless_opts(mcp_server *srv, const struct mcp_stateless_opts *o)
+{
+    if (!srv || !o)
+        return;
+    srv->state_ttl_ms = o->state_ttl_ms > 0 ? o->state_ttl_ms : MCPI_STATE_TTL_MS;
+    srv->list_ttl_ms = o->list_ttl_ms > 0 ? o->list_ttl_ms : 0;
+    srv->read_ttl_ms = o->read_ttl_ms > 0 ? o->read_ttl_ms : 0;
+    srv->now_ms = o->now_ms;
 }
 
 static void resource_free(struct mcpi_resource *r)
@@ -131,6 +169,8 @@ void mcp_server_free(mcp_server *srv)
         return;
     while (srv->sessions)
         mcp_session_free(srv->sessions);
+    while (srv->stateless)
+        mcp_session_free(srv->stateless);
     struct mcpi_tool *t, *tt;
     HASH_ITER(hh, srv->tools, t, tt)
     {
@@ -161,6 +201,7 @@ void mcp_server_free(mcp_server *srv)
     free(srv->name);
     free(srv->version);
     free(srv->instructions);
+    sodium_memzero(srv->state_key, sizeof(srv->state_key));
     free(srv);
 }
 

@@ -13,7 +13,7 @@
 
 #define STATE_VERSION 1
 
-static mcp_session *session_alloc(mcp_server *srv, const char *id)
+static mcp_session *session_alloc(mcp_server *srv, const char *id, bool transient)
 {
     mcp_session *s = calloc(1, sizeof(*s));
     if (!s)
@@ -33,16 +33,38 @@ static mcp_session *session_alloc(mcp_server *srv, const char *id)
     else
         randombytes_buf(rnd, sizeof(rnd));
     snprintf(s->out_prefix, sizeof(s->out_prefix), "srv-%02x%02x%02x", rnd[0], rnd[1], rnd[2]);
-    s->next = srv->sessions;
-    if (srv->sessions)
-        srv->sessions->prev = s;
-    srv->sessions = s;
+    /* Transient sessions (one stateless request each) live on their own
+     * list: broadcasts (list_changed, resources/updated) never reach them. */
+    mcp_session **head = transient ? &srv->stateless : &srv->sessions;
+    s->stateless = transient;
+    s->next = *head;
+    if (*head)
+        (*head)->prev = s;
+    *head = s;
     return s;
 }
 
 mcp_session *mcp_session_new(mcp_server *srv, const char *id)
 {
-    return srv ? session_alloc(srv, id) : NULL;
+    return srv ? session_alloc(srv, id, false) : NULL;
+}
+
+mcp_session *mcpi_session_transient(mcp_server *srv, const char *id)
+{
+    return session_alloc(srv, id, true);
+}
+
+bool mcp_session_is_stateless(const mcp_session *s)
+{
+    return s && s->stateless;
+}
+
+size_t mcp_stateless_pending(const mcp_server *srv)
+{
+    size_t n = 0;
+    for (const mcp_session *s = srv ? srv->stateless : NULL; s; s = s->next)
+        n += HASH_COUNT(s->inflight);
+    return n;
 }
 
 void mcp_session_free(mcp_session *s)
@@ -65,6 +87,8 @@ void mcp_session_free(mcp_session *s)
     }
     if (s->prev)
         s->prev->next = s->next;
+    else if (s->stateless)
+        s->srv->stateless = s->next;
     else
         s->srv->sessions = s->next;
     if (s->next)
@@ -138,6 +162,10 @@ void mcpi_session_flush(mcp_session *s)
 {
     if (!s || !s->dirty)
         return;
+    if (s->stateless) { /* nothing durable: the session dies with its request */
+        s->dirty = false;
+        return;
+    }
     s->dirty = false;
     if (s->srv->ops.session_changed)
         s->srv->ops.session_changed(s->srv->host, s);
@@ -280,7 +308,7 @@ mcp_session *mcp_session_restore(mcp_server *srv, const json_t *st, char *err, s
     }
     if (check_state(st, err, errlen) != 0)
         return NULL;
-    mcp_session *s = session_alloc(srv, json_string_value(json_object_get(st, "id")));
+    mcp_session *s = session_alloc(srv, json_string_value(json_object_get(st, "id")), false);
     if (!s) {
         snprintf(err, errlen, "cannot restore session state: out of memory");
         return NULL;

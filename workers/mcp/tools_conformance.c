@@ -100,13 +100,17 @@ static void with_progress(mcp_call *c, const json_t *args, void *ud)
 
 static void unsupported(mcp_call *c, int rv, const char *tool, const char *capability)
 {
-    if (rv == -ENOTSUP)
-        mcp_call_return_text(c, true,
-                             "%s needs a client that supports %s: declare the '%s' capability "
-                             "in initialize (protocol 2025-06-18 or newer for elicitation)",
-                             tool, capability, capability);
-    else
+    char text[300];
+    if (rv == -ENOTSUP) {
+        snprintf(text, sizeof(text),
+                 "%s needs a client that supports %s: declare the '%s' capability (in "
+                 "initialize, protocol 2025-06-18 or newer for elicitation; or in _meta "
+                 "io.modelcontextprotocol/clientCapabilities with protocol 2026-07-28)",
+                 tool, capability, capability);
+        mcp_call_missing_capability(c, capability, text);
+    } else {
         mcp_call_return_text(c, true, "%s could not send its request to the client (%d)", tool, rv);
+    }
 }
 
 static const char *error_message(const json_t *error)
@@ -255,6 +259,276 @@ static void reconnection(mcp_call *c, const json_t *args, void *ud)
         reconnection_done(c, NULL);
 }
 
+/* ------------------------------------ 2026-07-28 fixtures (SEP-2322/2575) -- */
+
+/* The suite's 2026-07-28 scenarios (conformance 0.2.0): multi round-trip
+ * requests through mcp_call_request_keyed(), which on 2025 sessions are
+ * ordinary server->client requests. Keys and texts are the suite's. */
+
+static json_t *elicit_params(const char *message, const char *field, const char *type)
+{
+    json_t *p = json_pack("{s:s,s:{s:s,s:{s:{s:s}},s:[s]}}", "message", message, "requestedSchema",
+                          "type", "object", "properties", field, "type", type, "required", field);
+    return p;
+}
+
+static json_t *sampling_params(const char *text, int max_tokens)
+{
+    return json_pack("{s:[{s:s,s:{s:s,s:s}}],s:i}", "messages", "role", "user", "content", "type",
+                     "text", "text", text, "maxTokens", max_tokens);
+}
+
+/* "name" of an accepted elicitation, or a placeholder. */
+static const char *answer_field(const json_t *result, const char *field)
+{
+    const char *v = json_string_value(json_object_get(json_object_get(result, "content"), field));
+    return v ? v : "(none)";
+}
+
+static bool reply_failed(mcp_call *c, const json_t *error)
+{
+    if (!error)
+        return false;
+    mcp_call_return_text(c, true, "The client could not answer: %s", error_message(error));
+    return true;
+}
+
+static void ask(mcp_call *c, const char *key, const char *method, json_t *params,
+                mcp_reply_fn reply, void *arg, const char *tool)
+{
+    int rv = mcp_call_request_keyed(c, key, method, params, CLIENT_ANSWER_MS, reply, arg);
+    if (rv != 0)
+        unsupported(c, rv, tool,
+                    strncmp(method, "sampling", 8) == 0 ? "sampling"
+                    : strncmp(method, "roots", 5) == 0  ? "roots"
+                                                        : "elicitation");
+}
+
+static void ir_elicitation_reply(mcp_call *c, const json_t *r, const json_t *e, void *arg)
+{
+    if (!reply_failed(c, e))
+        mcp_call_return_text(c, false, "Hello, %s!", answer_field(r, "name"));
+}
+
+static void ir_elicitation(mcp_call *c, const json_t *args, void *ud)
+{
+    ask(c, "user_name", "elicitation/create", elicit_params("What is your name?", "name", "string"),
+        ir_elicitation_reply, NULL, "test_input_required_result_elicitation");
+}
+
+static void ir_sampling_reply(mcp_call *c, const json_t *r, const json_t *e, void *arg)
+{
+    if (reply_failed(c, e))
+        return;
+    const char *text = sampled_text(r);
+    mcp_call_return_text(c, false, "LLM response: %s", text ? text : "(no text in the answer)");
+}
+
+static void ir_sampling(mcp_call *c, const json_t *args, void *ud)
+{
+    ask(c, "capital_question", "sampling/createMessage",
+        sampling_params("What is the capital of France?", 100), ir_sampling_reply, NULL,
+        "test_input_required_result_sampling");
+}
+
+static char *roots_text(const json_t *r)
+{
+    size_t i, len = 0;
+    json_t *root;
+    char *out = strdup("");
+    json_array_foreach(json_object_get(r, "roots"), i, root)
+    {
+        const char *uri = json_string_value(json_object_get(root, "uri"));
+        char *next = NULL;
+        if (asprintf(&next, "%s%s%s", out, len ? ", " : "", uri ? uri : "?") < 0)
+            break;
+        free(out);
+        out = next;
+        len++;
+    }
+    return out;
+}
+
+static void ir_roots_reply(mcp_call *c, const json_t *r, const json_t *e, void *arg)
+{
+    if (reply_failed(c, e))
+        return;
+    char *text = roots_text(r);
+    mcp_call_return_text(c, false, "Client roots: %s", text && *text ? text : "(none)");
+    free(text);
+}
+
+static void ir_list_roots(mcp_call *c, const json_t *args, void *ud)
+{
+    ask(c, "client_roots", "roots/list", json_object(), ir_roots_reply, NULL,
+        "test_input_required_result_list_roots");
+}
+
+static void ir_state_reply(mcp_call *c, const json_t *r, const json_t *e, void *arg)
+{
+    if (reply_failed(c, e))
+        return;
+    bool ok = json_is_true(json_object_get(json_object_get(r, "content"), "ok"));
+    if (mcp_call_resumed(c) || !mcp_call_stateless(c))
+        mcp_call_return_text(c, false, "state-ok: requestState verified, confirmed=%s",
+                             ok ? "true" : "false");
+    else
+        mcp_call_return_text(c, false, "answer received without a requestState, confirmed=%s",
+                             ok ? "true" : "false");
+}
+
+static void ir_request_state(mcp_call *c, const json_t *args, void *ud)
+{
+    ask(c, "confirm", "elicitation/create", elicit_params("Please confirm", "ok", "boolean"),
+        ir_state_reply, NULL, "test_input_required_result_request_state");
+}
+
+static void ir_tampered(mcp_call *c, const json_t *args, void *ud)
+{
+    ask(c, "confirm", "elicitation/create", elicit_params("Please confirm", "ok", "boolean"),
+        ir_state_reply, NULL, "test_input_required_result_tampered_state");
+}
+
+/* Several questions at once: the answers are gathered in the call's state. */
+struct gather {
+    int want, got;
+    char *name, *greeting, *roots;
+};
+
+static void gather_free(void *p)
+{
+    struct gather *g = p;
+    free(g->name);
+    free(g->greeting);
+    free(g->roots);
+    free(g);
+}
+
+static void gather_reply(mcp_call *c, const json_t *r, const json_t *e, void *arg)
+{
+    struct gather *g = mcp_call_state(c);
+    if (reply_failed(c, e))
+        return;
+    const char *what = arg;
+    if (strcmp(what, "name") == 0) {
+        g->name = strdup(answer_field(r, "name"));
+    } else if (strcmp(what, "greeting") == 0) {
+        const char *t = sampled_text(r);
+        g->greeting = strdup(t ? t : "(none)");
+    } else {
+        g->roots = roots_text(r);
+    }
+    if (++g->got < g->want)
+        return;
+    mcp_call_return_text(c, false, "All inputs received: name=%s, greeting=%s, roots=%s",
+                         g->name ? g->name : "-", g->greeting ? g->greeting : "-",
+                         g->roots ? g->roots : "-");
+}
+
+static void gather_ask(mcp_call *c, bool only_supported, const char *tool)
+{
+    struct gather *g = calloc(1, sizeof(*g));
+    mcp_call_set_state(c, g, gather_free);
+    json_t *ep = elicit_params("What is your name?", "name", "string");
+    json_t *sp = sampling_params("Generate a greeting", 50);
+    json_t *rp = json_object();
+    struct {
+        const char *key, *method;
+        json_t *params;
+        const char *what;
+    } q[] = {{"user_name", "elicitation/create", ep, "name"},
+             {"greeting", "sampling/createMessage", sp, "greeting"},
+             {"client_roots", "roots/list", rp, "roots"}};
+    for (size_t i = 0; i < 3; i++) {
+        if (only_supported && !mcp_call_client_supports(c, q[i].method, q[i].params)) {
+            json_decref(q[i].params);
+            q[i].params = NULL;
+            continue;
+        }
+        g->want++;
+    }
+    if (g->want == 0) {
+        mcp_call_missing_capability(c, "elicitation",
+                                    "test_input_required_result_capabilities needs at least one of "
+                                    "the elicitation, sampling or roots capabilities");
+        return;
+    }
+    for (size_t i = 0; i < 3; i++) {
+        if (!q[i].params)
+            continue;
+        if (mcp_call_done(c)) /* an earlier question failed: the rest are not asked */
+            json_decref(q[i].params);
+        else
+            ask(c, q[i].key, q[i].method, q[i].params, gather_reply, (void *)q[i].what, tool);
+    }
+}
+
+static void ir_multiple(mcp_call *c, const json_t *args, void *ud)
+{
+    gather_ask(c, false, "test_input_required_result_multiple_inputs");
+}
+
+static void ir_capabilities(mcp_call *c, const json_t *args, void *ud)
+{
+    gather_ask(c, true, "test_input_required_result_capabilities");
+}
+
+/* Two rounds in a row: step2 is asked only once step1 is answered. */
+static void multi_step2(mcp_call *c, const json_t *r, const json_t *e, void *arg)
+{
+    if (reply_failed(c, e))
+        return;
+    const char *name = mcp_call_state(c);
+    mcp_call_return_text(c, false, "Hello %s, your favorite color is %s.", name ? name : "(none)",
+                         answer_field(r, "color"));
+}
+
+static void multi_step1(mcp_call *c, const json_t *r, const json_t *e, void *arg)
+{
+    if (reply_failed(c, e))
+        return;
+    mcp_call_set_state(c, strdup(answer_field(r, "name")), free);
+    ask(c, "step2", "elicitation/create",
+        elicit_params("Step 2: What is your favorite color?", "color", "string"), multi_step2, NULL,
+        "test_input_required_result_multi_round");
+}
+
+static void ir_multi_round(mcp_call *c, const json_t *args, void *ud)
+{
+    ask(c, "step1", "elicitation/create",
+        elicit_params("Step 1: What is your name?", "name", "string"), multi_step1, NULL,
+        "test_input_required_result_multi_round");
+}
+
+static void missing_capability_reply(mcp_call *c, const json_t *r, const json_t *e, void *arg)
+{
+    if (reply_failed(c, e))
+        return;
+    const char *text = sampled_text(r);
+    mcp_call_return_text(c, false, "Sampled: %s", text ? text : "(no text)");
+}
+
+/* Needs sampling: a 2026-07-28 client without it gets -32021. */
+static void missing_capability(mcp_call *c, const json_t *args, void *ud)
+{
+    ask(c, NULL, "sampling/createMessage", sampling_params("Say hello", 20),
+        missing_capability_reply, NULL, "test_missing_capability");
+}
+
+static void streaming_elicitation(mcp_call *c, const json_t *args, void *ud)
+{
+    mcp_call_progress(c, 0, 1, "asking the user");
+    ask(c, "user_name", "elicitation/create", elicit_params("What is your name?", "name", "string"),
+        ir_elicitation_reply, NULL, "test_streaming_elicitation");
+}
+
+static void logging_tool(mcp_call *c, const json_t *args, void *ud)
+{
+    for (int i = 0; i < 3; i++)
+        mcp_call_log(c, MCP_LOG_INFO, NULL, json_string(log_steps[i]));
+    mcp_call_return_text(c, false, "Logged 3 messages (only sent when the request asks for them)");
+}
+
 /* ------------------------------------------------------- registration -- */
 
 #define NO_ARGS "{\"type\":\"object\",\"properties\":{}}"
@@ -293,6 +567,30 @@ static const struct {
      "\"string\"},\"city\":{\"type\":\"string\"}}}},\"properties\":{\"name\":{\"type\":"
      "\"string\"},\"address\":{\"$ref\":\"#/$defs/address\"}},\"additionalProperties\":false}",
      json_schema_tool},
+    {"test_input_required_result_elicitation",
+     "Asks the user's name (elicitation, key user_name) and greets them", NO_ARGS, ir_elicitation},
+    {"test_input_required_result_sampling",
+     "Asks the client's LLM a question (sampling, key capital_question)", NO_ARGS, ir_sampling},
+    {"test_input_required_result_list_roots", "Asks the client's roots (key client_roots)", NO_ARGS,
+     ir_list_roots},
+    {"test_input_required_result_request_state",
+     "Asks for a confirmation and checks the requestState echoed back (says state-ok)", NO_ARGS,
+     ir_request_state},
+    {"test_input_required_result_multiple_inputs",
+     "Asks an elicitation, a sampling and the roots at once", NO_ARGS, ir_multiple},
+    {"test_input_required_result_multi_round",
+     "Asks two questions in two rounds (step1, then step2)", NO_ARGS, ir_multi_round},
+    {"test_input_required_result_tampered_state",
+     "Asks for a confirmation; a tampered requestState is refused", NO_ARGS, ir_tampered},
+    {"test_input_required_result_capabilities",
+     "Asks only what the client declared it supports (elicitation, sampling, roots)", NO_ARGS,
+     ir_capabilities},
+    {"test_missing_capability", "Needs the sampling capability (-32021 without it)", NO_ARGS,
+     missing_capability},
+    {"test_streaming_elicitation", "Reports progress, then asks the user's name", NO_ARGS,
+     streaming_elicitation},
+    {"test_logging_tool", "Logs three messages (sent only when the request sets a log level)",
+     NO_ARGS, logging_tool},
     {"test_reconnection",
      "Tests SSE stream disconnection and client reconnection (SEP-1699): the server closes the "
      "stream mid-call and answers after the client reconnects.",

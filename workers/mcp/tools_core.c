@@ -70,6 +70,19 @@ static char *kv_uri(const char *key)
     return out;
 }
 
+/* The kv store lives in a session; 2026-07-28 requests have none. */
+static bool kv_stateless(mcp_call *c, const char *tool)
+{
+    if (!mcp_call_stateless(c))
+        return false;
+    mcp_call_return_text(c, true,
+                         "%s: the kv tools keep per-session state, and protocol 2026-07-28 has no "
+                         "sessions; connect with initialize (protocol 2025-11-25 or earlier) to "
+                         "use them",
+                         tool);
+    return true;
+}
+
 static void kv_changed(mcp_session *s, const char *key, bool list_changed)
 {
     mcpi_session_changed(s);
@@ -84,6 +97,8 @@ static void kv_changed(mcp_session *s, const char *key, bool list_changed)
 
 static void kv_set_run(mcp_call *c, const json_t *args, void *ud)
 {
+    if (kv_stateless(c, "kv_set"))
+        return;
     mcp_session *s = c->s;
     const char *key = json_string_value(json_object_get(args, "key"));
     const json_t *value = json_object_get(args, "value");
@@ -113,6 +128,8 @@ static void kv_set_run(mcp_call *c, const json_t *args, void *ud)
 
 static void kv_get_run(mcp_call *c, const json_t *args, void *ud)
 {
+    if (kv_stateless(c, "kv_get"))
+        return;
     const char *key = json_string_value(json_object_get(args, "key"));
     const json_t *value = json_object_get(c->s->kv, key);
     if (!value) {
@@ -131,6 +148,8 @@ static void kv_get_run(mcp_call *c, const json_t *args, void *ud)
 
 static void kv_list_run(mcp_call *c, const json_t *args, void *ud)
 {
+    if (kv_stateless(c, "kv_list"))
+        return;
     json_t *keys = json_array();
     const char *k;
     json_t *v;
@@ -146,6 +165,8 @@ static void kv_list_run(mcp_call *c, const json_t *args, void *ud)
 
 static void kv_delete_run(mcp_call *c, const json_t *args, void *ud)
 {
+    if (kv_stateless(c, "kv_delete"))
+        return;
     const char *key = json_string_value(json_object_get(args, "key"));
     bool deleted = json_object_del(c->s->kv, key) == 0;
     if (deleted)
