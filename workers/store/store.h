@@ -1,0 +1,110 @@
+/*
+ * The durable session store of one shard (docs/storage.md).
+ *
+ * One LMDB environment per shard directory holds the sessions' state (JSON)
+ * and the newest events of each session (for SSE resumption). Writes are
+ * staged in memory and become durable together at store_commit(): the shard
+ * stages what a request changed and commits before it replies, or (group
+ * mode) commits every few milliseconds for every session touched since.
+ *
+ * Errors are 0 or a negative errno. store_errmsg() then says what failed and
+ * what to do, in a sentence fit for a log line.
+ *
+ * A store is used by one thread at a time. Only one process should open a
+ * directory (the shard that owns it).
+ */
+#ifndef CMCP_STORE_H
+#define CMCP_STORE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum store_durability {
+    STORE_FSYNC, /* commit = fsync; the caller commits once per request */
+    STORE_GROUP, /* commit = fsync; the caller batches requests between commits */
+    STORE_NONE,  /* no fsync: survives a process crash, not a power loss */
+};
+
+/* "fsync" | "group" | "none" -> 0, else -EINVAL. */
+int store_durability_parse(const char *s, enum store_durability *out);
+const char *store_durability_name(enum store_durability d);
+
+struct store_opts {
+    const char *dir; /* e.g. <data_dir>/shard-1; created if missing */
+    enum store_durability durability;
+    size_t max_bytes; /* size cap of the live data; 0 = 1 GiB */
+    int max_events;   /* events kept per session for SSE resumption; <= 0 = 256 */
+};
+
+struct store;
+
+/*
+ * Opens (creating if needed). A damaged or truncated store is detected here:
+ * what is intact is salvaged into a fresh store, the damaged files are moved
+ * aside to <dir>.corrupt-<time>, and the store opens (possibly empty). Only
+ * environmental failures (permissions, disk full at creation, no memory)
+ * make it fail. *report (may be NULL) receives a malloc'd note of what was
+ * found and done, NULL if all was well.
+ */
+int store_open(struct store **out, const struct store_opts *o, char **report, char *err,
+               size_t errlen);
+/* In STORE_NONE mode, flushes to disk first: a clean stop is durable. */
+void store_close(struct store *s);
+
+/* What the last failing call found and what to do; "" if none. */
+const char *store_errmsg(const struct store *s);
+
+/*
+ * Staged writes: nothing is durable until store_commit(). Staging copies
+ * its arguments and never touches the disk. sid: 1..255 bytes, no NUL.
+ */
+int store_session_put(struct store *s, const char *sid, const json_t *state);
+int store_session_del(struct store *s, const char *sid); /* also drops its events */
+/* Keeps the newest max_events (by seq) per session; an event with an
+ * existing (sid, seq) replaces it. */
+int store_event_put(struct store *s, const char *sid, int stream, int64_t seq, bool final,
+                    const char *text);
+
+/*
+ * Commits everything staged as ONE transaction. STORE_FSYNC and STORE_GROUP:
+ * on disk (fsync) when it returns 0; STORE_NONE: in the OS page cache.
+ * Returns 0 or -errno; the staged writes are dropped either way.
+ *   -ENOSPC  disk full or max_bytes reached. Reads keep working. A commit of
+ *            deletes only always has headroom, so deleting sessions frees
+ *            space and later commits succeed again.
+ *   -EIO     the database failed underneath; the store reopened itself if it
+ *            could (else every call fails until the shard restarts).
+ */
+int store_commit(struct store *s);
+bool store_has_staged(const struct store *s);
+
+/* Reads see committed data only. */
+json_t *store_session_get(struct store *s, const char *sid); /* new reference or NULL */
+long store_session_count(struct store *s);
+/*
+ * Calls cb for every stored session (order unspecified). state is borrowed
+ * for the call (json_incref to keep it). cb returns non-zero to stop; that
+ * value is returned. Otherwise 0, or -errno if reading failed.
+ */
+int store_session_foreach(struct store *s, int (*cb)(void *ud, const char *sid, json_t *state),
+                          void *ud);
+/*
+ * Events of one stream (stream < 0: every stream) with seq > after, in seq
+ * order. text is valid during the call. Return value as for foreach.
+ */
+int store_events_foreach(struct store *s, const char *sid, int stream, int64_t after,
+                         int (*cb)(void *ud, int stream, int64_t seq, bool final, const char *text),
+                         void *ud);
+int64_t store_last_seq(struct store *s, const char *sid); /* highest event seq stored, 0 if none */
+
+struct store_stats {
+    long sessions, events;
+    size_t file_bytes; /* size of the data file */
+    size_t used_bytes; /* pages holding live data (the rest is reusable) */
+    size_t cap_bytes;  /* max_bytes */
+};
+int store_stats(struct store *s, struct store_stats *st);
+
+#endif
