@@ -41,6 +41,13 @@ static const struct kdef schema[] = {
     {"listener", "shard_wait_ms", K_INT, NULL, 10, 600000},
     {"listener", "keepalive_ms", K_INT, NULL, 100, 3600000},
     {"sessions", "max", K_INT, NULL, 1, 100000000},
+    /* The durable session store (docs/storage.md). */
+    {"sessions", "durability", K_ENUM, "fsync|group|none", 0, 0},
+    {"sessions", "group_commit_ms", K_INT, NULL, 1, 1000},
+    {"sessions", "idle_timeout_ms", K_INT, NULL, 1000, 31L * 86400000},
+    {"sessions", "abandoned_timeout_ms", K_INT, NULL, 1000, 31L * 86400000},
+    {"sessions", "max_events", K_INT, NULL, 1, 100000},
+    {"sessions", "store_max_bytes", K_INT, NULL, 1L << 20, 1L << 40},
     /* The metrics worker's HTTP server (docs/operations.md); port 0 turns HTTP off. */
     {"metrics", "bind", K_STR, NULL, 0, 0},
     {"metrics", "port", K_INT, NULL, 0, 65535},
@@ -263,7 +270,7 @@ static int handler(void *user, const char *section, const char *name, const char
         else
             snprintf(r->c->err, sizeof(r->c->err),
                      "%s:%d: unknown section [%s] (known: node, tools, listener, sessions, "
-                     "tree.NAME)",
+                     "metrics, admin, tool.NAME, tree.NAME)",
                      r->origin, r->line, section);
         return 0;
     }

@@ -250,6 +250,37 @@ static void remove_private_run_dir(const char *dir)
     rmdir(dir);
 }
 
+/*
+ * The data directory, absolute for the children, and the node's state key in
+ * it: 32 random bytes (mode 0600) that seal the multi-round state of stateless
+ * requests, shared by every shard and kept across restarts.
+ */
+static int prepare_data_dir(const char *dir)
+{
+    char abs[PATH_MAX], key[PATH_MAX + 16];
+    if (mkdir_p(dir) != 0 || !realpath(dir, abs)) {
+        fprintf(stderr, "cmcpd: cannot create data directory %s: %s ([node] data_dir)\n", dir,
+                strerror(errno));
+        return -1;
+    }
+    setenv("CMCP_NODE_DATA_DIR", abs, 1);
+    snprintf(key, sizeof(key), "%s/state.key", abs);
+    int fd = open(key, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 && errno == EEXIST)
+        return 0;
+    unsigned char bytes[32];
+    randombytes_buf(bytes, sizeof(bytes));
+    if (fd < 0 || write(fd, bytes, sizeof(bytes)) != (ssize_t)sizeof(bytes)) {
+        fprintf(stderr, "cmcpd: cannot write %s: %s\n", key, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    sodium_memzero(bytes, sizeof(bytes));
+    close(fd);
+    return 0;
+}
+
 static int run_root(struct proc_args *a, bool check_config)
 {
     char cfgpath[PATH_MAX];
@@ -269,6 +300,10 @@ static int run_root(struct proc_args *a, bool check_config)
         setenv("CMCP_NODE_RUN_DIR", dir, 0);
         setenv("CMCP_LISTENER_HTTP_PORT", "0", 0);
         setenv("CMCP_LISTENER_TCP_PORT", "0", 0);
+        /* Nor metrics HTTP or an admin socket (which would also leave a cookie file in the
+         * client's working directory). */
+        setenv("CMCP_METRICS_PORT", "0", 0);
+        setenv("CMCP_ADMIN_ENDPOINT", "", 0);
         setenv("CMCP_STDIO", "1", 1);
     }
     if (cfg_load(&a->cfg, a->config) != 0) {
@@ -297,6 +332,8 @@ static int run_root(struct proc_args *a, bool check_config)
     }
     /* Children inherit the resolved directory, whatever their working directory. */
     setenv("CMCP_NODE_RUN_DIR", abs_run, 1);
+    if (prepare_data_dir(cfg_get(&a->cfg, "node", "data_dir", "./var/data")) != 0)
+        return CMCP_EXIT_FAILURE;
     log_init(node, "supervisor", "root");
     enum log_level lvl;
     const char *lv = cfg_get(&a->cfg, "node", "log_level", NULL);

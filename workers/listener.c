@@ -336,6 +336,17 @@ static void end_done(struct call *c, json_t *hdr, const char *body, size_t len)
 }
 static const struct call_ops end_ops = {NULL, end_done};
 
+void listener_stateless_cancel(struct call *c)
+{
+    if (!c->stateless || c->finished)
+        return;
+    char key[64];
+    snprintf(key, sizeof(key), "%d-%llu", L.index, (unsigned long long)c->tok);
+    json_t *hdr = json_pack("{s:s,s:s}", "op", "stateless_cancel", "key", key);
+    listener_call(NULL, c->shard, hdr, "", 0, &end_ops, NULL);
+    json_decref(hdr);
+}
+
 void listener_session_end(const char *sid)
 {
     int shard = shard_of_session(sid);

@@ -53,6 +53,7 @@ struct call {
     char *body;        /* a copy of the request, to name its id in an error made here */
     size_t body_len;
     char sid[64];      /* the session, when known (for resuming its stream) */
+    bool stateless;    /* a 2026-07-28 request: cancel it in its shard if the client leaves */
     int stream;        /* the SSE stream its events go to, once it has one */
     ev_timer timer;    /* shard wait, request timeout, then the wait for late events */
     int nev_seen, nev_expected;
@@ -68,6 +69,8 @@ struct call *listener_call_by_stream(const char *sid, int stream);
 void listener_call_attach(struct call *c, struct conn *conn, const struct call_ops *ops);
 /* The call's connection no longer carries it (its stream was closed early). */
 void listener_call_detach(struct call *c);
+/* Asks the shard to cancel a stateless request whose client went away. */
+void listener_stateless_cancel(struct call *c);
 /* Detach a connection's calls (the connection is closing). */
 void listener_detach_calls(struct conn *conn);
 

@@ -27,6 +27,7 @@
 #include "cmcp.h"
 #include "http.h"
 #include "log.h"
+#include "mcp.h"
 #include "shard.h"
 
 #define OUT_MAX (64L << 20)
@@ -54,7 +55,8 @@ struct hconn {
 };
 
 static struct mcp_http_policy policy;
-static const char *versions[] = {"2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"};
+static const char *versions[] = {"2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25",
+                                 "2026-07-28"};
 static char origins_buf[32][64], hosts_buf[32][64];
 static const char *origins[32], *hosts[32];
 static int http_fd = -1;
@@ -258,6 +260,48 @@ static void handle_post(struct hconn *h, const char *sid, const char *version)
         h->state = H_IDLE;
         write_error(h, 503, NULL, -32603, "Internal error: cannot reach a shard; retry");
     }
+}
+
+/* ---- the stateless 2026-07-28 revision: no session, any shard ---- */
+
+/*
+ * The era of a POST: the MCP-Protocol-Version header, or (without it) the
+ * per-request protocol in params._meta. The body is parsed only when it may
+ * carry that key, so 2025 traffic pays nothing.
+ */
+static bool is_stateless(const struct http_request *r)
+{
+    const char *pv = http_request_header(r, "MCP-Protocol-Version");
+    if (pv && mcp_is_stateless_request(NULL, pv))
+        return true;
+    static const char meta_key[] = "io.modelcontextprotocol/protocolVersion";
+    if (!memmem(r->body, r->body_len, meta_key, sizeof(meta_key) - 1))
+        return false;
+    json_t *msg = json_loadb(r->body, r->body_len, 0, NULL);
+    bool yes = msg && mcp_is_stateless_request(msg, pv);
+    json_decref(msg);
+    return yes;
+}
+
+static void handle_stateless(struct hconn *h)
+{
+    struct http_request *r = h->req;
+    json_t *hdr = json_pack("{s:s,s:b}", "op", "stateless", "http", 1);
+    const char *names[][2] = {{"pv", "MCP-Protocol-Version"}, {"mm", "Mcp-Method"},
+                              {"mn", "Mcp-Name"}};
+    for (size_t i = 0; i < CMCP_ARRAY_LEN(names); i++) {
+        const char *v = http_request_header(r, names[i][1]);
+        json_object_set_new(hdr, names[i][0], v ? json_string(v) : json_null());
+    }
+    h->state = H_WAIT;
+    struct call *c = listener_call(&h->base, -1, hdr, r->body, r->body_len, &post_ops, NULL);
+    json_decref(hdr);
+    if (!c) {
+        h->state = H_IDLE;
+        write_error(h, 503, NULL, -32603, "Internal error: cannot reach a shard; retry");
+        return;
+    }
+    c->stateless = true;
 }
 
 /* ---- GET: the standalone stream, or a resumed one ---- */
@@ -656,8 +700,16 @@ static void handle(struct hconn *h)
     }
     struct mcp_http_verdict v = mcp_http_check(r, &policy);
     if (v.reason != MCP_HTTP_OK) {
-        mcp_http_write_verdict(&h->out, r, &v, &policy, NULL, h->keep_alive);
+        /* The error names the request it answers when the body says which. */
+        json_t *body = r->method == HTTP_POST ? json_loadb(r->body, r->body_len, 0, NULL) : NULL;
+        mcp_http_write_verdict(&h->out, r, &v, &policy, json_object_get(body, "id"),
+                               h->keep_alive);
+        json_decref(body);
         hconn_request_done(h);
+        return;
+    }
+    if (r->method == HTTP_POST && is_stateless(r)) {
+        handle_stateless(h);
         return;
     }
     const char *sid = http_request_header(r, "Mcp-Session-Id");
@@ -750,6 +802,9 @@ static void hconn_close(struct hconn *h, const char *why)
     ev_io_stop(L.loop, &h->rw);
     ev_io_stop(L.loop, &h->ww);
     ev_timer_stop(L.loop, &h->timer);
+    /* A 2026 client that leaves cancels its request: there is no session to return to. */
+    for (struct call *c = h->base.calls; c; c = c->next_in_conn)
+        listener_stateless_cancel(c);
     listener_detach_calls(&h->base);
     if (h->fd >= 0)
         close(h->fd);

@@ -2,15 +2,14 @@
  * Role `shard`: owns the MCP sessions whose ids name it. Listeners send it
  * client messages over nng req/rep; it runs them through the MCP engine and
  * replies, and publishes server->client messages (progress, log messages,
- * server requests, notifications) on its pub socket. Every message of a
- * request that streams is also kept in the session's event log, so a client
- * that lost its stream resumes it with Last-Event-ID.
+ * server requests, notifications) on its pub socket. Sessions and their
+ * events live in the shard's store (shard_durable.c), so a shard killed with
+ * SIGKILL comes back with every session it acknowledged, and a client that
+ * lost its stream resumes it with Last-Event-ID, also across restarts.
  */
 #define _GNU_SOURCE
 #include "shard.h"
 
-#include <ev.h>
-#include <jansson.h>
 #include <nng/nng.h>
 #include <nng/protocol/pubsub0/pub.h>
 #include <nng/protocol/reqrep0/rep.h>
@@ -19,71 +18,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <uthash.h>
 
 #include "cmcp.h"
-#include "ipc.h"
 #include "log.h"
-#include "mcp.h"
+#include "shard_internal.h"
 #include "shard_tools.h"
 
-#define SHARD_SLOTS 256   /* requests a shard serves at once; more wait in nng's queue */
-#define EVLOG_MAX 256     /* events kept per session for resumption */
-
-struct sess;
-
-struct slot {
-    struct ipc_item item;
-    struct shard *sh;
-    nng_ctx ctx;
-    nng_aio *aio;
-    bool sending;
-    /* while a request is pending (asynchronous) */
-    struct sess *sess;
-    json_t *rid; /* the request's JSON-RPC id */
-    json_t *lid, *tok;
-    int stream; /* 0 until the request first emits */
-    int nev;
-    struct slot *next_pending;
-    /* a 2025-03-26 batch whose asynchronous members are still running */
-    json_t *batch;     /* responses so far */
-    json_t *batch_ids; /* ids still to answer */
-};
-
-struct evrec {
-    int stream;
-    long seq;
-    bool final;
-    char *text;
-};
-
-struct sess {
-    UT_hash_handle hh;
-    char id[64];
-    mcp_session *ms;
-    int next_stream;
-    long seq;
-    struct evrec log[EVLOG_MAX];
-    int log_start, log_n;
-    struct slot *pending; /* requests in progress */
-    int done_streams[16]; /* recently finished request streams */
-    int ndone;
-};
-
-struct shard {
-    struct proc_args *a;
-    int index;
-    struct ev_loop *loop;
-    nng_socket rep, pub;
-    struct ipc_bridge bridge;
-    struct slot slots[SHARD_SLOTS];
-    mcp_server *srv;
-    struct sess *sessions;
-    long nsessions, max_sessions;
-    ev_signal sigterm, sigint;
-};
-
-static struct shard g;
+struct shard g;
 
 /* ---- session ids ---- */
 
@@ -109,32 +50,9 @@ int shard_of_session(const char *sid)
     return (int)v;
 }
 
-/* ---- event log ---- */
+/* ---- sessions ---- */
 
-static struct evrec *evlog_add(struct sess *s, int stream, bool final, char *text)
-{
-    if (s->log_n == EVLOG_MAX) {
-        free(s->log[s->log_start].text);
-        s->log_start = (s->log_start + 1) % EVLOG_MAX;
-        s->log_n--;
-    }
-    struct evrec *r = &s->log[(s->log_start + s->log_n++) % EVLOG_MAX];
-    r->stream = stream;
-    r->seq = ++s->seq;
-    r->final = final;
-    r->text = text;
-    return r;
-}
-
-static void sess_free(struct sess *s)
-{
-    for (int i = 0; i < s->log_n; i++)
-        free(s->log[(s->log_start + i) % EVLOG_MAX].text);
-    mcp_session_free(s->ms);
-    free(s);
-}
-
-static struct sess *sess_find(const char *id)
+struct sess *sess_find(const char *id)
 {
     struct sess *s = NULL;
     if (id)
@@ -142,11 +60,59 @@ static struct sess *sess_find(const char *id)
     return s;
 }
 
+struct sess *sess_insert(const char *id, mcp_session *ms)
+{
+    struct sess *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    snprintf(s->id, sizeof(s->id), "%s", id);
+    s->ms = ms;
+    s->last_active = cmcp_now_ms();
+    HASH_ADD_STR(g.sessions, id, s);
+    g.nsessions++;
+    return s;
+}
+
+static void pending_remove(struct slot *sl);
+static void reply(struct slot *sl, json_t *hdr, json_t *body, struct sess *s);
+
+/* Ends a session: its requests in flight end without an answer. */
+void sess_remove(struct sess *s, const char *why)
+{
+    while (s->pending) {
+        struct slot *p = s->pending;
+        pending_remove(p);
+        reply(p, json_pack("{s:i,s:b}", "st", 404, "cancelled", 1), NULL, NULL);
+    }
+    durable_forget(s);
+    HASH_DEL(g.sessions, s);
+    g.nsessions--;
+    const char *event = strcmp(why, "deleted") == 0                                 ? "session_deleted"
+                        : strcmp(why, "idle") == 0 || strcmp(why, "abandoned") == 0 ? "session_expired"
+                                                                                    : "session_closed";
+    log_info(event, "{s:s,s:s}", "sid", s->id, "reason", why);
+    mcp_session_free(s->ms);
+    free(s);
+}
+
+/* Shutdown: out of memory only, the store keeps them. */
+static void sess_drop_all(void)
+{
+    struct sess *s, *tmp;
+    HASH_ITER(hh, g.sessions, s, tmp)
+    {
+        HASH_DEL(g.sessions, s);
+        mcp_session_free(s->ms);
+        free(s);
+    }
+    g.nsessions = 0;
+}
+
 /* ---- replies ---- */
 
 static void slot_recv(struct slot *sl);
 
-static void slot_reply(struct slot *sl, json_t *hdr, json_t *body)
+void slot_send(struct slot *sl, json_t *hdr, json_t *body)
 {
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     nng_msg *m = ipc_envelope(hdr, text ? text : "", text ? strlen(text) : 0);
@@ -163,10 +129,16 @@ static void slot_reply(struct slot *sl, json_t *hdr, json_t *body)
     nng_ctx_send(sl->ctx, sl->aio);
 }
 
-static json_t *rpc_error(json_t *id, int code, const char *msg)
+/* Every reply goes out after the changes before it are committed (shard_durable.c). */
+static void reply(struct slot *sl, json_t *hdr, json_t *body, struct sess *s)
 {
-    return json_pack("{s:s,s:O,s:{s:i,s:s}}", "jsonrpc", "2.0", "id", id ? id : json_null(),
-                     "error", "code", code, "message", msg);
+    durable_reply(sl, hdr, body, s);
+}
+
+json_t *rpc_error(const json_t *id, int code, const char *msg)
+{
+    return json_pack("{s:s,s:O,s:{s:i,s:s}}", "jsonrpc", "2.0", "id",
+                     id ? (json_t *)id : json_null(), "error", "code", code, "message", msg);
 }
 
 static void pending_remove(struct slot *sl)
@@ -187,6 +159,8 @@ static void pending_remove(struct slot *sl)
     sl->rid = sl->lid = sl->tok = sl->batch = sl->batch_ids = NULL;
     sl->sess = NULL;
     sl->stream = sl->nev = 0;
+    sl->last_seq = 0;
+    sl->stateless = false;
     sl->next_pending = NULL;
 }
 
@@ -209,16 +183,13 @@ static void request_end(struct sess *s, struct slot *sl, json_t *hdr, const json
         return;
     json_object_set_new(hdr, "nev", json_integer(sl->nev));
     if (sl->stream) {
-        if (resp) {
-            struct evrec *r = evlog_add(s, sl->stream, true, json_dumps(resp, JSON_COMPACT));
-            json_object_set_new(hdr, "seq", json_integer(r->seq));
+        char *text = resp ? json_dumps(resp, JSON_COMPACT) : NULL;
+        if (text) {
+            durable_event(s, sl->stream, ++s->seq, true, text);
+            json_object_set_new(hdr, "seq", json_integer(s->seq));
+            free(text);
         }
         json_object_set_new(hdr, "stream", json_integer(sl->stream));
-        if (s->ndone == (int)CMCP_ARRAY_LEN(s->done_streams)) {
-            memmove(s->done_streams, s->done_streams + 1, sizeof(s->done_streams) - sizeof(int));
-            s->ndone--;
-        }
-        s->done_streams[s->ndone++] = sl->stream;
     }
     pending_remove(sl);
 }
@@ -243,8 +214,8 @@ static bool batch_member_done(struct sess *s, const json_t *rel, json_t *msg)
                 json_decref(sl->batch_ids);
                 sl->batch = sl->batch_ids = NULL;
                 pending_remove(sl);
-                slot_reply(sl, json_pack("{s:i}", "st", json_array_size(batch) ? 200 : 202),
-                           json_array_size(batch) ? batch : NULL);
+                reply(sl, json_pack("{s:i}", "st", json_array_size(batch) ? 200 : 202),
+                      json_array_size(batch) ? batch : NULL, s);
                 if (!json_array_size(batch))
                     json_decref(batch);
             }
@@ -269,9 +240,48 @@ static void publish(struct sess *s, struct slot *sl, int stream, long seq, const
         nng_msg_free(m);
 }
 
+/*
+ * A stateless (2026-07-28) request's messages: its transient session names
+ * the slot. Nothing is stored: that revision has no resumption.
+ */
+static void stateless_emit(struct slot *sl, json_t *msg, bool final)
+{
+    if (final) {
+        json_t *hdr = json_pack("{s:i,s:i}", "st", mcp_stateless_http_status(msg), "nev", sl->nev);
+        if (!msg)
+            json_object_set_new(hdr, "cancelled", json_true());
+        if (sl->nev)
+            json_object_set_new(hdr, "stream", json_integer(1));
+        sl->stateless = false;
+        pending_remove(sl);
+        reply(sl, hdr, msg, NULL);
+        return;
+    }
+    char *text = json_dumps(msg, JSON_COMPACT);
+    json_decref(msg);
+    if (!text)
+        return;
+    sl->nev++;
+    json_t *h = json_pack("{s:s,s:i,s:i,s:O,s:O}", "sid", "-", "stream", 1, "seq", sl->nev, "lid",
+                          sl->lid, "tok", sl->tok);
+    nng_msg *m = ipc_envelope(h, text, strlen(text));
+    json_decref(h);
+    free(text);
+    if (m && nng_sendmsg(g.pub, m, NNG_FLAG_NONBLOCK) != 0)
+        nng_msg_free(m);
+}
+
 static void host_emit(void *host, mcp_session *ms, const json_t *rel, json_t *msg, bool final)
 {
     (void)host;
+    if (mcp_session_is_stateless(ms)) {
+        struct slot *sl = mcp_session_userdata(ms);
+        if (sl)
+            stateless_emit(sl, msg, final);
+        else
+            json_decref(msg);
+        return;
+    }
     struct sess *s = sess_find(mcp_session_id(ms));
     if (!s) {
         json_decref(msg);
@@ -289,7 +299,7 @@ static void host_emit(void *host, mcp_session *ms, const json_t *rel, json_t *ms
         if (!msg)
             json_object_set_new(hdr, "cancelled", json_true());
         request_end(s, sl, hdr, msg);
-        slot_reply(sl, hdr, msg);
+        reply(sl, hdr, msg, s);
         return;
     }
     int stream = 0;
@@ -303,8 +313,12 @@ static void host_emit(void *host, mcp_session *ms, const json_t *rel, json_t *ms
     json_decref(msg);
     if (!text)
         return;
-    struct evrec *r = evlog_add(s, stream, false, text);
-    publish(s, sl, stream, r->seq, text);
+    int64_t seq = ++s->seq;
+    if (sl)
+        sl->last_seq = seq;
+    durable_event(s, stream, seq, false, text);
+    publish(s, sl, stream, seq, text);
+    free(text);
 }
 
 struct shard_timer {
@@ -361,12 +375,7 @@ static void host_close_stream(void *host, mcp_session *ms, const json_t *rel)
         return;
     if (!sl->stream)
         sl->stream = ++s->next_stream;
-    long last = 0;
-    for (int i = 0; i < s->log_n; i++) {
-        struct evrec *r = &s->log[(s->log_start + i) % EVLOG_MAX];
-        if (r->stream == sl->stream)
-            last = r->seq;
-    }
+    int64_t last = sl->last_seq;
     sl->nev++;
     json_t *h = json_pack("{s:s,s:i,s:I,s:O,s:O,s:b}", "sid", s->id, "stream", sl->stream, "seq",
                           (json_int_t)last, "lid", sl->lid, "tok", sl->tok, "close", 1);
@@ -376,32 +385,65 @@ static void host_close_stream(void *host, mcp_session *ms, const json_t *rel)
         nng_msg_free(m);
 }
 
-static const struct mcp_host_ops host_ops = {host_emit, host_timer_add, host_timer_cancel, NULL,
+/* The engine changed a session's durable state: it is written before the next reply. */
+static void host_changed(void *host, mcp_session *ms)
+{
+    (void)host;
+    struct sess *s = sess_find(mcp_session_id(ms));
+    if (s)
+        durable_changed(s);
+}
+
+static const struct mcp_host_ops host_ops = {host_emit, host_timer_add, host_timer_cancel, host_changed,
                                              host_close_stream};
 
 /* ---- requests ---- */
+
+/* The session nobody used after initialize that has waited longest, or NULL. */
+static struct sess *oldest_abandoned(void)
+{
+    struct sess *best = NULL, *s, *tmp;
+    HASH_ITER(hh, g.sessions, s, tmp)
+    {
+        if (s->used == 0 && !s->pending && !s->in_batch &&
+            (!best || s->last_active < best->last_active))
+            best = s;
+    }
+    return best;
+}
 
 /* A new session, or NULL after answering why not (the cap). */
 static struct sess *sess_create(struct slot *sl, json_t *rid)
 {
     if (g.nsessions >= g.max_sessions) {
+        /* At the cap, a session nobody used since its initialize makes room first: clients
+         * that initialize for every request and never DELETE must not lock others out. */
+        struct sess *victim = oldest_abandoned();
+        if (victim) {
+            g.abandoned++;
+            sess_remove(victim, "abandoned");
+        }
+    }
+    if (g.nsessions >= g.max_sessions) {
         log_warn("session_refused", "{s:s,s:I}", "reason", "session cap reached", "max",
                  (json_int_t)g.max_sessions);
-        slot_reply(sl, json_pack("{s:i}", "st", 503),
-                   rpc_error(rid, -32000,
-                             "Too many sessions on this node; retry later or close unused "
-                             "sessions"));
+        reply(sl, json_pack("{s:i}", "st", 503),
+              rpc_error(rid, -32000,
+                        "Too many sessions on this node; retry later or close unused sessions"),
+              NULL);
         return NULL;
     }
-    struct sess *s = calloc(1, sizeof(*s));
+    char id[64];
+    shard_session_id_new(id, sizeof(id), g.index);
+    mcp_session *ms = mcp_session_new(g.srv, id);
+    struct sess *s = ms ? sess_insert(id, ms) : NULL;
     if (!s) {
-        slot_reply(sl, json_pack("{s:i}", "st", 503), rpc_error(rid, -32603, "Out of memory"));
+        if (ms)
+            mcp_session_free(ms);
+        reply(sl, json_pack("{s:i}", "st", 503), rpc_error(rid, -32603, "Out of memory"), NULL);
         return NULL;
     }
-    shard_session_id_new(s->id, sizeof(s->id), g.index);
-    s->ms = mcp_session_new(g.srv, s->id);
-    HASH_ADD_STR(g.sessions, id, s);
-    g.nsessions++;
+    g.created++;
     return s;
 }
 
@@ -413,7 +455,7 @@ static void op_open(struct slot *sl)
 {
     struct sess *s = sess_create(sl, NULL);
     if (s)
-        slot_reply(sl, json_pack("{s:i,s:s}", "st", 200, "sid", s->id), NULL);
+        reply(sl, json_pack("{s:i,s:s}", "st", 200, "sid", s->id), NULL, s);
 }
 
 static void op_msg(struct slot *sl, json_t *hdr, const char *body, size_t blen)
@@ -424,7 +466,7 @@ static void op_msg(struct slot *sl, json_t *hdr, const char *body, size_t blen)
     if (!msg) {
         char m[200];
         snprintf(m, sizeof(m), "Parse error: %s", jerr.text);
-        slot_reply(sl, json_pack("{s:i}", "st", 400), rpc_error(NULL, -32700, m));
+        reply(sl, json_pack("{s:i}", "st", 400), rpc_error(NULL, -32700, m), NULL);
         return;
     }
     struct sess *s = NULL;
@@ -432,10 +474,11 @@ static void op_msg(struct slot *sl, json_t *hdr, const char *body, size_t blen)
     if (!sid) {
         const char *method = json_string_value(json_object_get(msg, "method"));
         if (!method || strcmp(method, "initialize") != 0) {
-            slot_reply(sl, json_pack("{s:i}", "st", 400),
-                       rpc_error(json_object_get(msg, "id"), -32600,
-                                 "Bad Request: no session. Send initialize first, then the "
-                                 "Mcp-Session-Id it returns with every request"));
+            reply(sl, json_pack("{s:i}", "st", 400),
+                  rpc_error(json_object_get(msg, "id"), -32600,
+                            "Bad Request: no session. Send initialize first, then the "
+                            "Mcp-Session-Id it returns with every request"),
+                  NULL);
             json_decref(msg);
             return;
         }
@@ -448,14 +491,16 @@ static void op_msg(struct slot *sl, json_t *hdr, const char *body, size_t blen)
     } else {
         s = sess_find(sid);
         if (!s) {
-            slot_reply(sl, json_pack("{s:i}", "st", 404),
-                       rpc_error(json_object_get(msg, "id"), -32001,
-                                 "Session not found: it expired or was deleted. Initialize a "
-                                 "new session"));
+            reply(sl, json_pack("{s:i}", "st", 404),
+                  rpc_error(json_object_get(msg, "id"), -32001,
+                            "Session not found: it expired or was deleted. Initialize a new "
+                            "session"),
+                  NULL);
             json_decref(msg);
             return;
         }
     }
+    durable_touch(s, msg);
     bool pending = false;
     json_t *resp;
     if (json_is_array(msg)) {
@@ -508,70 +553,91 @@ static void op_msg(struct slot *sl, json_t *hdr, const char *body, size_t blen)
     if (created) {
         bool ok = resp && !json_object_get(resp, "error") && mcp_session_initialized(s->ms);
         if (!ok && !mcp_session_protocol(s->ms)) {
-            HASH_DEL(g.sessions, s);
-            g.nsessions--;
-            sess_free(s);
+            g.created--;
+            sess_remove(s, "initialize failed");
+            s = NULL;
         } else {
             json_object_set_new(rh, "sid", json_string(s->id));
             log_info("session_created", "{s:s,s:s}", "sid", s->id, "protocol",
                      mcp_session_protocol(s->ms) ? mcp_session_protocol(s->ms) : "?");
         }
     }
-    slot_reply(sl, rh, resp);
+    reply(sl, rh, resp, s);
 }
 
 static void op_stream(struct slot *sl, json_t *hdr)
 {
     struct sess *s = sess_find(json_string_value(json_object_get(hdr, "sid")));
     if (!s) {
-        slot_reply(sl, json_pack("{s:i}", "st", 404),
-                   rpc_error(NULL, -32001, "Session not found: initialize a new session"));
+        reply(sl, json_pack("{s:i}", "st", 404),
+              rpc_error(NULL, -32001, "Session not found: initialize a new session"), NULL);
         return;
     }
     int stream = 0;
-    long after = 0;
+    int64_t after = 0;
     json_t *last = json_object_get(hdr, "last");
     if (json_is_array(last)) {
         stream = (int)json_integer_value(json_array_get(last, 0));
-        after = (long)json_integer_value(json_array_get(last, 1));
+        after = (int64_t)json_integer_value(json_array_get(last, 1));
     }
-    json_t *evs = json_array();
-    for (int i = 0; i < s->log_n; i++) {
-        struct evrec *r = &s->log[(s->log_start + i) % EVLOG_MAX];
-        if (r->stream == stream && r->seq > after)
-            json_array_append_new(evs, json_pack("[i,I,s]", r->stream, (json_int_t)r->seq,
-                                                 r->text));
-    }
+    s->last_active = cmcp_now_ms();
     bool done = false;
-    for (int i = 0; i < s->ndone; i++)
-        done |= s->done_streams[i] == stream;
-    if (stream > s->next_stream)
-        done = true; /* never existed: nothing will follow */
-    slot_reply(sl, json_pack("{s:i,s:i,s:o,s:b}", "st", 200, "stream", stream, "events", evs,
-                             "done", stream != 0 && done),
-               NULL);
+    json_t *evs = durable_replay(s, stream, after, &done);
+    reply(sl, json_pack("{s:i,s:i,s:o,s:b}", "st", 200, "stream", stream, "events", evs, "done",
+                        stream != 0 && done),
+          NULL, s);
 }
 
 static void op_delete(struct slot *sl, json_t *hdr)
 {
     struct sess *s = sess_find(json_string_value(json_object_get(hdr, "sid")));
     if (!s) {
-        slot_reply(sl, json_pack("{s:i}", "st", 404),
-                   rpc_error(NULL, -32001, "Session not found"));
+        reply(sl, json_pack("{s:i}", "st", 404), rpc_error(NULL, -32001, "Session not found"),
+              NULL);
         return;
     }
-    /* Requests still running get no answer: their streams end with the session. */
-    while (s->pending) {
-        struct slot *p = s->pending;
-        json_t *h = json_pack("{s:i,s:b}", "st", 404, "cancelled", 1);
-        pending_remove(p);
-        slot_reply(p, h, NULL);
-    }
-    HASH_DEL(g.sessions, s);
-    g.nsessions--;
-    log_info("session_deleted", "{s:s}", "sid", s->id);
-    sess_free(s);
-    slot_reply(sl, json_pack("{s:i}", "st", 200), NULL);
+    g.deleted++;
+    sess_remove(s, "deleted");
+    reply(sl, json_pack("{s:i}", "st", 200), NULL, NULL);
+}
+
+/*
+ * A request of the stateless 2026-07-28 revision: no session; any shard serves
+ * it (multi-round state travels sealed in the request, under the node's key).
+ */
+static void op_stateless(struct slot *sl, json_t *hdr, const char *body, size_t blen)
+{
+    char key[64];
+    snprintf(key, sizeof(key), "%" JSON_INTEGER_FORMAT "-%" JSON_INTEGER_FORMAT,
+             json_integer_value(json_object_get(hdr, "lid")),
+             json_integer_value(json_object_get(hdr, "tok")));
+    struct mcp_stateless_ctx ctx = {json_is_true(json_object_get(hdr, "http")),
+                                    json_string_value(json_object_get(hdr, "pv")),
+                                    json_string_value(json_object_get(hdr, "mm")),
+                                    json_string_value(json_object_get(hdr, "mn")),
+                                    key,
+                                    sl,
+                                    NULL};
+    sl->stateless = true;
+    sl->lid = json_incref(json_object_get(hdr, "lid"));
+    sl->tok = json_incref(json_object_get(hdr, "tok"));
+    bool pending = false;
+    json_t *resp = mcp_handle_stateless_text(g.srv, body, blen, &ctx, &pending);
+    if (pending)
+        return; /* stateless_emit(final) answers */
+    json_t *rh = json_pack("{s:i,s:i}", "st", mcp_stateless_http_status(resp), "nev", sl->nev);
+    if (sl->nev)
+        json_object_set_new(rh, "stream", json_integer(1));
+    sl->stateless = false;
+    pending_remove(sl);
+    reply(sl, rh, resp, NULL);
+}
+
+static void op_stateless_cancel(struct slot *sl, json_t *hdr)
+{
+    const char *key = json_string_value(json_object_get(hdr, "key"));
+    int rc = key ? mcp_stateless_cancel(g.srv, key) : -1;
+    reply(sl, json_pack("{s:i}", "st", rc == 0 ? 200 : 404), NULL, NULL);
 }
 
 /* A toolrun asks for its call's arguments, or hands over its result. */
@@ -581,7 +647,7 @@ static void op_tool(struct slot *sl, json_t *hdr, const char *body, size_t blen,
     if (fetch) {
         char *args = shard_tools_fetch(token);
         if (!args) {
-            slot_reply(sl, json_pack("{s:i}", "st", 404), NULL);
+            reply(sl, json_pack("{s:i}", "st", 404), NULL, NULL);
             return;
         }
         nng_msg *m;
@@ -599,7 +665,7 @@ static void op_tool(struct slot *sl, json_t *hdr, const char *body, size_t blen,
         return;
     }
     int rc = shard_tools_result(token, body, blen);
-    slot_reply(sl, json_pack("{s:i}", "st", rc == 0 ? 200 : 404), NULL);
+    reply(sl, json_pack("{s:i}", "st", rc == 0 ? 200 : 404), NULL, NULL);
 }
 
 static void slot_run(struct ipc_item *it)
@@ -627,7 +693,7 @@ static void slot_run(struct ipc_item *it)
     size_t blen;
     if (ipc_envelope_parse(m, &hdr, &body, &blen) != 0) {
         nng_msg_free(m);
-        slot_reply(sl, json_pack("{s:i}", "st", 400), NULL);
+        reply(sl, json_pack("{s:i}", "st", 400), NULL, NULL);
         return;
     }
     const char *op = json_string_value(json_object_get(hdr, "op"));
@@ -639,10 +705,14 @@ static void slot_run(struct ipc_item *it)
         op_delete(sl, hdr);
     else if (op && strcmp(op, "open") == 0)
         op_open(sl);
+    else if (op && strcmp(op, "stateless") == 0)
+        op_stateless(sl, hdr, body, blen);
+    else if (op && strcmp(op, "stateless_cancel") == 0)
+        op_stateless_cancel(sl, hdr);
     else if (op && (strcmp(op, "tool_fetch") == 0 || strcmp(op, "tool_result") == 0))
         op_tool(sl, hdr, body, blen, op[5] == 'f');
     else
-        slot_reply(sl, json_pack("{s:i}", "st", 400), NULL);
+        reply(sl, json_pack("{s:i}", "st", 400), NULL, NULL);
     json_decref(hdr);
     nng_msg_free(m);
 }
@@ -665,6 +735,31 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
     ev_break(loop, EVBREAK_ALL);
 }
 
+/*
+ * The key that seals a stateless request's multi-round state: the same in
+ * every shard of the node (the root makes it, data_dir/state.key), so that
+ * the next round may land on any shard.
+ */
+static int load_state_key(char *err, size_t errlen)
+{
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/state.key",
+             cfg_get(&g.a->cfg, "node", "data_dir", "./var/data"));
+    unsigned char key[32];
+    FILE *f = fopen(path, "rb");
+    size_t n = f ? fread(key, 1, sizeof(key), f) : 0;
+    if (f)
+        fclose(f);
+    if (n != sizeof(key)) {
+        snprintf(err, errlen, "cannot read the node's state key %s (the root makes it at start)",
+                 path);
+        return -1;
+    }
+    int rc = mcp_server_set_state_key(g.srv, key, sizeof(key), err, errlen);
+    sodium_memzero(key, sizeof(key));
+    return rc;
+}
+
 int shard_main(struct proc_args *a)
 {
     memset(&g, 0, sizeof(g));
@@ -683,12 +778,23 @@ int shard_main(struct proc_args *a)
         fprintf(stderr, "cmcpd: shard: %s\n", err);
         return CMCP_EXIT_USAGE;
     }
+    if (load_state_key(err, sizeof(err)) != 0) {
+        log_error("shard_start_failed", "{s:s}", "error", err);
+        fprintf(stderr, "cmcpd: shard: %s\n", err);
+        return CMCP_EXIT_FAILURE;
+    }
     g.loop = ev_default_loop(EVFLAG_SIGNALFD);
     ipc_bridge_init(&g.bridge, g.loop);
     if (shard_tools_init(g.srv, &a->cfg, a->run_dir, g.index, &g.bridge, err, sizeof(err)) != 0) {
         log_error("shard_start_failed", "{s:s}", "error", err);
         fprintf(stderr, "cmcpd: shard: %s\n", err);
         return CMCP_EXIT_USAGE;
+    }
+    /* Sessions come back before the shard listens, so no request misses one. */
+    if (durable_open(err, sizeof(err)) != 0) {
+        log_error("shard_start_failed", "{s:s}", "error", err);
+        fprintf(stderr, "cmcpd: shard: %s\n", err);
+        return CMCP_EXIT_FAILURE;
     }
     char addr[512];
     int rv;
@@ -704,7 +810,6 @@ int shard_main(struct proc_args *a)
     }
     for (int i = 0; i < SHARD_SLOTS; i++) {
         struct slot *sl = &g.slots[i];
-        sl->sh = (struct shard *)&g;
         sl->item.run = slot_run;
         if ((rv = nng_ctx_open(&sl->ctx, g.rep)) != 0 ||
             (rv = nng_aio_alloc(&sl->aio, slot_aio_cb, sl)) != 0) {
@@ -721,18 +826,16 @@ int shard_main(struct proc_args *a)
              (json_int_t)g.max_sessions, "packs", so.packs);
     proc_notify_ready(a);
     ev_run(g.loop, 0);
-    /* Stop: close the sockets first so no aio callback runs into freed state. */
+    /* Stop: what is staged goes to disk; then close the sockets first so that no aio
+     * callback runs into freed state. */
+    durable_flush();
     shard_tools_shutdown();
     nng_close(g.rep);
     nng_close(g.pub);
     for (int i = 0; i < SHARD_SLOTS; i++)
         nng_aio_free(g.slots[i].aio);
-    struct sess *s, *tmp;
-    HASH_ITER(hh, g.sessions, s, tmp)
-    {
-        HASH_DEL(g.sessions, s);
-        sess_free(s);
-    }
+    durable_close();
+    sess_drop_all();
     mcp_server_free(g.srv);
     log_info("shard_stopped", "{s:i}", "shard", g.index);
     return 0;

@@ -230,26 +230,54 @@ max = 40
         resp, _ = s.call("logging/setLevel", {"level": "debug"})
         self.assertIn("result", resp)
 
+    def _fill(self, used):
+        """Initializes sessions until the node refuses one; used ones also make a request."""
+        made, refused = [], None
+        for _ in range(60):
+            c = HttpConn(self.http)
+            r = c.request("POST", INIT)
+            if r.status == 200 and used:
+                sid = r.headers["mcp-session-id"]
+                c.request("POST", {"jsonrpc": "2.0", "id": 2, "method": "ping"},
+                          headers={"Mcp-Session-Id": sid})
+            c.close()
+            if r.status != 200:
+                refused = r
+                break
+            made.append(r.headers["mcp-session-id"])
+        return made, refused
+
+    def _delete(self, sids):
+        for sid in sids:
+            c = HttpConn(self.http)
+            c.request("DELETE", headers={"Mcp-Session-Id": sid})
+            c.close()
+
     def test_session_cap(self):
         made = []
         try:
-            refused = None
-            for _ in range(60):
-                c = HttpConn(self.http)
-                r = c.request("POST", INIT)
-                c.close()
-                if r.status != 200:
-                    refused = r
-                    break
-                made.append(r.headers["mcp-session-id"])
+            made, refused = self._fill(used=True)
             self.assertIsNotNone(refused, "the cap of 40 sessions was not enforced")
             self.assertEqual(refused.status, 503)
             self.assertIn("Too many sessions", refused.json()["error"]["message"])
+            self.assertLessEqual(len(made), 40)
         finally:
-            for sid in made:
-                c = HttpConn(self.http)
-                c.request("DELETE", headers={"Mcp-Session-Id": sid})
-                c.close()
+            self._delete(made)
+
+    def test_abandoned_sessions_make_room_at_the_cap(self):
+        # Clients that initialize for every request and never DELETE: the node keeps
+        # taking new sessions, ending the oldest that nobody used.
+        made = []
+        try:
+            made, refused = self._fill(used=False)
+            self.assertIsNone(refused, "unused sessions blocked new ones")
+            c = self.conn()
+            r = c.request("POST", {"jsonrpc": "2.0", "id": 9, "method": "ping"},
+                          headers={"Mcp-Session-Id": made[0]})
+            self.assertEqual(r.status, 404, "the oldest abandoned session should be gone")
+            self.assertTrue(self.node.has_event("session_expired", reason="abandoned"))
+        finally:
+            self._delete(made)
 
     def test_batch_only_for_2025_03_26(self):
         s = self.session(version="2025-03-26")

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from cmcp_harness import Node, main  # noqa: E402
 from mcp_client import HttpConn, Session, free_port, node_config  # noqa: E402
 
-ROUTING_WIRED = False  # flip when the listener/shard routing lands: then nothing may skip
+ROUTING_WIRED = True  # flip when the listener/shard routing lands: then nothing may skip
 
 SRC = os.environ.get("CMCP_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 NODE_DIR = os.path.join(SRC, "tests", "node")
