@@ -3,7 +3,7 @@
  * process tree; every child is this same binary, exec'd with --role.
  */
 #define _GNU_SOURCE
-#include <dirent.h>
+#include <ftw.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -233,21 +233,18 @@ static int check_tree(struct cfg *c, FILE *out)
 }
 
 /* A --stdio node's private run directory goes with it; what is left there is ours. */
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    remove(path); /* best effort: keep going */
+    return 0;
+}
+
 static void remove_private_run_dir(const char *dir)
 {
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
-        char path[PATH_MAX];
-        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-        unlink(path);
-    }
-    closedir(d);
-    rmdir(dir);
+    nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /*
@@ -298,6 +295,10 @@ static int run_root(struct proc_args *a, bool check_config)
         char dir[64];
         snprintf(dir, sizeof(dir), "/tmp/cmcp-stdio-%d", (int)getpid());
         setenv("CMCP_NODE_RUN_DIR", dir, 0);
+        /* Its one session lives and dies with the pipe: nothing to keep across runs. */
+        char data[80];
+        snprintf(data, sizeof(data), "%s/data", dir);
+        setenv("CMCP_NODE_DATA_DIR", data, 0);
         setenv("CMCP_LISTENER_HTTP_PORT", "0", 0);
         setenv("CMCP_LISTENER_TCP_PORT", "0", 0);
         /* Nor metrics HTTP or an admin socket (which would also leave a cookie file in the

@@ -273,12 +273,21 @@ class Tcp:
         return json.loads(line)
 
     def recv_for(self, id_, timeout=None):
-        """Messages until the response with this id; returns (response, others)."""
+        """Messages until the response with this id; returns (response, others). Responses
+        may come in any order (JSON-RPC matches them by id): ones for other ids are kept
+        for their own recv_for."""
         others = []
+        kept = getattr(self, "kept", {})
+        self.kept = kept
+        if id_ in kept:
+            return kept.pop(id_), others
         while True:
             m = self.recv(timeout)
-            if m.get("id") == id_ and ("result" in m or "error" in m):
-                return m, others
+            if "method" not in m and ("result" in m or "error" in m):
+                if m.get("id") == id_:
+                    return m, others
+                kept[m.get("id")] = m
+                continue
             others.append(m)
 
     def close(self):
