@@ -640,6 +640,51 @@ static void op_stateless_cancel(struct slot *sl, json_t *hdr)
     reply(sl, json_pack("{s:i}", "st", rc == 0 ? 200 : 404), NULL, NULL);
 }
 
+/* ---- the admin shell's view of sessions (cmcpctl sessions / session show / kill) ---- */
+
+static json_t *session_summary(struct sess *s)
+{
+    json_t *dump = mcp_session_dump(s->ms);
+    json_t *info = json_object_get(json_object_get(dump, "client"), "info");
+    int pending = 0;
+    for (struct slot *p = s->pending; p; p = p->next_pending)
+        pending++;
+    const char *proto = mcp_session_protocol(s->ms);
+    json_t *o = json_pack("{s:s,s:s?,s:O?,s:f,s:i,s:i,s:b}", "sid", s->id, "protocol", proto,
+                          "client", info, "idle_s", (cmcp_now_ms() - s->last_active) / 1000.0,
+                          "requests", (int)s->used, "pending", pending, "stored", s->stored);
+    json_decref(dump);
+    return o;
+}
+
+static void op_session_list(struct slot *sl)
+{
+    json_t *arr = json_array();
+    struct sess *s, *tmp;
+    HASH_ITER(hh, g.sessions, s, tmp)
+    {
+        json_array_append_new(arr, session_summary(s));
+    }
+    reply(sl, json_pack("{s:i,s:i,s:I,s:o}", "st", 200, "shard", g.index, "count",
+                        (json_int_t)g.nsessions, "sessions", arr),
+          NULL, NULL);
+}
+
+static void op_session_show(struct slot *sl, json_t *hdr)
+{
+    struct sess *s = sess_find(json_string_value(json_object_get(hdr, "sid")));
+    if (!s) {
+        reply(sl, json_pack("{s:i}", "st", 404), rpc_error(NULL, -32001, "Session not found"),
+              NULL);
+        return;
+    }
+    json_t *o = session_summary(s);
+    json_object_set_new(o, "state", mcp_session_dump(s->ms));
+    json_object_set_new(o, "next_stream", json_integer(s->next_stream));
+    json_object_set_new(o, "last_event_seq", json_integer(s->seq));
+    reply(sl, json_pack("{s:i,s:o}", "st", 200, "session", o), NULL, NULL);
+}
+
 /* A toolrun asks for its call's arguments, or hands over its result. */
 static void op_tool(struct slot *sl, json_t *hdr, const char *body, size_t blen, bool fetch)
 {
@@ -701,8 +746,12 @@ static void slot_run(struct ipc_item *it)
         op_msg(sl, hdr, body, blen);
     else if (op && strcmp(op, "stream") == 0)
         op_stream(sl, hdr);
-    else if (op && strcmp(op, "delete") == 0)
+    else if (op && (strcmp(op, "delete") == 0 || strcmp(op, "session_kill") == 0))
         op_delete(sl, hdr);
+    else if (op && strcmp(op, "session_list") == 0)
+        op_session_list(sl);
+    else if (op && strcmp(op, "session_show") == 0)
+        op_session_show(sl, hdr);
     else if (op && strcmp(op, "open") == 0)
         op_open(sl);
     else if (op && strcmp(op, "stateless") == 0)

@@ -6,6 +6,9 @@
  *        "stream"  open a standalone stream (GET), or resume one: "last" = Last-Event-ID
  *        "delete"  end the session (DELETE, or a TCP/stdio connection closed)
  *        "open"    make a session before its initialize (legacy HTTP+SSE)
+ *        "stateless", "stateless_cancel"   a 2026-07-28 request (no session), its cancel
+ *        "session_list", "session_show", "session_kill"   the admin shell's view
+ *        "tool_fetch", "tool_result"       a toolrun's arguments and result
  *   sid  session id, absent before initialize
  *   lid  listener index, tok  listener's token for this request (names its stream)
  *   pv   the MCP-Protocol-Version header, when the transport has one
