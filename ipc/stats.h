@@ -7,7 +7,7 @@
  * dropped snapshot costs nothing: the next one carries the same totals.
  *
  * Hot paths take a handle once and update it directly:
- *   static struct stat *req;  req = stats_counter("cmcp_requests_total",
+ *   static struct stats_metric *req;  req = stats_counter("cmcp_requests_total",
  *                                 "method=\"tools/call\",transport=\"http\"");
  *   req->value += 1;
  */
@@ -15,13 +15,14 @@
 #define CMCP_STATS_H
 
 #include <ev.h>
+#include <jansson.h>
 #include <stdbool.h>
 
 enum stat_kind { STAT_COUNTER, STAT_GAUGE, STAT_HISTOGRAM };
 
 #define STATS_BUCKETS 12 /* request durations: 100 us .. 10 s, then +Inf */
 
-struct stat {
+struct stats_metric {
     enum stat_kind kind;
     double value;                        /* counter or gauge */
     unsigned long buckets[STATS_BUCKETS]; /* histogram: counts per upper bound (not cumulative) */
@@ -37,12 +38,26 @@ void stats_init(struct ev_loop *loop, const char *run_dir, const char *role, con
 void stats_shutdown(void);
 
 /* Finds or creates a metric; labels is Prometheus label text without braces, or "". */
-struct stat *stats_counter(const char *name, const char *labels);
-struct stat *stats_gauge(const char *name, const char *labels);
-struct stat *stats_histogram(const char *name, const char *labels);
-void stats_observe(struct stat *h, double seconds);
+struct stats_metric *stats_counter(const char *name, const char *labels);
+struct stats_metric *stats_gauge(const char *name, const char *labels);
+struct stats_metric *stats_histogram(const char *name, const char *labels);
+void stats_observe(struct stats_metric *h, double seconds);
 
 /* Publishes now (e.g. right after a state change /health must see at once). */
 void stats_publish_now(void);
+
+/*
+ * Structured state that is not a number, sent as "info" in every snapshot
+ * (supervisors: their children with pids and states, for /status and
+ * /health). Steals the reference; NULL clears it.
+ */
+void stats_set_info(json_t *info);
+
+/* The snapshot as it would be published now (new reference): for tests and for the metrics
+ * worker's own numbers. */
+json_t *stats_snapshot(void);
+
+/* ipc://RUN/metrics.sock */
+void stats_address(char *buf, size_t len, const char *run_dir);
 
 #endif

@@ -21,7 +21,9 @@
 #include "proc.h"
 #include "spawn.h"
 #include "sup.h"
+#include "admin.h"
 #include "listener.h"
+#include "metrics.h"
 #include "shard.h"
 #include "workers.h"
 
@@ -35,6 +37,8 @@ static const struct role roles[] = {
     {"shard", shard_main, "owns the MCP sessions whose ids name it"},
     {"listener", listener_main, "Streamable HTTP, TCP and stdio; routes messages to shards"},
     {"toolrun", toolrun_main, "one call of an external command tool, under tool_sup"},
+    {"metrics", metrics_main, "collects every process's metrics; /metrics /health /ready /status"},
+    {"admin", admin_main, "the admin socket cmcpctl speaks to (authenticated, sealed)"},
     {"testworker", testworker_main, "a worker the tests tell to crash, hang or exit"},
 };
 

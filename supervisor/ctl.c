@@ -22,6 +22,7 @@
 
 #include "cmcp.h"
 #include "log.h"
+#include "stats.h"
 
 enum { CTL_NONE, CTL_TERMINATE, CTL_RESTART, CTL_START };
 
@@ -521,4 +522,72 @@ void sup_ctl_drop_parked(struct sup *s)
     s->ctl_parked = NULL;
     send_reply(s, err_reply("shutting_down", "supervisor '%s' is shutting down", s->spec->name));
     ctl_update_watch(s);
+}
+
+/* ---- what the metrics worker sees of this supervisor ---- */
+
+static const char *const stat_states[] = {"starting", "running", "stopping", "restarting",
+                                          "undefined"};
+
+/* FNV-1a over what /status and /health show: publish only when it changed. */
+static unsigned long state_signature(struct sup *s)
+{
+    unsigned long h = 1469598103934665603UL;
+#define MIX(v) (h = (h ^ (unsigned long)(v)) * 1099511628211UL)
+    MIX(s->init_done);
+    MIX(s->stopping);
+    MIX(s->nkids);
+    for (int i = 0; i < s->nkids; i++) {
+        const struct sup_child *c = s->kids[i];
+        for (const char *p = c->spec.id; *p; p++)
+            MIX(*p);
+        for (const char *p = sup_child_state_name(c); *p; p++)
+            MIX(*p);
+        MIX(c->pid);
+        MIX(c->restarts);
+    }
+#undef MIX
+    return h;
+}
+
+void sup_ctl_stats(struct sup *s)
+{
+    unsigned long sig = state_signature(s);
+    if (sig == s->stats_sig && s->stats_sig != 0)
+        return;
+    s->stats_sig = sig;
+    int counts[CMCP_ARRAY_LEN(stat_states)] = {0};
+    json_t *kids = json_array();
+    for (int i = 0; i < s->nkids; i++) {
+        const char *st = sup_child_state_name(s->kids[i]);
+        for (size_t k = 0; k < CMCP_ARRAY_LEN(stat_states); k++)
+            counts[k] += strcmp(st, stat_states[k]) == 0;
+        json_array_append_new(kids, child_json(s->kids[i]));
+        char labels[200];
+        /* A counter exists from 0, so the first restart shows as an increase. */
+        snprintf(labels, sizeof(labels), "supervisor=\"%s\",child=\"%s\"", s->spec->name,
+                 s->kids[i]->spec.id);
+        stats_counter("cmcp_supervisor_restarts_total", labels);
+    }
+    for (size_t k = 0; k < CMCP_ARRAY_LEN(stat_states); k++) {
+        char labels[160];
+        snprintf(labels, sizeof(labels), "supervisor=\"%s\",state=\"%s\"", s->spec->name,
+                 stat_states[k]);
+        stats_gauge("cmcp_supervisor_children", labels)->value = counts[k];
+    }
+    stats_set_info(json_pack("{s:s,s:b,s:s,s:b,s:b,s:i,s:I,s:I,s:o}", "supervisor",
+                             s->spec->name, "root", s->o->is_root, "strategy",
+                             sup_strategy_name(s->spec->strategy), "ready", s->init_done,
+                             "stopping", s->stopping, "intensity", s->spec->intensity,
+                             "restarts_total", (json_int_t)s->restarts_total, "starts_total",
+                             (json_int_t)s->starts_total, "children", kids));
+    stats_publish_now();
+}
+
+void sup_ctl_count_restart(struct sup *s, struct sup_child *c)
+{
+    char labels[200];
+    snprintf(labels, sizeof(labels), "supervisor=\"%s\",child=\"%s\"", s->spec->name,
+             c->spec.id);
+    stats_counter("cmcp_supervisor_restarts_total", labels)->value += 1;
 }

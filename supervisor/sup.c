@@ -18,8 +18,10 @@
 #include <unistd.h>
 
 #include "cmcp.h"
+#include "control.h"
 #include "log.h"
 #include "spawn.h"
+#include "stats.h"
 
 static void child_exit_cb(struct ev_loop *loop, ev_child *w, int revents);
 
@@ -326,6 +328,7 @@ static void handle_death(struct sup *s, struct sup_child *c)
     }
     c->restarts++;
     s->restarts_total++;
+    sup_ctl_count_restart(s, c);
     long delay = 0;
     if (s->spec->backoff_min_ms > 0) {
         if (now - c->started_ms >= (double)s->spec->backoff_stable_ms)
@@ -540,6 +543,7 @@ static void step_failed(struct sup *s, struct sup_child *c)
         }
         c->restarts++;
         s->restarts_total++;
+        sup_ctl_count_restart(s, c);
         long delay = 0;
         if (s->spec->backoff_min_ms > 0)
             delay = sup_backoff_delay(s->spec->backoff_min_ms, s->spec->backoff_max_ms,
@@ -578,6 +582,7 @@ static void job_finished(struct sup *s, bool ok)
         return;
     }
     if (kind == JOB_INIT) {
+        s->init_done = true;
         log_info(s->o->is_root ? "node_ready" : "supervisor_ready", "{s:s,s:i}", "strategy",
                  sup_strategy_name(s->spec->strategy), "children", s->nkids);
         write_ready(s);
@@ -664,6 +669,9 @@ int sup_run(struct cfg *cfg, const struct sup_run_opts *o)
         sup_child_add(s, &s->spec->children[i]);
     if (sup_ctl_open(s) != 0)
         return CMCP_EXIT_FAILURE;
+    /* Our children's states and restarts for /metrics, /health and /status; log_level orders. */
+    stats_init(s->loop, o->run_dir, "supervisor", o->name);
+    control_subscribe(s->loop, o->run_dir, NULL);
     log_info("supervisor_starting", "{s:s,s:i,s:i,s:i}", "strategy",
              sup_strategy_name(s->spec->strategy), "intensity", s->spec->intensity, "period_s",
              s->spec->period_s, "children", s->nkids);
@@ -671,11 +679,16 @@ int sup_run(struct cfg *cfg, const struct sup_run_opts *o)
     for (int i = 0; i < s->nkids; i++)
         sup_job_add(s, OP_START, s->kids[i], 0);
     sup_job_run(s);
-    while (!s->finished)
+    sup_ctl_stats(s);
+    while (!s->finished) {
         ev_run(s->loop, EVRUN_ONCE);
+        sup_ctl_stats(s);
+    }
     int code = s->exit_code;
     log_info(o->is_root ? "node_stopped" : "supervisor_stopped", "{s:i}", "exit_code", code);
     sup_ctl_close(s);
+    control_unsubscribe();
+    stats_shutdown();
     while (s->nkids > 0)
         sup_child_remove(s, s->kids[s->nkids - 1]);
     sup_intensity_free(&s->intensity);

@@ -59,6 +59,7 @@ struct sup {
     struct step steps[3 * SUP_MAX_CHILDREN + 2];
     int nsteps, cur;
     bool stopping; /* the final shutdown job has begun */
+    bool init_done; /* every child of the initial start reported ready (node_ready) */
     bool finished; /* the shutdown job is done: leave the loop */
     bool delay_retry; /* the delay timer retries the current step instead of advancing */
     int exit_code;
@@ -82,6 +83,7 @@ struct sup {
 
     /* counters for the metrics worker */
     long starts_total, restarts_total, intensity_exceeded_total;
+    unsigned long stats_sig; /* what was last published (ctl.c) */
 };
 
 /* sup.c: what the control channel drives */
@@ -104,5 +106,10 @@ void sup_ctl_resume(struct sup *s);
 void sup_ctl_drop_parked(struct sup *s);
 /* Called when a JOB_CTL finishes: completes the deferred reply. */
 void sup_ctl_job_done(struct sup *s, bool ok, struct sup_child *c);
+/* Publishes the children (states, pids, restarts) for the metrics worker when they changed
+ * since the last call: after every loop iteration, so /health sees a restart at once. */
+void sup_ctl_stats(struct sup *s);
+/* A restart of c happened: cmcp_supervisor_restarts_total{supervisor,child}. */
+void sup_ctl_count_restart(struct sup *s, struct sup_child *c);
 
 #endif

@@ -1,0 +1,386 @@
+/* cmcpctl's commands: a command line becomes a request; the answer becomes text or JSON. */
+#define _GNU_SOURCE
+#include "cmcpctl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmcp.h"
+
+const char *const ctl_command_names[] = {
+    "status",  "which_children", "count_children", "restart_child", "terminate_child",
+    "start_child", "delete_child", "sessions",     "session",       "metrics",
+    "log_level", "drain",        "undrain",        "shutdown",      "help",
+    NULL,
+};
+
+static const struct {
+    const char *usage, *what;
+} helps[] = {
+    {"status", "node, version, uptime, the supervision tree, sessions per shard, ports"},
+    {"which_children [SUP]", "children of a supervisor (default root): state, pid, restarts"},
+    {"count_children [SUP]", "specs, active, supervisors, workers"},
+    {"restart_child SUP ID", "start a stopped child again"},
+    {"terminate_child SUP ID|PID", "stop a child (it is not restarted; its spec stays)"},
+    {"start_child SUP SPEC", "add and start a child: SPEC is JSON, e.g. "
+                             "'{\"id\":\"w\",\"role\":\"testworker\"}'"},
+    {"start_child SUP --args A...", "simple_one_for_one: a new child with these arguments"},
+    {"delete_child SUP ID", "forget a stopped child's spec"},
+    {"sessions [--shard N]", "the sessions the shards hold"},
+    {"session show ID", "everything a shard knows of one session"},
+    {"session kill ID", "end one session (its client must initialize again)"},
+    {"metrics", "the node's metrics (Prometheus text; --json: samples)"},
+    {"log_level [LEVEL]", "show or set the log level of every process (debug info notice "
+                          "warning error)"},
+    {"drain", "accept no new sessions; existing ones go on; /health answers 503"},
+    {"undrain", "accept new sessions again"},
+    {"shutdown", "stop the node (the whole tree, in order)"},
+};
+
+void ctl_usage_commands(FILE *f)
+{
+    fprintf(f, "Commands (each also with --json):\n");
+    for (size_t i = 0; i < CMCP_ARRAY_LEN(helps); i++)
+        fprintf(f, "  %-29s %s\n", helps[i].usage, helps[i].what);
+}
+
+/* ---- supervisor names for completion ---- */
+
+static char sup_names[64][64];
+static int nsup;
+
+static void remember_supervisors(json_t *children)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(children, i, c)
+    {
+        const char *type = json_string_value(json_object_get(c, "type"));
+        const char *id = json_string_value(json_object_get(c, "id"));
+        if (type && id && strcmp(type, "supervisor") == 0) {
+            bool have = false;
+            for (int k = 0; k < nsup; k++)
+                have |= strcmp(sup_names[k], id) == 0;
+            if (!have && nsup < (int)CMCP_ARRAY_LEN(sup_names))
+                snprintf(sup_names[nsup++], sizeof(sup_names[0]), "%s", id);
+        }
+        remember_supervisors(json_object_get(c, "children"));
+    }
+}
+
+int ctl_known_supervisors(const char ***names)
+{
+    static const char *ptrs[65];
+    if (nsup == 0) {
+        snprintf(sup_names[nsup++], sizeof(sup_names[0]), "root");
+        json_t *resp = NULL;
+        if (ctl_call("status", NULL, &resp) == CTL_OK)
+            remember_supervisors(json_object_get(json_object_get(resp, "result"), "tree"));
+        json_decref(resp);
+    }
+    for (int i = 0; i < nsup; i++)
+        ptrs[i] = sup_names[i];
+    ptrs[nsup] = NULL;
+    *names = ptrs;
+    return nsup;
+}
+
+/* ---- output ---- */
+
+static const char *str(json_t *o, const char *k, const char *dflt)
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    return s ? s : dflt;
+}
+
+static void print_pid(json_t *pid)
+{
+    if (json_is_integer(pid))
+        printf("%-8lld", (long long)json_integer_value(pid));
+    else
+        printf("%-8s", "-");
+}
+
+static void print_children(json_t *children, int depth)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(children, i, c)
+    {
+        printf("%*s%-*s %-10s ", 2 + depth * 2, "", 24 - depth * 2, str(c, "id", "?"),
+               str(c, "state", "?"));
+        print_pid(json_object_get(c, "pid"));
+        printf(" %-8lld %-10s %s\n", (long long)json_integer_value(json_object_get(c, "restarts")),
+               str(c, "type", "?"), str(c, "role", ""));
+        if (json_is_array(json_object_get(c, "children")))
+            print_children(json_object_get(c, "children"), depth + 1);
+    }
+}
+
+static void print_status(json_t *r)
+{
+    json_t *up = json_object_get(r, "uptime_s");
+    printf("node %s (cmcp %s), root pid %lld, up %.1f s, log level %s\n", str(r, "node", "?"),
+           str(r, "version", "?"), (long long)json_integer_value(json_object_get(r, "pid")),
+           json_number_value(up), str(r, "log_level", "?"));
+    printf("sessions: %s\n", json_is_true(json_object_get(r, "draining"))
+                                 ? "DRAINING (no new sessions; cmcpctl undrain)"
+                                 : "accepting");
+    json_t *l = json_object_get(r, "listeners");
+    printf("listeners: http %s, tcp %s\n", str(l, "http", "off"), str(l, "tcp", "off"));
+    printf("metrics: %s   admin: %s\n", str(r, "metrics_http", "off"),
+           str(r, "admin_endpoint", "off"));
+    printf("tree:\n  %-24s %-10s %-8s %-8s %-10s %s\n", "ID", "STATE", "PID", "RESTARTS", "TYPE",
+           "ROLE");
+    printf("  %-24s %-10s %-8lld %-8s %-10s %s\n", "root", "running",
+           (long long)json_integer_value(json_object_get(r, "pid")), "-", "supervisor",
+           "supervisor");
+    print_children(json_object_get(r, "tree"), 1);
+    size_t i;
+    json_t *s;
+    printf("shards:");
+    json_array_foreach(json_object_get(r, "shards"), i, s)
+    {
+        json_t *n = json_object_get(s, "sessions");
+        if (json_is_integer(n))
+            printf("%s shard %lld: %lld sessions", i ? "," : "",
+                   (long long)json_integer_value(json_object_get(s, "shard")),
+                   (long long)json_integer_value(n));
+        else
+            printf("%s shard %lld: unknown", i ? "," : "",
+                   (long long)json_integer_value(json_object_get(s, "shard")));
+    }
+    printf("\n");
+    json_t *errs = json_object_get(r, "errors");
+    json_array_foreach(errs, i, s) printf("warning: %s\n", json_string_value(s));
+}
+
+/* A number or "-" (fields a shard may not report). */
+static void fmt_num(char *buf, size_t len, json_t *v, const char *fmt)
+{
+    if (json_is_number(v))
+        snprintf(buf, len, fmt, json_number_value(v));
+    else
+        snprintf(buf, len, "-");
+}
+
+static void print_sessions(json_t *r)
+{
+    json_t *list = json_object_get(r, "sessions");
+    printf("%-30s %-5s %-11s %-24s %8s %8s %7s\n", "SESSION", "SHARD", "PROTOCOL", "CLIENT",
+           "IDLE_S", "REQUESTS", "PENDING");
+    size_t i;
+    json_t *s;
+    json_array_foreach(list, i, s)
+    {
+        char client[64], idle[32], reqs[32], pending[32];
+        json_t *c = json_object_get(s, "client");
+        if (json_is_object(c))
+            snprintf(client, sizeof(client), "%s %s", str(c, "name", "?"), str(c, "version", ""));
+        else
+            snprintf(client, sizeof(client), "%s", json_is_string(c) ? json_string_value(c) : "-");
+        fmt_num(idle, sizeof(idle), json_object_get(s, "idle_s"), "%.1f");
+        fmt_num(reqs, sizeof(reqs), json_object_get(s, "requests"), "%.0f");
+        fmt_num(pending, sizeof(pending), json_object_get(s, "pending"), "%.0f");
+        printf("%-30s %-5lld %-11s %-24s %8s %8s %7s\n", str(s, "sid", "?"),
+               (long long)json_integer_value(json_object_get(s, "shard")),
+               str(s, "protocol", "-"), client, idle, reqs, pending);
+    }
+    json_array_foreach(json_object_get(r, "shards"), i, s)
+    {
+        if (json_object_get(s, "error"))
+            printf("warning: %s\n", str(s, "error", ""));
+    }
+    printf("%zu session%s\n", json_array_size(list), json_array_size(list) == 1 ? "" : "s");
+}
+
+static void print_json(json_t *v)
+{
+    char *t = json_dumps(v, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+    if (t)
+        printf("%s\n", t);
+    free(t);
+}
+
+static void print_result(const char *cmd, json_t *r)
+{
+    if (strcmp(cmd, "status") == 0) {
+        print_status(r);
+    } else if (strcmp(cmd, "which_children") == 0) {
+        printf("supervisor %s:\n", str(r, "supervisor", "?"));
+        printf("  %-24s %-10s %-8s %-8s %-10s %s\n", "ID", "STATE", "PID", "RESTARTS", "TYPE",
+               "ROLE");
+        print_children(json_object_get(r, "children"), 0);
+    } else if (strcmp(cmd, "count_children") == 0) {
+        printf("supervisor %s: specs %lld, active %lld, supervisors %lld, workers %lld\n",
+               str(r, "supervisor", "?"), (long long)json_integer_value(json_object_get(r, "specs")),
+               (long long)json_integer_value(json_object_get(r, "active")),
+               (long long)json_integer_value(json_object_get(r, "supervisors")),
+               (long long)json_integer_value(json_object_get(r, "workers")));
+    } else if (strcmp(cmd, "restart_child") == 0 || strcmp(cmd, "start_child") == 0) {
+        printf("%s %s under %s (pid %lld)\n", cmd[0] == 'r' ? "restarted" : "started",
+               str(r, "id", "?"), str(r, "supervisor", "?"),
+               (long long)json_integer_value(json_object_get(r, "pid")));
+    } else if (strcmp(cmd, "terminate_child") == 0 || strcmp(cmd, "delete_child") == 0) {
+        json_t *pid = json_object_get(r, "pid");
+        if (json_is_integer(pid) && !json_object_get(r, "id"))
+            printf("%s pid %lld (supervisor %s)\n", cmd[0] == 't' ? "terminated" : "deleted",
+                   (long long)json_integer_value(pid), str(r, "supervisor", "?"));
+        else
+            printf("%s %s (supervisor %s)\n", cmd[0] == 't' ? "terminated" : "deleted",
+                   str(r, "id", "?"), str(r, "supervisor", "?"));
+    } else if (strcmp(cmd, "sessions") == 0) {
+        print_sessions(r);
+    } else if (strcmp(cmd, "session_show") == 0) {
+        print_json(json_object_get(r, "session"));
+    } else if (strcmp(cmd, "session_kill") == 0) {
+        printf("killed session %s (shard %lld)\n", str(r, "killed", "?"),
+               (long long)json_integer_value(json_object_get(r, "shard")));
+    } else if (strcmp(cmd, "metrics") == 0) {
+        fputs(str(r, "text", ""), stdout);
+    } else if (strcmp(cmd, "log_level") == 0) {
+        printf("log level: %s\n", str(r, "level", "?"));
+    } else if (strcmp(cmd, "drain") == 0 || strcmp(cmd, "undrain") == 0) {
+        printf(json_is_true(json_object_get(r, "draining"))
+                   ? "draining: the node accepts no new sessions; existing sessions go on\n"
+                   : "accepting new sessions\n");
+    } else if (strcmp(cmd, "shutdown") == 0) {
+        printf("node %s is shutting down (root pid %lld)\n", ctl_node_name(),
+               (long long)json_integer_value(json_object_get(r, "pid")));
+    } else {
+        print_json(r);
+    }
+}
+
+/* ---- command lines ---- */
+
+static int usage_error(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "cmcpctl: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, " (cmcpctl --help lists the commands)\n");
+    return CTL_USAGE;
+}
+
+/* A child named by id, or by pid (all digits) under simple_one_for_one. */
+static void set_child(json_t *args, const char *v)
+{
+    bool digits = v[0] != '\0' && strspn(v, "0123456789") == strlen(v);
+    if (digits)
+        json_object_set_new(args, "pid", json_integer(atoll(v)));
+    else
+        json_object_set_new(args, "id", json_string(v));
+}
+
+/* argv -> (cmd, args); CTL_OK or CTL_USAGE after saying why. */
+static int parse(int argc, char **argv, const char **cmd, json_t *args)
+{
+    const char *c = argv[0];
+    *cmd = c;
+    bool sup_cmd = !strcmp(c, "which_children") || !strcmp(c, "count_children");
+    bool child_cmd = !strcmp(c, "restart_child") || !strcmp(c, "terminate_child") ||
+                     !strcmp(c, "delete_child");
+    if (!strcmp(c, "status") || !strcmp(c, "metrics") || !strcmp(c, "drain") ||
+        !strcmp(c, "undrain") || !strcmp(c, "shutdown")) {
+        if (argc != 1)
+            return usage_error("%s takes no arguments", c);
+    } else if (sup_cmd) {
+        if (argc > 2)
+            return usage_error("%s takes at most one supervisor name", c);
+        if (argc == 2)
+            json_object_set_new(args, "sup", json_string(argv[1]));
+    } else if (child_cmd) {
+        if (argc != 3)
+            return usage_error("usage: %s SUP ID", c);
+        json_object_set_new(args, "sup", json_string(argv[1]));
+        set_child(args, argv[2]);
+    } else if (!strcmp(c, "start_child")) {
+        if (argc < 3)
+            return usage_error("usage: %s SUP SPEC_JSON, or SUP --args ARG...", c);
+        json_object_set_new(args, "sup", json_string(argv[1]));
+        if (!strcmp(argv[2], "--args")) {
+            json_t *a = json_array();
+            for (int i = 3; i < argc; i++)
+                json_array_append_new(a, json_string(argv[i]));
+            json_object_set_new(args, "args", a);
+        } else {
+            if (argc != 3)
+                return usage_error("%s: give the spec as one JSON argument (quote it)", c);
+            json_error_t e;
+            json_t *spec = json_loads(argv[2], 0, &e);
+            if (json_is_object(spec))
+                json_object_set_new(args, "spec", spec);
+            else if (json_is_array(spec))
+                json_object_set_new(args, "args", spec);
+            else {
+                json_decref(spec);
+                return usage_error("start_child: the spec is not a JSON object or array: %s",
+                                   e.text);
+            }
+        }
+    } else if (!strcmp(c, "sessions")) {
+        if (argc == 3 && !strcmp(argv[1], "--shard")) {
+            char *end;
+            long n = strtol(argv[2], &end, 10);
+            if (*end || n < 0)
+                return usage_error("--shard wants a shard number, not '%s'", argv[2]);
+            json_object_set_new(args, "shard", json_integer(n));
+        } else if (argc != 1) {
+            return usage_error("usage: %s [--shard N]", c);
+        }
+    } else if (!strcmp(c, "session")) {
+        if (argc != 3 || (strcmp(argv[1], "show") && strcmp(argv[1], "kill")))
+            return usage_error("usage: %s show ID | session kill ID", c);
+        *cmd = !strcmp(argv[1], "show") ? "session_show" : "session_kill";
+        json_object_set_new(args, "sid", json_string(argv[2]));
+    } else if (!strcmp(c, "log_level")) {
+        if (argc > 2)
+            return usage_error("usage: %s [LEVEL]", c);
+        if (argc == 2)
+            json_object_set_new(args, "level", json_string(argv[1]));
+    } else {
+        return usage_error("unknown command '%s'", c);
+    }
+    return CTL_OK;
+}
+
+int ctl_run(int argc, char **argv)
+{
+    const char *cmd;
+    json_t *args = json_object();
+    if (parse(argc, argv, &cmd, args) != CTL_OK) {
+        json_decref(args);
+        return CTL_USAGE;
+    }
+    int rc = ctl_connect();
+    if (rc != CTL_OK) {
+        json_decref(args);
+        return rc;
+    }
+    json_t *resp = NULL;
+    rc = ctl_call(cmd, args, &resp);
+    if (rc != CTL_OK)
+        return rc;
+    json_t *result = json_object_get(resp, "result");
+    if (!json_is_true(json_object_get(resp, "ok"))) {
+        if (O.json)
+            print_json(resp);
+        fprintf(stderr, "cmcpctl: %s failed on node %s: %s: %s\n", cmd, ctl_node_name(),
+                str(resp, "error", "error"), str(resp, "message", "(no message)"));
+        json_decref(resp);
+        return CTL_FAILED;
+    }
+    if (!strcmp(cmd, "status"))
+        remember_supervisors(json_object_get(result, "tree"));
+    if (O.json) {
+        if (!strcmp(cmd, "metrics"))
+            json_object_del(result, "text"); /* the samples say it all, parsed */
+        print_json(result);
+    } else {
+        print_result(cmd, result);
+    }
+    fflush(stdout);
+    json_decref(resp);
+    return CTL_OK;
+}
