@@ -70,9 +70,12 @@ test: build build-asan node-deps
 test-fast: build node-deps
 	cd $(BUILD) && ctest --output-on-failure $(CTEST_ARGS)
 
+# The benchmark suite (docs/benchmarks.md): cmcp side by side with the TypeScript
+# SDK server, nginx and a minimal echo server, in interleaved rounds. Needs nginx,
+# wrk and node; BENCH_ARGS passes options to bench/run.py (--quick, --only ...).
+BENCH_ARGS ?=
 bench: build
-	@echo "benchmarks: see bench/ and docs/benchmarks.md"
-	python3 bench/restart_latency.py --cmcpd $(BUILD)/bin/cmcpd
+	python3 bench/run.py --bin-dir $(BUILD)/bin $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ)
