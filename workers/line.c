@@ -93,6 +93,7 @@ static void lconn_write_line(struct lconn *c, const char *text, size_t len)
 {
     if (c->dead)
         return;
+    listener_count_msg(lconn_transport(c), false);
     if (c->ws) {
         struct wslay_event_msg m = {WSLAY_TEXT_FRAME, (const uint8_t *)text, len};
         if (wslay_event_queue_msg(c->ws, &m) != 0) {
@@ -161,6 +162,7 @@ static void lconn_close(struct lconn *c, const char *why)
     }
     log_debug("connection_closed", "{s:s,s:s,s:s}", "transport", lconn_transport(c), "reason",
               why, "sid", c->sid);
+    listener_count_conn(lconn_transport(c), -1);
     ev_timer_stop(L.loop, &c->ping);
     while (c->queued) {
         struct qmsg *q = c->queued;
@@ -226,6 +228,15 @@ void line_stream_event(struct conn *conn, const char *sid, json_t *hdr, const ch
 
 static void send_line(struct lconn *c, const char *line, size_t len)
 {
+    listener_count_msg(lconn_transport(c), true);
+    if (!c->sid[0] && !c->init_pending && listener_draining()) {
+        char *e = listener_rpc_error(NULL, -32000, LISTENER_DRAINING_MSG);
+        c->closing = true;
+        ev_io_stop(L.loop, &c->rw);
+        lconn_write_line(c, e, strlen(e));
+        free(e);
+        return;
+    }
     json_t *hdr = json_pack("{s:s,s:s}", "op", "msg", "tr", lconn_transport(c));
     int shard = -1;
     void *tdata = NULL;
@@ -449,6 +460,7 @@ static struct lconn *lconn_new(int in_fd, int out_fd, bool is_stdio)
     ev_io_start(L.loop, &c->rw);
     if (!is_stdio)
         ev_timer_again(L.loop, &c->idle);
+    listener_count_conn(is_stdio ? "stdio" : "tcp", 1);
     return c;
 }
 
@@ -523,6 +535,8 @@ int line_ws_start(int fd, const char *answer, size_t answer_len, const char *ear
         lconn_close(c, "out of memory");
         return -1;
     }
+    listener_count_conn("tcp", -1);
+    listener_count_conn("websocket", 1);
     /* A message over the limit ends the connection with close code 1009 (too big). */
     wslay_event_config_set_max_recv_msg_length(c->ws, (uint64_t)L.max_message);
     c->ping.repeat = L.keepalive;

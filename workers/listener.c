@@ -24,6 +24,8 @@
 #include "cmcp.h"
 #include "log.h"
 #include "shard.h"
+#include "control.h"
+#include "stats.h"
 
 struct listener_cfg L;
 
@@ -57,6 +59,30 @@ char *listener_rpc_error(const json_t *id, int code, const char *msg)
     char *t = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     return t;
+}
+
+/* ---- metrics and drain ---- */
+
+void listener_count_conn(const char *transport, int delta)
+{
+    char labels[64];
+    snprintf(labels, sizeof(labels), "transport=\"%s\"", transport);
+    stats_gauge("cmcp_transport_connections", labels)->value += delta;
+}
+
+void listener_count_msg(const char *transport, bool received)
+{
+    char labels[64];
+    snprintf(labels, sizeof(labels), "transport=\"%s\"", transport);
+    stats_counter(received ? "cmcp_transport_messages_received_total"
+                           : "cmcp_transport_messages_sent_total",
+                  labels)
+        ->value += 1;
+}
+
+bool listener_draining(void)
+{
+    return control_draining();
 }
 
 /* ---- calls ---- */
@@ -96,8 +122,13 @@ static void call_finish(struct call *c, json_t *hdr, const char *body, size_t le
         return;
     c->finished = true;
     ev_timer_stop(L.loop, &c->timer);
-    if (c->conn)
+    if (c->conn) {
+        static struct stats_metric *duration;
+        if (!duration)
+            duration = stats_histogram("cmcp_request_duration_seconds", "");
+        stats_observe(duration, (cmcp_now_ms() - c->t0) / 1000.0);
         c->ops->done(c, hdr, body, len);
+    }
     call_unlink(c);
     if (c->aio_busy)
         nng_aio_cancel(c->aio);
@@ -248,6 +279,7 @@ struct call *listener_call(struct conn *conn, int shard, json_t *hdr, const char
     if (!c)
         return NULL;
     c->tok = next_tok++;
+    c->t0 = cmcp_now_ms();
     c->shard = shard;
     c->ops = ops;
     c->conn = conn;
@@ -504,6 +536,8 @@ int listener_main(struct proc_args *a)
     L.cfg = &a->cfg;
     L.loop = ev_default_loop(EVFLAG_SIGNALFD);
     ipc_bridge_init(&bridge, L.loop);
+    stats_init(L.loop, a->run_dir, "listener", a->id);
+    control_subscribe(L.loop, a->run_dir, NULL); /* drain/undrain, log_level */
 
     int rv;
     links = calloc((size_t)L.nshards, sizeof(*links));
@@ -571,6 +605,8 @@ int listener_main(struct proc_args *a)
     for (int i = 0; i < L.nshards; i++)
         nng_close(links[i].req);
     nng_close(sub);
+    control_unsubscribe();
+    stats_shutdown();
     log_info("listener_stopped", NULL);
     return 0;
 }

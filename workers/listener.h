@@ -57,6 +57,7 @@ struct call {
     int stream;        /* the SSE stream its events go to, once it has one */
     ev_timer timer;    /* shard wait, request timeout, then the wait for late events */
     int nev_seen, nev_expected;
+    double t0;         /* when it was sent (request duration) */
     nng_msg *held;     /* the reply, held until the events before it arrived */
 };
 
@@ -80,6 +81,15 @@ void listener_stream_clear(const char *sid, struct conn *conn);
 struct conn *listener_stream_get(const char *sid);
 /* Fire-and-forget "delete" of a session (a TCP/stdio connection closed). */
 void listener_session_end(const char *sid);
+
+/* Metrics of the transports (ipc/stats.h). */
+void listener_count_conn(const char *transport, int delta);
+void listener_count_msg(const char *transport, bool received);
+/* While drained (cmcpctl drain), no new session is accepted; this answers why. */
+bool listener_draining(void);
+#define LISTENER_DRAINING_MSG                                                                   \
+    "This node is draining: it takes no new sessions. Connect to another node, or retry "      \
+    "after it is undrained"
 
 /* Builds a JSON-RPC error response text (malloc'd). */
 char *listener_rpc_error(const json_t *id, int code, const char *msg);

@@ -123,6 +123,8 @@ static void hconn_request_done(struct hconn *h)
 
 static void write_json(struct hconn *h, int status, const char *sid, const char *body, size_t len)
 {
+    if (len)
+        listener_count_msg("http", false);
     http_write_status(&h->out, status);
     http_write_connection(&h->out, h->req, h->keep_alive);
     if (sid)
@@ -160,6 +162,7 @@ static void sse_begin(struct hconn *h, const char *sid)
 
 static void sse_event(struct hconn *h, long stream, long seq, const char *data, size_t len)
 {
+    listener_count_msg("http", false);
     char id[MCP_SSE_ID_MAX];
     struct http_sse_event ev = {NULL, "message", data, len, 0};
     if (seq > 0) {
@@ -250,6 +253,11 @@ static void handle_post(struct hconn *h, const char *sid, const char *version)
             json_decref(hdr);
             return;
         }
+    }
+    if (!sid && listener_draining()) {
+        json_decref(hdr);
+        write_error(h, 503, NULL, -32000, LISTENER_DRAINING_MSG);
+        return;
     }
     h->state = H_WAIT;
     struct call *c = listener_call(&h->base, shard, hdr, r->body, r->body_len, &post_ops, NULL);
@@ -600,6 +608,10 @@ static void handle_legacy_sse(struct hconn *h)
     }
     if (!legacy_origin_ok(h))
         return;
+    if (listener_draining()) {
+        write_error(h, 503, NULL, -32000, LISTENER_DRAINING_MSG);
+        return;
+    }
     json_t *hdr = json_pack("{s:s}", "op", "open");
     h->state = H_WAIT;
     struct call *c = listener_call(&h->base, -1, hdr, "", 0, &sse_open_ops, NULL);
@@ -677,6 +689,7 @@ static void handle_legacy_post(struct hconn *h)
 static void handle(struct hconn *h)
 {
     struct http_request *r = h->req;
+    listener_count_msg("http", true);
     h->keep_alive = r->keep_alive;
     h->last_seq = 0;
     if (r->path_len == 7 && memcmp(r->path, "/mcp/ws", 7) == 0) {
@@ -808,6 +821,7 @@ static void hconn_close(struct hconn *h, const char *why)
     listener_detach_calls(&h->base);
     if (h->fd >= 0)
         close(h->fd);
+    listener_count_conn("http", -1);
     log_debug("connection_closed", "{s:s,s:s}", "transport", "http", "reason", why);
     ev_timer_init(&h->timer, hconn_free_cb, 0, 0);
     h->timer.data = h;
@@ -900,6 +914,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         h->timer.data = h;
         ev_io_start(L.loop, &h->rw);
         ev_timer_start(L.loop, &h->timer);
+        listener_count_conn("http", 1);
     }
 }
 

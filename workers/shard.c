@@ -23,8 +23,60 @@
 #include "log.h"
 #include "shard_internal.h"
 #include "shard_tools.h"
+#include "control.h"
+#include "stats.h"
 
 struct shard g;
+
+/* ---- metrics (docs/operations.md) ---- */
+
+/*
+ * Method labels are a fixed set: a client sending made-up method names must not
+ * make the metrics grow without bound.
+ */
+static const char *const known_methods[] = {
+    "initialize", "ping", "tools/list", "tools/call", "resources/list", "resources/read",
+    "resources/templates/list", "resources/subscribe", "resources/unsubscribe", "prompts/list",
+    "prompts/get", "completion/complete", "logging/setLevel", "server/discover",
+    "notifications/initialized", "notifications/cancelled", "notifications/roots/list_changed",
+    NULL};
+
+static const char *method_label(const json_t *msg)
+{
+    if (json_is_array(msg))
+        return "batch";
+    const char *m = json_string_value(json_object_get(msg, "method"));
+    if (!m)
+        return json_object_get(msg, "id") ? "response" : "invalid";
+    for (int i = 0; known_methods[i]; i++)
+        if (strcmp(known_methods[i], m) == 0)
+            return known_methods[i];
+    return "other";
+}
+
+static void count_request(const char *method, const char *transport)
+{
+    char labels[160];
+    snprintf(labels, sizeof(labels), "method=\"%s\",transport=\"%s\"", method,
+             transport ? transport : "other");
+    stats_counter("cmcp_requests_total", labels)->value += 1;
+}
+
+static void count_error(const char *method, const json_t *body)
+{
+    json_t *err = json_object_get(body, "error");
+    if (!err || !method)
+        return;
+    char labels[160];
+    snprintf(labels, sizeof(labels), "method=\"%s\",code=\"%d\"", method,
+             (int)json_integer_value(json_object_get(err, "code")));
+    stats_counter("cmcp_request_errors_total", labels)->value += 1;
+}
+
+static void gauge_sessions(void)
+{
+    stats_gauge("cmcp_sessions_active", "")->value = (double)g.nsessions;
+}
 
 /* ---- session ids ---- */
 
@@ -70,6 +122,7 @@ struct sess *sess_insert(const char *id, mcp_session *ms)
     s->last_active = cmcp_now_ms();
     HASH_ADD_STR(g.sessions, id, s);
     g.nsessions++;
+    gauge_sessions();
     return s;
 }
 
@@ -91,6 +144,10 @@ void sess_remove(struct sess *s, const char *why)
                         : strcmp(why, "idle") == 0 || strcmp(why, "abandoned") == 0 ? "session_expired"
                                                                                     : "session_closed";
     log_info(event, "{s:s,s:s}", "sid", s->id, "reason", why);
+    char labels[80];
+    snprintf(labels, sizeof(labels), "reason=\"%s\"", why);
+    stats_counter("cmcp_sessions_closed_total", labels)->value += 1;
+    gauge_sessions();
     mcp_session_free(s->ms);
     free(s);
 }
@@ -132,6 +189,8 @@ void slot_send(struct slot *sl, json_t *hdr, json_t *body)
 /* Every reply goes out after the changes before it are committed (shard_durable.c). */
 static void reply(struct slot *sl, json_t *hdr, json_t *body, struct sess *s)
 {
+    count_error(sl->method, body);
+    sl->method = NULL;
     durable_reply(sl, hdr, body, s);
 }
 
@@ -444,6 +503,7 @@ static struct sess *sess_create(struct slot *sl, json_t *rid)
         return NULL;
     }
     g.created++;
+    stats_counter("cmcp_sessions_created_total", "")->value += 1;
     return s;
 }
 
@@ -469,6 +529,8 @@ static void op_msg(struct slot *sl, json_t *hdr, const char *body, size_t blen)
         reply(sl, json_pack("{s:i}", "st", 400), rpc_error(NULL, -32700, m), NULL);
         return;
     }
+    sl->method = method_label(msg);
+    count_request(sl->method, json_string_value(json_object_get(hdr, "tr")));
     struct sess *s = NULL;
     bool created = false;
     if (!sid) {
@@ -618,6 +680,10 @@ static void op_stateless(struct slot *sl, json_t *hdr, const char *body, size_t 
                                     key,
                                     sl,
                                     NULL};
+    json_t *parsed = json_loadb(body, blen, 0, NULL);
+    sl->method = method_label(parsed);
+    json_decref(parsed);
+    count_request(sl->method, "http");
     sl->stateless = true;
     sl->lid = json_incref(json_object_get(hdr, "lid"));
     sl->tok = json_incref(json_object_get(hdr, "tok"));
@@ -834,6 +900,8 @@ int shard_main(struct proc_args *a)
     }
     g.loop = ev_default_loop(EVFLAG_SIGNALFD);
     ipc_bridge_init(&g.bridge, g.loop);
+    stats_init(g.loop, a->run_dir, "shard", a->id);
+    control_subscribe(g.loop, a->run_dir, NULL); /* log_level from cmcpctl */
     if (shard_tools_init(g.srv, &a->cfg, a->run_dir, g.index, &g.bridge, err, sizeof(err)) != 0) {
         log_error("shard_start_failed", "{s:s}", "error", err);
         fprintf(stderr, "cmcpd: shard: %s\n", err);
@@ -885,6 +953,8 @@ int shard_main(struct proc_args *a)
         nng_aio_free(g.slots[i].aio);
     durable_close();
     sess_drop_all();
+    control_unsubscribe();
+    stats_shutdown();
     mcp_server_free(g.srv);
     log_info("shard_stopped", "{s:i}", "shard", g.index);
     return 0;

@@ -28,6 +28,7 @@
 
 #include "cmcp.h"
 #include "log.h"
+#include "stats.h"
 
 static double wall_ms(void)
 {
@@ -105,6 +106,7 @@ static void commit_now(void)
         return;
     }
     g.commit_failures++;
+    stats_counter("cmcp_store_commit_failures_total", "")->value += 1;
     const char *why = store_errmsg(g.store);
     log_error("store_commit_failed", "{s:s,s:i}", "error", why ? why : strerror(-rc), "errno", -rc);
     char msg[400];
@@ -354,6 +356,7 @@ int durable_open(char *err, size_t errlen)
     store_session_foreach(g.store, recover_cb, NULL);
     if (store_has_staged(g.store))
         store_commit(g.store);
+    stats_counter("cmcp_sessions_recovered_total", "")->value += (double)g.recovered;
     log_info("sessions_recovered", "{s:s,s:I,s:f,s:s}", "dir", dir, "sessions",
              (json_int_t)g.recovered, "ms", cmcp_now_ms() - t0, "durability",
              store_durability_name(g.durability));

@@ -32,6 +32,7 @@ struct slot {
     int64_t last_seq; /* the last event it published */
     struct slot *next_pending;
     bool stateless; /* a 2026-07-28 request: no session, emits find the slot directly */
+    const char *method; /* metric label of the request being served (a static string) */
     /* a 2025-03-26 batch whose asynchronous members are still running */
     json_t *batch;     /* responses so far */
     json_t *batch_ids; /* ids still to answer */
