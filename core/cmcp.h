@@ -26,6 +26,9 @@ double cmcp_now_ms(void);
 /* Wall clock as an RFC 3339 UTC string with milliseconds, into buf (>= 32 bytes). */
 void cmcp_wallclock(char *buf, size_t len);
 
+/* mkdir -p with this mode for the directories it makes. 0 or -errno. */
+int cmcp_mkdir_p(const char *path, unsigned mode);
+
 #define CMCP_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 #endif

@@ -2,6 +2,8 @@
 #define _GNU_SOURCE
 #include "auth.h"
 
+#include "cmcp.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -69,15 +71,7 @@ static int mkdir_parents(const char *path)
     if (!slash || slash == buf)
         return 0;
     *slash = '\0';
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0700) != 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    return mkdir(buf, 0700) != 0 && errno != EEXIST ? -1 : 0;
+    return cmcp_mkdir_p(buf, 0700) == 0 ? 0 : -1;
 }
 
 /* Writes a new random cookie; link() makes it appear complete or not at all. */

@@ -121,20 +121,6 @@ static int parse_args(int argc, char **argv, struct proc_args *a, bool *check_co
     return 0;
 }
 
-static int mkdir_p(const char *path)
-{
-    char buf[PATH_MAX];
-    snprintf(buf, sizeof(buf), "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    }
-    return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
-}
 
 /* One root per run directory: a second node there would fight over its sockets. */
 static int lock_run_dir(const char *run_dir)
@@ -259,7 +245,7 @@ static void remove_private_run_dir(const char *dir)
 static int prepare_data_dir(const char *dir)
 {
     char abs[PATH_MAX], key[PATH_MAX + 16];
-    if (mkdir_p(dir) != 0 || !realpath(dir, abs)) {
+    if (cmcp_mkdir_p(dir, 0755) != 0 || !realpath(dir, abs)) {
         fprintf(stderr, "cmcpd: cannot create data directory %s: %s ([node] data_dir)\n", dir,
                 strerror(errno));
         return -1;
@@ -320,7 +306,7 @@ static int run_root(struct proc_args *a, bool check_config)
     setenv("CMCP_ROOT_PID", rootpid, 1);
     const char *node = cfg_get(&a->cfg, "node", "name", "cmcp");
     const char *run_dir = cfg_get(&a->cfg, "node", "run_dir", "./var/run");
-    if (mkdir_p(run_dir) != 0) {
+    if (cmcp_mkdir_p(run_dir, 0755) != 0) {
         fprintf(stderr, "cmcpd: cannot create run directory %s: %s\n", run_dir, strerror(errno));
         return CMCP_EXIT_FAILURE;
     }

@@ -310,19 +310,6 @@ static int recover_cb(void *ud, const char *sid, json_t *rec)
     return 0;
 }
 
-static int mkdir_p(const char *path)
-{
-    char buf[PATH_MAX];
-    snprintf(buf, sizeof(buf), "%s", path);
-    for (char *p = buf + 1; *p; p++)
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
-}
 
 int durable_open(char *err, size_t errlen)
 {
@@ -330,7 +317,7 @@ int durable_open(char *err, size_t errlen)
     const char *data_dir = cfg_get(c, "node", "data_dir", "./var/data");
     char dir[PATH_MAX];
     snprintf(dir, sizeof(dir), "%s/shard-%d", data_dir, g.index);
-    if (mkdir_p(data_dir) != 0) {
+    if (cmcp_mkdir_p(data_dir, 0755) != 0) {
         snprintf(err, errlen, "cannot create data directory %s: %s ([node] data_dir)", data_dir,
                  strerror(errno));
         return -1;

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cmcp.h"
 #include "store_int.h"
 
 #define MiB ((size_t)1 << 20)
@@ -89,28 +90,6 @@ const char *store__mdb_name(int rc)
     }
 }
 
-static int mkdir_p(const char *dir)
-{
-    char *p = strdup(dir);
-    if (!p)
-        return -ENOMEM;
-    int rc = 0;
-    for (char *q = p + 1;; q++) {
-        if (*q == '/' || *q == '\0') {
-            char c = *q;
-            *q = '\0';
-            if (mkdir(p, 0700) != 0 && errno != EEXIST) {
-                rc = -errno;
-                break;
-            }
-            *q = c;
-            if (!c)
-                break;
-        }
-    }
-    free(p);
-    return rc;
-}
 
 static size_t round_up(size_t v, size_t to)
 {
@@ -342,7 +321,7 @@ int store_open(struct store **out, const struct store_opts *o, char **report, ch
 
     char why[512] = "";
     char *rep = NULL;
-    int rc = mkdir_p(s->dir);
+    int rc = cmcp_mkdir_p(s->dir, 0700);
     if (rc != 0) {
         store__err(s, rc,
                    "cannot create the directory (%s); check [node] data_dir and its "
