@@ -196,8 +196,7 @@ static void reply(struct slot *sl, json_t *hdr, json_t *body, struct sess *s)
 
 json_t *rpc_error(const json_t *id, int code, const char *msg)
 {
-    return json_pack("{s:s,s:O,s:{s:i,s:s}}", "jsonrpc", "2.0", "id",
-                     id ? (json_t *)id : json_null(), "error", "code", code, "message", msg);
+    return mcp_error_response(id, code, msg, NULL);
 }
 
 static void pending_remove(struct slot *sl)
