@@ -3,9 +3,9 @@
  * crash" lose nothing.
  *
  * Every change the engine reports (session_changed) marks the session dirty.
- * A reply that follows changes is held until they are committed: at once in
- * the fsync and none modes, within group_commit_ms in the group mode, where
- * one commit (one fsync) covers every change of that window. If a commit
+ * A reply that follows changes is held until they are committed: at the end
+ * of the loop turn in the fsync and none modes (what arrived together shares
+ * one commit, one fsync), or after group_commit_ms in the group mode. If a commit
  * fails (a full disk, the size cap) the held replies of the requests that
  * changed something turn into errors that say so, the sessions go back to
  * their last committed state, and reads go on.
@@ -148,15 +148,15 @@ static bool work_pending(void)
     return g.dirty || g.held || store_has_staged(g.store);
 }
 
-/* Commits soon: now in the fsync and none modes, at the end of the window in group mode. */
+/*
+ * Commits soon: in the fsync and none modes once this turn of the loop has
+ * handled what arrived with it (requests that came together share a commit,
+ * and no reply waits for a later one), in group mode at the end of the window.
+ */
 static void commit_soon(void)
 {
-    if (g.durability != STORE_GROUP) {
-        commit_now();
-        return;
-    }
     if (!ev_is_active(&g.commit_w)) {
-        ev_timer_set(&g.commit_w, g.group_ms / 1000.0, 0);
+        ev_timer_set(&g.commit_w, g.durability == STORE_GROUP ? g.group_ms / 1000.0 : 0.0, 0);
         ev_timer_start(g.loop, &g.commit_w);
     }
 }
@@ -322,7 +322,7 @@ int durable_open(char *err, size_t errlen)
                  strerror(errno));
         return -1;
     }
-    store_durability_parse(cfg_get(c, "sessions", "durability", "group"), &g.durability);
+    store_durability_parse(cfg_get(c, "sessions", "durability", "fsync"), &g.durability);
     g.group_ms = (double)cfg_get_long(c, "sessions", "group_commit_ms", 2);
     g.idle_ms = (double)cfg_get_long(c, "sessions", "idle_timeout_ms", 1800000);
     g.abandoned_ms = (double)cfg_get_long(c, "sessions", "abandoned_timeout_ms", 60000);
