@@ -238,6 +238,35 @@ struct reader {
     bool indented; /* the current line starts with blanks: a continuation line */
 };
 
+/*
+ * inih reports a section only with its first key, so an empty [typo] section
+ * would pass unnoticed, and an unclosed [node would be blamed on the line
+ * after it: section headers are checked here, as they are read.
+ */
+static void check_section_line(struct reader *r, const char *line)
+{
+    while (*line == ' ' || *line == '\t')
+        line++;
+    if (*line != '[' || r->failed)
+        return;
+    const char *end = strchr(line, ']');
+    if (!end) {
+        r->failed = true;
+        snprintf(r->c->err, sizeof(r->c->err), "%s:%d: section header without its closing ']'",
+                 r->origin, r->line);
+        return;
+    }
+    char name[128];
+    snprintf(name, sizeof(name), "%.*s", (int)(end - line - 1), line + 1);
+    if (!section_known(name)) {
+        r->failed = true;
+        snprintf(r->c->err, sizeof(r->c->err),
+                 "%s:%d: unknown section [%s] (known: node, tools, listener, sessions, metrics, "
+                 "admin, tool.NAME, tree.NAME)",
+                 r->origin, r->line, name);
+    }
+}
+
 static char *reader_line(char *buf, int size, void *stream)
 {
     struct reader *r = stream;
@@ -253,6 +282,7 @@ static char *reader_line(char *buf, int size, void *stream)
     buf[i] = '\0';
     r->line++;
     r->indented = i > 0 && (buf[0] == ' ' || buf[0] == '\t');
+    check_section_line(r, buf);
     return buf;
 }
 

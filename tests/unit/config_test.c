@@ -139,13 +139,14 @@ static void errors_name_origin_and_line(void **st)
 {
     (void)st;
     expect_string_error("[node]\nname = a\nnmae = b\n", "x.conf:3: [node] nmae: unknown key");
-    expect_string_error("\n\n[nodes]\nname = a\n", "x.conf:4: unknown section [nodes]");
+    expect_string_error("\n\n[nodes]\nname = a\n", "x.conf:3: unknown section [nodes]");
+    /* an empty unknown section is an error too, at its header */
+    expect_string_error("[node]\nname = a\n[nodez]\n", "x.conf:3: unknown section [nodez]");
     expect_string_error("name = a\n", "x.conf:1: key 'name' outside any [section]");
     expect_string_error("[node]\nname = a\nthis line is wrong\n", "x.conf:3: syntax error");
-    expect_string_error("[node]\nname = a\n[tree.x\n", "x.conf:3: syntax error");
-    /* Known quirk (core/config.c): with keys after an unclosed header, the handler's
-     * "outside any [section]" for the next key is reported instead of line 1. */
-    expect_string_error("[node\nname = a\n", "x.conf:");
+    expect_string_error("[node]\nname = a\n[tree.x\n", "x.conf:3: section header without its "
+                                                       "closing ']'");
+    expect_string_error("[node\nname = a\n", "x.conf:1: section header without its closing ']'");
     /* only the first error is kept */
     expect_string_error("[node]\nbad1 = 1\nbad2 = 2\n", "x.conf:2: [node] bad1");
 }
