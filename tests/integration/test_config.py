@@ -43,9 +43,10 @@ class Errors(Timed):
         self.assert_error(GOOD + "[tree.a]\nsignificant = maybe\n", "maybe", "true or false")
 
     def test_unknown_section(self):
-        # inih reports keys, not headers: the error names the section's first key line
-        self.assert_error(GOOD + "[treee.a]\nrole = testworkr\n", "testworkr",
+        # the error names the header's line, also for a section with no keys
+        self.assert_error(GOOD + "[treee.a]\nrole = testworkr\n", "[treee.a]",
                           "unknown section [treee.a]")
+        self.assert_error(GOOD + "[treee.b]\n", "[treee.b]", "unknown section [treee.b]")
 
     def test_unknown_role(self):
         self.assert_error(GOOD.replace("role = testworker", "role = frobnicator", 1),
@@ -67,7 +68,7 @@ class Errors(Timed):
 
     def test_syntax_error(self):
         self.assert_error(GOOD + "this is not ini\n", "this is not ini", "syntax error")
-        self.assert_error(GOOD + "[tree.unclosed\n", "[tree.unclosed", "syntax error")
+        self.assert_error(GOOD + "[tree.unclosed\n", "[tree.unclosed", "without its closing ']'")
 
     def test_key_outside_section(self):
         self.assert_error("stray = 1\n" + GOOD, "stray", "outside any [section]")
