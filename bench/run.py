@@ -473,6 +473,10 @@ def section_http(args, R, summary):
     targets = []
     try:
         targets.append(Cmcp(args))
+        if args.cmcp_listeners != 1:
+            t1 = Cmcp(args, listeners=1)
+            t1.name = "cmcp-1-listener"
+            targets.append(t1)
         targets.append(TsSdk(args, json_mode=True))
         targets.append(TsSdk(args, json_mode=False))
         targets.append(Nginx(args))
@@ -517,7 +521,7 @@ def section_http(args, R, summary):
              "Median of %d interleaved rounds, %g s each after %g s warm-up; requests/s "
              "(p99 ms). Errors over all rounds in the last columns." % (args.rounds, args.duration, args.warmup),
              "",
-             "| connections | " + " | ".join(names) + " | cmcp / best TS SDK | cmcp / nginx | errors (cmcp, ts-json, ts-sse, nginx) | foreign cores | load avg |",
+             "| connections | " + " | ".join(names) + " | cmcp / best TS SDK | cmcp / nginx | errors (in column order) | foreign cores | load avg |",
              "|---|" + "---|" * (len(names) + 5)]
     for row in rows:
         cells = []
@@ -529,7 +533,7 @@ def section_http(args, R, summary):
         lines.append("| %d | %s | %s | %s | %s | %.2f | %.1f |" % (
             row["c"], " | ".join(cells), "%.1f×" % (cm / ts) if ts else "—",
             "%.2f×" % (cm / ng) if ng else "—",
-            ", ".join(str(row[n]["errors"]) for n in names),
+            ", ".join(str(row[n]["errors"]) for n in names),  # in the order of the columns
             med([row[n]["foreign"] for n in names]) or 0, med([row[n]["load"] for n in names]) or 0))
     lines.append("")
     lines.append("Every round's requests/s: " + "; ".join(
@@ -762,34 +766,52 @@ def section_latency(args, R, summary):
         finally:
             t.stop()
         peak = max(r.get("rps", 0) for r in rs)
+    conns = args.latency_connections
+    if not conns:
+        # as many connections as the peak had: fewer cannot carry 90% of it in open loop
+        conns = (summary.get("http", {}).get("best", {}).get("cmcp", (0, 0))[1]) or 256
+    args.latency_connections = conns
+    fracs = [float(x) for x in args.latency_fractions.split(",")]
     rows = []
     t = Cmcp(args)
+    ctl = Nginx(args)  # control: the static responder at the same rates, interleaved
     try:
         for rnd in range(args.rounds):
-            for frac in (0.5, 0.9):
+            for frac in fracs:
                 rate = peak * frac
-                r = R.bench(t.url, ["-c", args.latency_connections, "-r", "%.0f" % rate, "-d",
-                                    args.latency_duration, "-w", args.warmup], t.pids(),
-                            section="latency", target="cmcp", fraction=frac, round=rnd)
-                rows.append((frac, rate, r))
-                log("latency r%d %.0f%% of %.0f: %.0f rps p50 %.3f p99 %.3f ms errors %s" % (
-                    rnd, frac * 100, peak, r.get("rps", 0), r.get("latency_ms", {}).get("p50", -1),
-                    r.get("latency_ms", {}).get("p99", -1), r.get("errors")))
+                for tgt in (t, ctl) if rnd % 2 == 0 else (ctl, t):
+                    extra = ["-c", conns, "-r", "%.0f" % rate, "-d", args.latency_duration, "-w", args.warmup]
+                    if not tgt.init:
+                        extra.append("--no-init")
+                    r = R.bench(tgt.url, extra, tgt.pids(), section="latency", target=tgt.name,
+                                fraction=frac, round=rnd)
+                    rows.append((tgt.name, frac, rate, r))
+                    log("latency r%d %s %.0f%% of %.0f: %.0f rps p50 %.3f p99 %.3f ms errors %s" % (
+                        rnd, tgt.name, frac * 100, peak, r.get("rps", 0), r.get("latency_ms", {}).get("p50", -1),
+                        r.get("latency_ms", {}).get("p99", -1), r.get("errors")))
     finally:
         t.stop()
-    lines = ["### Latency under load (cmcp, open loop, %d connections, latency from each request's intended start)"
-             % args.latency_connections, "",
-             "Peak used: %s requests/s (the best median of the HTTP comparison)." % fmt(peak), "",
-             "| load | rate asked | achieved req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | max backlog | foreign cores | load avg |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for frac, rate, r in rows:
+        ctl.stop()
+    lines = ["### Latency under load (open loop, %d connections, latency from each request's intended start)"
+             % conns, "",
+             "Rates are fractions of cmcp's peak, %s requests/s (the best median of the HTTP comparison). "
+             "nginx's static answer at the same absolute rates, interleaved, is the control: what the "
+             "machine, the load generator and the other people's work on it add to any server." % fmt(peak), "",
+             "Errors here are requests the server could not take in time: open loop keeps at most 2 s of "
+             "requests waiting for a free connection (`overload` beyond that) and drains the rest for "
+             "--request-timeout after the window.", "",
+             "| server | load | rate asked | achieved req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | max backlog | foreign cores | load avg |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, frac, rate, r in sorted(rows, key=lambda x: (x[1], x[0] != "cmcp")):
         l = r.get("latency_ms", {})
-        lines.append("| %d%% | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.2f | %.1f |" % (
-            frac * 100, fmt(rate), fmt(r.get("rps")), fmt(l.get("p50"), 3), fmt(l.get("p90"), 3),
+        lines.append("| %s | %d%% | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.2f | %.1f |" % (
+            name, frac * 100, fmt(rate), fmt(r.get("rps")), fmt(l.get("p50"), 3), fmt(l.get("p90"), 3),
             fmt(l.get("p99"), 3), fmt(l.get("p999"), 3), fmt(l.get("max"), 3), r.get("errors"),
             r.get("max_backlog"), r.get("foreign_cores", 0), r.get("loadavg_before", 0)))
-    summary["latency"] = {"peak": peak, "p99_50": med([r.get("latency_ms", {}).get("p99") for f, _, r in rows if f == 0.5]),
-                          "p99_90": med([r.get("latency_ms", {}).get("p99") for f, _, r in rows if f == 0.9])}
+    cm = [(f, r) for n, f, _, r in rows if n == "cmcp"]
+    summary["latency"] = {"peak": peak,
+                          "p99_50": med([r.get("latency_ms", {}).get("p99") for f, r in cm if f == 0.5]),
+                          "p99_90": med([r.get("latency_ms", {}).get("p99") for f, r in cm if f == 0.9])}
     return "\n".join(lines)
 
 
@@ -903,17 +925,20 @@ def main():
     ap.add_argument("--memory-sizes-ts", default="10000,19000,50000")
     ap.add_argument("--memory-ramp-timeout", type=float, default=300)
     ap.add_argument("--hold-seconds", type=float, default=6)
-    ap.add_argument("--latency-connections", type=int, default=64)
+    ap.add_argument("--latency-connections", type=int, default=0,
+                    help="connections for `latency` (0: those of cmcp's peak, else 256)")
+    ap.add_argument("--latency-fractions", default="0.5,0.9")
     ap.add_argument("--latency-duration", type=float, default=10)
     ap.add_argument("--peak", type=float, default=0, help="cmcp's peak req/s for `latency` (else measured)")
     ap.add_argument("--restart-kills", type=int, default=100)
     ap.add_argument("--recovery-sizes", default="10000,100000")
     ap.add_argument("--recovery-kills", type=int, default=3)
     ap.add_argument("--cmcp-shards", type=int, default=2)
-    ap.add_argument("--cmcp-listeners", type=int, default=1)
+    ap.add_argument("--cmcp-listeners", type=int, default=2,
+                    help="cmcp's listeners (the http section also runs the default, 1, alongside)")
     ap.add_argument("--cmcp-durability", default="group")
     ap.add_argument("--cmcp-max-sessions", type=int, default=100000)
-    ap.add_argument("--nginx-workers", type=int, default=1)
+    ap.add_argument("--nginx-workers", type=int, default=2, help="nginx worker_processes (2 = auto here)")
     ap.add_argument("--peer-time-limit", type=float, default=7200)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -952,11 +977,11 @@ def main():
     R.record({"section": "machine", **m, "args": vars(args)})
     head = ["## Benchmark suite run %s" % stamp, "",
             "Machine: %d CPUs (%s), %d MiB, kernel %s; node %s, %s, %s. Load average at start %.2f; "
-            "RLIMIT_NOFILE %d. cmcp: %d shard(s), %d listener(s), durability %s. Generator: "
-            "cmcp-bench, 1 thread, on the same machine." % (
+            "RLIMIT_NOFILE %d. cmcp: %d shard(s), %d listener(s), durability %s; nginx: %d worker(s). "
+            "Generator: cmcp-bench, 1 thread, on the same machine." % (
                 m["nproc"], m["cpu"], m["mem_mib"], m["kernel"], m["node"], m["nginx"], m["wrk"],
                 m["loadavg_at_start"], resource.getrlimit(resource.RLIMIT_NOFILE)[0],
-                args.cmcp_shards, args.cmcp_listeners, args.cmcp_durability), ""]
+                args.cmcp_shards, args.cmcp_listeners, args.cmcp_durability, args.nginx_workers), ""]
     summary = {}
     parts = ["\n".join(head)]
     for s in ("http", "wrk", "tcp", "memory", "latency", "restart", "recovery"):

@@ -34,7 +34,7 @@ static void usage(FILE *f)
         "  -c, --connections N     connections, each with its own session (1)\n"
         "  -a, --active N          of those, how many carry the load (all)\n"
         "      --ramp-rate R       new connections per second in the ramp (0: no limit)\n"
-        "      --ramp-concurrency N  connections being set up at once (256)\n"
+        "      --ramp-concurrency N  connections being set up (and --hold-check requests) at once (256)\n"
         "      --ramp-timeout S    the ramp ends after S seconds whatever its state (60)\n"
         "      --ramp-calls K      requests each session makes right after its setup (0)\n"
         "      --no-init           no initialize: plain requests (for a static responder)\n"
@@ -294,9 +294,22 @@ static void write_json(FILE *f, const struct result *r)
             (unsigned long long)st->events, (unsigned long long)st->bytes_in,
             (unsigned long long)st->bytes_out, (unsigned long long)st->max_backlog,
             r->load_complete ? "true" : "false");
-    if (O.hold_check)
-        fprintf(f, ",\"check\":{\"ok\":%llu,\"errors\":%llu}", (unsigned long long)st->check_ok,
-                (unsigned long long)st->check_err);
+    if (O.hold_check) {
+        fprintf(f, ",\"check\":{\"ok\":%llu,\"errors\":%llu,\"not_ready\":%llu,\"errors_by_kind\":{",
+                (unsigned long long)st->check_ok, (unsigned long long)st->check_err,
+                (unsigned long long)st->check_not_ready);
+        for (int k = 0; k < E_KINDS; k++)
+            fprintf(f, "%s\"%s\":%llu", k ? "," : "", err_names[k],
+                    (unsigned long long)st->check_errk[k]);
+        fputs("}}", f);
+    }
+    fputs(",\"http_status_errors\":{", f);
+    for (int k = 0, first = 1; k < 600; k++)
+        if (st->http_status[k]) {
+            fprintf(f, "%s\"%d\":%llu", first ? "" : ",", k, (unsigned long long)st->http_status[k]);
+            first = 0;
+        }
+    fputs("}", f);
     fprintf(f, ",\"loadavg_1m\":%.2f}\n", r->load1);
 }
 
@@ -349,9 +362,14 @@ static void write_text(FILE *f, const struct result *r)
                 ms(hist_percentile(&st->lat, 99)), ms(hist_percentile(&st->lat, 99.9)),
                 ms(st->lat.max), hist_mean(&st->lat) / 1e6);
     }
-    if (O.hold_check)
-        fprintf(f, "  check: %llu ok, %llu errors\n", (unsigned long long)st->check_ok,
-                (unsigned long long)st->check_err);
+    if (O.hold_check) {
+        fprintf(f, "  check: %llu ok, %llu errors (%llu connections not ready)\n",
+                (unsigned long long)st->check_ok, (unsigned long long)st->check_err,
+                (unsigned long long)st->check_not_ready);
+        for (int k = 0; k < E_KINDS; k++)
+            if (st->check_errk[k])
+                fprintf(f, "    %s: %llu\n", err_names[k], (unsigned long long)st->check_errk[k]);
+    }
     fprintf(f, "  load average (1 min): %.2f\n", r->load1);
 }
 
@@ -640,6 +658,11 @@ int main(int argc, char **argv)
         r.st.bytes_out += s->bytes_out;
         r.st.check_ok += s->check_ok;
         r.st.check_err += s->check_err;
+        r.st.check_not_ready += s->check_not_ready;
+        for (int k = 0; k < E_KINDS; k++)
+            r.st.check_errk[k] += s->check_errk[k];
+        for (int k = 0; k < 600; k++)
+            r.st.http_status[k] += s->http_status[k];
         if (s->max_backlog > r.st.max_backlog)
             r.st.max_backlog = s->max_backlog;
         hist_add(&r.st.lat, &s->lat);

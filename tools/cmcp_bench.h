@@ -148,8 +148,9 @@ struct stats {
     uint64_t warm_ok, warm_err, late; /* outside the measurement window */
     uint64_t setup_err[E_KINDS];
     uint64_t sessions_ok, sessions_failed, reconnects, events, bytes_in, bytes_out;
-    uint64_t check_ok, check_err;
+    uint64_t check_ok, check_err, check_not_ready, check_errk[E_KINDS];
     uint64_t max_backlog;
+    uint64_t http_status[600]; /* answers other than 2xx, by status */
     struct hist lat;   /* measured requests, ns */
     struct hist setup; /* connect to session ready, ns */
 };
@@ -184,7 +185,7 @@ struct worker {
     size_t bl_cap, bl_head, bl_len;
 
     /* check */
-    long check_pending;
+    long check_pending, check_next;
     bool check_reported;
 
     struct stats st;

@@ -526,6 +526,8 @@ static long http_one(struct conn *c, const char *buf, size_t len)
     int err = -1;
     if (status < 200 || status >= 300) {
         err = E_STATUS;
+        if (status > 0 && status < 600)
+            w->st.http_status[status]++;
     } else if (f->kind == R_INITIALIZED) {
         err = -1;
     } else if (sse) {
@@ -709,6 +711,7 @@ static void count_failed(struct worker *w, struct inflight *f, int kind)
         break;
     case R_CHECK:
         w->st.check_err++;
+        w->st.check_errk[kind]++;
         w->check_pending--;
         break;
     default:
@@ -798,10 +801,12 @@ static void conn_complete(struct conn *c, struct inflight *f, int err, uint64_t 
         worker_load_maybe_done(w);
         return;
     case R_CHECK:
-        if (err < 0)
+        if (err < 0) {
             w->st.check_ok++;
-        else
+        } else {
             w->st.check_err++;
+            w->st.check_errk[err]++;
+        }
         w->check_pending--;
         worker_check_maybe_done(w);
         return;
@@ -1217,25 +1222,41 @@ static void load_start(struct worker *w)
 
 /* ------------------------------------------------------------- phases -- */
 
+static void check_fill(struct worker *w);
+
 static void worker_check_maybe_done(struct worker *w)
 {
-    if (S.phase != P_CHECK || w->check_reported || w->check_pending > 0)
+    if (S.phase != P_CHECK || w->check_reported)
+        return;
+    if (w->check_next < w->nconns)
+        check_fill(w);
+    if (w->check_pending > 0 || w->check_next < w->nconns)
         return;
     w->check_reported = true;
     report_done(&S.check_done);
 }
 
-static void check_start(struct worker *w)
+/* One request on every connection, at most --ramp-concurrency at once: is every session
+ * still there? (A burst of one request per held connection would measure something else.) */
+static void check_fill(struct worker *w)
 {
-    for (long i = 0; i < w->nconns; i++) {
-        struct conn *c = &w->conns[i];
+    long conc = O.ramp_concurrency > 0 ? O.ramp_concurrency : 1;
+    while (w->check_next < w->nconns && w->check_pending < conc) {
+        struct conn *c = &w->conns[w->check_next++];
         if (c->state == C_READY && c->outstanding == 0) {
             w->check_pending++;
             conn_send(c, R_CHECK, now_ns());
         } else {
             w->st.check_err++;
+            w->st.check_not_ready++;
         }
     }
+}
+
+static void check_start(struct worker *w)
+{
+    w->check_next = 0;
+    check_fill(w);
     worker_check_maybe_done(w);
 }
 
