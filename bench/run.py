@@ -510,6 +510,7 @@ def section_http(args, R, summary):
                       "errors": sum(r.get("errors", 0) or 0 for r in rs)
                       + sum(r.get("ramp", {}).get("sessions_failed", 0) for r in rs),
                       "server_cores": med([r.get("server_cores") for r in rs]),
+                      "gen_cores": med([r.get("generator_cores") for r in rs]),
                       "foreign": med([r.get("foreign_cores") for r in rs]),
                       "load": med([r.get("loadavg_before") for r in rs])}
             if row[n]["rps"] and row[n]["rps"] > best.get(n, (0, 0))[0]:
@@ -539,8 +540,9 @@ def section_http(args, R, summary):
     lines.append("Every round's requests/s: " + "; ".join(
         "%s c=%d %s" % (n, row["c"], row[n]["rps_all"]) for row in rows for n in names))
     lines.append("")
-    lines.append("Server CPU (cores, median) at each concurrency: " + "; ".join(
-        "c=%d: %s" % (row["c"], ", ".join("%s %.2f" % (n, row[n]["server_cores"] or 0) for n in names))
+    lines.append("Server / generator CPU (cores, median) at each concurrency: " + "; ".join(
+        "c=%d: %s" % (row["c"], ", ".join("%s %.2f / %.2f" % (n, row[n]["server_cores"] or 0,
+                                                           row[n]["gen_cores"] or 0) for n in names))
         for row in rows))
     cb, tb = best.get("cmcp", (0, 0)), max(best.get("ts-sdk-json", (0, 0)), best.get("ts-sdk-sse", (0, 0)))
     nb = best.get("nginx-static", (0, 0))
