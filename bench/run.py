@@ -334,6 +334,24 @@ class Echod:
         self.proc.stop()
 
 
+class Hopd:
+    """echod behind one process hop over a loop-driven AF_UNIX stream (2 back processes)."""
+    name = "hopd"
+
+    def __init__(self, args):
+        self.port = free_port()
+        self.proc = Proc([os.path.join(args.bin_dir, "cmcp-bench-hopd"), "--port", str(self.port),
+                          "--backends", "2", "--time-limit", str(int(args.peer_time_limit))])
+        wait_port(self.port)
+        self.tcp_url = "tcp://127.0.0.1:%d" % self.port
+
+    def pids(self):
+        return self.proc.pids()
+
+    def stop(self):
+        self.proc.stop()
+
+
 # -------------------------------------------------------------- load tools --
 
 class Runner:
@@ -597,9 +615,9 @@ def section_tcp(args, R, summary):
     targets = []
     results = {}
     try:
-        targets = [Cmcp(args), Echod(args)]
+        targets = [Cmcp(args), Echod(args), Hopd(args)]
         for rnd in range(args.rounds):
-            order = targets if rnd % 2 == 0 else targets[::-1]
+            order = targets[rnd % len(targets):] + targets[:rnd % len(targets)]
             for c, depth in configs:
                 for t in order:
                     r = R.bench(t.tcp_url, ["-c", c, "--depth", depth, "-d", args.duration, "-w",
@@ -613,20 +631,26 @@ def section_tcp(args, R, summary):
         for t in targets:
             t.stop()
     lines = ["### TCP NDJSON, tools/call echo (cmcp-bench, closed loop, one session per connection)", "",
-             "| connections × depth | cmcp req/s (p99 ms) | echod req/s (p99 ms) | cmcp / echod | errors (cmcp, echod) | cmcp CPU cores | foreign cores | load avg |",
-             "|---|---|---|---|---|---|---|---|"]
+             "hopd: echod behind one process hop (a front and 2 back processes over AF_UNIX streams "
+             "in their libev loops, writes batched per loop iteration): the floor of cmcp's "
+             "two-process shape without nng.", "",
+             "| connections × depth | cmcp req/s (p99 ms) | echod req/s (p99 ms) | hopd req/s (p99 ms) | cmcp / echod | hopd / echod | errors (cmcp, echod, hopd) | CPU cores (cmcp, echod, hopd) | foreign cores | load avg |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     best = 0
     for c, depth in configs:
         a = results.get(("cmcp", c, depth), [])
         b = results.get(("echod", c, depth), [])
-        ra, rb = med([r.get("rps") for r in a]), med([r.get("rps") for r in b])
-        lines.append("| %d × %d | %s (%s) | %s (%s) | %s | %d, %d | %.2f | %.2f | %.1f |" % (
-            c, depth, fmt(ra), fmt(med([r.get("latency_ms", {}).get("p99") for r in a]), 2), fmt(rb),
-            fmt(med([r.get("latency_ms", {}).get("p99") for r in b]), 2),
-            "%.2f×" % (ra / rb) if ra and rb else "—", sum(r.get("errors", 0) or 0 for r in a),
-            sum(r.get("errors", 0) or 0 for r in b), med([r.get("server_cores") for r in a]) or 0,
-            med([r.get("foreign_cores") for r in a + b]) or 0,
-            med([r.get("loadavg_before") for r in a + b]) or 0))
+        h = results.get(("hopd", c, depth), [])
+        ra, rb, rh = med([r.get("rps") for r in a]), med([r.get("rps") for r in b]), med([r.get("rps") for r in h])
+        p99 = lambda rs: fmt(med([r.get("latency_ms", {}).get("p99") for r in rs]), 2)  # noqa: E731
+        lines.append("| %d × %d | %s (%s) | %s (%s) | %s (%s) | %s | %s | %d, %d, %d | %.2f, %.2f, %.2f | %.2f | %.1f |" % (
+            c, depth, fmt(ra), p99(a), fmt(rb), p99(b), fmt(rh), p99(h),
+            "%.2f×" % (ra / rb) if ra and rb else "—", "%.2f×" % (rh / rb) if rh and rb else "—",
+            sum(r.get("errors", 0) or 0 for r in a), sum(r.get("errors", 0) or 0 for r in b),
+            sum(r.get("errors", 0) or 0 for r in h), med([r.get("server_cores") for r in a]) or 0,
+            med([r.get("server_cores") for r in b]) or 0, med([r.get("server_cores") for r in h]) or 0,
+            med([r.get("foreign_cores") for r in a + b + h]) or 0,
+            med([r.get("loadavg_before") for r in a + b + h]) or 0))
         if ra and rb:
             best = max(best, ra / rb)
     summary["tcp"] = {"best_ratio": best}
@@ -950,7 +974,7 @@ def main():
         args.restart_kills, args.recovery_kills, args.latency_duration = 20, 1, 4
         args.http_concurrency, args.tcp_concurrency = "16,64", "16"
     args.bin_dir = os.path.abspath(args.bin_dir)
-    for exe in ("cmcpd", "cmcp-bench", "cmcp-bench-echod"):
+    for exe in ("cmcpd", "cmcp-bench", "cmcp-bench-echod", "cmcp-bench-hopd"):
         if not os.access(os.path.join(args.bin_dir, exe), os.X_OK):
             sys.exit("bench: no %s in %s (build first)" % (exe, args.bin_dir))
     only = [s.strip() for s in args.only.split(",") if s.strip()]
