@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -360,6 +361,13 @@ int main(int argc, char **argv)
     bool check_config = false;
     /* Before nng or libev start threads or watchers. */
     proc_init_signals();
+    /* Every connection is a file descriptor: take the hard limit the system allows
+     * (children inherit it), not the 1,024 a default shell gives. */
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+        nofile.rlim_cur = nofile.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &nofile);
+    }
     if (sodium_init() < 0) {
         fprintf(stderr, "cmcpd: libsodium failed to initialise\n");
         return CMCP_EXIT_FAILURE;

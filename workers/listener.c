@@ -32,7 +32,7 @@ struct listener_cfg L;
 struct shard_link {
     nng_socket req;
     int index;
-    int pipes; /* connected pipes, from pipe notifications */
+    int pipes; /* 1 while the shard is connected (pipe notifications) */
     struct ipc_item up, down;
     bool up_posted, down_posted;
 };
@@ -193,6 +193,14 @@ static void call_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         return;
     }
     char msg[200];
+    if (c->sending && links[c->shard].pipes > 0 && !c->busy_wait) {
+        /* The shard is up, only busy: the request waits its turn in nng's queue. It is
+         * not lost, so it gets the whole request timeout rather than the restart grace. */
+        c->busy_wait = true;
+        ev_timer_set(&c->timer, L.request_timeout, 0);
+        ev_timer_start(L.loop, &c->timer);
+        return;
+    }
     if (c->sending) {
         snprintf(msg, sizeof(msg),
                  "Shard %d is unavailable (restarting); the request was not delivered. Retry "
@@ -395,6 +403,7 @@ static void link_down_run(struct ipc_item *it)
 {
     struct shard_link *l = (struct shard_link *)((char *)it - offsetof(struct shard_link, down));
     l->down_posted = false;
+    l->pipes = 0;
     /* Every call already handed to this shard is lost with it. */
     struct call *c, *tmp;
     int failed = 0;
@@ -412,6 +421,7 @@ static void link_up_run(struct ipc_item *it)
 {
     struct shard_link *l = (struct shard_link *)((char *)it - offsetof(struct shard_link, up));
     l->up_posted = false;
+    l->pipes = 1; /* one ipc pipe per shard */
     log_info("shard_link_up", "{s:i}", "shard", l->index);
 }
 

@@ -45,6 +45,7 @@ struct call {
     nng_ctx ctx;
     nng_aio *aio;
     bool aio_busy, sending, finished, ctx_open;
+    bool busy_wait; /* its shard is up but has not taken it yet */
     const struct call_ops *ops;
     struct conn *conn; /* NULL once the connection went away */
     struct call *next_in_conn;
