@@ -117,8 +117,9 @@ def wait_metric(port, name, labels, pred, timeout=8.0):
     raise TimeoutError("%s{%s} never satisfied the condition (last %r)" % (name, labels, last))
 
 
-def run_ctl(node, admin_port, *args, cookie=None, json_out=False, timeout=20.0, env=None):
-    """Runs cmcpctl against a node; returns (status, stdout, stderr)."""
+def run_ctl(node, admin_port, *args, cookie=None, json_out=False, timeout=45.0, env=None):
+    """Runs cmcpctl against a node; returns (status, stdout, stderr). The limit stays above
+    cmcpctl's own 30 s timeout, so a stalled node is reported by cmcpctl itself."""
     argv = [cmcpctl_path(), "-n", "tcp://127.0.0.1:%d" % admin_port,
             "--cookie-file", cookie or os.path.join(node.dir, "var", "cookie")]
     if json_out:
