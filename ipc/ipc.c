@@ -9,11 +9,6 @@ void ipc_shard_req_address(char *buf, size_t len, const char *run_dir, int shard
     snprintf(buf, len, "ipc://%s/shard-%d.sock", run_dir, shard);
 }
 
-void ipc_shard_pub_address(char *buf, size_t len, const char *run_dir, int shard)
-{
-    snprintf(buf, len, "ipc://%s/shard-%d.pub.sock", run_dir, shard);
-}
-
 nng_msg *ipc_envelope(const json_t *header, const char *body, size_t body_len)
 {
     char *h = json_dumps(header, JSON_COMPACT);

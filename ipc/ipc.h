@@ -1,8 +1,9 @@
 /*
  * The wiring between a node's processes (architecture.md, "Wiring"):
  *
- *   listener -> shard i   req/rep   ipc://RUN/shard-i.sock      a client message in, its response out
- *   shard i  -> listeners pub/sub   ipc://RUN/shard-i.pub.sock  server->client messages (events)
+ *   listener <-> shard i  data link RUN/shard-i.data           client messages in; events, then
+ *                                                                responses out (dlink.h)
+ *   admin, toolrun -> shard i  req/rep  ipc://RUN/shard-i.sock  control requests
  *
  * Every message is an envelope: a small JSON header, a newline, then the raw
  * body (a JSON-RPC message, possibly empty). The body is passed through
@@ -19,7 +20,6 @@
 #include <stddef.h>
 
 void ipc_shard_req_address(char *buf, size_t len, const char *run_dir, int shard);
-void ipc_shard_pub_address(char *buf, size_t len, const char *run_dir, int shard);
 
 /* Builds an envelope message: header (not stolen) + '\n' + body. NULL on allocation failure. */
 nng_msg *ipc_envelope(const json_t *header, const char *body, size_t body_len);

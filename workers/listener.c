@@ -1,20 +1,20 @@
 /*
- * The listener's shard links. One req socket per shard (so that a pipe
- * going away names the shard that died), a context and an aio per call, and
- * one sub socket on every shard's events. nng completes aios on its own
- * threads; completions reach the loop through an ipc_bridge.
+ * The listener's shard links: one data link (ipc/dlink.h, a framed AF_UNIX
+ * stream) per shard carries this listener's requests to the shard and, in
+ * order, the shard's events and responses back. Calls are matched to
+ * responses by a token.
  *
- * A call to a shard that is down waits in nng's queue until the shard is
- * back or shard_wait_ms passes. A call already delivered when the shard's
- * pipe drops fails at once with a clear error: the shard may or may not have
- * applied it, and retrying is the client's informed choice.
+ * A call waits in its link's queue until its frame has wholly left for the
+ * shard; while the shard is down (restarting) it waits there up to
+ * shard_wait_ms, then fails as "not delivered". A call whose frame left
+ * fails at once with a clear error when the link drops: the shard may or may
+ * not have applied it, and retrying is the client's informed choice (at most
+ * once delivery; nothing is resent that may have arrived).
  */
 #define _GNU_SOURCE
 #include "listener.h"
 
 #include <errno.h>
-#include <nng/protocol/pubsub0/sub.h>
-#include <nng/protocol/reqrep0/req.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,17 +30,16 @@
 struct listener_cfg L;
 
 struct shard_link {
-    nng_socket req;
     int index;
-    int pipes; /* 1 while the shard is connected (pipe notifications) */
-    struct ipc_item up, down;
-    bool up_posted, down_posted;
+    struct dlink *dl; /* NULL while the shard is down */
+    char path[512];
+    ev_timer retry;
+    double retry_s;
+    bool ever_up;
+    struct call *qhead, *qtail; /* calls whose frame has not wholly been written */
 };
 
 static struct shard_link *links;
-static nng_socket sub;
-static ev_io sub_w;
-static struct ipc_bridge bridge;
 static struct call *calls_by_tok;
 static uint64_t next_tok = 1;
 static int rr_next;
@@ -87,18 +86,28 @@ bool listener_draining(void)
 
 /* ---- calls ---- */
 
-static void call_free_if_idle(struct call *c)
+static void queue_del(struct call *c)
 {
-    if (!c->finished || c->aio_busy)
+    struct shard_link *l = &links[c->shard];
+    if (!c->sending)
         return;
+    c->sending = false;
+    if (c->qprev)
+        c->qprev->qnext = c->qnext;
+    else
+        l->qhead = c->qnext;
+    if (c->qnext)
+        c->qnext->qprev = c->qprev;
+    else
+        l->qtail = c->qprev;
+    c->qnext = c->qprev = NULL;
+}
+
+static void call_free(struct call *c)
+{
     HASH_DEL(calls_by_tok, c);
-    if (c->ctx_open)
-        nng_ctx_close(c->ctx);
-    nng_aio_free(c->aio);
-    if (c->held)
-        nng_msg_free(c->held);
     json_decref(c->rid);
-    free(c->body);
+    free(c->frame);
     free(c);
 }
 
@@ -122,6 +131,9 @@ static void call_finish(struct call *c, json_t *hdr, const char *body, size_t le
         return;
     c->finished = true;
     ev_timer_stop(L.loop, &c->timer);
+    /* A frame still queued on a live link is in the link's buffer already (its answer
+     * will find no call); on a link that is down it is never sent. */
+    queue_del(c);
     if (c->conn) {
         static struct stats_metric *duration;
         if (!duration)
@@ -130,9 +142,7 @@ static void call_finish(struct call *c, json_t *hdr, const char *body, size_t le
         c->ops->done(c, hdr, body, len);
     }
     call_unlink(c);
-    if (c->aio_busy)
-        nng_aio_cancel(c->aio);
-    call_free_if_idle(c);
+    call_free(c);
 }
 
 static void call_fail(struct call *c, int st, int code, const char *msg)
@@ -163,117 +173,58 @@ static void call_fail_shard_stopped(struct call *c)
     call_fail(c, 503, -32603, msg);
 }
 
-static void call_deliver_held(struct call *c)
-{
-    nng_msg *m = c->held;
-    c->held = NULL;
-    json_t *hdr;
-    const char *body;
-    size_t len;
-    if (ipc_envelope_parse(m, &hdr, &body, &len) != 0) {
-        nng_msg_free(m);
-        call_fail(c, 502, -32603, "Internal error: malformed reply from the shard");
-        return;
-    }
-    call_finish(c, hdr, body, len);
-    json_decref(hdr);
-    nng_msg_free(m);
-}
-
 static void call_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
     struct call *c = w->data;
-    if (c->held) {
-        /* Events published before the reply were lost on the way (pub/sub drops under
-         * pressure); the response still goes out, and the log says so. */
-        log_warn("events_missing", "{s:i,s:I}", "shard", c->shard, "tok", (json_int_t)c->tok);
-        call_deliver_held(c);
-        return;
-    }
     char msg[200];
-    if (c->sending && links[c->shard].pipes > 0 && !c->busy_wait) {
-        /* The shard is up, only busy: the request waits its turn in nng's queue. It is
+    if (c->sending && links[c->shard].dl && !c->busy_wait) {
+        /* The shard is up, only busy: the request waits its turn behind others. It is
          * not lost, so it gets the whole request timeout rather than the restart grace. */
         c->busy_wait = true;
         ev_timer_set(&c->timer, L.request_timeout, 0);
         ev_timer_start(L.loop, &c->timer);
         return;
     }
-    if (c->sending) {
+    if (c->sending && !links[c->shard].dl) {
         snprintf(msg, sizeof(msg),
                  "Shard %d is unavailable (restarting); the request was not delivered. Retry "
                  "shortly",
                  c->shard);
         call_fail(c, 503, -32603, msg);
     } else {
-        snprintf(msg, sizeof(msg), "Request timed out after %.0f ms in shard %d", L.request_timeout * 1000,
-                 c->shard);
+        snprintf(msg, sizeof(msg), "Request timed out after %.0f ms in shard %d",
+                 L.request_timeout * 1000, c->shard);
         call_fail(c, 504, -32603, msg);
     }
 }
 
-static void call_run(struct ipc_item *it)
+/* The frame left for the shard: from now on only the request timeout applies. */
+static void call_delivered(struct call *c)
 {
-    struct call *c = (struct call *)it;
-    c->aio_busy = false;
-    int rv = nng_aio_result(c->aio);
-    if (c->finished) {
-        if (rv == 0 && !c->sending)
-            nng_msg_free(nng_aio_get_msg(c->aio));
-        else if (rv != 0 && c->sending)
-            nng_msg_free(nng_aio_get_msg(c->aio));
-        call_free_if_idle(c);
-        return;
-    }
-    if (c->sending) {
-        if (rv != 0) {
-            nng_msg_free(nng_aio_get_msg(c->aio));
-            call_fail(c, 503, -32603, "Internal error: could not reach the shard");
-            return;
-        }
-        c->sending = false;
-        /* Delivered: from now on only the request timeout applies. */
+    queue_del(c);
+    if (!c->busy_wait) {
         ev_timer_stop(L.loop, &c->timer);
         ev_timer_set(&c->timer, L.request_timeout, 0);
         ev_timer_start(L.loop, &c->timer);
-        c->aio_busy = true;
-        nng_ctx_recv(c->ctx, c->aio);
-        return;
     }
-    if (rv != 0) {
-        call_fail_shard_stopped(c);
-        return;
-    }
-    nng_msg *m = nng_aio_get_msg(c->aio);
-    json_t *hdr;
-    const char *body;
-    size_t len;
-    if (ipc_envelope_parse(m, &hdr, &body, &len) != 0) {
-        nng_msg_free(m);
-        call_fail(c, 502, -32603, "Internal error: malformed reply from the shard");
-        return;
-    }
-    int nev = (int)json_integer_value(json_object_get(hdr, "nev"));
-    json_decref(hdr);
-    if (c->nev_seen < nev) {
-        /* Events travel by pub/sub and may trail the reply: wait briefly for them. */
-        c->held = m;
-        c->nev_expected = nev;
-        ev_timer_stop(L.loop, &c->timer);
-        ev_timer_set(&c->timer, 0.5, 0);
-        ev_timer_start(L.loop, &c->timer);
-        return;
-    }
-    c->held = m;
-    call_deliver_held(c);
 }
 
-static void call_aio_cb(void *arg)
+static void link_progress(struct dlink *dl)
 {
-    struct call *c = arg;
-    ipc_bridge_post(&bridge, &c->item);
+    struct shard_link *l = dlink_ud(dl);
+    uint64_t sent = dlink_sent(dl);
+    while (l->qhead && l->qhead->frame_end <= sent)
+        call_delivered(l->qhead);
+}
+
+static int link_push(struct shard_link *l, struct call *c)
+{
+    if (dlink_send_frame(l->dl, c->frame, c->frame_len) != 0)
+        return -1;
+    c->frame_end = dlink_queued(l->dl);
+    return 0;
 }
 
 struct call *listener_call(struct conn *conn, int shard, json_t *hdr, const char *body, size_t len,
@@ -292,29 +243,16 @@ struct call *listener_call(struct conn *conn, int shard, json_t *hdr, const char
     c->ops = ops;
     c->conn = conn;
     c->tdata = tdata;
-    c->item.run = call_run;
-    if (nng_aio_alloc(&c->aio, call_aio_cb, c) != 0 || nng_ctx_open(&c->ctx, links[shard].req) != 0) {
-        if (c->aio)
-            nng_aio_free(c->aio);
-        free(c);
-        return NULL;
-    }
-    c->ctx_open = true;
-    if (len && (c->body = malloc(len)) != NULL) {
-        memcpy(c->body, body, len);
-        c->body_len = len;
-    }
-    /* No resend: a request is delivered at most once (see the comment at the top). */
-    nng_ctx_set_ms(c->ctx, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
     json_object_set_new(hdr, "lid", json_integer(L.index));
     json_object_set_new(hdr, "tok", json_integer((json_int_t)c->tok));
-    nng_msg *m = ipc_envelope(hdr, body, len);
-    if (!m) {
-        nng_ctx_close(c->ctx);
-        nng_aio_free(c->aio);
+    size_t body_off = 0;
+    c->frame = dlink_frame_build(hdr, body, len, &c->frame_len, &body_off);
+    if (!c->frame) {
         free(c);
         return NULL;
     }
+    c->body = c->frame + body_off;
+    c->body_len = len;
     HASH_ADD(hh, calls_by_tok, tok, sizeof(c->tok), c);
     if (conn) {
         c->next_in_conn = conn->calls;
@@ -323,10 +261,23 @@ struct call *listener_call(struct conn *conn, int shard, json_t *hdr, const char
     ev_timer_init(&c->timer, call_timer_cb, L.shard_wait, 0);
     c->timer.data = c;
     ev_timer_start(L.loop, &c->timer);
+    /* Queued until the frame has left; sent now when the shard is up. */
+    struct shard_link *l = &links[shard];
     c->sending = true;
-    c->aio_busy = true;
-    nng_aio_set_msg(c->aio, m);
-    nng_ctx_send(c->ctx, c->aio);
+    c->qprev = l->qtail;
+    if (l->qtail)
+        l->qtail->qnext = c;
+    else
+        l->qhead = c;
+    l->qtail = c;
+    if (l->dl && link_push(l, c) != 0) {
+        /* Out of memory for the link's buffer: this request is not sent. */
+        call_unlink(c);
+        queue_del(c);
+        ev_timer_stop(L.loop, &c->timer);
+        call_free(c);
+        return NULL;
+    }
     return c;
 }
 
@@ -397,96 +348,113 @@ void listener_session_end(const char *sid)
     json_decref(hdr);
 }
 
+/* ---- what the shards send: events and responses ---- */
+
+static void link_frame(struct dlink *dl, const char *data, size_t len)
+{
+    (void)dl;
+    json_t *hdr;
+    const char *body;
+    size_t blen;
+    if (dlink_envelope_split(data, len, &hdr, &body, &blen) != 0) {
+        log_warn("shard_frame_malformed", "{s:i}", "bytes", (int)len);
+        return;
+    }
+    json_t *tok = json_object_get(hdr, "tok");
+    if (json_is_integer(tok)) {
+        uint64_t t = (uint64_t)json_integer_value(tok);
+        struct call *c = NULL;
+        HASH_FIND(hh, calls_by_tok, &t, sizeof(t), c);
+        if (c && !c->finished) {
+            if (json_is_true(json_object_get(hdr, "ev"))) {
+                /* An event of the request, before its response (the link keeps order). */
+                c->stream = (int)json_integer_value(json_object_get(hdr, "stream"));
+                if (c->conn && c->ops->event)
+                    c->ops->event(c, hdr, body, blen);
+            } else {
+                if (c->sending)
+                    queue_del(c); /* answered, so it arrived */
+                call_finish(c, hdr, body, blen);
+            }
+        }
+    } else {
+        /* An event of a session that belongs to no request: its standalone stream's. */
+        const char *sid = json_string_value(json_object_get(hdr, "sid"));
+        struct stream_ent *e = NULL;
+        if (sid)
+            HASH_FIND_STR(streams, sid, e);
+        if (e && e->conn->kind == CONN_LINE)
+            line_stream_event(e->conn, sid, hdr, body, blen);
+        else if (e)
+            http_stream_event(e->conn, sid, hdr, body, blen);
+    }
+    json_decref(hdr);
+}
+
 /* ---- shard liveness ---- */
 
-static void link_down_run(struct ipc_item *it)
+static void link_connect(struct shard_link *l);
+
+static void link_closed(struct dlink *dl, const char *why)
 {
-    struct shard_link *l = (struct shard_link *)((char *)it - offsetof(struct shard_link, down));
-    l->down_posted = false;
-    l->pipes = 0;
-    /* Every call already handed to this shard is lost with it. */
+    struct shard_link *l = dlink_ud(dl);
+    link_progress(dl); /* frames written just before the break left */
+    l->dl = NULL;
+    /* Every call whose frame left is lost with the shard; the rest wait for its return. */
     struct call *c, *tmp;
     int failed = 0;
     HASH_ITER(hh, calls_by_tok, c, tmp)
     {
-        if (c->shard != l->index || c->finished || c->sending || c->held)
+        if (c->shard != l->index || c->finished || c->sending)
             continue;
         call_fail_shard_stopped(c);
         failed++;
     }
-    log_warn("shard_link_down", "{s:i,s:i}", "shard", l->index, "calls_failed", failed);
+    for (c = l->qhead; c; c = c->qnext)
+        c->frame_end = 0;
+    log_warn("shard_link_down", "{s:i,s:s,s:i}", "shard", l->index, "why", why, "calls_failed",
+             failed);
+    l->retry_s = 0.005;
+    ev_timer_set(&l->retry, l->retry_s, 0);
+    ev_timer_start(L.loop, &l->retry);
 }
 
-static void link_up_run(struct ipc_item *it)
-{
-    struct shard_link *l = (struct shard_link *)((char *)it - offsetof(struct shard_link, up));
-    l->up_posted = false;
-    l->pipes = 1; /* one ipc pipe per shard */
-    log_info("shard_link_up", "{s:i}", "shard", l->index);
-}
+static const struct dlink_ops link_ops = {link_frame, link_progress, link_closed};
 
-static void pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
+static void link_connect(struct shard_link *l)
 {
-    (void)p;
-    struct shard_link *l = arg;
-    /* Items are reused: posting one twice before it ran would corrupt the queue. The
-     * flags are only touched under the bridge's order, good enough for a rare event. */
-    if (ev == NNG_PIPE_EV_REM_POST && !l->down_posted) {
-        l->down_posted = true;
-        ipc_bridge_post(&bridge, &l->down);
-    } else if (ev == NNG_PIPE_EV_ADD_POST && !l->up_posted) {
-        l->up_posted = true;
-        ipc_bridge_post(&bridge, &l->up);
+    int fd = dlink_connect(l->path);
+    if (fd < 0) {
+        /* Not up yet (restarting, or still loading its sessions): try again shortly. */
+        l->retry_s = l->retry_s < 0.2 ? l->retry_s * 2 : 0.2;
+        ev_timer_set(&l->retry, l->retry_s, 0);
+        ev_timer_start(L.loop, &l->retry);
+        return;
     }
+    l->dl = dlink_new(fd, &link_ops, l);
+    if (!l->dl) {
+        ev_timer_set(&l->retry, 0.2, 0);
+        ev_timer_start(L.loop, &l->retry);
+        return;
+    }
+    /* What waited for the shard goes now, in the order it came. */
+    int waiting = 0;
+    for (struct call *c = l->qhead; c; c = c->qnext, waiting++)
+        if (link_push(l, c) != 0)
+            break;
+    if (waiting || l->ever_up)
+        log_info("shard_link_up", "{s:i,s:i}", "shard", l->index, "waiting", waiting);
+    l->ever_up = true;
 }
 
-/* ---- events ---- */
-
-static void sub_cb(struct ev_loop *loop, ev_io *w, int revents)
+static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
-    (void)w;
     (void)revents;
-    for (int n = 0; n < 256; n++) {
-        nng_msg *m;
-        if (nng_recvmsg(sub, &m, NNG_FLAG_NONBLOCK) != 0)
-            return;
-        json_t *hdr;
-        const char *body;
-        size_t len;
-        if (ipc_envelope_parse(m, &hdr, &body, &len) == 0) {
-            json_t *lid = json_object_get(hdr, "lid");
-            json_t *tok = json_object_get(hdr, "tok");
-            if (json_is_integer(tok)) {
-                /* An event of a request: only the listener that sent it cares. */
-                if (json_integer_value(lid) == L.index) {
-                    uint64_t t = (uint64_t)json_integer_value(tok);
-                    struct call *c = NULL;
-                    HASH_FIND(hh, calls_by_tok, &t, sizeof(t), c);
-                    if (c && !c->finished) {
-                        c->nev_seen++;
-                        c->stream = (int)json_integer_value(json_object_get(hdr, "stream"));
-                        if (c->conn && c->ops->event)
-                            c->ops->event(c, hdr, body, len);
-                        if (c->held && c->nev_seen >= c->nev_expected)
-                            call_deliver_held(c);
-                    }
-                }
-            } else {
-                const char *sid = json_string_value(json_object_get(hdr, "sid"));
-                struct stream_ent *e = NULL;
-                if (sid)
-                    HASH_FIND_STR(streams, sid, e);
-                if (e && e->conn->kind == CONN_LINE)
-                    line_stream_event(e->conn, sid, hdr, body, len);
-                else if (e)
-                    http_stream_event(e->conn, sid, hdr, body, len);
-            }
-            json_decref(hdr);
-        }
-        nng_msg_free(m);
-    }
+    link_connect(w->data);
 }
+
+/* ---- standalone streams ---- */
 
 void listener_stream_set(const char *sid, struct conn *conn)
 {
@@ -545,42 +513,24 @@ int listener_main(struct proc_args *a)
     L.run_dir = a->run_dir;
     L.cfg = &a->cfg;
     L.loop = ev_default_loop(EVFLAG_SIGNALFD);
-    ipc_bridge_init(&bridge, L.loop);
+    dlink_init(L.loop);
     stats_init(L.loop, a->run_dir, "listener", a->id);
     control_subscribe(L.loop, a->run_dir, NULL); /* drain/undrain, log_level */
 
-    int rv;
     links = calloc((size_t)L.nshards, sizeof(*links));
-    if ((rv = nng_sub0_open(&sub)) != 0) {
-        log_error("listener_start_failed", "{s:s}", "error", nng_strerror(rv));
+    if (!links) {
+        log_error("listener_start_failed", "{s:s}", "error", "out of memory");
         return CMCP_EXIT_FAILURE;
     }
-    nng_socket_set(sub, NNG_OPT_SUB_SUBSCRIBE, "", 0);
-    nng_socket_set_int(sub, NNG_OPT_RECVBUF, 8192);
-    ipc_socket_tune(sub);
     for (int i = 0; i < L.nshards; i++) {
-        char addr[512];
         struct shard_link *l = &links[i];
         l->index = i;
-        l->up.run = link_up_run;
-        l->down.run = link_down_run;
-        if ((rv = nng_req0_open(&l->req)) != 0) {
-            log_error("listener_start_failed", "{s:s}", "error", nng_strerror(rv));
-            return CMCP_EXIT_FAILURE;
-        }
-        ipc_socket_tune(l->req);
-        nng_pipe_notify(l->req, NNG_PIPE_EV_ADD_POST, pipe_cb, l);
-        nng_pipe_notify(l->req, NNG_PIPE_EV_REM_POST, pipe_cb, l);
-        ipc_shard_req_address(addr, sizeof(addr), a->run_dir, i);
-        /* Non-blocking dial: a shard that is not up yet is dialled again until it is. */
-        nng_dial(l->req, addr, NULL, NNG_FLAG_NONBLOCK);
-        ipc_shard_pub_address(addr, sizeof(addr), a->run_dir, i);
-        nng_dial(sub, addr, NULL, NNG_FLAG_NONBLOCK);
+        dlink_shard_path(l->path, sizeof(l->path), a->run_dir, i);
+        ev_timer_init(&l->retry, retry_cb, 0, 0);
+        l->retry.data = l;
+        l->retry_s = 0.005;
+        link_connect(l);
     }
-    int fd;
-    nng_socket_get_int(sub, NNG_OPT_RECVFD, &fd);
-    ev_io_init(&sub_w, sub_cb, fd, EV_READ);
-    ev_io_start(L.loop, &sub_w);
 
     const char *http_bind = cfg_get(&a->cfg, "listener", "http_bind", "127.0.0.1");
     long http_port = cfg_get_long(&a->cfg, "listener", "http_port", 8080);
@@ -613,8 +563,7 @@ int listener_main(struct proc_args *a)
     proc_notify_ready(a);
     ev_run(L.loop, 0);
     for (int i = 0; i < L.nshards; i++)
-        nng_close(links[i].req);
-    nng_close(sub);
+        dlink_close(links[i].dl);
     control_unsubscribe();
     stats_shutdown();
     log_info("listener_stopped", NULL);

@@ -9,12 +9,11 @@
 
 #include <ev.h>
 #include <jansson.h>
-#include <nng/nng.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <uthash.h>
 
-#include "ipc.h"
+#include "dlink.h"
 #include "proc.h"
 
 int listener_main(struct proc_args *a);
@@ -38,28 +37,28 @@ struct call_ops {
 };
 
 struct call {
-    struct ipc_item item;
     UT_hash_handle hh; /* by tok */
     uint64_t tok;
     int shard;
-    nng_ctx ctx;
-    nng_aio *aio;
-    bool aio_busy, sending, finished, ctx_open;
+    bool sending;   /* its frame has not wholly left for the shard yet */
+    bool finished;
     bool busy_wait; /* its shard is up but has not taken it yet */
     const struct call_ops *ops;
     struct conn *conn; /* NULL once the connection went away */
     struct call *next_in_conn;
+    struct call *qnext, *qprev; /* the shard link's queue of frames not yet written */
     void *tdata;       /* transport's own per-call data */
     json_t *rid;       /* the JSON-RPC id of the request, when known */
-    char *body;        /* a copy of the request, to name its id in an error made here */
+    char *frame;       /* the request as framed for the shard (dlink.h) */
+    size_t frame_len;
+    uint64_t frame_end; /* the link's byte count once the frame is written */
+    const char *body;  /* the request inside frame, to name its id in an error made here */
     size_t body_len;
     char sid[64];      /* the session, when known (for resuming its stream) */
     bool stateless;    /* a 2026-07-28 request: cancel it in its shard if the client leaves */
     int stream;        /* the SSE stream its events go to, once it has one */
-    ev_timer timer;    /* shard wait, request timeout, then the wait for late events */
-    int nev_seen, nev_expected;
+    ev_timer timer;    /* shard wait, then the request timeout */
     double t0;         /* when it was sent (request duration) */
-    nng_msg *held;     /* the reply, held until the events before it arrived */
 };
 
 /* Sends an envelope to a shard (-1: pick one for a new session). Returns the call or NULL. */

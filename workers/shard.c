@@ -1,8 +1,11 @@
 /*
  * Role `shard`: owns the MCP sessions whose ids name it. Listeners send it
- * client messages over nng req/rep; it runs them through the MCP engine and
- * replies, and publishes server->client messages (progress, log messages,
- * server requests, notifications) on its pub socket. Sessions and their
+ * client messages over their data links (ipc/dlink.h); it runs them through
+ * the MCP engine and answers on the same link, after the server->client
+ * messages (progress, log messages, server requests) the request made, in
+ * order. Session-wide messages go to every listener; the one holding the
+ * session's standalone stream delivers them. Control requests (the admin
+ * shell, tool runs) come over nng req/rep. Sessions and their
  * events live in the shard's store (shard_durable.c), so a shard killed with
  * SIGKILL comes back with every session it acknowledged, and a client that
  * lost its stream resumes it with Last-Event-ID, also across restarts.
@@ -11,9 +14,11 @@
 #include "shard.h"
 
 #include <nng/nng.h>
-#include <nng/protocol/pubsub0/pub.h>
 #include <nng/protocol/reqrep0/rep.h>
+#include <errno.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -169,13 +174,53 @@ static void sess_drop_all(void)
 
 static void slot_recv(struct slot *sl);
 
-void slot_send(struct slot *sl, json_t *hdr, json_t *body)
+/* ---- data links from the listeners ---- */
+
+#define PEER_PAUSE_BYTES (8u << 20)  /* a listener this far behind reading its answers... */
+#define PEER_RESUME_BYTES (1u << 20) /* ...is not read from until it caught up to this */
+
+static void peer_unref(struct dpeer *p)
 {
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    nng_msg *m = ipc_envelope(hdr, text ? text : "", text ? strlen(text) : 0);
-    free(text);
-    json_decref(hdr);
-    json_decref(body);
+    if (--p->refs == 0 && !p->dl)
+        free(p);
+}
+
+/* Queues a frame for a data link. */
+static void peer_send(struct dpeer *p, const json_t *hdr, const char *text, size_t len)
+{
+    if (!p || !p->dl)
+        return; /* the listener went away: nobody waits for this */
+    if (dlink_send(p->dl, hdr, text, len) != 0) {
+        log_error("reply_failed", "{s:s}", "error", "out of memory or message too large");
+        return;
+    }
+    if (!p->paused && dlink_backlog(p->dl) > PEER_PAUSE_BYTES) {
+        p->paused = true;
+        dlink_pause_reading(p->dl, true);
+    }
+}
+
+/* A data slot's life ends with its answer. */
+static void slot_release(struct slot *sl)
+{
+    if (sl->sess)
+        pending_remove(sl);
+    json_decref(sl->rid);
+    json_decref(sl->batch);
+    json_decref(sl->batch_ids);
+    peer_unref(sl->peer);
+    free(sl);
+}
+
+static void slot_send_text(struct slot *sl, json_t *hdr, const char *text, size_t len)
+{
+    if (sl->peer) {
+        json_object_set_new(hdr, "tok", json_integer((json_int_t)sl->dtok));
+        peer_send(sl->peer, hdr, text, len);
+        slot_release(sl);
+        return;
+    }
+    nng_msg *m = ipc_envelope(hdr, text, len);
     if (!m) {
         log_error("reply_failed", "{s:s}", "error", "out of memory");
         slot_recv(sl);
@@ -184,6 +229,30 @@ void slot_send(struct slot *sl, json_t *hdr, json_t *body)
     sl->sending = true;
     nng_aio_set_msg(sl->aio, m);
     nng_ctx_send(sl->ctx, sl->aio);
+}
+
+void slot_send(struct slot *sl, json_t *hdr, json_t *body)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    slot_send_text(sl, hdr, text ? text : "", text ? strlen(text) : 0);
+    free(text);
+    json_decref(hdr);
+    json_decref(body);
+}
+
+/* An event of a request goes on its link; one of the session as a whole to every listener. */
+static void emit_frame(struct slot *sl, json_t *h, const char *text)
+{
+    size_t len = strlen(text);
+    if (sl) {
+        json_object_set_new(h, "tok", json_integer((json_int_t)sl->dtok));
+        json_object_set_new(h, "ev", json_true());
+        peer_send(sl->peer, h, text, len);
+    } else {
+        for (struct dpeer *p = g.peers; p; p = p->next)
+            peer_send(p, h, text, len);
+    }
+    json_decref(h);
 }
 
 /* Every reply goes out after the changes before it are committed (shard_durable.c). */
@@ -210,11 +279,9 @@ static void pending_remove(struct slot *sl)
             }
     }
     json_decref(sl->rid);
-    json_decref(sl->lid);
-    json_decref(sl->tok);
     json_decref(sl->batch);
     json_decref(sl->batch_ids);
-    sl->rid = sl->lid = sl->tok = sl->batch = sl->batch_ids = NULL;
+    sl->rid = sl->batch = sl->batch_ids = NULL;
     sl->sess = NULL;
     sl->stream = sl->nev = 0;
     sl->last_seq = 0;
@@ -239,7 +306,6 @@ static void request_end(struct sess *s, struct slot *sl, json_t *hdr, const json
 {
     if (!sl->sess)
         return;
-    json_object_set_new(hdr, "nev", json_integer(sl->nev));
     if (sl->stream) {
         char *text = resp ? json_dumps(resp, JSON_COMPACT) : NULL;
         if (text) {
@@ -287,15 +353,8 @@ static bool batch_member_done(struct sess *s, const json_t *rel, json_t *msg)
 
 static void publish(struct sess *s, struct slot *sl, int stream, long seq, const char *text)
 {
-    json_t *h = json_pack("{s:s,s:i,s:I}", "sid", s->id, "stream", stream, "seq", (json_int_t)seq);
-    if (sl) {
-        json_object_set(h, "lid", sl->lid);
-        json_object_set(h, "tok", sl->tok);
-    }
-    nng_msg *m = ipc_envelope(h, text, strlen(text));
-    json_decref(h);
-    if (m && nng_sendmsg(g.pub, m, NNG_FLAG_NONBLOCK) != 0)
-        nng_msg_free(m);
+    emit_frame(sl, json_pack("{s:s,s:i,s:I}", "sid", s->id, "stream", stream, "seq", (json_int_t)seq),
+               text);
 }
 
 /*
@@ -320,13 +379,8 @@ static void stateless_emit(struct slot *sl, json_t *msg, bool final)
     if (!text)
         return;
     sl->nev++;
-    json_t *h = json_pack("{s:s,s:i,s:i,s:O,s:O}", "sid", "-", "stream", 1, "seq", sl->nev, "lid",
-                          sl->lid, "tok", sl->tok);
-    nng_msg *m = ipc_envelope(h, text, strlen(text));
-    json_decref(h);
+    emit_frame(sl, json_pack("{s:s,s:i,s:i}", "sid", "-", "stream", 1, "seq", sl->nev), text);
     free(text);
-    if (m && nng_sendmsg(g.pub, m, NNG_FLAG_NONBLOCK) != 0)
-        nng_msg_free(m);
 }
 
 static void host_emit(void *host, mcp_session *ms, const json_t *rel, json_t *msg, bool final)
@@ -435,12 +489,9 @@ static void host_close_stream(void *host, mcp_session *ms, const json_t *rel)
         sl->stream = ++s->next_stream;
     int64_t last = sl->last_seq;
     sl->nev++;
-    json_t *h = json_pack("{s:s,s:i,s:I,s:O,s:O,s:b}", "sid", s->id, "stream", sl->stream, "seq",
-                          (json_int_t)last, "lid", sl->lid, "tok", sl->tok, "close", 1);
-    nng_msg *m = ipc_envelope(h, "", 0);
-    json_decref(h);
-    if (m && nng_sendmsg(g.pub, m, NNG_FLAG_NONBLOCK) != 0)
-        nng_msg_free(m);
+    emit_frame(sl, json_pack("{s:s,s:i,s:I,s:b}", "sid", s->id, "stream", sl->stream, "seq",
+                             (json_int_t)last, "close", 1),
+               "");
 }
 
 /* The engine changed a session's durable state: it is written before the next reply. */
@@ -599,8 +650,6 @@ static void op_msg(struct slot *sl, json_t *hdr, const char *body, size_t blen)
         if (rid && json_object_get(msg, "method")) {
             sl->sess = s;
             sl->rid = json_incref(rid);
-            sl->lid = json_incref(json_object_get(hdr, "lid"));
-            sl->tok = json_incref(json_object_get(hdr, "tok"));
             sl->next_pending = s->pending;
             s->pending = sl;
         }
@@ -684,8 +733,6 @@ static void op_stateless(struct slot *sl, json_t *hdr, const char *body, size_t 
     json_decref(parsed);
     count_request(sl->method, "http");
     sl->stateless = true;
-    sl->lid = json_incref(json_object_get(hdr, "lid"));
-    sl->tok = json_incref(json_object_get(hdr, "tok"));
     bool pending = false;
     json_t *resp = mcp_handle_stateless_text(g.srv, body, blen, &ctx, &pending);
     if (pending)
@@ -760,23 +807,17 @@ static void op_tool(struct slot *sl, json_t *hdr, const char *body, size_t blen,
             reply(sl, json_pack("{s:i}", "st", 404), NULL, NULL);
             return;
         }
-        nng_msg *m;
         json_t *h = json_pack("{s:i}", "st", 200);
-        m = ipc_envelope(h, args, strlen(args));
+        slot_send_text(sl, h, args, strlen(args));
         json_decref(h);
         free(args);
-        if (!m) {
-            slot_recv(sl);
-            return;
-        }
-        sl->sending = true;
-        nng_aio_set_msg(sl->aio, m);
-        nng_ctx_send(sl->ctx, sl->aio);
         return;
     }
     int rc = shard_tools_result(token, body, blen);
     reply(sl, json_pack("{s:i}", "st", rc == 0 ? 200 : 404), NULL, NULL);
 }
+
+static void dispatch(struct slot *sl, json_t *hdr, const char *body, size_t blen);
 
 static void slot_run(struct ipc_item *it)
 {
@@ -806,6 +847,13 @@ static void slot_run(struct ipc_item *it)
         reply(sl, json_pack("{s:i}", "st", 400), NULL, NULL);
         return;
     }
+    dispatch(sl, hdr, body, blen);
+    json_decref(hdr);
+    nng_msg_free(m);
+}
+
+static void dispatch(struct slot *sl, json_t *hdr, const char *body, size_t blen)
+{
     const char *op = json_string_value(json_object_get(hdr, "op"));
     if (op && strcmp(op, "msg") == 0)
         op_msg(sl, hdr, body, blen);
@@ -827,8 +875,6 @@ static void slot_run(struct ipc_item *it)
         op_tool(sl, hdr, body, blen, op[5] == 'f');
     else
         reply(sl, json_pack("{s:i}", "st", 400), NULL, NULL);
-    json_decref(hdr);
-    nng_msg_free(m);
 }
 
 static void slot_aio_cb(void *arg)
@@ -840,6 +886,93 @@ static void slot_aio_cb(void *arg)
 static void slot_recv(struct slot *sl)
 {
     nng_ctx_recv(sl->ctx, sl->aio);
+}
+
+static void peer_frame(struct dlink *dl, const char *data, size_t len)
+{
+    struct dpeer *p = dlink_ud(dl);
+    json_t *hdr;
+    const char *body;
+    size_t blen;
+    json_t *tok = NULL;
+    if (dlink_envelope_split(data, len, &hdr, &body, &blen) != 0 ||
+        !json_is_integer(tok = json_object_get(hdr, "tok"))) {
+        /* Without its token nobody can be answered: a listener of another build? */
+        log_warn("frame_malformed", "{s:i}", "bytes", (int)len);
+        json_decref(hdr);
+        return;
+    }
+    struct slot *sl = calloc(1, sizeof(*sl));
+    if (!sl) {
+        json_t *h = json_pack("{s:i}", "st", 503);
+        json_object_set(h, "tok", tok);
+        static const char e[] = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,"
+                                "\"message\":\"Out of memory in the shard; retry later\"}}";
+        peer_send(p, h, e, sizeof(e) - 1);
+        json_decref(h);
+        json_decref(hdr);
+        return;
+    }
+    sl->peer = p;
+    p->refs++;
+    sl->dtok = (uint64_t)json_integer_value(tok);
+    dispatch(sl, hdr, body, blen);
+    json_decref(hdr);
+}
+
+static void peer_progress(struct dlink *dl)
+{
+    struct dpeer *p = dlink_ud(dl);
+    if (p->paused && dlink_backlog(dl) < PEER_RESUME_BYTES) {
+        p->paused = false;
+        dlink_pause_reading(dl, false);
+    }
+}
+
+static void peer_closed(struct dlink *dl, const char *why)
+{
+    struct dpeer *p = dlink_ud(dl);
+    log_info("listener_link_closed", "{s:i,s:s}", "shard", g.index, "why", why);
+    p->dl = NULL;
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        g.peers = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    /* Requests still being served keep it until they end (their answers go nowhere). */
+    p->refs++;
+    peer_unref(p);
+}
+
+static const struct dlink_ops peer_ops = {peer_frame, peer_progress, peer_closed};
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    for (int i = 0; i < 64; i++) {
+        int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                log_warn("accept_failed", "{s:s}", "error", strerror(errno));
+            return;
+        }
+        struct dpeer *p = calloc(1, sizeof(*p));
+        if (!p) {
+            close(fd);
+            continue;
+        }
+        p->dl = dlink_new(fd, &peer_ops, p);
+        if (!p->dl) {
+            free(p);
+            continue;
+        }
+        p->next = g.peers;
+        if (g.peers)
+            g.peers->prev = p;
+        g.peers = p;
+    }
 }
 
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
@@ -919,11 +1052,15 @@ int shard_main(struct proc_args *a)
         log_error("listen_failed", "{s:s,s:s}", "address", addr, "error", nng_strerror(rv));
         return CMCP_EXIT_FAILURE;
     }
-    ipc_shard_pub_address(addr, sizeof(addr), a->run_dir, g.index);
-    if ((rv = nng_pub0_open(&g.pub)) != 0 || (rv = nng_listen(g.pub, addr, NULL, 0)) != 0) {
-        log_error("listen_failed", "{s:s,s:s}", "address", addr, "error", nng_strerror(rv));
+    char data_path[512];
+    dlink_shard_path(data_path, sizeof(data_path), a->run_dir, g.index);
+    if ((g.data_fd = dlink_listen(data_path)) < 0) {
+        log_error("listen_failed", "{s:s,s:s}", "address", data_path, "error", strerror(errno));
         return CMCP_EXIT_FAILURE;
     }
+    dlink_init(g.loop);
+    ev_io_init(&g.data_w, accept_cb, g.data_fd, EV_READ);
+    ev_io_start(g.loop, &g.data_w);
     for (int i = 0; i < SHARD_SLOTS; i++) {
         struct slot *sl = &g.slots[i];
         sl->item.run = slot_run;
@@ -947,7 +1084,15 @@ int shard_main(struct proc_args *a)
     durable_flush();
     shard_tools_shutdown();
     nng_close(g.rep);
-    nng_close(g.pub);
+    ev_io_stop(g.loop, &g.data_w);
+    close(g.data_fd);
+    unlink(data_path);
+    while (g.peers) {
+        struct dpeer *p = g.peers;
+        g.peers = p->next;
+        dlink_close(p->dl);
+        p->dl = NULL; /* the slots that refer to it are not freed: the process ends */
+    }
     for (int i = 0; i < SHARD_SLOTS; i++)
         nng_aio_free(g.slots[i].aio);
     durable_close();

@@ -8,25 +8,37 @@
 #include <stdbool.h>
 #include <uthash.h>
 
+#include "dlink.h"
 #include "ipc.h"
 #include "mcp.h"
 #include "proc.h"
 #include "store.h"
 
-#define SHARD_SLOTS 256 /* requests a shard serves at once; more wait in nng's queue */
+/* Control requests (admin shell, tool runs) a shard serves at once over nng; more wait in
+ * nng's queue. Client traffic comes over the listeners' data links, one slot per request. */
+#define SHARD_SLOTS 32
 
 struct sess;
 
-/* One nng rep context: a request being served. */
+/* A listener's data link (ipc/dlink.h). Freed when closed and no slot refers to it. */
+struct dpeer {
+    struct dlink *dl; /* NULL once closed */
+    int refs;
+    bool paused;
+    struct dpeer *next, *prev;
+};
+
+/* A request being served: an nng rep context (control), or a frame from a data link. */
 struct slot {
     struct ipc_item item;
     nng_ctx ctx;
     nng_aio *aio;
     bool sending;
+    struct dpeer *peer; /* the data link it came by; NULL for an nng slot */
     /* while a request is pending (asynchronous) */
     struct sess *sess;
     json_t *rid; /* the request's JSON-RPC id */
-    json_t *lid, *tok;
+    uint64_t dtok; /* the listener's token for it (data slots) */
     int stream; /* 0 until the request first emits */
     int nev;
     int64_t last_seq; /* the last event it published */
@@ -66,9 +78,12 @@ struct shard {
     struct proc_args *a;
     int index;
     struct ev_loop *loop;
-    nng_socket rep, pub;
+    nng_socket rep; /* control: admin shell, tool runs */
     struct ipc_bridge bridge;
     struct slot slots[SHARD_SLOTS];
+    int data_fd; /* the listeners' data links connect here */
+    ev_io data_w;
+    struct dpeer *peers;
     mcp_server *srv;
     struct sess *sessions;
     long nsessions, max_sessions;

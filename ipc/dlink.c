@@ -1,0 +1,473 @@
+/* Length-prefixed frames over a non-blocking AF_UNIX stream (dlink.h). */
+#define _GNU_SOURCE
+#include "dlink.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define READ_CHUNK (64u << 10)
+#define READS_PER_TURN 16 /* then other watchers get their turn */
+
+struct dlink {
+    int fd;
+    ev_io rw, ww;
+    const struct dlink_ops *ops;
+    void *ud;
+    /* out: bytes [ooff, olen) of obuf are queued and not yet written */
+    char *obuf;
+    size_t ooff, olen, ocap;
+    uint64_t queued, sent;
+    /* in: bytes [ioff, ilen) of ibuf are read and not yet parsed */
+    char *ibuf;
+    size_t ioff, ilen, icap;
+    bool paused, dirty, dead;
+    int depth; /* >0 while the link's own callbacks run: freeing waits */
+    struct dlink *dnext, *dprev; /* the flush list */
+};
+
+static struct ev_loop *dl_loop;
+static ev_prepare flush_w;
+static struct dlink *dirty_head;
+
+static void dirty_add(struct dlink *l)
+{
+    if (l->dirty)
+        return;
+    l->dirty = true;
+    l->dprev = NULL;
+    l->dnext = dirty_head;
+    if (dirty_head)
+        dirty_head->dprev = l;
+    dirty_head = l;
+}
+
+static void dirty_del(struct dlink *l)
+{
+    if (!l->dirty)
+        return;
+    l->dirty = false;
+    if (l->dprev)
+        l->dprev->dnext = l->dnext;
+    else
+        dirty_head = l->dnext;
+    if (l->dnext)
+        l->dnext->dprev = l->dprev;
+    l->dnext = l->dprev = NULL;
+}
+
+static void link_free(struct dlink *l)
+{
+    dirty_del(l);
+    ev_io_stop(dl_loop, &l->rw);
+    ev_io_stop(dl_loop, &l->ww);
+    if (l->fd >= 0)
+        close(l->fd);
+    free(l->obuf);
+    free(l->ibuf);
+    free(l);
+}
+
+/* The stream broke: tell the owner, then free (now, or when the outermost callback returns). */
+static void link_fail(struct dlink *l, const char *why)
+{
+    if (l->dead)
+        return;
+    l->dead = true;
+    dirty_del(l);
+    ev_io_stop(dl_loop, &l->rw);
+    ev_io_stop(dl_loop, &l->ww);
+    l->depth++;
+    l->ops->closed(l, why);
+    l->depth--;
+    if (l->depth == 0)
+        link_free(l);
+}
+
+void dlink_close(struct dlink *l)
+{
+    if (!l || l->dead)
+        return;
+    l->dead = true;
+    dirty_del(l);
+    ev_io_stop(dl_loop, &l->rw);
+    ev_io_stop(dl_loop, &l->ww);
+    if (l->depth == 0)
+        link_free(l);
+}
+
+/* Writes what is queued; false when the link failed (and may be freed). */
+static bool link_write(struct dlink *l)
+{
+    uint64_t before = l->sent;
+    while (l->ooff < l->olen) {
+        ssize_t n = write(l->fd, l->obuf + l->ooff, l->olen - l->ooff);
+        if (n > 0) {
+            l->ooff += (size_t)n;
+            l->sent += (uint64_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        link_fail(l, n < 0 ? strerror(errno) : "write returned 0");
+        return false;
+    }
+    if (l->ooff == l->olen) {
+        l->ooff = l->olen = 0;
+        if (l->ocap > (4u << 20)) { /* a burst grew it: give the memory back */
+            free(l->obuf);
+            l->obuf = NULL;
+            l->ocap = 0;
+        }
+        ev_io_stop(dl_loop, &l->ww);
+    } else if (!ev_is_active(&l->ww)) {
+        ev_io_start(dl_loop, &l->ww);
+    }
+    if (l->sent != before && l->ops->progress) {
+        l->depth++;
+        l->ops->progress(l);
+        l->depth--;
+        if (l->dead) {
+            if (l->depth == 0)
+                link_free(l);
+            return false;
+        }
+    }
+    return true;
+}
+
+static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+    /* One at a time from the list's head: a callback may free or re-queue any link. */
+    for (int guard = 0; dirty_head && guard < 1000000; guard++) {
+        struct dlink *l = dirty_head;
+        dirty_del(l);
+        if (!l->dead && !ev_is_active(&l->ww))
+            link_write(l);
+    }
+}
+
+static void write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    link_write(w->data);
+}
+
+static int reserve_out(struct dlink *l, size_t need)
+{
+    if (l->ooff > 0 && (l->ooff >= l->olen / 2 || l->olen + need > l->ocap)) {
+        memmove(l->obuf, l->obuf + l->ooff, l->olen - l->ooff);
+        l->olen -= l->ooff;
+        l->ooff = 0;
+    }
+    if (l->olen + need <= l->ocap)
+        return 0;
+    size_t cap = l->ocap ? l->ocap : 16384;
+    while (cap < l->olen + need)
+        cap *= 2;
+    char *nb = realloc(l->obuf, cap);
+    if (!nb)
+        return -1;
+    l->obuf = nb;
+    l->ocap = cap;
+    return 0;
+}
+
+static void put_len(char *p, uint32_t n)
+{
+    p[0] = (char)(n & 0xff);
+    p[1] = (char)((n >> 8) & 0xff);
+    p[2] = (char)((n >> 16) & 0xff);
+    p[3] = (char)((n >> 24) & 0xff);
+}
+
+static uint32_t get_len(const char *p)
+{
+    const unsigned char *u = (const unsigned char *)p;
+    return (uint32_t)u[0] | (uint32_t)u[1] << 8 | (uint32_t)u[2] << 16 | (uint32_t)u[3] << 24;
+}
+
+int dlink_send_frame(struct dlink *l, const char *frame, size_t len)
+{
+    if (!l || l->dead)
+        return -1;
+    if (reserve_out(l, len) != 0)
+        return -1;
+    memcpy(l->obuf + l->olen, frame, len);
+    l->olen += len;
+    l->queued += len;
+    dirty_add(l);
+    return 0;
+}
+
+int dlink_send(struct dlink *l, const json_t *hdr, const char *body, size_t blen)
+{
+    if (!l || l->dead)
+        return -1;
+    /* The header is dumped straight into the buffer: no intermediate copy. */
+    size_t guess = 256;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (reserve_out(l, DLINK_HDR + guess + 1 + blen) != 0)
+            return -1;
+        char *p = l->obuf + l->olen;
+        size_t hl = json_dumpb(hdr, p + DLINK_HDR, guess, JSON_COMPACT);
+        if (hl == 0)
+            return -1;
+        if (hl > guess) {
+            guess = hl;
+            continue;
+        }
+        size_t n = hl + 1 + blen;
+        if (n > DLINK_MAX_FRAME)
+            return -1;
+        put_len(p, (uint32_t)n);
+        p[DLINK_HDR + hl] = '\n';
+        if (blen)
+            memcpy(p + DLINK_HDR + hl + 1, body, blen);
+        l->olen += DLINK_HDR + n;
+        l->queued += DLINK_HDR + n;
+        dirty_add(l);
+        return 0;
+    }
+    return -1;
+}
+
+char *dlink_frame_build(const json_t *hdr, const char *body, size_t blen, size_t *len,
+                        size_t *body_off)
+{
+    char *h = json_dumps(hdr, JSON_COMPACT);
+    if (!h)
+        return NULL;
+    size_t hl = strlen(h);
+    size_t n = hl + 1 + blen;
+    char *f = n <= DLINK_MAX_FRAME ? malloc(DLINK_HDR + n) : NULL;
+    if (f) {
+        put_len(f, (uint32_t)n);
+        memcpy(f + DLINK_HDR, h, hl);
+        f[DLINK_HDR + hl] = '\n';
+        if (blen)
+            memcpy(f + DLINK_HDR + hl + 1, body, blen);
+        *len = DLINK_HDR + n;
+        if (body_off)
+            *body_off = DLINK_HDR + hl + 1;
+    }
+    free(h);
+    return f;
+}
+
+/* Hands every complete frame in the buffer to the owner. */
+static void deliver(struct dlink *l)
+{
+    while (!l->dead && l->ilen - l->ioff >= DLINK_HDR) {
+        uint32_t n = get_len(l->ibuf + l->ioff);
+        if (n > DLINK_MAX_FRAME) {
+            link_fail(l, "frame too large (the peer is not a cmcp process of this build)");
+            return;
+        }
+        if (l->ilen - l->ioff < DLINK_HDR + (size_t)n)
+            break;
+        const char *p = l->ibuf + l->ioff + DLINK_HDR;
+        l->ioff += DLINK_HDR + (size_t)n;
+        l->ops->frame(l, p, n);
+    }
+    if (l->ioff == l->ilen)
+        l->ioff = l->ilen = 0;
+}
+
+static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct dlink *l = w->data;
+    l->depth++;
+    for (int i = 0; i < READS_PER_TURN && !l->dead && !l->paused; i++) {
+        /* room for a chunk, or for the rest of a frame that is larger */
+        if (l->ioff > 0 && (l->icap - l->ilen < READ_CHUNK)) {
+            memmove(l->ibuf, l->ibuf + l->ioff, l->ilen - l->ioff);
+            l->ilen -= l->ioff;
+            l->ioff = 0;
+        }
+        size_t want = READ_CHUNK;
+        if (l->ilen >= DLINK_HDR) {
+            size_t fl = DLINK_HDR + (size_t)get_len(l->ibuf);
+            if (fl > l->ilen && fl - l->ilen > want && fl <= DLINK_HDR + DLINK_MAX_FRAME)
+                want = fl - l->ilen;
+        }
+        if (l->icap - l->ilen < want) {
+            size_t cap = l->icap ? l->icap : READ_CHUNK;
+            while (cap - l->ilen < want)
+                cap *= 2;
+            char *nb = realloc(l->ibuf, cap);
+            if (!nb) {
+                link_fail(l, "out of memory");
+                break;
+            }
+            l->ibuf = nb;
+            l->icap = cap;
+        }
+        ssize_t n = read(l->fd, l->ibuf + l->ilen, l->icap - l->ilen);
+        if (n > 0) {
+            l->ilen += (size_t)n;
+            deliver(l);
+            if ((size_t)n < want)
+                break; /* drained */
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        link_fail(l, n == 0 ? "closed by the peer" : strerror(errno));
+        break;
+    }
+    if (!l->dead && l->ilen == 0 && l->icap > READ_CHUNK) {
+        free(l->ibuf); /* a large frame passed: shrink back */
+        l->ibuf = NULL;
+        l->icap = 0;
+    }
+    l->depth--;
+    if (l->dead && l->depth == 0)
+        link_free(l);
+}
+
+void dlink_init(struct ev_loop *loop)
+{
+    dl_loop = loop;
+    ev_prepare_init(&flush_w, flush_cb);
+    ev_prepare_start(loop, &flush_w);
+    ev_unref(loop); /* the flush watcher alone does not keep the loop running */
+}
+
+struct dlink *dlink_new(int fd, const struct dlink_ops *ops, void *ud)
+{
+    struct dlink *l = calloc(1, sizeof(*l));
+    if (!l) {
+        close(fd);
+        return NULL;
+    }
+    l->fd = fd;
+    l->ops = ops;
+    l->ud = ud;
+    ev_io_init(&l->rw, read_cb, fd, EV_READ);
+    l->rw.data = l;
+    ev_io_init(&l->ww, write_cb, fd, EV_WRITE);
+    l->ww.data = l;
+    ev_io_start(dl_loop, &l->rw);
+    return l;
+}
+
+void *dlink_ud(const struct dlink *l)
+{
+    return l->ud;
+}
+
+void dlink_set_ud(struct dlink *l, void *ud)
+{
+    l->ud = ud;
+}
+
+uint64_t dlink_queued(const struct dlink *l)
+{
+    return l->queued;
+}
+
+uint64_t dlink_sent(const struct dlink *l)
+{
+    return l->sent;
+}
+
+size_t dlink_backlog(const struct dlink *l)
+{
+    return l->olen - l->ooff;
+}
+
+void dlink_pause_reading(struct dlink *l, bool pause)
+{
+    if (l->dead || l->paused == pause)
+        return;
+    l->paused = pause;
+    if (pause)
+        ev_io_stop(dl_loop, &l->rw);
+    else
+        ev_io_start(dl_loop, &l->rw);
+}
+
+int dlink_envelope_split(const char *data, size_t len, json_t **hdr, const char **body,
+                         size_t *blen)
+{
+    const char *nl = memchr(data, '\n', len);
+    if (!nl)
+        return -1;
+    *hdr = json_loadb(data, (size_t)(nl - data), 0, NULL);
+    if (!json_is_object(*hdr)) {
+        json_decref(*hdr);
+        *hdr = NULL;
+        return -1;
+    }
+    *body = nl + 1;
+    *blen = len - (size_t)(nl + 1 - data);
+    return 0;
+}
+
+void dlink_shard_path(char *buf, size_t len, const char *run_dir, int shard)
+{
+    snprintf(buf, len, "%s/shard-%d.data", run_dir, shard);
+}
+
+static int fill_addr(struct sockaddr_un *sa, const char *path)
+{
+    memset(sa, 0, sizeof(*sa));
+    sa->sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof(sa->sun_path)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(sa->sun_path, path, strlen(path) + 1);
+    return 0;
+}
+
+int dlink_connect(const char *path)
+{
+    struct sockaddr_un sa;
+    if (fill_addr(&sa, path) != 0)
+        return -1;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+int dlink_listen(const char *path)
+{
+    struct sockaddr_un sa;
+    if (fill_addr(&sa, path) != 0)
+        return -1;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    unlink(path); /* left by a shard that was killed */
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 128) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
