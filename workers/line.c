@@ -41,12 +41,13 @@ struct lconn {
     size_t in_off;              /* bytes of `in` wslay has consumed */
     struct qmsg *queued, **queued_tail; /* WebSocket messages waiting for the session id */
     ev_timer ping;
-    bool ws_busy;                
+    bool ws_busy;
+    bool in_busy; /* lconn_process is walking `in` */
     ev_io rw, ww;
     ev_timer idle;
-    char *in;
+    char *in; /* bytes not yet processed: NULL on an idle connection */
     size_t in_len, in_cap;
-    char *out;
+    char *out; /* bytes not yet written: NULL once all went */
     size_t out_len, out_off, out_cap;
     char sid[64];
     bool init_pending, closing, dead;
@@ -79,7 +80,10 @@ static void lconn_flush(struct lconn *c)
         }
         c->out_off += (size_t)n;
     }
-    c->out_off = c->out_len = 0;
+    /* All written: an idle connection keeps no output buffer (the next message allocates). */
+    free(c->out);
+    c->out = NULL;
+    c->out_off = c->out_len = c->out_cap = 0;
     ev_io_stop(L.loop, &c->ww);
     if (c->closing)
         lconn_close(c, "closed after reply");
@@ -116,7 +120,7 @@ static void lconn_append(struct lconn *c, const char *text, size_t len, bool new
         return;
     }
     if (c->out_len + len + 1 > c->out_cap) {
-        size_t cap = c->out_cap ? c->out_cap : 4096;
+        size_t cap = c->out_cap ? c->out_cap : 1024;
         while (cap < c->out_len + len + 1)
             cap *= 2;
         char *o = realloc(c->out, cap);
@@ -133,6 +137,34 @@ static void lconn_append(struct lconn *c, const char *text, size_t len, bool new
         c->out[c->out_len++] = '\n';
     if (!ev_is_active(&c->ww))
         lconn_flush(c);
+}
+
+/* Keeps bytes read until they form whole messages; -1 when out of memory. */
+static int in_append(struct lconn *c, const char *data, size_t len)
+{
+    if (c->in_len + len > c->in_cap) {
+        size_t cap = c->in_cap ? c->in_cap : 1024;
+        while (cap < c->in_len + len)
+            cap *= 2;
+        char *n = realloc(c->in, cap);
+        if (!n)
+            return -1;
+        c->in = n;
+        c->in_cap = cap;
+    }
+    memcpy(c->in + c->in_len, data, len);
+    c->in_len += len;
+    return 0;
+}
+
+/* Between messages the connection holds no input buffer: idle connections are most of them. */
+static void in_release(struct lconn *c)
+{
+    if (c->in_len || c->in_busy || c->ws_busy || c->dead)
+        return;
+    free(c->in);
+    c->in = NULL;
+    c->in_cap = c->in_off = 0;
 }
 
 static void lconn_free_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -213,6 +245,7 @@ static void line_done(struct call *call, json_t *hdr, const char *body, size_t l
             free(q);
         }
         lconn_process(c);
+        in_release(c);
     }
 }
 
@@ -264,6 +297,9 @@ static void lconn_process(struct lconn *c)
         ws_pump(c);
         return;
     }
+    if (c->in_busy)
+        return; /* the outer call goes on with what is left */
+    c->in_busy = true;
     size_t start = 0;
     while (!c->dead && !c->init_pending) {
         char *nl = memchr(c->in + start, '\n', c->in_len - start);
@@ -284,6 +320,7 @@ static void lconn_process(struct lconn *c)
         memmove(c->in, c->in + start, c->in_len - start);
         c->in_len -= start;
     }
+    c->in_busy = false;
 }
 
 static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -291,24 +328,18 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void)loop;
     (void)revents;
     struct lconn *c = w->data;
-    if (c->in_cap - c->in_len < 65536) {
-        size_t cap = c->in_cap ? c->in_cap * 2 : 65536;
-        char *n = realloc(c->in, cap);
-        if (!n) {
-            lconn_close(c, "out of memory");
-            return;
-        }
-        c->in = n;
-        c->in_cap = cap;
-    }
-    ssize_t n = read(c->in_fd, c->in + c->in_len, c->in_cap - c->in_len);
+    char buf[65536];
+    ssize_t n = read(c->in_fd, buf, sizeof(buf));
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
     if (n <= 0) {
         lconn_close(c, n == 0 ? "end of input" : "read failed");
         return;
     }
-    c->in_len += (size_t)n;
+    if (in_append(c, buf, (size_t)n) < 0) {
+        lconn_close(c, "out of memory");
+        return;
+    }
     ev_timer_again(L.loop, &c->idle);
     lconn_process(c);
     if (!c->dead && !c->ws && c->in_len > (size_t)L.max_message &&
@@ -324,6 +355,7 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
         lconn_write_line(c, e, strlen(e));
         free(e);
     }
+    in_release(c);
 }
 
 static void write_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -543,15 +575,12 @@ int line_ws_start(int fd, const char *answer, size_t answer_len, const char *ear
     ev_timer_again(L.loop, &c->ping);
     lconn_append(c, answer, answer_len, false); /* the 101 goes out before any frame */
     if (early_len) {
-        c->in = malloc(early_len + 65536);
-        if (!c->in) {
+        if (in_append(c, early, early_len) < 0) {
             lconn_close(c, "out of memory");
             return -1;
         }
-        c->in_cap = early_len + 65536;
-        memcpy(c->in, early, early_len);
-        c->in_len = early_len;
         lconn_process(c);
+        in_release(c);
     }
     return 0;
 }

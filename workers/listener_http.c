@@ -38,6 +38,7 @@ enum hstate { H_IDLE, H_WAIT, H_SSE, H_DEAD };
 struct hconn {
     struct conn base;
     int fd;
+    int resume_stream;
     ev_io rw, ww;
     ev_timer timer; /* idle/read timeout, keep-alive comments while streaming */
     struct http_conn parser;
@@ -50,8 +51,7 @@ struct hconn {
     bool buffering;  /* GET stream waiting for its replay: events are held */
     json_t *held;    /* [ [stream, seq, text], ... ] held while buffering */
     long last_seq;   /* highest seq written on this stream */
-    int resume_stream;
-    char sid[MCP_SESSION_ID_MAX + 1];
+    char *sid; /* the session of a GET or legacy stream, else NULL (most connections) */
 };
 
 static struct mcp_http_policy policy;
@@ -64,6 +64,17 @@ static ev_io accept_w;
 
 static void hconn_close(struct hconn *h, const char *why);
 static void hconn_next(struct hconn *h);
+
+/* Remembers the session whose stream this connection carries; false when out of memory. */
+static bool hconn_set_sid(struct hconn *h, const char *sid)
+{
+    char *copy = strdup(sid);
+    if (!copy)
+        return false;
+    free(h->sid);
+    h->sid = copy;
+    return true;
+}
 
 static void hconn_flush(struct hconn *h)
 {
@@ -83,6 +94,8 @@ static void hconn_flush(struct hconn *h)
         }
         http_buf_consume(&h->out, (size_t)n);
     }
+    /* Everything went: an idle connection keeps no output buffer (the next answer allocates). */
+    http_buf_free(&h->out);
     ev_io_stop(L.loop, &h->ww);
     if (h->close_after && h->state != H_SSE && h->state != H_WAIT)
         hconn_close(h, "response sent, connection: close");
@@ -103,8 +116,12 @@ static void hconn_request_done(struct hconn *h)
 {
     if (h->state == H_DEAD)
         return;
-    if (h->standalone && h->sid[0])
+    if (h->standalone && h->sid)
         listener_stream_clear(h->sid, &h->base);
+    if (!h->legacy) { /* a legacy stream's session ends with the connection: keep its id */
+        free(h->sid);
+        h->sid = NULL;
+    }
     h->standalone = h->buffering = false;
     json_decref(h->held);
     h->held = NULL;
@@ -432,7 +449,11 @@ static void handle_get(struct hconn *h, const char *sid)
         h->resume_stream = (int)stream;
         h->last_seq = (long)seq;
     }
-    snprintf(h->sid, sizeof(h->sid), "%s", sid);
+    if (!hconn_set_sid(h, sid)) {
+        json_decref(hdr);
+        write_error(h, 503, NULL, -32603, "Internal error: out of memory; retry");
+        return;
+    }
     /* Register before asking, so events that cross the replay are held, not lost. */
     h->standalone = true;
     h->buffering = true;
@@ -585,7 +606,10 @@ static void sse_open_done(struct call *c, json_t *hdr, const char *body, size_t 
         hconn_request_done(h);
         return;
     }
-    snprintf(h->sid, sizeof(h->sid), "%s", sid);
+    if (!hconn_set_sid(h, sid)) {
+        write_error(h, 503, NULL, -32603, "Internal error: out of memory; retry");
+        return;
+    }
     h->legacy = true;
     h->standalone = true;
     h->resume_stream = 0;
@@ -791,6 +815,7 @@ static void hconn_free_cb(struct ev_loop *loop, ev_timer *w, int revents)
     http_buf_free(&h->out);
     http_request_free(h->req);
     json_decref(h->held);
+    free(h->sid);
     free(h);
 }
 
@@ -807,9 +832,9 @@ static void hconn_close(struct hconn *h, const char *why)
 {
     if (h->state == H_DEAD)
         return;
-    if (h->standalone && h->sid[0])
+    if (h->standalone && h->sid)
         listener_stream_clear(h->sid, &h->base);
-    if (h->legacy && h->sid[0])
+    if (h->legacy && h->sid)
         listener_session_end(h->sid); /* the stream is the session's only lifeline */
     h->state = H_DEAD;
     ev_io_stop(L.loop, &h->rw);
