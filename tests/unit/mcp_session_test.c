@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "mcp_fakehost.h"
+#include "mcp_internal.h"
 
 struct env {
     struct fakehost fh;
@@ -199,6 +200,80 @@ static void test_pending_calls_are_not_durable(void **state)
     mcp_session_free(s);
 }
 
+/* Sessions of clients that sent equal info and capabilities share one copy of each. */
+static void test_client_values_shared(void **state)
+{
+    struct env *e = *state;
+    mcp_session *a = mcp_session_new(e->srv, "a"), *b = mcp_session_new(e->srv, "b"),
+                *c = mcp_session_new(e->srv, "c"), *d = mcp_session_new(e->srv, "d");
+    json_decref(fakehost_initialize(e->srv, a, "2025-06-18", "{\"roots\":{},\"sampling\":{}}"));
+    json_decref(fakehost_initialize(e->srv, b, "2025-11-25", "{\"sampling\":{},\"roots\":{}}"));
+    json_decref(fakehost_initialize(e->srv, c, "2025-11-25", "{\"elicitation\":{}}"));
+    json_decref(fakehost_request(e->srv, d, 0, "initialize",
+                                 "{\"protocolVersion\":\"2025-11-25\"}", NULL));
+    assert_ptr_equal(mcp_session_client_capabilities(a), mcp_session_client_capabilities(b));
+    assert_ptr_not_equal(mcp_session_client_capabilities(a), mcp_session_client_capabilities(c));
+    assert_ptr_equal(a->client_info, c->client_info); /* the same {"name":"t","version":"1"} */
+    /* No capabilities sent: the empty object; no clientInfo: none. */
+    assert_int_equal(json_object_size(mcp_session_client_capabilities(d)), 0);
+    assert_non_null(mcp_session_client_capabilities(d));
+    assert_null(d->client_info);
+    assert_int_equal(mcpi_shared_count(e->srv), 4); /* 2 capability sets, {}, one info */
+    /* The protocol is a static string, not a copy per session. */
+    assert_ptr_equal(mcp_session_protocol(b), mcp_session_protocol(c));
+    /* A restored session shares with the live ones. */
+    json_t *dump = mcp_session_dump(a);
+    mcp_session_free(a);
+    assert_int_equal(mcpi_shared_count(e->srv), 4);
+    char err[256];
+    mcp_session *r = mcp_session_restore(e->srv, dump, err, sizeof(err));
+    assert_non_null(r);
+    json_decref(dump);
+    assert_ptr_equal(mcp_session_client_capabilities(r), mcp_session_client_capabilities(b));
+    assert_ptr_equal(r->client_info, b->client_info);
+    mcp_session_free(b);
+    mcp_session_free(r);
+    assert_int_equal(mcpi_shared_count(e->srv), 3); /* the last user of the first set left */
+    mcp_session_free(c);
+    mcp_session_free(d);
+    assert_int_equal(mcpi_shared_count(e->srv), 0);
+}
+
+/* Subscriptions and kv cost nothing until used and again once emptied; dumps do not change. */
+static void test_lazy_state(void **state)
+{
+    struct env *e = *state;
+    mcp_session *s = mcp_session_new(e->srv, "lazy");
+    json_decref(fakehost_initialize(e->srv, s, "2025-11-25", NULL));
+    assert_null(s->subs);
+    assert_null(s->kv);
+    json_t *d0 = mcp_session_dump(s);
+    assert_true(json_is_array(json_object_get(d0, "subscriptions")));
+    assert_int_equal(json_array_size(json_object_get(d0, "subscriptions")), 0);
+    assert_true(json_is_object(json_object_get(d0, "kv")));
+    assert_int_equal(json_object_size(json_object_get(d0, "kv")), 0);
+    json_decref(d0);
+    must_ok(e->srv, s, 1, "resources/subscribe", "{\"uri\":\"kv://a\"}");
+    must_ok(e->srv, s, 2, "tools/call", "{\"name\":\"kv_set\",\"arguments\":{\"key\":\"a\",\"value\":1}}");
+    assert_non_null(s->subs);
+    assert_non_null(s->kv);
+    json_decref(fakehost_take(&e->fh));
+    must_ok(e->srv, s, 3, "resources/unsubscribe", "{\"uri\":\"kv://a\"}");
+    must_ok(e->srv, s, 4, "tools/call", "{\"name\":\"kv_delete\",\"arguments\":{\"key\":\"a\"}}");
+    assert_null(s->subs);
+    assert_null(s->kv);
+    json_t *resp = fakehost_request(e->srv, s, 5, "tools/call",
+                                    "{\"name\":\"kv_get\",\"arguments\":{\"key\":\"a\"}}", NULL);
+    assert_true(json_is_true(json_object_get(fakehost_result(resp), "isError")));
+    json_decref(resp);
+    resp = fakehost_request(e->srv, s, 6, "tools/call",
+                            "{\"name\":\"kv_list\",\"arguments\":{}}", NULL);
+    assert_string_equal(fakehost_text(resp, 0), "[]");
+    json_decref(resp);
+    json_decref(fakehost_take(&e->fh));
+    mcp_session_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -206,6 +281,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restore_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pending_calls_are_not_durable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_values_shared, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lazy_state, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -38,7 +38,7 @@ mcp_call *mcpi_call_new(mcp_server *srv, mcp_session *s, const json_t *id, const
     /* Sessionless requests (the stateless revisions) are served as the newest
      * revision; their capabilities would come from the request's _meta. */
     c->protocol = s && s->initialized && s->protocol ? s->protocol : MCP_PROTOCOL_LATEST;
-    c->caps = s ? s->client_caps : NULL;
+    c->caps = s ? mcpi_shared_value(s->client_caps) : NULL;
     const json_t *tok = json_object_get(json_object_get(params, "_meta"), "progressToken");
     if (json_is_string(tok) || json_is_integer(tok))
         c->progress_token = json_deep_copy(tok);

@@ -36,6 +36,19 @@ bool mcp_protocol_supported(const char *version)
     return false;
 }
 
+const char *mcpi_protocol_static(const char *version)
+{
+    if (!version)
+        return NULL;
+    for (int i = 0; mcp_protocol_versions[i]; i++)
+        if (strcmp(mcp_protocol_versions[i], version) == 0)
+            return mcp_protocol_versions[i];
+    for (int i = 0; mcp_protocol_versions_stateless[i]; i++)
+        if (strcmp(mcp_protocol_versions_stateless[i], version) == 0)
+            return mcp_protocol_versions_stateless[i];
+    return NULL;
+}
+
 json_t *mcpi_supported_versions(void)
 {
     json_t *a = json_array();

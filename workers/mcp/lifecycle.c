@@ -59,16 +59,19 @@ void mcpi_initialize(mcp_call *c, const json_t *params)
                        "Invalid params: capabilities and clientInfo must be objects", NULL);
         return;
     }
-    const char *version = mcp_protocol_supported(requested) ? requested : MCP_PROTOCOL_LATEST;
-    free(s->protocol);
-    s->protocol = strdup(version);
-    json_decref(s->client_caps);
-    s->client_caps = caps ? json_deep_copy(caps) : json_object();
-    json_decref(s->client_info);
-    s->client_info = info ? json_deep_copy(info) : NULL;
+    const char *version = mcpi_protocol_static(requested);
+    if (!version || mcpi_stateless_version(version))
+        version = MCP_PROTOCOL_LATEST;
+    s->protocol = version;
+    mcpi_shared_put(s->srv, s->client_caps);
+    json_t *none = caps ? NULL : json_object(); /* no capabilities: the empty object */
+    s->client_caps = mcpi_shared_get(s->srv, caps ? caps : none);
+    json_decref(none);
+    mcpi_shared_put(s->srv, s->client_info);
+    s->client_info = mcpi_shared_get(s->srv, info);
     s->initialized = true;
     c->protocol = s->protocol;
-    c->caps = s->client_caps;
+    c->caps = mcpi_shared_value(s->client_caps);
     mcpi_session_changed(s);
 
     mcp_server *srv = c->srv;
@@ -96,7 +99,7 @@ void mcpi_set_level(mcp_call *c, const json_t *params)
         return;
     }
     if (c->s->log_level != level) {
-        c->s->log_level = level;
+        c->s->log_level = (signed char)level;
         mcpi_session_changed(c->s);
     }
     mcp_call_return(c, json_object());

@@ -64,6 +64,7 @@ struct mcp_server {
     struct mcpi_resource *resources, *templates;
     struct mcpi_prompt *prompts;
     mcp_session *sessions; /* utlist-style doubly linked via next/prev */
+    struct mcpi_shared *shared; /* client info and capabilities values sessions share (shared.c) */
     /* stateless revision */
     mcp_session *stateless;      /* transient sessions of async stateless calls */
     unsigned char state_key[32]; /* requestState sealing key (crypto_secretbox) */
@@ -129,25 +130,32 @@ struct mcp_call {
     UT_hash_handle hh;
 };
 
+/*
+ * A server holds one per session for as long as the session lives (100K of
+ * them in a shard is the design point), so every byte here counts: the
+ * protocol is a static string, client info and capabilities are shared
+ * between sessions (shared.c), subscriptions and kv exist only once used,
+ * and the id is stored inline.
+ */
 struct mcp_session {
     mcp_server *srv;
-    char *id;
-    bool initialized;  /* initialize answered */
-    bool client_ready; /* notifications/initialized seen (not durable) */
-    char *protocol;
-    json_t *client_info, *client_caps;
-    int log_level; /* -1: not set, every level passes */
-    json_t *subs;  /* object: uri -> true */
-    json_t *kv;    /* object: key -> value */
+    const char *protocol; /* one of mcp_protocol_versions(_stateless); NULL before initialize */
+    struct mcpi_shared *client_info, *client_caps; /* NULL when the client sent none */
+    json_t *subs; /* object: uri -> true; NULL while there are none */
+    json_t *kv;   /* object: key -> value; NULL while empty */
     uint64_t epoch, seq;
-    bool dirty; /* durable state changed since the last session_changed */
     mcp_call *inflight;
     struct mcpi_outreq *outbound;
-    unsigned long next_out;
-    char out_prefix[16];
     void *userdata;
-    bool stateless; /* transient session of one stateless request */
     mcp_session *prev, *next;
+    unsigned long next_out;
+    signed char log_level; /* -1: not set, every level passes */
+    bool initialized;      /* initialize answered */
+    bool client_ready;     /* notifications/initialized seen (not durable) */
+    bool dirty;            /* durable state changed since the last session_changed */
+    bool stateless;        /* transient session of one stateless request */
+    char out_prefix[11];   /* "srv-" and 6 hex digits */
+    char id[];
 };
 
 /* handle.c: the method table. */
@@ -171,6 +179,8 @@ bool mcpi_valid_id(const json_t *id);
 json_t *mcpi_result_response(const json_t *id, json_t *result);
 json_t *mcpi_notification(const char *method, json_t *params);
 bool mcpi_proto_at_least(const char *have, const char *want);
+/* The static string equal to version (either era's list), or NULL if none is. */
+const char *mcpi_protocol_static(const char *version);
 json_t *mcpi_supported_versions(void);
 
 /* server.c */
@@ -182,6 +192,14 @@ char *mcpi_strdup0(const char *s); /* NULL-safe strdup */
 
 bool mcpi_date_shaped(const char *v);
 bool mcpi_stateless_version(const char *v); /* served by mcp_handle_stateless */
+
+/* shared.c: immutable JSON values shared by sessions, counted by their users. */
+struct mcpi_shared;
+struct mcpi_shared *mcpi_shared_get(mcp_server *srv, const json_t *v); /* NULL for NULL, ENOMEM */
+struct mcpi_shared *mcpi_shared_ref(struct mcpi_shared *sh);
+void mcpi_shared_put(mcp_server *srv, struct mcpi_shared *sh);
+const json_t *mcpi_shared_value(const struct mcpi_shared *sh);
+size_t mcpi_shared_count(const mcp_server *srv); /* distinct values held */
 
 /* session.c */
 mcp_session *mcpi_session_transient(mcp_server *srv, const char *id);

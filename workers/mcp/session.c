@@ -15,14 +15,15 @@
 
 static mcp_session *session_alloc(mcp_server *srv, const char *id, bool transient)
 {
-    mcp_session *s = calloc(1, sizeof(*s));
+    if (!id)
+        id = "";
+    size_t idlen = strlen(id);
+    mcp_session *s = calloc(1, sizeof(*s) + idlen + 1);
     if (!s)
         return NULL;
     s->srv = srv;
-    s->id = strdup(id ? id : "");
+    memcpy(s->id, id, idlen + 1);
     s->log_level = -1;
-    s->subs = json_object();
-    s->kv = json_object();
     s->epoch = 1;
     /* Server->client request ids carry a per-object random prefix, so that a
      * late answer to a request made before a restart or failover can never
@@ -93,10 +94,8 @@ void mcp_session_free(mcp_session *s)
         s->srv->sessions = s->next;
     if (s->next)
         s->next->prev = s->prev;
-    free(s->id);
-    free(s->protocol);
-    json_decref(s->client_info);
-    json_decref(s->client_caps);
+    mcpi_shared_put(s->srv, s->client_info);
+    mcpi_shared_put(s->srv, s->client_caps);
     json_decref(s->subs);
     json_decref(s->kv);
     free(s);
@@ -119,7 +118,7 @@ const char *mcp_session_protocol(const mcp_session *s)
 
 const json_t *mcp_session_client_capabilities(const mcp_session *s)
 {
-    return s ? s->client_caps : NULL;
+    return s ? mcpi_shared_value(s->client_caps) : NULL;
 }
 
 size_t mcp_session_pending(const mcp_session *s)
@@ -197,9 +196,16 @@ int mcpi_session_subscribe(mcp_session *s, const char *uri, bool on)
     if (on) {
         if (json_object_size(s->subs) >= MCPI_MAX_SUBSCRIPTIONS)
             return -1;
-        json_object_set_new(s->subs, uri, json_true());
+        if (!s->subs && !(s->subs = json_object()))
+            return -1;
+        if (json_object_set_new(s->subs, uri, json_true()) != 0)
+            return -1;
     } else {
         json_object_del(s->subs, uri);
+        if (json_object_size(s->subs) == 0) { /* most sessions have none: keep no object */
+            json_decref(s->subs);
+            s->subs = NULL;
+        }
     }
     mcpi_session_changed(s);
     return 0;
@@ -243,9 +249,10 @@ json_t *mcp_session_dump(const mcp_session *s)
         "{s:i,s:s,s:I,s:I,s:b,s:o,s:{s:o,s:o},s:o,s:o,s:o}", "v", STATE_VERSION, "id", s->id,
         "epoch", (json_int_t)s->epoch, "seq", (json_int_t)s->seq, "initialized", s->initialized,
         "protocol", s->protocol ? json_string(s->protocol) : json_null(), "client", "info",
-        or_null(s->client_info), "capabilities", or_null(s->client_caps), "log_level",
+        or_null(mcpi_shared_value(s->client_info)), "capabilities",
+        or_null(mcpi_shared_value(s->client_caps)), "log_level",
         s->log_level >= 0 ? json_string(mcp_log_level_name(s->log_level)) : json_null(),
-        "subscriptions", subs, "kv", json_deep_copy(s->kv));
+        "subscriptions", subs, "kv", s->kv ? json_deep_copy(s->kv) : json_object());
 }
 
 static int bad(char *err, size_t errlen, const char *what)
@@ -319,24 +326,26 @@ mcp_session *mcp_session_restore(mcp_server *srv, const json_t *st, char *err, s
     /* A session that was answered is treated as ready: the initialized
      * notification may have come after the last durable write. */
     s->client_ready = s->initialized;
-    s->protocol = mcpi_strdup0(json_string_value(json_object_get(st, "protocol")));
+    /* Only a session that was never initialized can have a protocol we do not know: none. */
+    s->protocol = mcpi_protocol_static(json_string_value(json_object_get(st, "protocol")));
     const json_t *client = json_object_get(st, "client");
     const json_t *info = json_object_get(client, "info");
     const json_t *caps = json_object_get(client, "capabilities");
-    s->client_info = json_is_object(info) ? json_deep_copy(info) : NULL;
-    s->client_caps = json_is_object(caps) ? json_deep_copy(caps) : NULL;
-    s->log_level = mcp_log_level_parse(json_string_value(json_object_get(st, "log_level")));
+    s->client_info = json_is_object(info) ? mcpi_shared_get(srv, info) : NULL;
+    s->client_caps = json_is_object(caps) ? mcpi_shared_get(srv, caps) : NULL;
+    s->log_level = (signed char)mcp_log_level_parse(
+        json_string_value(json_object_get(st, "log_level")));
     size_t i;
     json_t *u;
-    json_array_foreach(json_object_get(st, "subscriptions"), i, u)
-    {
-        json_object_set_new(s->subs, json_string_value(u), json_true());
+    json_t *subs = json_object_get(st, "subscriptions");
+    if (json_array_size(subs) > 0 && (s->subs = json_object()) != NULL) {
+        json_array_foreach(subs, i, u)
+        {
+            json_object_set_new(s->subs, json_string_value(u), json_true());
+        }
     }
     const json_t *kv = json_object_get(st, "kv");
-    if (kv) {
-        json_t *copy = json_deep_copy(kv);
-        json_object_update(s->kv, copy);
-        json_decref(copy);
-    }
+    if (json_object_size(kv) > 0)
+        s->kv = json_deep_copy(kv);
     return s;
 }

@@ -303,13 +303,12 @@ static json_t *handle_request(mcp_server *srv, const json_t *msg,
         return mcp_error_response(id, MCP_INTERNAL_ERROR, "Internal error: out of memory", NULL);
     s->initialized = true;
     s->client_ready = true;
-    s->protocol = strdup(version);
-    s->client_caps = json_deep_copy(json_object_get(meta, MCPI_META_CAPS));
-    const json_t *info = json_object_get(meta, MCPI_META_INFO);
-    s->client_info = info ? json_deep_copy(info) : NULL;
+    s->protocol = mcpi_protocol_static(version);
+    s->client_caps = mcpi_shared_get(srv, json_object_get(meta, MCPI_META_CAPS));
+    s->client_info = mcpi_shared_get(srv, json_object_get(meta, MCPI_META_INFO));
     /* No logLevel: the client wants no notifications/message at all. */
     int lvl = mcp_log_level_parse(json_string_value(json_object_get(meta, MCPI_META_LOGLEVEL)));
-    s->log_level = lvl >= 0 ? lvl : MCP_LOG_EMERGENCY + 1;
+    s->log_level = (signed char)(lvl >= 0 ? lvl : MCP_LOG_EMERGENCY + 1);
     s->userdata = ctx->userdata;
 
     json_t *empty = NULL;

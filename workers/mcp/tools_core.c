@@ -118,6 +118,10 @@ static void kv_set_run(mcp_call *c, const json_t *args, void *ud)
                              KV_MAX_VALUE_BYTES);
         return;
     }
+    if (!s->kv && !(s->kv = json_object())) {
+        mcp_call_return_text(c, true, "kv_set: out of memory");
+        return;
+    }
     json_object_set_new(s->kv, key, json_deep_copy(value));
     kv_changed(s, key, created);
     char text[400];
@@ -169,6 +173,10 @@ static void kv_delete_run(mcp_call *c, const json_t *args, void *ud)
         return;
     const char *key = json_string_value(json_object_get(args, "key"));
     bool deleted = json_object_del(c->s->kv, key) == 0;
+    if (json_object_size(c->s->kv) == 0) { /* an empty kv is no object at all */
+        json_decref(c->s->kv);
+        c->s->kv = NULL;
+    }
     if (deleted)
         kv_changed(c->s, key, true);
     char text[400];
