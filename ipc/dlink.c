@@ -266,6 +266,131 @@ char *dlink_frame_build(const json_t *hdr, const char *body, size_t blen, size_t
     return f;
 }
 
+static void put_u64(char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (char)((v >> (8 * i)) & 0xff);
+}
+
+static uint64_t get_u64(const char *p)
+{
+    const unsigned char *u = (const unsigned char *)p;
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | u[i];
+    return v;
+}
+
+/* A length-prefixed short string; -1 when it does not fit in 255 bytes. */
+static int put_str(char **pp, const char *str)
+{
+    size_t n = str ? strlen(str) : 0;
+    if (n > 255)
+        return -1;
+    **pp = (char)n;
+    if (n)
+        memcpy(*pp + 1, str, n);
+    *pp += 1 + n;
+    return 0;
+}
+
+static int get_str(const char **pp, const char *end, char *out, size_t outlen)
+{
+    if (*pp >= end)
+        return -1;
+    size_t n = (unsigned char)**pp;
+    if ((size_t)(end - *pp) < 1 + n || n >= outlen)
+        return -1;
+    memcpy(out, *pp + 1, n);
+    out[n] = '\0';
+    *pp += 1 + n;
+    return 0;
+}
+
+char *dlink_msg_build(uint64_t tok, int lid, const char *tr, const char *sid, const char *body,
+                      size_t blen, size_t *len, size_t *body_off)
+{
+    size_t trl = tr ? strlen(tr) : 0, sl = sid ? strlen(sid) : 0;
+    if (trl > 15 || sl > 63)
+        return NULL;
+    size_t n = 1 + 8 + 2 + 1 + trl + 1 + sl + blen;
+    if (n > DLINK_MAX_FRAME)
+        return NULL;
+    char *f = malloc(DLINK_HDR + n);
+    if (!f)
+        return NULL;
+    put_len(f, (uint32_t)n);
+    char *p = f + DLINK_HDR;
+    *p++ = DLINK_REC_MSG;
+    put_u64(p, tok);
+    p += 8;
+    *p++ = (char)(lid & 0xff);
+    *p++ = (char)((lid >> 8) & 0xff);
+    put_str(&p, tr);
+    put_str(&p, sid);
+    *body_off = (size_t)(p - f);
+    if (blen)
+        memcpy(p, body, blen);
+    *len = DLINK_HDR + n;
+    return f;
+}
+
+int dlink_msg_parse(const char *data, size_t len, struct dlink_msg *m)
+{
+    const char *p = data, *end = data + len;
+    if (len < 1 + 8 + 2 || *p != DLINK_REC_MSG)
+        return -1;
+    m->tok = get_u64(p + 1);
+    m->lid = (unsigned char)p[9] | (unsigned char)p[10] << 8;
+    p += 11;
+    if (get_str(&p, end, m->tr, sizeof(m->tr)) != 0 || get_str(&p, end, m->sid, sizeof(m->sid)) != 0)
+        return -1;
+    m->body = p;
+    m->blen = (size_t)(end - p);
+    return 0;
+}
+
+int dlink_send_reply(struct dlink *l, uint64_t tok, int st, const char *sid, const char *body,
+                     size_t blen)
+{
+    if (!l || l->dead)
+        return -1;
+    size_t sl = sid ? strlen(sid) : 0;
+    size_t n = 1 + 8 + 2 + 1 + sl + blen;
+    if (sl > 63 || n > DLINK_MAX_FRAME || reserve_out(l, DLINK_HDR + n) != 0)
+        return -1;
+    char *f = l->obuf + l->olen;
+    put_len(f, (uint32_t)n);
+    char *p = f + DLINK_HDR;
+    *p++ = DLINK_REC_REPLY;
+    put_u64(p, tok);
+    p += 8;
+    *p++ = (char)(st & 0xff);
+    *p++ = (char)((st >> 8) & 0xff);
+    put_str(&p, sid);
+    if (blen)
+        memcpy(p, body, blen);
+    l->olen += DLINK_HDR + n;
+    l->queued += DLINK_HDR + n;
+    dirty_add(l);
+    return 0;
+}
+
+int dlink_reply_parse(const char *data, size_t len, struct dlink_reply *r)
+{
+    const char *p = data, *end = data + len;
+    if (len < 1 + 8 + 2 || *p != DLINK_REC_REPLY)
+        return -1;
+    r->tok = get_u64(p + 1);
+    r->st = (unsigned char)p[9] | (unsigned char)p[10] << 8;
+    p += 11;
+    if (get_str(&p, end, r->sid, sizeof(r->sid)) != 0)
+        return -1;
+    r->body = p;
+    r->blen = (size_t)(end - p);
+    return 0;
+}
+
 /* Hands every complete frame in the buffer to the owner. */
 static void deliver(struct dlink *l)
 {

@@ -64,6 +64,42 @@ size_t dlink_backlog(const struct dlink *l);  /* queued and not yet written */
 /* Stops or resumes reading (a sender that floods a peer which does not read its answers). */
 void dlink_pause_reading(struct dlink *l, bool pause);
 
+/*
+ * Compact records for the hot path, so that neither side builds or parses a
+ * JSON header for a plain client message and its plain answer. A frame's
+ * first byte tells them apart from an envelope (which starts with '{'):
+ *   DLINK_REC_MSG    tok u64, lid u16, transport (u8 length + bytes), session (u8 + bytes), body
+ *   DLINK_REC_REPLY  tok u64, status u16, session (u8 length + bytes), body
+ * Integers little-endian. Everything else (events, other operations, answers
+ * with more than a status and a session) travels as an envelope.
+ */
+#define DLINK_REC_MSG 0x01
+#define DLINK_REC_REPLY 0x02
+
+struct dlink_msg {
+    uint64_t tok;
+    int lid;
+    char tr[16];
+    char sid[64];
+    const char *body;
+    size_t blen;
+};
+struct dlink_reply {
+    uint64_t tok;
+    int st;
+    char sid[64];
+    const char *body;
+    size_t blen;
+};
+/* A DLINK_REC_MSG frame (prefix included) in a malloc'd buffer; sid may be NULL. */
+char *dlink_msg_build(uint64_t tok, int lid, const char *tr, const char *sid, const char *body,
+                      size_t blen, size_t *len, size_t *body_off);
+int dlink_msg_parse(const char *data, size_t len, struct dlink_msg *m); /* 0 or -1 */
+/* Queues a DLINK_REC_REPLY; sid may be NULL. */
+int dlink_send_reply(struct dlink *l, uint64_t tok, int st, const char *sid, const char *body,
+                     size_t blen);
+int dlink_reply_parse(const char *data, size_t len, struct dlink_reply *r); /* 0 or -1 */
+
 /* Splits an envelope: *hdr is new (caller decrefs), *body points into data. -1 if malformed. */
 int dlink_envelope_split(const char *data, size_t len, json_t **hdr, const char **body,
                          size_t *blen);

@@ -22,6 +22,7 @@
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "cmcp.h"
@@ -59,11 +60,43 @@ static const char *method_label(const json_t *msg)
     return "other";
 }
 
+/* Transport labels are a fixed set too. */
+static const char *transport_label(const char *tr)
+{
+    static const char *const known[] = {"http", "sse", "tcp", "stdio", "websocket", NULL};
+    for (int i = 0; tr && known[i]; i++)
+        if (strcmp(known[i], tr) == 0)
+            return known[i];
+    return "other";
+}
+
+/* Labels are static strings, so a metric is found again by their addresses: no formatting
+ * and no lookup on every request. */
 static void count_request(const char *method, const char *transport)
 {
+    static struct {
+        const char *m, *t;
+        struct stats_metric *c;
+    } cache[64];
+    const char *t = transport_label(transport);
+    size_t h = (((uintptr_t)method >> 3) * 31u + ((uintptr_t)t >> 3)) % 64;
+    for (size_t i = 0; i < 64; i++, h = (h + 1) % 64) {
+        if (cache[h].m == method && cache[h].t == t) {
+            cache[h].c->value += 1;
+            return;
+        }
+        if (!cache[h].m) {
+            char labels[160];
+            snprintf(labels, sizeof(labels), "method=\"%s\",transport=\"%s\"", method, t);
+            cache[h].m = method;
+            cache[h].t = t;
+            cache[h].c = stats_counter("cmcp_requests_total", labels);
+            cache[h].c->value += 1;
+            return;
+        }
+    }
     char labels[160];
-    snprintf(labels, sizeof(labels), "method=\"%s\",transport=\"%s\"", method,
-             transport ? transport : "other");
+    snprintf(labels, sizeof(labels), "method=\"%s\",transport=\"%s\"", method, t);
     stats_counter("cmcp_requests_total", labels)->value += 1;
 }
 
@@ -185,12 +218,12 @@ static void peer_unref(struct dpeer *p)
         free(p);
 }
 
-/* Queues a frame for a data link. */
+/* Queues a frame for a data link (hdr NULL: it was queued already; only the backlog check). */
 static void peer_send(struct dpeer *p, const json_t *hdr, const char *text, size_t len)
 {
     if (!p || !p->dl)
         return; /* the listener went away: nobody waits for this */
-    if (dlink_send(p->dl, hdr, text, len) != 0) {
+    if (hdr && dlink_send(p->dl, hdr, text, len) != 0) {
         log_error("reply_failed", "{s:s}", "error", "out of memory or message too large");
         return;
     }
@@ -215,8 +248,20 @@ static void slot_release(struct slot *sl)
 static void slot_send_text(struct slot *sl, json_t *hdr, const char *text, size_t len)
 {
     if (sl->peer) {
-        json_object_set_new(hdr, "tok", json_integer((json_int_t)sl->dtok));
-        peer_send(sl->peer, hdr, text, len);
+        json_t *st = json_object_get(hdr, "st"), *sid = json_object_get(hdr, "sid");
+        if (json_is_integer(st) && json_object_size(hdr) == 1u + (sid != NULL) &&
+            (!sid || json_is_string(sid))) {
+            /* a plain answer: a status and maybe the new session (dlink.h, compact records) */
+            struct dpeer *p = sl->peer;
+            if (p->dl && dlink_send_reply(p->dl, sl->dtok, (int)json_integer_value(st),
+                                          json_string_value(sid), text, len) != 0)
+                log_error("reply_failed", "{s:s}", "error", "out of memory or message too large");
+            if (p->dl)
+                peer_send(p, NULL, NULL, 0);
+        } else {
+            json_object_set_new(hdr, "tok", json_integer((json_int_t)sl->dtok));
+            peer_send(sl->peer, hdr, text, len);
+        }
         slot_release(sl);
         return;
     }
@@ -568,9 +613,8 @@ static void op_open(struct slot *sl)
         reply(sl, json_pack("{s:i,s:s}", "st", 200, "sid", s->id), NULL, s);
 }
 
-static void op_msg(struct slot *sl, json_t *hdr, const char *body, size_t blen)
+static void op_msg(struct slot *sl, const char *sid, const char *tr, const char *body, size_t blen)
 {
-    const char *sid = json_string_value(json_object_get(hdr, "sid"));
     json_error_t jerr;
     json_t *msg = json_loadb(body, blen, JSON_REJECT_DUPLICATES, &jerr);
     if (!msg) {
@@ -580,7 +624,7 @@ static void op_msg(struct slot *sl, json_t *hdr, const char *body, size_t blen)
         return;
     }
     sl->method = method_label(msg);
-    count_request(sl->method, json_string_value(json_object_get(hdr, "tr")));
+    count_request(sl->method, tr);
     struct sess *s = NULL;
     bool created = false;
     if (!sid) {
@@ -856,7 +900,8 @@ static void dispatch(struct slot *sl, json_t *hdr, const char *body, size_t blen
 {
     const char *op = json_string_value(json_object_get(hdr, "op"));
     if (op && strcmp(op, "msg") == 0)
-        op_msg(sl, hdr, body, blen);
+        op_msg(sl, json_string_value(json_object_get(hdr, "sid")),
+               json_string_value(json_object_get(hdr, "tr")), body, blen);
     else if (op && strcmp(op, "stream") == 0)
         op_stream(sl, hdr);
     else if (op && (strcmp(op, "delete") == 0 || strcmp(op, "session_kill") == 0))
@@ -891,6 +936,20 @@ static void slot_recv(struct slot *sl)
 static void peer_frame(struct dlink *dl, const char *data, size_t len)
 {
     struct dpeer *p = dlink_ud(dl);
+    if (len > 0 && data[0] == DLINK_REC_MSG) {
+        /* the hot path: a client message, no JSON header to parse */
+        struct dlink_msg m;
+        struct slot *sl = dlink_msg_parse(data, len, &m) == 0 ? calloc(1, sizeof(*sl)) : NULL;
+        if (!sl) {
+            log_warn("frame_malformed", "{s:i}", "bytes", (int)len);
+            return;
+        }
+        sl->peer = p;
+        p->refs++;
+        sl->dtok = m.tok;
+        op_msg(sl, m.sid[0] ? m.sid : NULL, m.tr, m.body, m.blen);
+        return;
+    }
     json_t *hdr;
     const char *body;
     size_t blen;
