@@ -409,7 +409,7 @@ static void publish(struct sess *s, struct slot *sl, int stream, long seq, const
 static void stateless_emit(struct slot *sl, json_t *msg, bool final)
 {
     if (final) {
-        json_t *hdr = json_pack("{s:i,s:i}", "st", mcp_stateless_http_status(msg), "nev", sl->nev);
+        json_t *hdr = json_pack("{s:i}", "st", mcp_stateless_http_status(msg));
         if (!msg)
             json_object_set_new(hdr, "cancelled", json_true());
         if (sl->nev)
@@ -781,7 +781,7 @@ static void op_stateless(struct slot *sl, json_t *hdr, const char *body, size_t 
     json_t *resp = mcp_handle_stateless_text(g.srv, body, blen, &ctx, &pending);
     if (pending)
         return; /* stateless_emit(final) answers */
-    json_t *rh = json_pack("{s:i,s:i}", "st", mcp_stateless_http_status(resp), "nev", sl->nev);
+    json_t *rh = json_pack("{s:i}", "st", mcp_stateless_http_status(resp));
     if (sl->nev)
         json_object_set_new(rh, "stream", json_integer(1));
     sl->stateless = false;
