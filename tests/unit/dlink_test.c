@@ -1,0 +1,251 @@
+/* The listener-shard data link (ipc/dlink.h): framing, compact records, order, breaks. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "dlink.h"
+
+static struct ev_loop *loop;
+
+struct rx {
+    int frames;
+    char *data[64];
+    size_t len[64];
+    int closed;
+    char why[128];
+};
+
+static void on_frame(struct dlink *l, const char *data, size_t len)
+{
+    struct rx *r = dlink_ud(l);
+    if (r->frames < 64) {
+        r->data[r->frames] = malloc(len ? len : 1);
+        memcpy(r->data[r->frames], data, len);
+        r->len[r->frames] = len;
+    }
+    r->frames++;
+}
+
+static void on_closed(struct dlink *l, const char *why)
+{
+    struct rx *r = dlink_ud(l);
+    r->closed++;
+    snprintf(r->why, sizeof(r->why), "%s", why);
+}
+
+static const struct dlink_ops ops = {on_frame, NULL, on_closed};
+
+static void rx_free(struct rx *r)
+{
+    for (int i = 0; i < r->frames && i < 64; i++)
+        free(r->data[i]);
+}
+
+/* Runs the loop until cond holds (bounded: at most 2,000 turns). */
+#define RUN_UNTIL(cond)                                                                     \
+    do {                                                                                    \
+        for (int turn_ = 0; turn_ < 2000 && !(cond); turn_++)                               \
+            ev_run(loop, EVRUN_NOWAIT);                                                     \
+    } while (0)
+
+static void pair(int sv[2])
+{
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+}
+
+static void test_msg_record_round_trip(void **state)
+{
+    (void)state;
+    size_t len, off;
+    char *f = dlink_msg_build(42, 3, "http", "1-abcdefghijklmnopqrstuvwxyz", "{\"x\":1}", 7, &len,
+                              &off);
+    assert_non_null(f);
+    assert_memory_equal(f + off, "{\"x\":1}", 7);
+    struct dlink_msg m;
+    assert_int_equal(dlink_msg_parse(f + DLINK_HDR, len - DLINK_HDR, &m), 0);
+    assert_true(m.tok == 42);
+    assert_int_equal(m.lid, 3);
+    assert_string_equal(m.tr, "http");
+    assert_string_equal(m.sid, "1-abcdefghijklmnopqrstuvwxyz");
+    assert_int_equal(m.blen, 7);
+    assert_memory_equal(m.body, "{\"x\":1}", 7);
+    /* every truncation is refused or parses within its bounds, never past them */
+    for (size_t cut = 0; cut < 1 + 8 + 2 + 5 + 29; cut++)
+        assert_int_equal(dlink_msg_parse(f + DLINK_HDR, cut, &m), -1);
+    free(f);
+    /* no session (initialize), and a transport name too long for a record */
+    f = dlink_msg_build(7, 0, "tcp", NULL, "", 0, &len, &off);
+    assert_non_null(f);
+    assert_int_equal(dlink_msg_parse(f + DLINK_HDR, len - DLINK_HDR, &m), 0);
+    assert_string_equal(m.sid, "");
+    assert_int_equal(m.blen, 0);
+    free(f);
+    assert_null(dlink_msg_build(7, 0, "a-transport-name-too-long", NULL, "", 0, &len, &off));
+}
+
+static void test_frames_in_order_both_kinds(void **state)
+{
+    (void)state;
+    int sv[2];
+    pair(sv);
+    struct rx a = {0}, b = {0};
+    struct dlink *la = dlink_new(sv[0], &ops, &a);
+    dlink_new(sv[1], &ops, &b);
+    json_t *h = json_pack("{s:s,s:i}", "op", "stream", "tok", 9);
+    assert_int_equal(dlink_send(la, h, "body-1", 6), 0);
+    assert_int_equal(dlink_send_reply(la, 10, 202, NULL, "", 0), 0);
+    assert_int_equal(dlink_send_reply(la, 11, 200, "0-sid", "{}", 2), 0);
+    json_decref(h);
+    uint64_t queued = dlink_queued(la);
+    assert_true(dlink_backlog(la) == queued);
+    RUN_UNTIL(b.frames == 3);
+    assert_int_equal(b.frames, 3);
+    assert_true(dlink_sent(la) == queued);
+    assert_int_equal(dlink_backlog(la), 0);
+    json_t *hdr;
+    const char *body;
+    size_t blen;
+    assert_int_equal(dlink_envelope_split(b.data[0], b.len[0], &hdr, &body, &blen), 0);
+    assert_string_equal(json_string_value(json_object_get(hdr, "op")), "stream");
+    assert_int_equal(blen, 6);
+    assert_memory_equal(body, "body-1", 6);
+    json_decref(hdr);
+    struct dlink_reply r;
+    assert_int_equal(dlink_reply_parse(b.data[1], b.len[1], &r), 0);
+    assert_true(r.tok == 10);
+    assert_int_equal(r.st, 202);
+    assert_string_equal(r.sid, "");
+    assert_int_equal(dlink_reply_parse(b.data[2], b.len[2], &r), 0);
+    assert_int_equal(r.st, 200);
+    assert_string_equal(r.sid, "0-sid");
+    assert_memory_equal(r.body, "{}", 2);
+    /* an envelope is not a compact record, and the other way round */
+    assert_int_equal(dlink_reply_parse(b.data[0], b.len[0], &r), -1);
+    assert_int_equal(dlink_envelope_split(b.data[1], b.len[1], &hdr, &body, &blen), -1);
+    dlink_close(la);
+    RUN_UNTIL(b.closed);
+    assert_int_equal(b.closed, 1);
+    assert_string_equal(b.why, "closed by the peer");
+    assert_int_equal(a.closed, 0); /* dlink_close does not report to its own owner */
+    rx_free(&a);
+    rx_free(&b);
+}
+
+/* A frame much larger than a read chunk and than the socket buffer arrives whole. */
+static void test_large_frame(void **state)
+{
+    (void)state;
+    int sv[2];
+    pair(sv);
+    struct rx a = {0}, b = {0};
+    struct dlink *la = dlink_new(sv[0], &ops, &a);
+    struct dlink *lb = dlink_new(sv[1], &ops, &b);
+    size_t n = 3u << 20;
+    char *big = malloc(n);
+    for (size_t i = 0; i < n; i++)
+        big[i] = (char)('a' + i % 26);
+    json_t *h = json_pack("{s:s}", "op", "msg");
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(dlink_send(la, h, big, n), 0);
+    json_decref(h);
+    RUN_UNTIL(b.frames == 3);
+    assert_int_equal(b.frames, 3);
+    for (int i = 0; i < 3; i++) {
+        json_t *hdr;
+        const char *body;
+        size_t blen;
+        assert_int_equal(dlink_envelope_split(b.data[i], b.len[i], &hdr, &body, &blen), 0);
+        assert_int_equal(blen, n);
+        assert_memory_equal(body, big, n);
+        json_decref(hdr);
+    }
+    free(big);
+    dlink_close(la);
+    dlink_close(lb);
+    rx_free(&a);
+    rx_free(&b);
+}
+
+/* Bytes that are not frames of this protocol break the link with a reason. */
+static void test_garbage_breaks_link(void **state)
+{
+    (void)state;
+    int sv[2];
+    pair(sv);
+    struct rx b = {0};
+    dlink_new(sv[1], &ops, &b);
+    assert_int_equal(write(sv[0], "GET / HTTP/1.1\r\n\r\n", 18), 18);
+    RUN_UNTIL(b.closed);
+    assert_int_equal(b.closed, 1);
+    assert_non_null(strstr(b.why, "frame too large"));
+    assert_int_equal(b.frames, 0);
+    close(sv[0]);
+}
+
+/* A partial frame left by a peer that died is not delivered. */
+static void test_partial_frame_not_delivered(void **state)
+{
+    (void)state;
+    int sv[2];
+    pair(sv);
+    struct rx b = {0};
+    dlink_new(sv[1], &ops, &b);
+    const char part[] = {10, 0, 0, 0, '{', '}', '\n'};
+    assert_int_equal(write(sv[0], part, sizeof(part)), (ssize_t)sizeof(part));
+    close(sv[0]);
+    RUN_UNTIL(b.closed);
+    assert_int_equal(b.closed, 1);
+    assert_int_equal(b.frames, 0);
+}
+
+/* Closing a link from inside its own frame callback is safe. */
+static struct dlink *close_me;
+static int close_frames;
+static void frame_close(struct dlink *l, const char *data, size_t len)
+{
+    (void)data;
+    (void)len;
+    close_frames++;
+    dlink_close(l);
+    close_me = NULL;
+}
+static const struct dlink_ops close_ops = {frame_close, NULL, on_closed};
+
+static void test_close_inside_callback(void **state)
+{
+    (void)state;
+    int sv[2];
+    pair(sv);
+    struct rx a = {0};
+    struct dlink *la = dlink_new(sv[0], &ops, &a);
+    close_me = dlink_new(sv[1], &close_ops, NULL);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(dlink_send_reply(la, (uint64_t)i, 200, NULL, "x", 1), 0);
+    RUN_UNTIL(close_frames > 0 && a.closed);
+    assert_int_equal(close_frames, 1); /* the rest of the batch is not delivered after close */
+    assert_int_equal(a.closed, 1);
+    rx_free(&a);
+}
+
+int main(void)
+{
+    loop = ev_default_loop(0);
+    dlink_init(loop);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_msg_record_round_trip),
+        cmocka_unit_test(test_frames_in_order_both_kinds),
+        cmocka_unit_test(test_large_frame),
+        cmocka_unit_test(test_garbage_breaks_link),
+        cmocka_unit_test(test_partial_frame_not_delivered),
+        cmocka_unit_test(test_close_inside_callback),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
