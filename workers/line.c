@@ -301,7 +301,7 @@ static void lconn_process(struct lconn *c)
         return; /* the outer call goes on with what is left */
     c->in_busy = true;
     size_t start = 0;
-    while (!c->dead && !c->init_pending) {
+    while (!c->dead && !c->init_pending && start < c->in_len) {
         char *nl = memchr(c->in + start, '\n', c->in_len - start);
         if (!nl)
             break;
