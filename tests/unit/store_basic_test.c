@@ -420,6 +420,89 @@ static void test_mcp_session_through_the_store(void **state)
     fakehost_fini(&fh);
 }
 
+/* KiB of this process's memory that the store's data.mdb mapping holds (smaps Rss), -1 if none. */
+static long mapped_kib(const struct env *e)
+{
+    char path[160], line[4096];
+    snprintf(path, sizeof(path), "%s/data.mdb", e->dir);
+    FILE *f = fopen("/proc/self/smaps", "r");
+    assert_non_null(f);
+    bool in = false;
+    long kib = -1;
+    while (fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\n")] = '\0';
+        unsigned long lo, hi;
+        int end = 0;
+        if (sscanf(line, "%lx-%lx %n", &lo, &hi, &end) == 2 && end > 0) { /* a mapping's first line */
+            const char *name = strrchr(line, ' ');
+            in = name && strcmp(name + 1, path) == 0;
+        } else if (in && strncmp(line, "Rss:", 4) == 0) {
+            kib = (kib < 0 ? 0 : kib) + atol(line + 4);
+        }
+    }
+    fclose(f);
+    return kib;
+}
+
+static int count_cb(void *ud, const char *sid, json_t *state)
+{
+    (void)sid, (void)state;
+    (*(long *)ud)++;
+    return 0;
+}
+
+/* Trimming drops the file pages reads mapped, and loses nothing. */
+static void test_trim(void **state)
+{
+    struct env *e = *state;
+    reopen(e, STORE_NONE, 8);
+    enum { N = 3000 };
+    char sid[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(sid, sizeof(sid), "1-trim%05d", i);
+        json_t *st = session(i);
+        char pad[257];
+        memset(pad, '.', 256);
+        pad[256] = '\0';
+        json_object_set_new(st, "pad", json_string(pad));
+        assert_int_equal(store_session_put(e->s, sid, st), 0);
+        json_decref(st);
+    }
+    assert_int_equal(store_commit(e->s), 0);
+    store_trim(e->s);
+    long base = mapped_kib(e);
+    assert_true(base >= 0); /* the mapping is there */
+    for (int i = 0; i < N; i++) {
+        snprintf(sid, sizeof(sid), "1-trim%05d", i);
+        json_t *st = store_session_get(e->s, sid);
+        assert_non_null(st);
+        json_decref(st);
+    }
+    long touched = mapped_kib(e);
+    assert_true(touched > base + 256); /* ~1 MiB of records was read through the map */
+    store_trim(e->s);
+    assert_true(mapped_kib(e) <= base);
+    /* Everything reads back the same, and commits go on. */
+    for (int i = 0; i < N; i += 7) {
+        snprintf(sid, sizeof(sid), "1-trim%05d", i);
+        json_t *st = store_session_get(e->s, sid);
+        assert_int_equal(json_integer_value(json_object_get(st, "seq")), i);
+        json_decref(st);
+    }
+    json_t *st = session(N);
+    assert_int_equal(store_session_put(e->s, "1-trim-new", st), 0);
+    json_decref(st);
+    assert_int_equal(store_commit(e->s), 0);
+    /* A foreach over everything (a recovery) trims when it is done. */
+    long n = 0;
+    assert_int_equal(store_session_foreach(e->s, count_cb, &n), 0);
+    assert_int_equal(n, N + 1);
+    assert_true(mapped_kib(e) <= base);
+    reopen(e, STORE_NONE, 8); /* the open-time check walked every page: trimmed too */
+    assert_true(mapped_kib(e) < 256);
+    store_trim(NULL); /* harmless */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -431,6 +514,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_durability_modes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mcp_session_through_the_store, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_trim, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -307,6 +307,7 @@ int store_commit(struct store *s)
     snprintf(first, sizeof(first), "%s", s->head->buf);
     long n = s->nstaged;
     bool grows = false;
+    s->touched = true;
     MDB_txn *txn = NULL;
     int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
     for (struct stage_op *op = s->head; rc == 0 && op; op = op->next) {
@@ -326,6 +327,7 @@ int store_commit(struct store *s)
     store__stage_drop(s);
     if (rc == 0) {
         store__reserve(s);
+        store__trim_maybe(s);
         return 0;
     }
 

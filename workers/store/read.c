@@ -19,6 +19,7 @@ static int begin(struct store *s, MDB_txn **txn, bool own)
                           mdb_strerror(rc));
     if (!own)
         *txn = s->rtxn;
+    s->touched = true;
     return 0;
 }
 
@@ -97,6 +98,7 @@ int store_session_foreach(struct store *s, int (*cb)(void *ud, const char *sid, 
     }
     mdb_cursor_close(c);
     mdb_txn_abort(txn);
+    store_trim(s); /* a walk over every session (recovery) mapped the whole file */
     if (stop)
         return stop;
     return rc == MDB_NOTFOUND

@@ -14,7 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cmcp.h"
@@ -101,6 +104,64 @@ static size_t round_up(size_t v, size_t to)
  * the pages its meta page names. 0, STORE__DAMAGED (+why; s->env stays open
  * when LMDB could read the meta pages, for salvage) or -errno.
  */
+/*
+ * Where LMDB mapped data.mdb: the read-only shared mapping of that file
+ * (device and inode) from offset 0. mdb_env_info's me_mapaddr is only set
+ * with MDB_FIXEDMAP. Not found (no /proc): the store just never trims.
+ */
+static void find_map(struct store *s, const struct stat *st)
+{
+    s->map = NULL;
+    s->map_len = 0;
+    FILE *f = fopen("/proc/self/maps", "re");
+    if (!f)
+        return;
+    char line[4096];
+    while (fgets(line, sizeof(line), f)) {
+        unsigned long lo, hi, off, ino;
+        unsigned dmaj, dmin;
+        char perms[8];
+        if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &lo, &hi, perms, &off, &dmaj, &dmin,
+                   &ino) != 7)
+            continue;
+        if (ino != (unsigned long)st->st_ino || off != 0 || major(st->st_dev) != dmaj ||
+            minor(st->st_dev) != dmin || perms[3] != 's' || perms[1] == 'w')
+            continue;
+        s->map = (char *)lo;
+        s->map_len = hi - lo;
+        break;
+    }
+    fclose(f);
+}
+
+static double mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+void store_trim(struct store *s)
+{
+    if (!s || !s->env || !s->map || !s->touched)
+        return; /* nothing can have been mapped since the last trim: nothing to walk */
+    s->touched = false;
+    MDB_envinfo info;
+    mdb_env_info(s->env, &info);
+    size_t len = (info.me_last_pgno + 1) * (size_t)s->psize;
+    if (len > s->map_len)
+        len = s->map_len;
+    /* A shared file mapping: DONTNEED only unmaps; the file and its page cache are untouched. */
+    madvise(s->map, len, MADV_DONTNEED);
+    s->last_trim = mono_ms();
+}
+
+void store__trim_maybe(struct store *s)
+{
+    if (mono_ms() - s->last_trim >= STORE_TRIM_MS)
+        store_trim(s);
+}
+
 int store__env_open(struct store *s, char *why, size_t whylen)
 {
     char path[4096];
@@ -157,6 +218,7 @@ int store__env_open(struct store *s, char *why, size_t whylen)
     }
     mdb_env_get_fd(s->env, &s->fd);
     s->reserved_end = st.st_size;
+    find_map(s, &st);
     return 0;
 
 env_fail_errno:
@@ -178,6 +240,8 @@ env_fail:
 
 void store__env_close(struct store *s)
 {
+    s->map = NULL; /* LMDB unmaps it: never madvise that range again */
+    s->map_len = 0;
     if (s->rtxn)
         mdb_txn_abort(s->rtxn);
     s->rtxn = NULL;
@@ -357,6 +421,8 @@ int store_open(struct store **out, const struct store_opts *o, char **report, ch
         *report = rep;
     else
         free(rep);
+    s->touched = true; /* the check walked every page */
+    store_trim(s);
     *out = s;
     return 0;
 
@@ -398,6 +464,7 @@ int store_stats(struct store *s, struct store_stats *st)
     int rc = mdb_txn_renew(s->rtxn);
     if (rc != 0)
         return store__err(s, store__rc(rc), "cannot read (%s)", mdb_strerror(rc));
+    s->touched = true;
     MDB_dbi dbis[] = {0, 1, s->db.sess, s->db.ev, s->db.evmeta, s->db.meta};
     size_t pages = 2;
     for (size_t i = 0; i < sizeof(dbis) / sizeof(dbis[0]); i++) {

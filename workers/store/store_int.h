@@ -58,6 +58,13 @@ struct store {
     struct stage_op *head, **tail;
     long nstaged;
 
+    /* LMDB's read-only map of data.mdb (found in /proc/self/maps: LMDB does
+     * not tell), whose pages store_trim() drops from the page tables. */
+    char *map;
+    size_t map_len;
+    double last_trim; /* CLOCK_MONOTONIC ms */
+    bool touched;     /* read or committed since the last trim: something may be mapped */
+
     int fd;             /* the data file, for the disk reserve */
     off_t reserved_end; /* blocks are allocated up to here */
     bool reserve_ok;    /* fallocate works on this file system */
@@ -76,6 +83,8 @@ int store__open_dbs(MDB_env *env, struct store_dbs *db, bool create);
 void store__reserve(struct store *s);
 void store__fsync_dir(const char *dir);
 void store__fsync_parent(const char *dir);
+void store__trim_maybe(struct store *s); /* store_trim at most once per STORE_TRIM_MS */
+#define STORE_TRIM_MS 1000
 
 /* record.c */
 uint32_t store__crc32c(uint32_t crc, const void *p, size_t n);
