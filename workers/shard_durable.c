@@ -264,6 +264,7 @@ static void sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)w;
     (void)revents;
+    store_trim(g.store); /* what the last commits and reads mapped of the store's file */
     double now = cmcp_now_ms();
     struct sess *s, *tmp;
     HASH_ITER(hh, g.sessions, s, tmp)
