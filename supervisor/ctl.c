@@ -351,7 +351,10 @@ static void send_reply(struct sup *s, json_t *reply)
     json_decref(reply);
     if (!text)
         return;
-    int rv = nng_send(s->ctl, text, strlen(text), NNG_FLAG_NONBLOCK);
+    /* Not NNG_FLAG_NONBLOCK: rep0 drops a reply outright when the pipe is still busy with
+     * the previous one (its completion runs on nng's own thread, late under load), and the
+     * client would wait forever. The wait is that completion; SENDTIMEO bounds it. */
+    int rv = nng_send(s->ctl, text, strlen(text), 0);
     if (rv != 0)
         log_warn("ctl_reply_failed", "{s:s}", "error", nng_strerror(rv));
     free(text);
@@ -456,6 +459,7 @@ int sup_ctl_open(struct sup *s)
         log_error("ctl_open_failed", "{s:s}", "error", nng_strerror(rv));
         return -1;
     }
+    nng_socket_set_ms(s->ctl, NNG_OPT_SENDTIMEO, 2000); /* a client that does not read */
     if ((rv = nng_listen(s->ctl, s->ctl_addr, NULL, 0)) != 0) {
         log_error("ctl_listen_failed", "{s:s,s:s,s:s}", "address", s->ctl_addr, "error",
                   nng_strerror(rv), "hint",

@@ -279,10 +279,13 @@ static void rep_cb(struct ev_loop *l, ev_io *w, int revents)
         nng_msg_free(m);
         if (!out) {
             static const char oom[] = "CMCP out of memory";
-            nng_send(rep, (void *)oom, sizeof(oom) - 1, NNG_FLAG_NONBLOCK);
+            nng_send(rep, (void *)oom, sizeof(oom) - 1, 0);
             continue;
         }
-        int rv = nng_send(rep, out, outlen, NNG_FLAG_NONBLOCK);
+        /* Not NNG_FLAG_NONBLOCK: rep0 drops a reply outright when the pipe is still busy
+         * with the previous one (cmcpctl's handshake is three exchanges in a row), and the
+         * client would wait for nothing. The wait is short; SENDTIMEO bounds it. */
+        int rv = nng_send(rep, out, outlen, 0);
         if (rv != 0)
             log_warn("admin_reply_failed", "{s:s,s:s}", "peer", peer, "error", nng_strerror(rv));
         free(out);
@@ -383,6 +386,7 @@ static int open_admin_socket(void)
         return CMCP_EXIT_FAILURE;
     }
     nng_socket_set_size(rep, NNG_OPT_RECVMAXSZ, MAX_REQUEST);
+    nng_socket_set_ms(rep, NNG_OPT_SENDTIMEO, 2000); /* a client that does not read its answer */
     rep_open = true;
     if (try_listen() != 0) {
         /* The node serves without its admin socket rather than restart-looping for it. */

@@ -26,6 +26,14 @@ class Wire(Timed):
                     r = c.request(b'{"op":"status"}')
                     self.assertIn(b'"ok":true', r)
 
+    def test_many_requests_in_a_row(self):
+        # rep0 drops a reply sent NONBLOCK while the pipe is still busy with the previous
+        # one; the client then waits forever. Back-to-back requests make that likely.
+        with Node(CFG) as n:
+            with ReqClient(n.ctl_address("root"), timeout=5.0) as c:
+                for _ in range(500):
+                    self.assertIn(b'"ok":true', c.request(b'{"op":"count_children"}'))
+
     def test_wrong_protocol_is_refused(self):
         with Node(CFG) as n:
             path = n.ctl_address("root")[len("ipc://"):]
