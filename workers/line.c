@@ -26,6 +26,9 @@
 #include "shard.h"
 
 #define OUT_MAX (64L << 20) /* a client that reads nothing is cut off here */
+/* Requests one TCP/stdio connection may have in flight; beyond, it is not read until
+ * answers went out (the kernel's buffers then hold the client back). */
+#define LINE_MAX_INFLIGHT 128 /* = the engine's per-session limit (MCPI_MAX_INFLIGHT): wait, not fail */
 
 struct qmsg {
     struct qmsg *next;
@@ -51,6 +54,10 @@ struct lconn {
     size_t out_len, out_off, out_cap;
     char sid[64];
     bool init_pending, closing, dead;
+    int inflight;      /* requests sent to the shard and not yet answered */
+    bool paused;       /* not read while inflight is at LINE_MAX_INFLIGHT */
+    bool dirty;        /* has output to write at the end of this loop turn */
+    struct lconn *dnext;
 };
 
 static const char *lconn_transport(const struct lconn *c)
@@ -87,6 +94,54 @@ static void lconn_flush(struct lconn *c)
     ev_io_stop(L.loop, &c->ww);
     if (c->closing)
         lconn_close(c, "closed after reply");
+}
+
+/*
+ * Output leaves at the end of the loop turn (an ev_prepare watcher), so that
+ * the answers a turn produced for one connection go in one write().
+ */
+static ev_prepare flush_w;
+static struct lconn *dirty_head;
+
+static void flush_dirty_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+    for (int guard = 0; dirty_head && guard < 1000000; guard++) {
+        struct lconn *c = dirty_head;
+        dirty_head = c->dnext;
+        c->dnext = NULL;
+        c->dirty = false;
+        if (!c->dead && !ev_is_active(&c->ww))
+            lconn_flush(c);
+    }
+}
+
+static void mark_dirty(struct lconn *c)
+{
+    if (c->dirty)
+        return;
+    if (!ev_is_active(&flush_w)) {
+        ev_prepare_init(&flush_w, flush_dirty_cb);
+        ev_prepare_start(L.loop, &flush_w);
+        ev_unref(L.loop); /* it alone does not keep the loop running */
+    }
+    c->dirty = true;
+    c->dnext = dirty_head;
+    dirty_head = c;
+}
+
+static void dirty_forget(struct lconn *c)
+{
+    if (!c->dirty)
+        return;
+    for (struct lconn **pp = &dirty_head; *pp; pp = &(*pp)->dnext)
+        if (*pp == c) {
+            *pp = c->dnext;
+            break;
+        }
+    c->dirty = false;
 }
 
 static void ws_pump(struct lconn *c);
@@ -136,7 +191,7 @@ static void lconn_append(struct lconn *c, const char *text, size_t len, bool new
     if (newline)
         c->out[c->out_len++] = '\n';
     if (!ev_is_active(&c->ww))
-        lconn_flush(c);
+        mark_dirty(c);
 }
 
 /* Keeps bytes read until they form whole messages; -1 when out of memory. */
@@ -172,6 +227,7 @@ static void lconn_free_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     struct lconn *c = w->data;
+    dirty_forget(c);
     if (c->ws)
         wslay_event_context_free(c->ws);
     free(c->in);
@@ -226,6 +282,7 @@ static void line_event(struct call *call, json_t *hdr, const char *body, size_t 
 static void line_done(struct call *call, json_t *hdr, const char *body, size_t len)
 {
     struct lconn *c = (struct lconn *)call->conn;
+    c->inflight--;
     const char *sid = json_string_value(json_object_get(hdr, "sid"));
     if (sid && !c->sid[0]) {
         snprintf(c->sid, sizeof(c->sid), "%s", sid);
@@ -244,6 +301,13 @@ static void line_done(struct call *call, json_t *hdr, const char *body, size_t l
             send_line(c, q->text, q->len);
             free(q);
         }
+        lconn_process(c);
+        in_release(c);
+    } else if (c->paused && c->inflight < LINE_MAX_INFLIGHT && !c->dead) {
+        /* Answers went out: read the client again, starting with what waits in `in`. */
+        c->paused = false;
+        if (!c->closing)
+            ev_io_start(L.loop, &c->rw);
         lconn_process(c);
         in_release(c);
     }
@@ -283,6 +347,8 @@ static void send_line(struct lconn *c, const char *line, size_t len)
     }
     struct call *call = listener_call(&c->base, shard, hdr, line, len, &line_ops, tdata);
     json_decref(hdr);
+    if (call)
+        c->inflight++;
     if (!call) {
         char *e = listener_rpc_error(NULL, -32603, "Internal error: cannot reach a shard");
         lconn_write_line(c, e, strlen(e));
@@ -302,6 +368,11 @@ static void lconn_process(struct lconn *c)
     c->in_busy = true;
     size_t start = 0;
     while (!c->dead && !c->init_pending && start < c->in_len) {
+        if (c->inflight >= LINE_MAX_INFLIGHT) {
+            c->paused = true; /* line_done reads on */
+            ev_io_stop(L.loop, &c->rw);
+            break;
+        }
         char *nl = memchr(c->in + start, '\n', c->in_len - start);
         if (!nl)
             break;

@@ -57,6 +57,28 @@ max_message_bytes = 65536
         self.assertIn("result", r)
         self.assertGreaterEqual(len([m for m in others if m.get("method") == "notifications/progress"]), 2)
 
+    def test_pipelined_requests_are_all_answered_with_backpressure(self):
+        # 1,000 requests written before reading any answer: the listener takes 128 at a
+        # time (it stops reading the connection while 128 are in flight), so with 150 ms
+        # requests they take at least 4 waves, and every one is answered once.
+        t = self.client()
+        t.send(INIT)
+        t.recv_for(1)
+        n = 1000
+        batch = b"".join(json.dumps({"jsonrpc": "2.0", "id": 100 + i, "method": "tools/call",
+                                     "params": {"name": "sleep", "arguments": {"ms": 150}}}
+                                    ).encode() + b"\n" for i in range(n))
+        start = time.monotonic()
+        t.sock.sendall(batch)
+        seen = set()
+        for _ in range(n):
+            m = t.recv(timeout=30)
+            self.assertIn("result", m, m)
+            seen.add(m["id"])
+        elapsed = time.monotonic() - start
+        self.assertEqual(seen, set(range(100, 100 + n)))
+        self.assertGreaterEqual(elapsed, 0.55, "no backpressure: all %d ran at once" % n)
+
     def test_parse_error_keeps_the_connection(self):
         t = self.client()
         t.send(b"{oops")
