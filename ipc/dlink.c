@@ -335,14 +335,21 @@ char *dlink_msg_build(uint64_t tok, int lid, const char *tr, const char *sid, co
     return f;
 }
 
+/* A record's fixed head: kind, tok u64, a u16 (listener or status). */
+static int rec_head(const char *data, size_t len, char kind, uint64_t *tok, int *u16)
+{
+    if (len < 1 + 8 + 2 || data[0] != kind)
+        return -1;
+    *tok = get_u64(data + 1);
+    *u16 = (unsigned char)data[9] | (unsigned char)data[10] << 8;
+    return 0;
+}
+
 int dlink_msg_parse(const char *data, size_t len, struct dlink_msg *m)
 {
-    const char *p = data, *end = data + len;
-    if (len < 1 + 8 + 2 || *p != DLINK_REC_MSG)
+    if (rec_head(data, len, DLINK_REC_MSG, &m->tok, &m->lid) != 0)
         return -1;
-    m->tok = get_u64(p + 1);
-    m->lid = (unsigned char)p[9] | (unsigned char)p[10] << 8;
-    p += 11;
+    const char *p = data + 11, *end = data + len;
     if (get_str(&p, end, m->tr, sizeof(m->tr)) != 0 || get_str(&p, end, m->sid, sizeof(m->sid)) != 0)
         return -1;
     m->body = p;
@@ -378,12 +385,9 @@ int dlink_send_reply(struct dlink *l, uint64_t tok, int st, const char *sid, con
 
 int dlink_reply_parse(const char *data, size_t len, struct dlink_reply *r)
 {
-    const char *p = data, *end = data + len;
-    if (len < 1 + 8 + 2 || *p != DLINK_REC_REPLY)
+    if (rec_head(data, len, DLINK_REC_REPLY, &r->tok, &r->st) != 0)
         return -1;
-    r->tok = get_u64(p + 1);
-    r->st = (unsigned char)p[9] | (unsigned char)p[10] << 8;
-    p += 11;
+    const char *p = data + 11, *end = data + len;
     if (get_str(&p, end, r->sid, sizeof(r->sid)) != 0)
         return -1;
     r->body = p;
@@ -562,12 +566,18 @@ static int fill_addr(struct sockaddr_un *sa, const char *path)
     return 0;
 }
 
+/* A non-blocking stream socket and the address of path; -1 with errno. */
+static int unix_socket(const char *path, struct sockaddr_un *sa)
+{
+    if (fill_addr(sa, path) != 0)
+        return -1;
+    return socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+}
+
 int dlink_connect(const char *path)
 {
     struct sockaddr_un sa;
-    if (fill_addr(&sa, path) != 0)
-        return -1;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = unix_socket(path, &sa);
     if (fd < 0)
         return -1;
     if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
@@ -582,9 +592,7 @@ int dlink_connect(const char *path)
 int dlink_listen(const char *path)
 {
     struct sockaddr_un sa;
-    if (fill_addr(&sa, path) != 0)
-        return -1;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = unix_socket(path, &sa);
     if (fd < 0)
         return -1;
     unlink(path); /* left by a shard that was killed */

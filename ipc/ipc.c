@@ -1,5 +1,7 @@
 #include "ipc.h"
 
+#include "dlink.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,20 +33,7 @@ nng_msg *ipc_envelope(const json_t *header, const char *body, size_t body_len)
 
 int ipc_envelope_parse(nng_msg *msg, json_t **header, const char **body, size_t *body_len)
 {
-    const char *p = nng_msg_body(msg);
-    size_t len = nng_msg_len(msg);
-    const char *nl = memchr(p, '\n', len);
-    if (!nl)
-        return -1;
-    *header = json_loadb(p, (size_t)(nl - p), 0, NULL);
-    if (!json_is_object(*header)) {
-        json_decref(*header);
-        *header = NULL;
-        return -1;
-    }
-    *body = nl + 1;
-    *body_len = len - (size_t)(nl + 1 - p);
-    return 0;
+    return dlink_envelope_split(nng_msg_body(msg), nng_msg_len(msg), header, body, body_len);
 }
 
 static void bridge_cb(struct ev_loop *loop, ev_async *w, int revents)
