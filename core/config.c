@@ -33,7 +33,8 @@ static const struct kdef schema[] = {
     {"listener", "http_port", K_INT, NULL, 0, 65535},
     {"listener", "tcp_bind", K_STR, NULL, 0, 0},
     {"listener", "tcp_port", K_INT, NULL, 0, 65535},
-    {"listener", "max_message_bytes", K_INT, NULL, 1024, 1L << 30},
+    /* at most 60 MiB: a request travels to its shard in one data-link frame (ipc/dlink.h) */
+    {"listener", "max_message_bytes", K_INT, NULL, 1024, 60L << 20},
     {"listener", "allowed_origins", K_LIST, NULL, 0, 0},
     {"listener", "allowed_hosts", K_LIST, NULL, 0, 0},
     {"listener", "idle_timeout_ms", K_INT, NULL, 100, 86400000},
