@@ -438,6 +438,44 @@ static int load_env(struct cfg *c)
             }
         }
     }
+    /* A variable that looks like a setting but names none (a typo, or a [tree.*] section
+     * that does not exist) is an error, not silently nothing. */
+    extern char **environ;
+    for (char **e = environ; rc == 0 && e && *e; e++) {
+        const char *eq = strchr(*e, '=');
+        size_t vlen = eq ? (size_t)(eq - *e) : strlen(*e);
+        char var[160];
+        if (vlen >= sizeof(var))
+            continue;
+        memcpy(var, *e, vlen);
+        var[vlen] = '\0';
+        bool looks = strncmp(var, "CMCP_TREE_", 10) == 0 || strncmp(var, "CMCP_TOOL_", 10) == 0;
+        char prefix[160];
+        for (int s = 0; s < ns && !looks; s++) {
+            env_name(prefix, sizeof(prefix), copy[s], "");
+            looks = strncmp(var, prefix, strlen(prefix)) == 0;
+        }
+        if (!looks)
+            continue;
+        bool known = false;
+        for (int s = 0; s < ns && !known; s++)
+            for (size_t k = 0; k < sizeof(schema) / sizeof(schema[0]) && !known; k++) {
+                if (!section_matches(schema[k].section, copy[s]))
+                    continue;
+                char name[160];
+                env_name(name, sizeof(name), copy[s], schema[k].key);
+                known = strcmp(name, var) == 0;
+            }
+        if (!known) {
+            snprintf(c->err, sizeof(c->err),
+                     "environment variable %s names no setting: no section and key of the "
+                     "configuration make that name (CMCP_<SECTION>_<KEY>, e.g. "
+                     "CMCP_LISTENER_HTTP_PORT; a [tree.NAME] section must exist in the file or "
+                     "the defaults)",
+                     var);
+            rc = -1;
+        }
+    }
     for (int s = 0; s < ns; s++)
         free(copy[s]);
     free(copy);

@@ -29,6 +29,13 @@ class Errors(Timed):
             self.assertIn(w, err)
         return err
 
+    def test_env_naming_no_setting_is_an_error(self):
+        # a typo, or a [tree.*] section the configuration does not have
+        self.assert_error(GOOD, None, "CMCP_TREE_NOSUCH_COUNT", "names no setting",
+                          env={"CMCP_TREE_NOSUCH_COUNT": "3"})
+        self.assert_error(GOOD, None, "CMCP_LISTENER_HTTP_PROT", "names no setting",
+                          env={"CMCP_LISTENER_HTTP_PROT": "8080"})
+
     def test_unknown_key(self):
         self.assert_error(GOOD + "[tree.a]\nrestrat = permanent\n", "restrat", "unknown key")
 

@@ -99,13 +99,20 @@ static void file_over_defaults_env_over_file(void **st)
 static void env_applies_to_sections_present_only(void **st)
 {
     (void)st;
+    /* A variable for a section that does not exist makes none, and is refused by name. */
     setenv("CMCP_TREE_GHOST_ROLE", "shard", 1);
     setenv("CMCP_TREE_ROOT_INTENSITY", "9", 1);
     struct cfg c;
+    assert_int_equal(cfg_load(&c, NULL), -1);
+    assert_non_null(strstr(c.err, "CMCP_TREE_GHOST_ROLE"));
+    assert_non_null(strstr(c.err, "names no setting"));
+    cfg_free(&c);
+    unsetenv("CMCP_TREE_GHOST_ROLE");
     assert_int_equal(cfg_load(&c, NULL), 0);
-    assert_false(cfg_has_section(&c, "tree.ghost")); /* no section, nothing to override */
+    assert_false(cfg_has_section(&c, "tree.ghost"));
     assert_int_equal(cfg_get_long(&c, "tree.root", "intensity", -1), 9);
     cfg_free(&c);
+    unsetenv("CMCP_TREE_ROOT_INTENSITY");
 }
 
 static void later_layer_wins(void **st)
