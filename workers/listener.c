@@ -477,6 +477,8 @@ static void link_closed(struct dlink *dl, const char *why)
         c->frame_end = 0;
     log_warn("shard_link_down", "{s:i,s:s,s:i}", "shard", l->index, "why", why, "calls_failed",
              failed);
+    stats_gauge("cmcp_shard_links_up", "")->value -= 1;
+    stats_counter("cmcp_shard_link_drops_total", "")->value += 1;
     l->retry_s = 0.005;
     ev_timer_set(&l->retry, l->retry_s, 0);
     ev_timer_start(L.loop, &l->retry);
@@ -500,6 +502,7 @@ static void link_connect(struct shard_link *l)
         ev_timer_start(L.loop, &l->retry);
         return;
     }
+    stats_gauge("cmcp_shard_links_up", "")->value += 1;
     /* What waited for the shard goes now, in the order it came. */
     int waiting = 0;
     for (struct call *c = l->qhead; c; c = c->qnext, waiting++)

@@ -51,6 +51,8 @@ static const struct {
     {"cmcp_transport_connections", "Open client connections, by transport"},
     {"cmcp_transport_messages_received_total", "Messages received from clients, by transport"},
     {"cmcp_transport_messages_sent_total", "Messages sent to clients, by transport"},
+    {"cmcp_shard_links_up", "Listener-to-shard data links connected"},
+    {"cmcp_shard_link_drops_total", "Listener-to-shard data links that broke (a shard stopped)"},
     {"cmcp_supervisor_restarts_total", "Restarts of a child by its supervisor"},
     {"cmcp_supervisor_children", "Children of a supervisor, by state"},
     {"cmcp_process_resident_memory_bytes", "Resident memory of a process of the node"},
