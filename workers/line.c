@@ -26,8 +26,8 @@
 #include "shard.h"
 
 #define OUT_MAX (64L << 20) /* a client that reads nothing is cut off here */
-/* Requests one TCP/stdio connection may have in flight; beyond, it is not read until
- * answers went out (the kernel's buffers then hold the client back). */
+/* Requests one connection (TCP, stdio, WebSocket) may have in flight; beyond, it is not
+ * read until answers went out (the kernel's buffers then hold the client back). */
 #define LINE_MAX_INFLIGHT 128 /* = the engine's per-session limit (MCPI_MAX_INFLIGHT): wait, not fail */
 
 struct qmsg {
@@ -279,6 +279,19 @@ static void line_event(struct call *call, json_t *hdr, const char *body, size_t 
     lconn_write_line((struct lconn *)call->conn, body, len);
 }
 
+/* Sends queued WebSocket messages, in order, while the session has room for them. */
+static void drain_queue(struct lconn *c)
+{
+    while (c->queued && !c->init_pending && !c->dead && c->inflight < LINE_MAX_INFLIGHT) {
+        struct qmsg *q = c->queued;
+        c->queued = q->next;
+        if (!c->queued)
+            c->queued_tail = &c->queued;
+        send_line(c, q->text, q->len);
+        free(q);
+    }
+}
+
 static void line_done(struct call *call, json_t *hdr, const char *body, size_t len)
 {
     struct lconn *c = (struct lconn *)call->conn;
@@ -292,18 +305,13 @@ static void line_done(struct call *call, json_t *hdr, const char *body, size_t l
         lconn_write_line(c, body, len);
     if (c->init_pending && call->tdata == (void *)1) {
         c->init_pending = false;
-        /* Messages that arrived while the session was being created. */
-        while (c->queued && !c->init_pending && !c->dead) {
-            struct qmsg *q = c->queued;
-            c->queued = q->next;
-            if (!c->queued)
-                c->queued_tail = &c->queued;
-            send_line(c, q->text, q->len);
-            free(q);
-        }
+        drain_queue(c); /* WebSocket messages that arrived while the session was made */
         lconn_process(c);
         in_release(c);
-    } else if (c->paused && c->inflight < LINE_MAX_INFLIGHT && !c->dead) {
+    } else if (c->queued) {
+        drain_queue(c);
+    }
+    if (c->paused && c->inflight < LINE_MAX_INFLIGHT && !c->queued && !c->dead) {
         /* Answers went out: read the client again, starting with what waits in `in`. */
         c->paused = false;
         if (!c->closing)
@@ -490,7 +498,13 @@ static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_m
     }
     if (arg->opcode != WSLAY_TEXT_FRAME)
         return; /* ping/pong/close are answered by wslay */
-    if (c->init_pending) {
+    if (c->init_pending || c->queued || c->inflight >= LINE_MAX_INFLIGHT) {
+        /* Before the session exists, or while it has as many requests in flight as the
+         * engine takes: kept in order, and the connection is not read meanwhile. */
+        if (!c->init_pending && !c->paused) {
+            c->paused = true;
+            ev_io_stop(L.loop, &c->rw);
+        }
         struct qmsg *q = malloc(sizeof(*q) + arg->msg_length);
         if (!q)
             return;

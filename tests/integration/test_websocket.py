@@ -51,6 +51,26 @@ keepalive_ms = 300
         self.assertIn("result", got[2])
         self.assertGreaterEqual(progress, 2)
 
+    def test_pipelined_messages_wait_instead_of_failing(self):
+        # 300 requests sent before reading: past the engine's 128 per session they wait in
+        # the listener (which stops reading the connection), and every one gets a result.
+        w = self.ws()
+        w.send(INIT)
+        w.recv()
+        n = 300
+        frames = []
+        for i in range(n):
+            frames.append({"jsonrpc": "2.0", "id": 100 + i, "method": "tools/call",
+                           "params": {"name": "sleep", "arguments": {"ms": 100}}})
+        for f in frames:
+            w.send(f)
+        seen = set()
+        for _ in range(n):
+            m = w.recv(timeout=30)
+            self.assertIn("result", m, m)
+            seen.add(m["id"])
+        self.assertEqual(seen, set(range(100, 100 + n)))
+
     def test_no_subprotocol_is_fine_a_wrong_one_is_not(self):
         self.assertEqual(self.ws(protocol=None).status, 101)
         self.assertEqual(self.ws(protocol="chat").status, 400)
