@@ -8,36 +8,14 @@
 
 #include "mcp_fakehost.h"
 
-struct env {
-    struct fakehost fh;
-    mcp_server *srv;
-    mcp_session *s;
-};
-
 static int setup(void **state)
 {
-    struct env *e = calloc(1, sizeof(*e));
-    fakehost_init(&e->fh);
-    char err[256];
     struct mcp_server_opts o = {.packs = "core"};
-    e->srv = mcp_server_new(&o, &fakehost_ops, &e->fh, err, sizeof(err));
-    e->s = mcp_session_new(e->srv, "s1");
-    json_decref(fakehost_initialize(e->srv, e->s, "2025-11-25", NULL));
-    json_decref(fakehost_take(&e->fh));
-    *state = e;
+    assert_non_null(*state = fakeenv_new(&o, NULL, "s1", "2025-11-25", NULL));
     return 0;
 }
 
-static int teardown(void **state)
-{
-    struct env *e = *state;
-    mcp_server_free(e->srv);
-    fakehost_fini(&e->fh);
-    free(e);
-    return 0;
-}
-
-static void start_sleep(struct env *e, json_int_t id, int ms, const char *token_json)
+static void start_sleep(struct fakeenv *e, json_int_t id, int ms, const char *token_json)
 {
     char params[256];
     if (token_json)
@@ -54,7 +32,7 @@ static void start_sleep(struct env *e, json_int_t id, int ms, const char *token_
 
 static void test_sleep_with_progress(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     start_sleep(e, 7, 1000, "\"tok-1\"");
     assert_int_equal(mcp_session_pending(e->s), 1);
     assert_int_equal(fakehost_live_timers(&e->fh), 1);
@@ -94,7 +72,7 @@ static void test_sleep_with_progress(void **state)
 
 static void test_sleep_long_caps_ticks(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     start_sleep(e, 8, 60000, "5"); /* integer token */
     fakehost_advance(&e->fh, 60000);
     json_t *em = fakehost_take(&e->fh);
@@ -108,7 +86,7 @@ static void test_sleep_long_caps_ticks(void **state)
 
 static void test_sleep_without_token(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     start_sleep(e, 9, 250, NULL);
     assert_int_equal(fakehost_advance(&e->fh, 249), 0);
     assert_int_equal(fakehost_advance(&e->fh, 1), 1);
@@ -127,7 +105,7 @@ static void test_sleep_without_token(void **state)
 
 static void test_cancel(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     start_sleep(e, 120, 5000, "\"t\"");
     fakehost_advance(&e->fh, 250);
     json_decref(fakehost_take(&e->fh));
@@ -152,7 +130,7 @@ static void test_cancel(void **state)
 
 static void test_cancel_string_id_and_unknown(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *msg =
         json_pack("{s:s,s:s,s:s,s:{s:s,s:{s:i}}}", "jsonrpc", "2.0", "id", "req-a", "method",
                   "tools/call", "params", "name", "sleep", "arguments", "ms", 1000);
@@ -187,7 +165,7 @@ static void test_cancel_string_id_and_unknown(void **state)
 
 static void test_concurrent_calls(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     start_sleep(e, 1, 300, NULL);
     start_sleep(e, 2, 100, NULL);
     start_sleep(e, 3, 200, NULL);
@@ -209,7 +187,7 @@ static void test_concurrent_calls(void **state)
 
 static void test_session_free_with_pending(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     mcp_session *s = mcp_session_new(e->srv, "doomed");
     json_decref(fakehost_initialize(e->srv, s, "2025-11-25", NULL));
     json_decref(fakehost_take(&e->fh));
@@ -231,7 +209,7 @@ static void test_session_free_with_pending(void **state)
 
 static void test_inflight_limit(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_int_t id;
     for (id = 1; id <= 128; id++)
         start_sleep(e, id, 1000, NULL);
@@ -269,14 +247,14 @@ static void test_no_timers(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_sleep_with_progress, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sleep_long_caps_ticks, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sleep_without_token, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cancel_string_id_and_unknown, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_concurrent_calls, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_session_free_with_pending, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_inflight_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sleep_with_progress, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_sleep_long_caps_ticks, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_sleep_without_token, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_cancel, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_string_id_and_unknown, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_calls, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_session_free_with_pending, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_inflight_limit, setup, fakeenv_teardown),
         cmocka_unit_test(test_no_timers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

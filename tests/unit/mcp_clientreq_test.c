@@ -8,12 +8,6 @@
 
 #include "mcp_fakehost.h"
 
-struct env {
-    struct fakehost fh;
-    mcp_server *srv;
-    mcp_session *s;
-};
-
 /* A tool that asks the client for its roots and reports how many there are. */
 static void roots_reply(mcp_call *c, const json_t *result, const json_t *error, void *arg)
 {
@@ -34,12 +28,10 @@ static void roots_tool(mcp_call *c, const json_t *args, void *ud)
 
 static int setup_caps(void **state, const char *version, const char *caps)
 {
-    struct env *e = calloc(1, sizeof(*e));
-    fakehost_init(&e->fh);
     char err[256];
     struct mcp_server_opts o = {.packs = "conformance"};
-    e->srv = mcp_server_new(&o, &fakehost_ops, &e->fh, err, sizeof(err));
-    assert_non_null(e->srv);
+    struct fakeenv *e = fakeenv_new(&o, NULL, NULL, NULL, NULL);
+    assert_non_null(e);
     struct mcp_tool_def def = {.name = "roots", .description = "count roots", .run = roots_tool};
     assert_int_equal(mcp_server_add_tool(e->srv, &def, err, sizeof(err)), 0);
     e->s = mcp_session_new(e->srv, "s1");
@@ -64,17 +56,8 @@ static int setup_0618(void **state)
     return setup_caps(state, "2025-06-18", "{\"elicitation\":{}}");
 }
 
-static int teardown(void **state)
-{
-    struct env *e = *state;
-    mcp_server_free(e->srv);
-    fakehost_fini(&e->fh);
-    free(e);
-    return 0;
-}
-
 /* Starts a tool call that must go pending and emit exactly one request; returns it. */
-static json_t *start(struct env *e, json_int_t id, const char *params)
+static json_t *start(struct fakeenv *e, json_int_t id, const char *params)
 {
     bool pending = false;
     json_t *r = fakehost_request(e->srv, e->s, id, "tools/call", params, &pending);
@@ -91,7 +74,7 @@ static json_t *start(struct env *e, json_int_t id, const char *params)
     return req;
 }
 
-static void answer(struct env *e, const json_t *req, const char *result, const char *error)
+static void answer(struct fakeenv *e, const json_t *req, const char *result, const char *error)
 {
     json_t *m = json_pack("{s:s,s:O}", "jsonrpc", "2.0", "id", json_object_get(req, "id"));
     if (result)
@@ -105,7 +88,7 @@ static void answer(struct env *e, const json_t *req, const char *result, const c
 }
 
 /* The single final record emitted since the last take. */
-static json_t *final_response(struct env *e, json_int_t id)
+static json_t *final_response(struct fakeenv *e, json_int_t id)
 {
     json_t *em = fakehost_take(&e->fh);
     assert_int_equal(json_array_size(em), 1);
@@ -119,7 +102,7 @@ static json_t *final_response(struct env *e, json_int_t id)
 
 static void test_sampling_round_trip(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *req = start(e, 5, "{\"name\":\"test_sampling\",\"arguments\":{\"prompt\":\"Hi?\"}}");
     assert_string_equal(json_string_value(json_object_get(req, "method")),
                         "sampling/createMessage");
@@ -152,7 +135,7 @@ static void test_sampling_round_trip(void **state)
 
 static void test_ids_are_unique(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *a = start(e, 1, "{\"name\":\"test_sampling\",\"arguments\":{\"prompt\":\"a\"}}");
     json_t *b = start(e, 2, "{\"name\":\"test_sampling\",\"arguments\":{\"prompt\":\"b\"}}");
     assert_string_not_equal(json_string_value(json_object_get(a, "id")),
@@ -175,7 +158,7 @@ static void test_ids_are_unique(void **state)
 
 static void test_client_error(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *req = start(e, 3, "{\"name\":\"test_sampling\",\"arguments\":{\"prompt\":\"x\"}}");
     answer(e, req, NULL, "{\"code\":-1,\"message\":\"User rejected sampling request\"}");
     json_t *resp = final_response(e, 3);
@@ -187,7 +170,7 @@ static void test_client_error(void **state)
 
 static void test_elicitation_round_trip(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *req =
         start(e, 4, "{\"name\":\"test_elicitation\",\"arguments\":{\"message\":\"Who?\"}}");
     assert_string_equal(json_string_value(json_object_get(req, "method")), "elicitation/create");
@@ -215,7 +198,7 @@ static void test_elicitation_round_trip(void **state)
 
 static void test_elicitation_0618_has_no_mode(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *req = start(e, 4, "{\"name\":\"test_elicitation_sep1034_defaults\",\"arguments\":{}}");
     assert_null(json_object_get(json_object_get(req, "params"), "mode"));
     json_decref(req);
@@ -231,7 +214,7 @@ static void test_elicitation_0618_has_no_mode(void **state)
 
 static void test_missing_capabilities(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     static const char *const calls[] = {
         "{\"name\":\"test_sampling\",\"arguments\":{\"prompt\":\"x\"}}",
         "{\"name\":\"test_elicitation\",\"arguments\":{\"message\":\"x\"}}",
@@ -253,7 +236,7 @@ static void test_missing_capabilities(void **state)
 
 static void test_timeout(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *req = start(e, 8, "{\"name\":\"roots\",\"arguments\":{}}");
     assert_string_equal(json_string_value(json_object_get(req, "method")), "roots/list");
     assert_null(json_object_get(req, "params"));
@@ -283,7 +266,7 @@ static void test_timeout(void **state)
 
 static void test_roots_round_trip(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *req = start(e, 9, "{\"name\":\"roots\",\"arguments\":{}}");
     answer(e, req, "{\"roots\":[{\"uri\":\"file:///a\"},{\"uri\":\"file:///b\"}]}", NULL);
     json_t *resp = final_response(e, 9);
@@ -296,7 +279,7 @@ static void test_roots_round_trip(void **state)
 
 static void test_cancel_while_waiting(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *req = start(e, 12, "{\"name\":\"test_sampling\",\"arguments\":{\"prompt\":\"x\"}}");
     fakehost_notify(e->srv, e->s, "notifications/cancelled", "{\"requestId\":12}");
     json_t *em = fakehost_take(&e->fh);
@@ -320,15 +303,15 @@ static void test_cancel_while_waiting(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_sampling_round_trip, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_ids_are_unique, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_client_error, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_elicitation_round_trip, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_elicitation_0618_has_no_mode, setup_0618, teardown),
-        cmocka_unit_test_setup_teardown(test_missing_capabilities, setup_nocaps, teardown),
-        cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_roots_round_trip, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cancel_while_waiting, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sampling_round_trip, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_ids_are_unique, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_client_error, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_elicitation_round_trip, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_elicitation_0618_has_no_mode, setup_0618, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_missing_capabilities, setup_nocaps, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_timeout, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_roots_round_trip, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_while_waiting, setup, fakeenv_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,39 +12,16 @@
 
 #include "mcp_fakehost.h"
 
-struct env {
-    struct fakehost fh;
-    mcp_server *srv;
-    mcp_session *s;
-};
-
 static int setup(void **state)
 {
-    struct env *e = calloc(1, sizeof(*e));
-    fakehost_init(&e->fh);
-    char err[256];
     /* The suite's client reads only the first page of tools/list. */
     struct mcp_server_opts o = {.packs = "core,conformance"};
-    e->srv = mcp_server_new(&o, &fakehost_ops, &e->fh, err, sizeof(err));
-    assert_non_null(e->srv);
-    e->s = mcp_session_new(e->srv, "s1");
-    json_decref(
-        fakehost_initialize(e->srv, e->s, "2025-11-25", "{\"sampling\":{},\"elicitation\":{}}"));
-    json_decref(fakehost_take(&e->fh));
-    *state = e;
+    assert_non_null(*state = fakeenv_new(&o, NULL, "s1", "2025-11-25",
+                                         "{\"sampling\":{},\"elicitation\":{}}"));
     return 0;
 }
 
-static int teardown(void **state)
-{
-    struct env *e = *state;
-    mcp_server_free(e->srv);
-    fakehost_fini(&e->fh);
-    free(e);
-    return 0;
-}
-
-static json_t *call_sync(struct env *e, const char *tool)
+static json_t *call_sync(struct fakeenv *e, const char *tool)
 {
     char params[256];
     snprintf(params, sizeof(params), "{\"name\":\"%s\",\"arguments\":{}}", tool);
@@ -67,7 +44,7 @@ static const char *field(const json_t *o, const char *k)
 
 static void test_tools_list_first_page(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *r = fakehost_request(e->srv, e->s, 1, "tools/list", NULL, NULL);
     const json_t *tools = json_object_get(fakehost_result(r), "tools");
     static const char *const want[] = {"test_simple_text",
@@ -115,7 +92,7 @@ static void test_tools_list_first_page(void **state)
 
 static void test_content_tools(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *r = call_sync(e, "test_simple_text");
     assert_string_equal(field(item(r, 0), "type"), "text");
     assert_string_equal(field(item(r, 0), "text"), "This is a simple text response for testing.");
@@ -163,7 +140,7 @@ static void test_content_tools(void **state)
 
 static void test_logging_sequence(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_decref(
         fakehost_request(e->srv, e->s, 1, "logging/setLevel", "{\"level\":\"debug\"}", NULL));
     bool pending = false;
@@ -202,7 +179,7 @@ static void test_logging_sequence(void **state)
 
 static void test_progress_sequence(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     bool pending = false;
     json_t *r = fakehost_request(e->srv, e->s, 5, "tools/call",
                                  "{\"name\":\"test_tool_with_progress\",\"arguments\":{},\"_meta\":"
@@ -230,7 +207,7 @@ static void test_progress_sequence(void **state)
     json_decref(em);
 }
 
-static const json_t *start_elicit(struct env *e, const char *tool, json_t **em_out)
+static const json_t *start_elicit(struct fakeenv *e, const char *tool, json_t **em_out)
 {
     char params[256];
     snprintf(params, sizeof(params), "{\"name\":\"%s\",\"arguments\":{}}", tool);
@@ -244,7 +221,7 @@ static const json_t *start_elicit(struct env *e, const char *tool, json_t **em_o
     return req;
 }
 
-static void finish_elicit(struct env *e, const json_t *req, const char *content)
+static void finish_elicit(struct fakeenv *e, const json_t *req, const char *content)
 {
     json_t *m =
         json_pack("{s:s,s:O,s:{s:s,s:o}}", "jsonrpc", "2.0", "id", json_object_get(req, "id"),
@@ -260,7 +237,7 @@ static void finish_elicit(struct env *e, const json_t *req, const char *content)
 
 static void test_sep1034_defaults(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *em;
     const json_t *req = start_elicit(e, "test_elicitation_sep1034_defaults", &em);
     const json_t *props = json_object_get(
@@ -280,7 +257,7 @@ static void test_sep1034_defaults(void **state)
 
 static void test_sep1330_enums(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *em;
     const json_t *req = start_elicit(e, "test_elicitation_sep1330_enums", &em);
     const json_t *props = json_object_get(
@@ -309,7 +286,7 @@ static void test_sep1330_enums(void **state)
 
 static void test_reconnection(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     bool pending = false;
     assert_null(fakehost_request(e->srv, e->s, 9, "tools/call",
                                  "{\"name\":\"test_reconnection\",\"arguments\":{}}", &pending));
@@ -325,13 +302,13 @@ static void test_reconnection(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_tools_list_first_page, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_content_tools, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_logging_sequence, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_progress_sequence, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sep1034_defaults, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sep1330_enums, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_reconnection, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tools_list_first_page, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_content_tools, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_logging_sequence, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_progress_sequence, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_sep1034_defaults, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_sep1330_enums, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_reconnection, setup, fakeenv_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

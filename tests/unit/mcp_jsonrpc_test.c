@@ -8,31 +8,10 @@
 
 #include "mcp_fakehost.h"
 
-struct env {
-    struct fakehost fh;
-    mcp_server *srv;
-    mcp_session *s;
-};
-
 static int setup(void **state)
 {
-    struct env *e = calloc(1, sizeof(*e));
-    fakehost_init(&e->fh);
-    char err[256];
     struct mcp_server_opts o = {.packs = "core"};
-    e->srv = mcp_server_new(&o, &fakehost_ops, &e->fh, err, sizeof(err));
-    assert_non_null(e->srv);
-    e->s = mcp_session_new(e->srv, "sess-1");
-    *state = e;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct env *e = *state;
-    mcp_server_free(e->srv);
-    fakehost_fini(&e->fh);
-    free(e);
+    assert_non_null(*state = fakeenv_new(&o, NULL, "sess-1", NULL, NULL));
     return 0;
 }
 
@@ -83,7 +62,7 @@ static void test_classify(void **state)
     json_decref(ping);
 }
 
-static void expect_error(struct env *e, const char *text, int code, bool id_null)
+static void expect_error(struct fakeenv *e, const char *text, int code, bool id_null)
 {
     json_t *m = J(text);
     bool pending = true;
@@ -102,7 +81,7 @@ static void expect_error(struct env *e, const char *text, int code, bool id_null
 
 static void test_invalid_messages(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     expect_error(e, "{\"jsonrpc\":\"1.0\",\"id\":1,\"method\":\"ping\"}", MCP_INVALID_REQUEST,
                  false);
     expect_error(e, "{\"jsonrpc\":\"2.0\",\"id\":null,\"method\":\"ping\"}", MCP_INVALID_REQUEST,
@@ -122,7 +101,7 @@ static void test_invalid_messages(void **state)
 
 static void test_before_initialize(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     /* ping is always allowed */
     json_t *r = fakehost_request(e->srv, e->s, 1, "ping", NULL, NULL);
     assert_non_null(fakehost_result(r));
@@ -145,7 +124,7 @@ static void test_before_initialize(void **state)
 
 static void test_methods_and_params(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_decref(fakehost_initialize(e->srv, e->s, "2025-11-25", NULL));
     json_t *r = fakehost_request(e->srv, e->s, 1, "tools/nope", NULL, NULL);
     assert_int_equal(fakehost_error_code(r), MCP_METHOD_NOT_FOUND);
@@ -172,7 +151,7 @@ static void test_methods_and_params(void **state)
 
 static void test_handle_text(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     const char *bad = "{\"jsonrpc\": \"2.0\", \"id\": 1, ";
     json_t *r = mcp_handle_text(e->srv, e->s, bad, strlen(bad), NULL);
     assert_int_equal(fakehost_error_code(r), MCP_PARSE_ERROR);
@@ -187,7 +166,7 @@ static void test_handle_text(void **state)
 
 static void test_batches(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     /* Refused outside 2025-03-26 (and before initialize). */
     json_t *b = J("[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}]");
     json_t *r = mcp_handle_batch(e->srv, e->s, b, NULL);
@@ -263,11 +242,11 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_classify),
-        cmocka_unit_test_setup_teardown(test_invalid_messages, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_before_initialize, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_methods_and_params, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_handle_text, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_batches, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_invalid_messages, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_before_initialize, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_methods_and_params, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_handle_text, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_batches, setup, fakeenv_teardown),
         cmocka_unit_test(test_error_response_helper),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

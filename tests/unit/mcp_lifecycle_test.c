@@ -8,45 +8,24 @@
 
 #include "mcp_fakehost.h"
 
-struct env {
-    struct fakehost fh;
-    mcp_server *srv;
-    mcp_session *s;
-};
-
 static int setup(void **state)
 {
-    struct env *e = calloc(1, sizeof(*e));
-    fakehost_init(&e->fh);
-    char err[256];
     struct mcp_server_opts o = {.packs = "core,conformance",
                                 .name = "test-server",
                                 .version = "9.9.9",
                                 .instructions = "Use the tools."};
-    e->srv = mcp_server_new(&o, &fakehost_ops, &e->fh, err, sizeof(err));
-    assert_non_null(e->srv);
-    e->s = mcp_session_new(e->srv, "s1");
-    *state = e;
+    assert_non_null(*state = fakeenv_new(&o, NULL, "s1", NULL, NULL));
     return 0;
 }
 
-static int teardown(void **state)
-{
-    struct env *e = *state;
-    mcp_server_free(e->srv);
-    fakehost_fini(&e->fh);
-    free(e);
-    return 0;
-}
-
-static json_t *init_with(struct env *e, const char *params)
+static json_t *init_with(struct fakeenv *e, const char *params)
 {
     return fakehost_request(e->srv, e->s, 1, "initialize", params, NULL);
 }
 
 static void test_each_supported_version_is_echoed(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     for (int i = 0; mcp_protocol_versions[i]; i++) {
         mcp_session *s = mcp_session_new(e->srv, "v");
         json_t *r = fakehost_initialize(e->srv, s, mcp_protocol_versions[i], NULL);
@@ -65,7 +44,7 @@ static void test_each_supported_version_is_echoed(void **state)
 
 static void test_initialize_result(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     int changed_before = e->fh.changed;
     json_t *r = init_with(e, "{\"protocolVersion\":\"2025-11-25\",\"capabilities\":{\"sampling\":"
                              "{}},\"clientInfo\":{\"name\":\"c\",\"version\":\"1\"}}");
@@ -97,7 +76,7 @@ static void test_initialize_result(void **state)
 
 static void test_unknown_date_gets_latest(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *r = init_with(e, "{\"protocolVersion\":\"2031-01-01\",\"capabilities\":{}}");
     assert_string_equal(json_string_value(json_object_get(fakehost_result(r), "protocolVersion")),
                         MCP_PROTOCOL_LATEST);
@@ -105,7 +84,7 @@ static void test_unknown_date_gets_latest(void **state)
     json_decref(r);
 }
 
-static void expect_unsupported(struct env *e, const char *params, const json_t *requested)
+static void expect_unsupported(struct fakeenv *e, const char *params, const json_t *requested)
 {
     json_t *r = init_with(e, params);
     assert_int_equal(fakehost_error_code(r), MCP_INVALID_PARAMS);
@@ -124,7 +103,7 @@ static void expect_unsupported(struct env *e, const char *params, const json_t *
 
 static void test_bad_versions(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *v = json_string("1.0.0");
     expect_unsupported(e, "{\"protocolVersion\":\"1.0.0\",\"capabilities\":{}}", v);
     json_decref(v);
@@ -143,7 +122,7 @@ static void test_bad_versions(void **state)
 
 static void test_ping_and_set_level(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_decref(fakehost_initialize(e->srv, e->s, "2025-11-25", NULL));
     json_t *r = fakehost_request(e->srv, e->s, 2, "ping", NULL, NULL);
     assert_true(json_is_object(fakehost_result(r)));
@@ -173,7 +152,7 @@ static void test_ping_and_set_level(void **state)
 
 static void test_log_filtering(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_decref(fakehost_initialize(e->srv, e->s, "2025-11-25", NULL));
     json_decref(fakehost_take(&e->fh));
     /* No level set yet: everything passes. */
@@ -228,12 +207,12 @@ static void test_server_options(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_each_supported_version_is_echoed, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_initialize_result, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_unknown_date_gets_latest, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_versions, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_ping_and_set_level, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_log_filtering, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_each_supported_version_is_echoed, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_initialize_result, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_date_gets_latest, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_versions, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_ping_and_set_level, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_log_filtering, setup, fakeenv_teardown),
         cmocka_unit_test(test_server_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -8,39 +8,17 @@
 
 #include "mcp_fakehost.h"
 
-struct env {
-    struct fakehost fh;
-    mcp_server *srv;
-    mcp_session *s;
-    json_int_t next_id;
-};
-
 static int setup(void **state)
 {
-    struct env *e = calloc(1, sizeof(*e));
-    fakehost_init(&e->fh);
-    char err[256];
     struct mcp_server_opts o = {.packs = "core,conformance"};
-    e->srv = mcp_server_new(&o, &fakehost_ops, &e->fh, err, sizeof(err));
-    assert_non_null(e->srv);
-    e->s = mcp_session_new(e->srv, "s1");
-    json_decref(fakehost_initialize(e->srv, e->s, "2025-11-25", NULL));
-    json_decref(fakehost_take(&e->fh));
+    struct fakeenv *e = fakeenv_new(&o, NULL, "s1", "2025-11-25", NULL);
+    assert_non_null(e);
     e->next_id = 1;
     *state = e;
     return 0;
 }
 
-static int teardown(void **state)
-{
-    struct env *e = *state;
-    mcp_server_free(e->srv);
-    fakehost_fini(&e->fh);
-    free(e);
-    return 0;
-}
-
-static json_t *req(struct env *e, const char *method, const char *params)
+static json_t *req(struct fakeenv *e, const char *method, const char *params)
 {
     json_t *r = fakehost_request(e->srv, e->s, e->next_id++, method, params, NULL);
     assert_non_null(r);
@@ -54,7 +32,7 @@ static const json_t *content0(const json_t *r)
 
 static void test_list_and_read(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *r = req(e, "resources/list", NULL);
     const json_t *res = json_object_get(fakehost_result(r), "resources");
     assert_int_equal(json_array_size(res), 3);
@@ -84,7 +62,7 @@ static void test_list_and_read(void **state)
 
 static void test_templates(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *r = req(e, "resources/templates/list", NULL);
     const json_t *t = json_object_get(fakehost_result(r), "resourceTemplates");
     assert_int_equal(json_array_size(t), 2);
@@ -123,7 +101,7 @@ static void test_templates(void **state)
 
 static void test_subscriptions(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     mcp_session *other = mcp_session_new(e->srv, "s2");
     json_decref(fakehost_initialize(e->srv, other, "2025-11-25", NULL));
     int changed = e->fh.changed;
@@ -167,7 +145,7 @@ static void test_subscriptions(void **state)
 
 static void test_prompts(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *r = req(e, "prompts/list", NULL);
     const json_t *ps = json_object_get(fakehost_result(r), "prompts");
     assert_int_equal(json_array_size(ps), 6);
@@ -244,7 +222,7 @@ static const json_t *values(const json_t *r)
 
 static void test_completion(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *r = req(e, "completion/complete",
                     "{\"ref\":{\"type\":\"ref/prompt\",\"name\":\"test_prompt_with_arguments\"},"
                     "\"argument\":{\"name\":\"arg1\",\"value\":\"par\"}}");
@@ -313,7 +291,7 @@ static json_t *empty_prompt(mcp_call *c, const json_t *args, void *ud)
 
 static void test_completion_cap(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     char err[128];
     struct mcp_prompt_def def = {.name = "big", .get = empty_prompt, .complete = many};
     assert_int_equal(mcp_server_add_prompt(e->srv, &def, err, sizeof(err)), 0);
@@ -335,12 +313,12 @@ static void test_completion_cap(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_list_and_read, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_templates, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_subscriptions, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_prompts, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_completion, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_completion_cap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_list_and_read, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_templates, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_subscriptions, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_prompts, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_completion, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_completion_cap, setup, fakeenv_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -9,29 +9,10 @@
 #include "mcp_fakehost.h"
 #include "mcp_internal.h"
 
-struct env {
-    struct fakehost fh;
-    mcp_server *srv;
-};
-
 static int setup(void **state)
 {
-    struct env *e = calloc(1, sizeof(*e));
-    fakehost_init(&e->fh);
-    char err[256];
     struct mcp_server_opts o = {.packs = "core"};
-    e->srv = mcp_server_new(&o, &fakehost_ops, &e->fh, err, sizeof(err));
-    assert_non_null(e->srv);
-    *state = e;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct env *e = *state;
-    mcp_server_free(e->srv);
-    fakehost_fini(&e->fh);
-    free(e);
+    assert_non_null(*state = fakeenv_new(&o, NULL, NULL, NULL, NULL));
     return 0;
 }
 
@@ -48,7 +29,7 @@ static void must_ok(mcp_server *srv, mcp_session *s, json_int_t id, const char *
 
 static void test_fresh_session(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     mcp_session *s = mcp_session_new(e->srv, "abc");
     assert_string_equal(mcp_session_id(s), "abc");
     assert_false(mcp_session_initialized(s));
@@ -72,7 +53,7 @@ static void test_fresh_session(void **state)
 
 static void test_round_trip(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     mcp_session *s = mcp_session_new(e->srv, "sess-42");
     json_decref(fakehost_initialize(e->srv, s, "2025-06-18",
                                     "{\"sampling\":{},\"roots\":{\"listChanged\":true}}"));
@@ -143,7 +124,7 @@ static void test_round_trip(void **state)
 
 static void test_restore_errors(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     static const char *const bad[] = {
         "[]",
         "{\"v\":2,\"id\":\"x\",\"epoch\":1,\"seq\":0,\"initialized\":false}",
@@ -182,7 +163,7 @@ static void test_restore_errors(void **state)
 
 static void test_pending_calls_are_not_durable(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     mcp_session *s = mcp_session_new(e->srv, "p");
     json_decref(fakehost_initialize(e->srv, s, "2025-11-25", NULL));
     bool pending = false;
@@ -203,7 +184,7 @@ static void test_pending_calls_are_not_durable(void **state)
 /* Sessions of clients that sent equal info and capabilities share one copy of each. */
 static void test_client_values_shared(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     mcp_session *a = mcp_session_new(e->srv, "a"), *b = mcp_session_new(e->srv, "b"),
                 *c = mcp_session_new(e->srv, "c"), *d = mcp_session_new(e->srv, "d");
     json_decref(fakehost_initialize(e->srv, a, "2025-06-18", "{\"roots\":{},\"sampling\":{}}"));
@@ -242,7 +223,7 @@ static void test_client_values_shared(void **state)
 /* Subscriptions and kv cost nothing until used and again once emptied; dumps do not change. */
 static void test_lazy_state(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     mcp_session *s = mcp_session_new(e->srv, "lazy");
     json_decref(fakehost_initialize(e->srv, s, "2025-11-25", NULL));
     assert_null(s->subs);
@@ -277,12 +258,12 @@ static void test_lazy_state(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_fresh_session, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_restore_errors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_pending_calls_are_not_durable, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_client_values_shared, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_lazy_state, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fresh_session, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_round_trip, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_restore_errors, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_pending_calls_are_not_durable, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_client_values_shared, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_lazy_state, setup, fakeenv_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

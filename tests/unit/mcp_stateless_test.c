@@ -21,11 +21,6 @@
 #define ALLCAPS "{\"sampling\":{},\"elicitation\":{},\"roots\":{}}"
 #define KEY "0123456789abcdef-shared-secret"
 
-struct env {
-    struct fakehost fh;
-    mcp_server *srv;
-};
-
 /* What the last emit saw of its session (the transient session's id and userdata). */
 static char last_sid[128];
 static void *last_ud;
@@ -63,19 +58,10 @@ static mcp_server *new_server(struct fakehost *fh, const char *key)
 
 static int setup(void **state)
 {
-    struct env *e = calloc(1, sizeof(*e));
+    struct fakeenv *e = calloc(1, sizeof(*e));
     fakehost_init(&e->fh);
     e->srv = new_server(&e->fh, KEY);
     *state = e;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct env *e = *state;
-    mcp_server_free(e->srv);
-    fakehost_fini(&e->fh);
-    free(e);
     return 0;
 }
 
@@ -197,7 +183,7 @@ static void routing_rule(void **state)
 
 static void discover(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *r = call(e->srv, 7, "server/discover", NULL, NULL);
     assert_int_equal(json_integer_value(json_object_get(r, "id")), 7);
     const json_t *d = res(r);
@@ -229,7 +215,7 @@ static void discover(void **state)
 /* server/discover is not a 2025 method; initialize is not a 2026 one. */
 static void eras_keep_their_methods(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     mcp_session *s = mcp_session_new(e->srv, "legacy");
     json_decref(fakehost_initialize(e->srv, s, "2025-11-25", "{}"));
     json_t *r = fakehost_request(e->srv, s, 2, "server/discover", NULL, NULL);
@@ -265,7 +251,7 @@ static json_t *raw(mcp_server *srv, const char *text, const struct mcp_stateless
 
 static void meta_required(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     struct mcp_stateless_ctx ctx = {
         .http = true, .protocol_header = V, .method_header = "server/discover"};
     static const char *const bad[] = {
@@ -310,7 +296,7 @@ static void meta_required(void **state)
 
 static void unsupported_version(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     struct mcp_stateless_ctx ctx = {
         .http = true, .protocol_header = "v999.0.0", .method_header = "server/discover"};
     json_t *r = raw(e->srv,
@@ -357,7 +343,7 @@ static int header_code(mcp_server *srv, const char *method, const char *params,
 
 static void headers_match_body(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     const char *echo = "{\"name\":\"echo\",\"arguments\":{\"text\":\"hi\"}}";
     struct mcp_stateless_ctx ok = {
         .http = true, .protocol_header = V, .method_header = "tools/call", .name_header = "echo"};
@@ -414,7 +400,7 @@ static void headers_match_body(void **state)
 
 static void results_carry_result_type(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *r = call(e->srv, 1, "tools/list", NULL, NULL);
     assert_string_equal(result_type(r), "complete");
     assert_true(json_array_size(json_object_get(res(r), "tools")) > 10);
@@ -468,7 +454,7 @@ static void results_carry_result_type(void **state)
 
 static void ttl_options(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     struct mcp_stateless_opts so = {.list_ttl_ms = 60000, .read_ttl_ms = 5000, .now_ms = now_fn};
     mcp_server_set_stateless_opts(e->srv, &so);
     json_t *r = call(e->srv, 1, "tools/list", NULL, NULL);
@@ -481,7 +467,7 @@ static void ttl_options(void **state)
 
 static void resource_not_found_is_invalid_params(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *r = call(e->srv, 1, "resources/read",
                      "{\"uri\":\"test://nonexistent-resource-for-conformance-testing\"}", NULL);
     assert_int_equal(fakehost_error_code(r), MCP_INVALID_PARAMS);
@@ -493,7 +479,7 @@ static void resource_not_found_is_invalid_params(void **state)
 
 static void wrong_shapes(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *r = raw(e->srv, "[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}]", NULL);
     assert_int_equal(fakehost_error_code(r), MCP_INVALID_REQUEST);
     assert_int_equal(mcp_stateless_http_status(r), 400);
@@ -545,7 +531,7 @@ static void http_statuses(void **state)
 
 static void elicitation_round_trip(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *r1 =
         call(e->srv, 1, "tools/call",
              "{\"name\":\"test_elicitation\",\"arguments\":{\"message\":\"Who?\"}}", ALLCAPS);
@@ -591,7 +577,7 @@ static void elicitation_round_trip(void **state)
 
 static void sampling_and_roots_round_trips(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *r1 =
         call(e->srv, 1, "tools/call",
              "{\"name\":\"test_input_required_result_sampling\",\"arguments\":{}}", ALLCAPS);
@@ -629,7 +615,7 @@ static void sampling_and_roots_round_trips(void **state)
 /* Answers without a requestState are taken at face value (the basic flow). */
 static void answers_without_state(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     char *p =
         retry_params("test_input_required_result_elicitation",
                      "{\"user_name\":{\"action\":\"accept\",\"content\":{\"name\":\"Alice\"}},"
@@ -654,7 +640,7 @@ static void answers_without_state(void **state)
 
 static void invalid_answers(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     static const char *const bad[] = {
         "{\"user_name\":12345}",
         "null",
@@ -682,7 +668,7 @@ static void invalid_answers(void **state)
 
 static void multi_round(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     const char *tool = "test_input_required_result_multi_round";
     json_t *r1 =
         call(e->srv, 1, "tools/call",
@@ -719,7 +705,7 @@ static void multi_round(void **state)
 
 static void multiple_inputs(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     const char *tool = "test_input_required_result_multiple_inputs";
     json_t *r1 =
         call(e->srv, 1, "tools/call",
@@ -756,7 +742,7 @@ static void multiple_inputs(void **state)
 
 static void request_state_verified(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     const char *tool = "test_input_required_result_request_state";
     json_t *r1 =
         call(e->srv, 1, "tools/call",
@@ -810,7 +796,7 @@ static void request_state_verified(void **state)
 /* Any engine with the same key resumes; another key refuses. */
 static void any_shard_resumes(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     struct fakehost fh2, fh3;
     fakehost_init(&fh2);
     fakehost_init(&fh3);
@@ -847,7 +833,7 @@ static void any_shard_resumes(void **state)
 /* A state issued to one principal is refused for another. */
 static void state_bound_to_principal(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *msg =
         mkreq(1, "tools/call",
               "{\"name\":\"test_input_required_result_elicitation\",\"arguments\":{}}", ALLCAPS);
@@ -875,7 +861,7 @@ static void state_bound_to_principal(void **state)
 
 static void capabilities_respected(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *r = call(e->srv, 401, "tools/call",
                      "{\"name\":\"test_missing_capability\",\"arguments\":{}}", "{}");
     assert_int_equal(fakehost_error_code(r), MCP_MISSING_CAPABILITY);
@@ -908,7 +894,7 @@ static void capabilities_respected(void **state)
 
 static void prompt_round_trip(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *r1 =
         call(e->srv, 1, "prompts/get", "{\"name\":\"test_input_required_result_prompt\"}", ALLCAPS);
     assert_string_equal(result_type(r1), "input_required");
@@ -947,7 +933,7 @@ static void keys_tool(mcp_call *c, const json_t *args, void *ud)
 
 static void request_keys(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     char err[128];
     struct mcp_tool_def def = {.name = "keys", .description = "asks", .run = keys_tool};
     assert_int_equal(mcp_server_add_tool(e->srv, &def, err, sizeof(err)), 0);
@@ -967,7 +953,7 @@ static void request_keys(void **state)
 
 static void async_call_in_transient_session(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *msg = mkreq(11, "tools/call",
                         "{\"name\":\"test_tool_with_progress\",\"arguments\":{},\"_meta\":{"
                         "\"progressToken\":\"p1\"}}",
@@ -1001,7 +987,7 @@ static void async_call_in_transient_session(void **state)
 /* No logLevel: no notifications/message; with one: filtered by it. */
 static void log_level_per_request(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *r =
         call(e->srv, 1, "tools/call", "{\"name\":\"test_logging_tool\",\"arguments\":{}}", NULL);
     json_t *em = fakehost_take(&e->fh);
@@ -1032,7 +1018,7 @@ static void log_level_per_request(void **state)
 
 static void cancel(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *msg = mkreq(12, "tools/call", "{\"name\":\"sleep\",\"arguments\":{\"ms\":5000}}", NULL);
     struct mcp_stateless_ctx ctx = headers_for(msg);
     ctx.key = "L1-7";
@@ -1062,7 +1048,7 @@ static void cancel(void **state)
 /* No sessions in 2026: the kv tools say so; sessions still have them. */
 static void kv_needs_a_session(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *r = call(e->srv, 1, "tools/call",
                      "{\"name\":\"kv_set\",\"arguments\":{\"key\":\"a\",\"value\":1}}", NULL);
     assert_true(fakehost_is_error(r));
@@ -1075,7 +1061,7 @@ static void kv_needs_a_session(void **state)
  * server->client requests (the key plays no part). */
 static void session_protocol_beside(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     mcp_session *s = mcp_session_new(e->srv, "legacy");
     json_decref(fakehost_initialize(e->srv, s, "2025-11-25", ALLCAPS));
     json_decref(fakehost_take(&e->fh));
@@ -1131,33 +1117,33 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(routing_rule),
-        cmocka_unit_test_setup_teardown(discover, setup, teardown),
-        cmocka_unit_test_setup_teardown(eras_keep_their_methods, setup, teardown),
-        cmocka_unit_test_setup_teardown(meta_required, setup, teardown),
-        cmocka_unit_test_setup_teardown(unsupported_version, setup, teardown),
-        cmocka_unit_test_setup_teardown(headers_match_body, setup, teardown),
-        cmocka_unit_test_setup_teardown(results_carry_result_type, setup, teardown),
-        cmocka_unit_test_setup_teardown(ttl_options, setup, teardown),
-        cmocka_unit_test_setup_teardown(resource_not_found_is_invalid_params, setup, teardown),
-        cmocka_unit_test_setup_teardown(wrong_shapes, setup, teardown),
+        cmocka_unit_test_setup_teardown(discover, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(eras_keep_their_methods, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(meta_required, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(unsupported_version, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(headers_match_body, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(results_carry_result_type, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(ttl_options, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(resource_not_found_is_invalid_params, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(wrong_shapes, setup, fakeenv_teardown),
         cmocka_unit_test(http_statuses),
-        cmocka_unit_test_setup_teardown(elicitation_round_trip, setup, teardown),
-        cmocka_unit_test_setup_teardown(sampling_and_roots_round_trips, setup, teardown),
-        cmocka_unit_test_setup_teardown(answers_without_state, setup, teardown),
-        cmocka_unit_test_setup_teardown(invalid_answers, setup, teardown),
-        cmocka_unit_test_setup_teardown(multi_round, setup, teardown),
-        cmocka_unit_test_setup_teardown(multiple_inputs, setup, teardown),
-        cmocka_unit_test_setup_teardown(request_state_verified, setup, teardown),
-        cmocka_unit_test_setup_teardown(any_shard_resumes, setup, teardown),
-        cmocka_unit_test_setup_teardown(state_bound_to_principal, setup, teardown),
-        cmocka_unit_test_setup_teardown(capabilities_respected, setup, teardown),
-        cmocka_unit_test_setup_teardown(prompt_round_trip, setup, teardown),
-        cmocka_unit_test_setup_teardown(request_keys, setup, teardown),
-        cmocka_unit_test_setup_teardown(async_call_in_transient_session, setup, teardown),
-        cmocka_unit_test_setup_teardown(log_level_per_request, setup, teardown),
-        cmocka_unit_test_setup_teardown(cancel, setup, teardown),
-        cmocka_unit_test_setup_teardown(kv_needs_a_session, setup, teardown),
-        cmocka_unit_test_setup_teardown(session_protocol_beside, setup, teardown),
+        cmocka_unit_test_setup_teardown(elicitation_round_trip, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(sampling_and_roots_round_trips, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(answers_without_state, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(invalid_answers, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(multi_round, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(multiple_inputs, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(request_state_verified, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(any_shard_resumes, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(state_bound_to_principal, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(capabilities_respected, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(prompt_round_trip, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(request_keys, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(async_call_in_transient_session, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(log_level_per_request, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(cancel, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(kv_needs_a_session, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(session_protocol_beside, setup, fakeenv_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,24 +8,11 @@
 
 #include "mcp_fakehost.h"
 
-struct env {
-    struct fakehost fh;
-    mcp_server *srv;
-    mcp_session *s;
-    json_int_t next_id;
-};
-
 static int setup_with(void **state, const char *packs, int page_size, const char *version)
 {
-    struct env *e = calloc(1, sizeof(*e));
-    fakehost_init(&e->fh);
-    char err[256];
     struct mcp_server_opts o = {.packs = packs, .page_size = page_size};
-    e->srv = mcp_server_new(&o, &fakehost_ops, &e->fh, err, sizeof(err));
-    assert_non_null(e->srv);
-    e->s = mcp_session_new(e->srv, "s1");
-    json_decref(fakehost_initialize(e->srv, e->s, version, NULL));
-    json_decref(fakehost_take(&e->fh));
+    struct fakeenv *e = fakeenv_new(&o, NULL, "s1", version, NULL);
+    assert_non_null(e);
     e->next_id = 100;
     *state = e;
     return 0;
@@ -46,16 +33,7 @@ static int setup_old(void **state)
     return setup_with(state, "core", 0, "2025-03-26");
 }
 
-static int teardown(void **state)
-{
-    struct env *e = *state;
-    mcp_server_free(e->srv);
-    fakehost_fini(&e->fh);
-    free(e);
-    return 0;
-}
-
-static json_t *req(struct env *e, const char *method, const char *params)
+static json_t *req(struct fakeenv *e, const char *method, const char *params)
 {
     bool pending = true;
     json_t *r = fakehost_request(e->srv, e->s, e->next_id++, method, params, &pending);
@@ -64,7 +42,7 @@ static json_t *req(struct env *e, const char *method, const char *params)
     return r;
 }
 
-static json_t *call(struct env *e, const char *tool, const char *args)
+static json_t *call(struct fakeenv *e, const char *tool, const char *args)
 {
     char params[2048];
     snprintf(params, sizeof(params), "{\"name\":\"%s\",\"arguments\":%s}", tool, args);
@@ -78,7 +56,7 @@ static const json_t *structured(const json_t *r)
 
 static void test_tools_list(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *r = req(e, "tools/list", NULL);
     const json_t *tools = json_object_get(fakehost_result(r), "tools");
     static const char *const names[] = {"echo",    "add",       "kv_set", "kv_get",
@@ -105,7 +83,7 @@ static void test_tools_list(void **state)
 
 static void test_tools_list_old_protocol(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *r = req(e, "tools/list", NULL);
     const json_t *t = json_array_get(json_object_get(fakehost_result(r), "tools"), 1);
     assert_string_equal(json_string_value(json_object_get(t, "name")), "add");
@@ -120,7 +98,7 @@ static void test_tools_list_old_protocol(void **state)
 }
 
 /* Walks every page of a list method; returns all items. */
-static json_t *collect(struct env *e, const char *method, const char *key, int *pages)
+static json_t *collect(struct fakeenv *e, const char *method, const char *key, int *pages)
 {
     json_t *all = json_array();
     char *cursor = NULL;
@@ -150,7 +128,7 @@ static json_t *collect(struct env *e, const char *method, const char *key, int *
 
 static void test_pagination(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     int pages;
     json_t *tools = collect(e, "tools/list", "tools", &pages);
     size_t n = mcp_server_tool_count(e->srv);
@@ -183,7 +161,7 @@ static void test_pagination(void **state)
 
 static void test_bad_cursors(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *r = req(e, "tools/list", "{\"cursor\":\"not-a-cursor!\"}");
     assert_int_equal(fakehost_error_code(r), MCP_INVALID_PARAMS);
     json_decref(r);
@@ -208,7 +186,7 @@ static void test_bad_cursors(void **state)
 
 static void test_echo_add(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_t *r = call(e, "echo", "{\"text\":\"hello \\u00e9\"}");
     assert_false(fakehost_is_error(r));
     assert_string_equal(fakehost_text(r, 0), "hello \xc3\xa9");
@@ -233,7 +211,7 @@ static void test_echo_add(void **state)
 
 static void test_call_errors(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     /* Bad arguments are tool errors the model can read... */
     json_t *r = call(e, "add", "{\"a\":\"x\",\"b\":2}");
     assert_true(fakehost_is_error(r));
@@ -274,7 +252,7 @@ static void test_call_errors(void **state)
 
 static void test_kv(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     uint64_t seq0 = mcp_session_seq(e->s);
     int changed0 = e->fh.changed;
     json_t *r = call(e, "kv_set", "{\"key\":\"color\",\"value\":\"blue\"}");
@@ -330,7 +308,7 @@ static void test_kv(void **state)
 
 static void test_kv_resources(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_decref(req(e, "resources/subscribe", "{\"uri\":\"kv://a%20b\"}"));
     json_decref(fakehost_take(&e->fh));
     int changed = e->fh.changed;
@@ -383,7 +361,7 @@ static void run_noop(mcp_call *c, const json_t *args, void *ud)
 
 static void test_registry(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     int runs = 0;
     char err[256];
     struct mcp_tool_def def = {
@@ -425,7 +403,7 @@ static void run_bad_output(mcp_call *c, const json_t *args, void *ud)
 
 static void test_schema_validation(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     char err[256];
     json_t *schema =
         json_loads("{\"type\":\"object\",\"properties\":{"
@@ -495,7 +473,7 @@ static void test_schema_validation(void **state)
 
 static void test_kv_uri_escaping(void **state)
 {
-    struct env *e = *state;
+    struct fakeenv *e = *state;
     json_decref(call(e, "kv_set", "{\"key\":\"a/b?c\",\"value\":1}"));
     json_t *r = req(e, "resources/list", NULL);
     const json_t *res = json_array_get(json_object_get(fakehost_result(r), "resources"), 0);
@@ -522,17 +500,17 @@ static void test_kv_uri_escaping(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_tools_list, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_tools_list_old_protocol, setup_old, teardown),
-        cmocka_unit_test_setup_teardown(test_pagination, setup_paged, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_cursors, setup_paged, teardown),
-        cmocka_unit_test_setup_teardown(test_echo_add, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_call_errors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_kv, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_kv_resources, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_registry, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_schema_validation, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_kv_uri_escaping, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tools_list, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_tools_list_old_protocol, setup_old, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_pagination, setup_paged, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_cursors, setup_paged, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_echo_add, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_call_errors, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_kv, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_kv_resources, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_registry, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_schema_validation, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_kv_uri_escaping, setup, fakeenv_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

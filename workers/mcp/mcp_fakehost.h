@@ -188,6 +188,51 @@ static inline json_t *fakehost_initialize(mcp_server *srv, mcp_session *s, const
     return r;
 }
 
+/* What an engine test starts from: a server on a fake host, and maybe a session. */
+struct fakeenv {
+    struct fakehost fh;
+    mcp_server *srv;
+    mcp_session *s; /* NULL unless a session id was given */
+    json_int_t next_id;
+};
+
+/* A server with options o on ops (NULL: fakehost_ops); with sid, a session; with version
+ * too, that session is initialized with caps (JSON text or NULL) and what it emitted is
+ * dropped. NULL when the server could not be made. */
+static inline struct fakeenv *fakeenv_new(const struct mcp_server_opts *o,
+                                          const struct mcp_host_ops *ops, const char *sid,
+                                          const char *version, const char *caps)
+{
+    struct fakeenv *e = calloc(1, sizeof(*e));
+    if (!e)
+        return NULL;
+    fakehost_init(&e->fh);
+    char err[256];
+    e->srv = mcp_server_new(o, ops ? ops : &fakehost_ops, &e->fh, err, sizeof(err));
+    if (!e->srv) {
+        fakehost_fini(&e->fh);
+        free(e);
+        return NULL;
+    }
+    if (sid)
+        e->s = mcp_session_new(e->srv, sid);
+    if (sid && version) {
+        json_decref(fakehost_initialize(e->srv, e->s, version, caps));
+        json_decref(fakehost_take(&e->fh));
+    }
+    return e;
+}
+
+/* A cmocka teardown for the fakeenv in *state. */
+static inline int fakeenv_teardown(void **state)
+{
+    struct fakeenv *e = *state;
+    mcp_server_free(e->srv);
+    fakehost_fini(&e->fh);
+    free(e);
+    return 0;
+}
+
 /* Accessors for assertions: 0 / NULL when the response is not of that shape. */
 static inline int fakehost_error_code(const json_t *r)
 {
