@@ -134,12 +134,20 @@ static json_t *handle_request(mcp_server *srv, mcp_session *s, const json_t *msg
     json_decref(empty);
     if (!c->done && !s) /* nowhere to park it: only session requests can wait */
         mcp_call_error(c, MCP_INTERNAL_ERROR, "Internal error: request needs a session", NULL);
+    return mcpi_call_settle(c, s, pending);
+}
+
+json_t *mcpi_call_settle(mcp_call *c, mcp_session *s, bool *pending)
+{
     c->sync = false;
     if (c->done) {
         json_t *resp = c->response;
         c->response = NULL;
         mcpi_call_free(c);
-        mcpi_session_flush(s);
+        if (s && s->stateless)
+            mcp_session_free(s); /* a stateless request's session lives as long as it */
+        else
+            mcpi_session_flush(s);
         return resp;
     }
     /* The handler kept the call: it finishes later through ops->emit. */

@@ -204,6 +204,9 @@ size_t mcpi_shared_count(const mcp_server *srv); /* distinct values held */
 /* session.c */
 mcp_session *mcpi_session_transient(mcp_server *srv, const char *id);
 void mcpi_session_changed(mcp_session *s); /* count a durable change */
+/* After a handler ran: its response, or NULL (and *pending) when it kept the call, which
+ * then finishes through ops->emit. A stateless request's session goes with its response. */
+json_t *mcpi_call_settle(mcp_call *c, mcp_session *s, bool *pending);
 void mcpi_session_flush(mcp_session *s);   /* tell the host before replying */
 bool mcpi_level_passes(const mcp_session *s, enum mcp_log_level level);
 int mcpi_session_subscribe(mcp_session *s, const char *uri, bool on);

@@ -326,18 +326,7 @@ static json_t *handle_request(mcp_server *srv, const json_t *msg,
     json_decref(empty);
     if (c->mrtr && !c->done)
         mcpi_mrtr_settle(c);
-    c->sync = false;
-    if (c->done) {
-        json_t *resp = c->response;
-        c->response = NULL;
-        mcpi_call_free(c);
-        mcp_session_free(s);
-        return resp;
-    }
-    HASH_ADD_KEYPTR(hh, s->inflight, c->key, strlen(c->key), c);
-    if (pending)
-        *pending = true;
-    return NULL;
+    return mcpi_call_settle(c, s, pending);
 }
 
 json_t *mcp_handle_stateless(mcp_server *srv, json_t *msg, const struct mcp_stateless_ctx *ctx,
