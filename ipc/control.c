@@ -17,6 +17,7 @@
 static struct {
     struct ev_loop *loop;
     nng_socket sub;
+    struct ipc_keep keep; /* the dial to the control publisher */
     bool open;
     ev_io w;
     control_fn cb;
@@ -160,8 +161,8 @@ int control_subscribe(struct ev_loop *loop, const char *run_dir, control_fn cb)
     }
     nng_socket_set(C.sub, NNG_OPT_SUB_SUBSCRIBE, "", 0);
     ipc_socket_tune(C.sub);
-    if ((rv = nng_dial(C.sub, addr, NULL, NNG_FLAG_NONBLOCK)) != 0 ||
-        (rv = nng_socket_get_int(C.sub, NNG_OPT_RECVFD, &fd)) != 0) {
+    if ((rv = nng_socket_get_int(C.sub, NNG_OPT_RECVFD, &fd)) != 0 ||
+        (rv = ipc_keep_dial(&C.keep, loop, C.sub, addr, NULL, NULL)) != 0) {
         log_warn("control_subscribe_failed", "{s:s,s:s,s:s}", "address", addr, "error",
                  nng_strerror(rv), "effect",
                  "drain and log_level orders will not reach this process");
@@ -188,6 +189,7 @@ void control_unsubscribe(void)
     C.open = false;
     ev_ref(C.loop);
     ev_io_stop(C.loop, &C.w);
+    ipc_keep_stop(&C.keep);
     nng_close(C.sub);
 }
 

@@ -7,7 +7,8 @@
  * the metrics worker, and a worker that is down or restarting costs one
  * dropped message. When the worker (re)connects, the pipe notification makes
  * us publish at once, so a restarted worker has every process's numbers
- * within milliseconds instead of a second.
+ * within milliseconds instead of a second; ipc_keep (ipc.h) makes sure the
+ * dial to a restarted worker is really made again.
  */
 #define _GNU_SOURCE
 #include "stats.h"
@@ -43,7 +44,7 @@ static struct {
     nng_socket pub;
     bool open;
     ev_timer tick;
-    ev_async wake; /* from nng's thread when the metrics worker connects */
+    struct ipc_keep keep; /* the dial to the metrics worker */
     char role[32], id[64];
     double started_ms;
     unsigned long seq;
@@ -200,22 +201,11 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
     stats_publish_now();
 }
 
-static void wake_cb(struct ev_loop *loop, ev_async *w, int revents)
+/* On the loop: the metrics worker has (re)connected. */
+static void connected(void *arg)
 {
-    (void)loop;
-    (void)w;
-    (void)revents;
-    stats_publish_now();
-}
-
-/* nng's thread: the metrics worker has (re)connected. */
-static void pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
-{
-    (void)p;
-    (void)ev;
     (void)arg;
-    if (S.loop)
-        ev_async_send(S.loop, &S.wake);
+    stats_publish_now();
 }
 
 void stats_init(struct ev_loop *loop, const char *run_dir, const char *role, const char *id)
@@ -235,18 +225,14 @@ void stats_init(struct ev_loop *loop, const char *run_dir, const char *role, con
     }
     ipc_socket_tune(S.pub);
     S.loop = loop;
-    ev_async_init(&S.wake, wake_cb);
-    ev_async_start(loop, &S.wake);
-    nng_pipe_notify(S.pub, NNG_PIPE_EV_ADD_POST, pipe_cb, NULL);
-    /* Non-blocking: the metrics worker starts after most processes; nng keeps dialling. */
-    rv = nng_dial(S.pub, addr, NULL, NNG_FLAG_NONBLOCK);
+    /* The metrics worker starts after most processes; the dial keeps trying. */
+    rv = ipc_keep_dial(&S.keep, loop, S.pub, addr, connected, NULL);
     if (rv != 0)
         log_warn("stats_dial_failed", "{s:s,s:s}", "address", addr, "error", nng_strerror(rv));
     S.open = true;
     ev_timer_init(&S.tick, tick_cb, STATS_INTERVAL, STATS_INTERVAL);
     ev_timer_start(loop, &S.tick);
     /* The timer must not keep a loop alive that would otherwise end. */
-    ev_unref(loop);
     ev_unref(loop);
 }
 
@@ -256,9 +242,8 @@ void stats_shutdown(void)
         return;
     S.open = false;
     ev_ref(S.loop);
-    ev_ref(S.loop);
     ev_timer_stop(S.loop, &S.tick);
-    ev_async_stop(S.loop, &S.wake);
+    ipc_keep_stop(&S.keep);
     nng_close(S.pub);
     S.loop = NULL;
     /* The registry stays: code may still hold handles into it until the process exits. */

@@ -52,6 +52,7 @@ static struct {
     struct ipc_bridge *bridge;
     int shard;
     nng_socket sup;
+    struct ipc_keep sup_keep; /* the dial to tool_sup */
     bool sup_open;
     struct ext_tool *tools;
     int ntools;
@@ -332,7 +333,7 @@ int shard_tools_init(mcp_server *srv, struct cfg *cfg, const char *run_dir, int 
     if (nng_req0_open(&X.sup) == 0) {
         ipc_socket_tune(X.sup);
         nng_socket_set_ms(X.sup, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
-        nng_dial(X.sup, addr, NULL, NNG_FLAG_NONBLOCK);
+        ipc_keep_dial(&X.sup_keep, bridge->loop, X.sup, addr, NULL, NULL);
         X.sup_open = true;
     }
     log_info("external_tools", "{s:i}", "count", X.ntools);
@@ -346,8 +347,10 @@ void shard_tools_shutdown(void)
             shard_tools_terminate(X.runs->pid);
         run_free(X.runs);
     }
-    if (X.sup_open)
+    if (X.sup_open) {
+        ipc_keep_stop(&X.sup_keep);
         nng_close(X.sup);
+    }
     X.sup_open = false;
     free(X.tools);
     X.tools = NULL;

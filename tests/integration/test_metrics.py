@@ -237,15 +237,20 @@ class MetricsTest(unittest.TestCase):
         # Counters live with their owners: the new worker shows the same totals (each process
         # republishes every second; the bound is generous for sanitizer builds on a loaded box).
         deadline = time.monotonic() + 20
+        seen = None
         while True:
             try:
                 m = metrics(self.p.metrics)
-                if m.get(("cmcp_supervisor_restarts_total", label)) == restarts and \
-                        m.get(("cmcp_ready", "")) == 1:
+                seen = (m.get(("cmcp_supervisor_restarts_total", label)), m.get(("cmcp_ready", "")))
+                if seen == (restarts, 1):
                     break
-            except OSError:
-                pass
-            self.assertLess(time.monotonic(), deadline, "counters did not come back")
+            except OSError as e:
+                seen = e
+            if time.monotonic() > deadline:
+                ready = http_get(self.p.metrics, "/ready")[2].decode(errors="replace")
+                tail = "\n".join(self.node.stderr_text().splitlines()[-40:])
+                self.fail(f"counters did not come back: shard-1 restarts and cmcp_ready are {seen}, "
+                          f"want ({restarts}, 1); /ready says {ready}\nlast log lines:\n{tail}")
             time.sleep(0.05)
         self.assertEqual(m[("cmcp_supervisor_restarts_total",
                             'supervisor="root",child="metrics"')], 1)
