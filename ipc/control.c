@@ -18,6 +18,7 @@ static struct {
     struct ev_loop *loop;
     nng_socket sub;
     struct ipc_keep keep; /* the dial to the control publisher */
+    char run_dir[512];
     bool open;
     ev_io w;
     control_fn cb;
@@ -145,12 +146,25 @@ static void sub_cb(struct ev_loop *loop, ev_io *w, int revents)
     }
 }
 
+/* Applies what RUN/control.state says (an order may have gone out while we were not connected). */
+static void resync(void *arg)
+{
+    (void)arg;
+    json_t *st = control_state_read(C.run_dir);
+    if (st) {
+        json_object_set_new(st, "op", json_string("state"));
+        apply(st);
+        json_decref(st);
+    }
+}
+
 int control_subscribe(struct ev_loop *loop, const char *run_dir, control_fn cb)
 {
     if (C.open)
         return 0;
     C.loop = loop;
     C.cb = cb;
+    snprintf(C.run_dir, sizeof(C.run_dir), "%s", run_dir);
     char addr[512];
     control_address(addr, sizeof(addr), run_dir);
     int rv, fd;
@@ -162,7 +176,7 @@ int control_subscribe(struct ev_loop *loop, const char *run_dir, control_fn cb)
     nng_socket_set(C.sub, NNG_OPT_SUB_SUBSCRIBE, "", 0);
     ipc_socket_tune(C.sub);
     if ((rv = nng_socket_get_int(C.sub, NNG_OPT_RECVFD, &fd)) != 0 ||
-        (rv = ipc_keep_dial(&C.keep, loop, C.sub, addr, NULL, NULL)) != 0) {
+        (rv = ipc_keep_dial(&C.keep, loop, C.sub, addr, resync, NULL)) != 0) {
         log_warn("control_subscribe_failed", "{s:s,s:s,s:s}", "address", addr, "error",
                  nng_strerror(rv), "effect",
                  "drain and log_level orders will not reach this process");
@@ -173,12 +187,7 @@ int control_subscribe(struct ev_loop *loop, const char *run_dir, control_fn cb)
     ev_io_init(&C.w, sub_cb, fd, EV_READ);
     ev_io_start(loop, &C.w);
     ev_unref(loop); /* a subscription alone does not keep a loop running */
-    json_t *st = control_state_read(run_dir);
-    if (st) {
-        json_object_set_new(st, "op", json_string("state"));
-        apply(st);
-        json_decref(st);
-    }
+    resync(NULL);
     return 0;
 }
 
