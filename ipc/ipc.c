@@ -100,6 +100,7 @@ static void keep_up_cb(struct ev_loop *loop, ev_async *w, int revents)
     (void)loop;
     (void)revents;
     struct ipc_keep *k = w->data;
+    k->ever_up = true;
     if (k->on_up)
         k->on_up(k->arg);
 }
@@ -130,10 +131,17 @@ static void keep_check_cb(struct ev_loop *loop, ev_timer *w, int revents)
     nng_dialer_close(k->dialer);
     int rv = nng_dial(k->sock, k->addr, &k->dialer, NNG_FLAG_NONBLOCK);
     k->redials++;
-    if (!k->warned || rv != 0)
-        log_warn("ipc_redial", "{s:s,s:f,s:s,s:s}", "address", k->addr, "down_s",
-                 now - k->down_since, "result", rv == 0 ? "dialling" : nng_strerror(rv), "effect",
-                 "no connection to this peer yet; dialling again with a fresh dialer");
+    if (!k->warned || rv != 0) {
+        /* A peer that has not come up yet (the metrics worker starts after shards that may
+         * spend seconds recovering) is routine; losing a connection we had is worth a warning. */
+        if (k->ever_up || rv != 0)
+            log_warn("ipc_redial", "{s:s,s:f,s:s,s:s}", "address", k->addr, "down_s",
+                     now - k->down_since, "result", rv == 0 ? "dialling" : nng_strerror(rv),
+                     "effect", "no connection to this peer yet; dialling again with a fresh dialer");
+        else
+            log_info("ipc_redial", "{s:s,s:f,s:s}", "address", k->addr, "down_s",
+                     now - k->down_since, "result", "dialling; the peer has not been reached yet");
+    }
     k->warned = true;
 }
 

@@ -69,6 +69,7 @@ struct ipc_keep {
     double down_since; /* loop time since which there was no pipe; 0 while connected */
     double next_redial;
     bool warned;       /* this outage was logged */
+    bool ever_up;      /* a connection was seen at least once */
     unsigned long redials;
     ev_timer check;
     ev_async up;
