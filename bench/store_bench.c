@@ -29,7 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "store.h"
+#include "workers/store/store.h"
 
 #define POOL 10000
 #define MAX_EVENTS 256

@@ -1,8 +1,8 @@
 /* Cookie-keyed mutual authentication and message sealing (auth.h has the protocol). */
 #define _GNU_SOURCE
-#include "auth.h"
+#include "ipc/auth.h"
 
-#include "cmcp.h"
+#include "base/cmcp.h"
 
 #include <errno.h>
 #include <fcntl.h>

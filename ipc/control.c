@@ -1,6 +1,6 @@
 /* The node control broadcast, subscriber side and state file (control.h). */
 #define _GNU_SOURCE
-#include "control.h"
+#include "ipc/control.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -11,8 +11,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "ipc.h"
-#include "log.h"
+#include "ipc/addr.h"
+#include "ipc/ipc.h"
+#include "base/log.h"
 
 static struct {
     struct ev_loop *loop;
@@ -25,11 +26,6 @@ static struct {
     bool draining;
     char level[16];
 } C;
-
-void control_address(char *buf, size_t len, const char *run_dir)
-{
-    snprintf(buf, len, "ipc://%s/control.sock", run_dir);
-}
 
 static void state_path(char *buf, size_t len, const char *run_dir)
 {
@@ -166,7 +162,7 @@ int control_subscribe(struct ev_loop *loop, const char *run_dir, control_fn cb)
     C.cb = cb;
     snprintf(C.run_dir, sizeof(C.run_dir), "%s", run_dir);
     char addr[512];
-    control_address(addr, sizeof(addr), run_dir);
+    ipc_addr_control(addr, sizeof(addr), run_dir);
     int rv, fd;
     if ((rv = nng_sub0_open(&C.sub)) != 0) {
         log_warn("control_subscribe_failed", "{s:s,s:s}", "error", nng_strerror(rv), "effect",

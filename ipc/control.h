@@ -42,7 +42,6 @@ void control_unsubscribe(void);
 /* The last known state (false before any news). */
 bool control_draining(void);
 
-void control_address(char *buf, size_t len, const char *run_dir);
 
 /* Admin side: persist / read the state file (RUN/control.state). */
 int control_state_write(const char *run_dir, bool drain, const char *log_level);

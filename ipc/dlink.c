@@ -1,6 +1,6 @@
 /* Length-prefixed frames over a non-blocking AF_UNIX stream (dlink.h). */
 #define _GNU_SOURCE
-#include "dlink.h"
+#include "ipc/dlink.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #define READ_CHUNK (64u << 10)
@@ -184,8 +183,9 @@ static int reserve_out(struct dlink *l, size_t need)
     return 0;
 }
 
-static void put_len(char *p, uint32_t n)
+void dlink_frame_prefix(char *p, size_t len)
 {
+    uint32_t n = (uint32_t)len;
     p[0] = (char)(n & 0xff);
     p[1] = (char)((n >> 8) & 0xff);
     p[2] = (char)((n >> 16) & 0xff);
@@ -211,188 +211,20 @@ int dlink_send_frame(struct dlink *l, const char *frame, size_t len)
     return 0;
 }
 
-int dlink_send(struct dlink *l, const json_t *hdr, const char *body, size_t blen)
+char *dlink_reserve(struct dlink *l, size_t max_payload)
 {
-    if (!l || l->dead)
-        return -1;
-    /* The header is dumped straight into the buffer: no intermediate copy. */
-    size_t guess = 256;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        if (reserve_out(l, DLINK_HDR + guess + 1 + blen) != 0)
-            return -1;
-        char *p = l->obuf + l->olen;
-        size_t hl = json_dumpb(hdr, p + DLINK_HDR, guess, JSON_COMPACT);
-        if (hl == 0)
-            return -1;
-        if (hl > guess) {
-            guess = hl;
-            continue;
-        }
-        size_t n = hl + 1 + blen;
-        if (n > DLINK_MAX_FRAME)
-            return -1;
-        put_len(p, (uint32_t)n);
-        p[DLINK_HDR + hl] = '\n';
-        if (blen)
-            memcpy(p + DLINK_HDR + hl + 1, body, blen);
-        l->olen += DLINK_HDR + n;
-        l->queued += DLINK_HDR + n;
-        dirty_add(l);
-        return 0;
-    }
-    return -1;
-}
-
-char *dlink_frame_build(const json_t *hdr, const char *body, size_t blen, size_t *len,
-                        size_t *body_off)
-{
-    char *h = json_dumps(hdr, JSON_COMPACT);
-    if (!h)
+    if (!l || l->dead || max_payload > DLINK_MAX_FRAME ||
+        reserve_out(l, DLINK_HDR + max_payload) != 0)
         return NULL;
-    size_t hl = strlen(h);
-    size_t n = hl + 1 + blen;
-    char *f = n <= DLINK_MAX_FRAME ? malloc(DLINK_HDR + n) : NULL;
-    if (f) {
-        put_len(f, (uint32_t)n);
-        memcpy(f + DLINK_HDR, h, hl);
-        f[DLINK_HDR + hl] = '\n';
-        if (blen)
-            memcpy(f + DLINK_HDR + hl + 1, body, blen);
-        *len = DLINK_HDR + n;
-        if (body_off)
-            *body_off = DLINK_HDR + hl + 1;
-    }
-    free(h);
-    return f;
+    return l->obuf + l->olen + DLINK_HDR;
 }
 
-static void put_u64(char *p, uint64_t v)
+void dlink_commit(struct dlink *l, size_t payload_len)
 {
-    for (int i = 0; i < 8; i++)
-        p[i] = (char)((v >> (8 * i)) & 0xff);
-}
-
-static uint64_t get_u64(const char *p)
-{
-    const unsigned char *u = (const unsigned char *)p;
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | u[i];
-    return v;
-}
-
-/* A length-prefixed short string; -1 when it does not fit in 255 bytes. */
-static int put_str(char **pp, const char *str)
-{
-    size_t n = str ? strlen(str) : 0;
-    if (n > 255)
-        return -1;
-    **pp = (char)n;
-    if (n)
-        memcpy(*pp + 1, str, n);
-    *pp += 1 + n;
-    return 0;
-}
-
-static int get_str(const char **pp, const char *end, char *out, size_t outlen)
-{
-    if (*pp >= end)
-        return -1;
-    size_t n = (unsigned char)**pp;
-    if ((size_t)(end - *pp) < 1 + n || n >= outlen)
-        return -1;
-    memcpy(out, *pp + 1, n);
-    out[n] = '\0';
-    *pp += 1 + n;
-    return 0;
-}
-
-char *dlink_msg_build(uint64_t tok, int lid, const char *tr, const char *sid, const char *body,
-                      size_t blen, size_t *len, size_t *body_off)
-{
-    size_t trl = tr ? strlen(tr) : 0, sl = sid ? strlen(sid) : 0;
-    if (trl > 15 || sl > 63)
-        return NULL;
-    size_t n = 1 + 8 + 2 + 1 + trl + 1 + sl + blen;
-    if (n > DLINK_MAX_FRAME)
-        return NULL;
-    char *f = malloc(DLINK_HDR + n);
-    if (!f)
-        return NULL;
-    put_len(f, (uint32_t)n);
-    char *p = f + DLINK_HDR;
-    *p++ = DLINK_REC_MSG;
-    put_u64(p, tok);
-    p += 8;
-    *p++ = (char)(lid & 0xff);
-    *p++ = (char)((lid >> 8) & 0xff);
-    put_str(&p, tr);
-    put_str(&p, sid);
-    *body_off = (size_t)(p - f);
-    if (blen)
-        memcpy(p, body, blen);
-    *len = DLINK_HDR + n;
-    return f;
-}
-
-/* A record's fixed head: kind, tok u64, a u16 (listener or status). */
-static int rec_head(const char *data, size_t len, char kind, uint64_t *tok, int *u16)
-{
-    if (len < 1 + 8 + 2 || data[0] != kind)
-        return -1;
-    *tok = get_u64(data + 1);
-    *u16 = (unsigned char)data[9] | (unsigned char)data[10] << 8;
-    return 0;
-}
-
-int dlink_msg_parse(const char *data, size_t len, struct dlink_msg *m)
-{
-    if (rec_head(data, len, DLINK_REC_MSG, &m->tok, &m->lid) != 0)
-        return -1;
-    const char *p = data + 11, *end = data + len;
-    if (get_str(&p, end, m->tr, sizeof(m->tr)) != 0 || get_str(&p, end, m->sid, sizeof(m->sid)) != 0)
-        return -1;
-    m->body = p;
-    m->blen = (size_t)(end - p);
-    return 0;
-}
-
-int dlink_send_reply(struct dlink *l, uint64_t tok, int st, const char *sid, const char *body,
-                     size_t blen)
-{
-    if (!l || l->dead)
-        return -1;
-    size_t sl = sid ? strlen(sid) : 0;
-    size_t n = 1 + 8 + 2 + 1 + sl + blen;
-    if (sl > 63 || n > DLINK_MAX_FRAME || reserve_out(l, DLINK_HDR + n) != 0)
-        return -1;
-    char *f = l->obuf + l->olen;
-    put_len(f, (uint32_t)n);
-    char *p = f + DLINK_HDR;
-    *p++ = DLINK_REC_REPLY;
-    put_u64(p, tok);
-    p += 8;
-    *p++ = (char)(st & 0xff);
-    *p++ = (char)((st >> 8) & 0xff);
-    put_str(&p, sid);
-    if (blen)
-        memcpy(p, body, blen);
-    l->olen += DLINK_HDR + n;
-    l->queued += DLINK_HDR + n;
+    dlink_frame_prefix(l->obuf + l->olen, payload_len);
+    l->olen += DLINK_HDR + payload_len;
+    l->queued += DLINK_HDR + payload_len;
     dirty_add(l);
-    return 0;
-}
-
-int dlink_reply_parse(const char *data, size_t len, struct dlink_reply *r)
-{
-    if (rec_head(data, len, DLINK_REC_REPLY, &r->tok, &r->st) != 0)
-        return -1;
-    const char *p = data + 11, *end = data + len;
-    if (get_str(&p, end, r->sid, sizeof(r->sid)) != 0)
-        return -1;
-    r->body = p;
-    r->blen = (size_t)(end - p);
-    return 0;
 }
 
 /* Hands every complete frame in the buffer to the owner. */
@@ -530,77 +362,4 @@ void dlink_pause_reading(struct dlink *l, bool pause)
         ev_io_stop(dl_loop, &l->rw);
     else
         ev_io_start(dl_loop, &l->rw);
-}
-
-int dlink_envelope_split(const char *data, size_t len, json_t **hdr, const char **body,
-                         size_t *blen)
-{
-    const char *nl = memchr(data, '\n', len);
-    if (!nl)
-        return -1;
-    *hdr = json_loadb(data, (size_t)(nl - data), 0, NULL);
-    if (!json_is_object(*hdr)) {
-        json_decref(*hdr);
-        *hdr = NULL;
-        return -1;
-    }
-    *body = nl + 1;
-    *blen = len - (size_t)(nl + 1 - data);
-    return 0;
-}
-
-void dlink_shard_path(char *buf, size_t len, const char *run_dir, int shard)
-{
-    snprintf(buf, len, "%s/shard-%d.data", run_dir, shard);
-}
-
-static int fill_addr(struct sockaddr_un *sa, const char *path)
-{
-    memset(sa, 0, sizeof(*sa));
-    sa->sun_family = AF_UNIX;
-    if (strlen(path) >= sizeof(sa->sun_path)) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    memcpy(sa->sun_path, path, strlen(path) + 1);
-    return 0;
-}
-
-/* A non-blocking stream socket and the address of path; -1 with errno. */
-static int unix_socket(const char *path, struct sockaddr_un *sa)
-{
-    if (fill_addr(sa, path) != 0)
-        return -1;
-    return socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-}
-
-int dlink_connect(const char *path)
-{
-    struct sockaddr_un sa;
-    int fd = unix_socket(path, &sa);
-    if (fd < 0)
-        return -1;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        return -1;
-    }
-    return fd;
-}
-
-int dlink_listen(const char *path)
-{
-    struct sockaddr_un sa;
-    int fd = unix_socket(path, &sa);
-    if (fd < 0)
-        return -1;
-    unlink(path); /* left by a shard that was killed */
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 128) != 0) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        return -1;
-    }
-    return fd;
 }

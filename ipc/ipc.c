@@ -1,42 +1,10 @@
-#include "ipc.h"
+#include "ipc/ipc.h"
 
-#include "dlink.h"
-
-#include "log.h"
+#include "base/log.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-void ipc_shard_req_address(char *buf, size_t len, const char *run_dir, int shard)
-{
-    snprintf(buf, len, "ipc://%s/shard-%d.sock", run_dir, shard);
-}
-
-nng_msg *ipc_envelope(const json_t *header, const char *body, size_t body_len)
-{
-    char *h = json_dumps(header, JSON_COMPACT);
-    if (!h)
-        return NULL;
-    size_t hl = strlen(h);
-    nng_msg *m;
-    if (nng_msg_alloc(&m, hl + 1 + body_len) != 0) {
-        free(h);
-        return NULL;
-    }
-    char *p = nng_msg_body(m);
-    memcpy(p, h, hl);
-    p[hl] = '\n';
-    if (body_len)
-        memcpy(p + hl + 1, body, body_len);
-    free(h);
-    return m;
-}
-
-int ipc_envelope_parse(nng_msg *msg, json_t **header, const char **body, size_t *body_len)
-{
-    return dlink_envelope_split(nng_msg_body(msg), nng_msg_len(msg), header, body, body_len);
-}
 
 static void bridge_cb(struct ev_loop *loop, ev_async *w, int revents)
 {

@@ -1,30 +1,16 @@
 /*
- * The wiring between a node's processes (architecture.md, "Wiring"):
- *
- *   listener <-> shard i  data link RUN/shard-i.data           client messages in; events, then
- *                                                                responses out (dlink.h)
- *   admin, toolrun -> shard i  req/rep  ipc://RUN/shard-i.sock  control requests
- *
- * Every message is an envelope: a small JSON header, a newline, then the raw
- * body (a JSON-RPC message, possibly empty). The body is passed through
- * untouched, so only its final consumer parses it.
+ * nng in a libev process: the bridge that moves nng's completions onto the
+ * loop, socket tuning, and dials that stay connected. Where each socket
+ * lives is ipc/addr.h; what travels on the serving path is ipc/wire.h.
  */
 #ifndef CMCP_IPC_H
 #define CMCP_IPC_H
 
 #include <ev.h>
-#include <jansson.h>
 #include <nng/nng.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
-
-void ipc_shard_req_address(char *buf, size_t len, const char *run_dir, int shard);
-
-/* Builds an envelope message: header (not stolen) + '\n' + body. NULL on allocation failure. */
-nng_msg *ipc_envelope(const json_t *header, const char *body, size_t body_len);
-/* Splits a received envelope. *header is new (caller decrefs); body points into msg. -1 if malformed. */
-int ipc_envelope_parse(nng_msg *msg, json_t **header, const char **body, size_t *body_len);
 
 /*
  * nng completes aios on its own threads; a process's state lives in its libev

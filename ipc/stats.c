@@ -11,7 +11,7 @@
  * dial to a restarted worker is really made again.
  */
 #define _GNU_SOURCE
-#include "stats.h"
+#include "ipc/stats.h"
 
 #include <math.h>
 #include <nng/nng.h>
@@ -22,9 +22,10 @@
 #include <unistd.h>
 #include <uthash.h>
 
-#include "cmcp.h"
-#include "ipc.h"
-#include "log.h"
+#include "base/cmcp.h"
+#include "ipc/addr.h"
+#include "ipc/ipc.h"
+#include "base/log.h"
 
 #define STATS_INTERVAL 1.0 /* seconds between snapshots */
 
@@ -53,11 +54,6 @@ static struct {
 
 /* Returned when a name is reused with another kind or memory runs out: callers never get NULL. */
 static struct stats_metric dummy;
-
-void stats_address(char *buf, size_t len, const char *run_dir)
-{
-    snprintf(buf, len, "ipc://%s/metrics.sock", run_dir);
-}
 
 static const char *kind_name(enum stat_kind k)
 {
@@ -216,7 +212,7 @@ void stats_init(struct ev_loop *loop, const char *run_dir, const char *role, con
     snprintf(S.id, sizeof(S.id), "%s", id ? id : "?");
     S.started_ms = cmcp_now_ms();
     char addr[512];
-    stats_address(addr, sizeof(addr), run_dir);
+    ipc_addr_stats(addr, sizeof(addr), run_dir);
     int rv = nng_pub0_open(&S.pub);
     if (rv != 0) {
         log_warn("stats_disabled", "{s:s,s:s}", "error", nng_strerror(rv), "effect",

@@ -57,7 +57,5 @@ void stats_set_info(json_t *info);
  * worker's own numbers. */
 json_t *stats_snapshot(void);
 
-/* ipc://RUN/metrics.sock */
-void stats_address(char *buf, size_t len, const char *run_dir);
 
 #endif

@@ -10,7 +10,7 @@
  * of a child whose restart is pending answer `restarting`; any other request
  * that changes children is parked until the job ends.
  */
-#include "sup_internal.h"
+#include "supervisor/sup_internal.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -20,9 +20,10 @@
 #include <unistd.h>
 #include <nng/protocol/reqrep0/rep.h>
 
-#include "cmcp.h"
-#include "log.h"
-#include "stats.h"
+#include "base/cmcp.h"
+#include "base/log.h"
+#include "ipc/addr.h"
+#include "ipc/stats.h"
 
 enum { CTL_NONE, CTL_TERMINATE, CTL_RESTART, CTL_START };
 
@@ -453,7 +454,7 @@ static void ctl_cb(struct ev_loop *loop, ev_io *w, int revents)
 }
 int sup_ctl_open(struct sup *s)
 {
-    sup_ctl_address(s->ctl_addr, sizeof(s->ctl_addr), s->o->run_dir, s->spec->name);
+    ipc_addr_sup(s->ctl_addr, sizeof(s->ctl_addr), s->o->run_dir, s->spec->name);
     int rv, fd;
     if ((rv = nng_rep0_open(&s->ctl)) != 0) {
         log_error("ctl_open_failed", "{s:s}", "error", nng_strerror(rv));

@@ -1,10 +1,10 @@
-#include "plan.h"
+#include "supervisor/plan.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 
-#include "cmcp.h"
+#include "base/cmcp.h"
 
 void sup_intensity_init(struct sup_intensity *in, int intensity, int period_s)
 {

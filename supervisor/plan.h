@@ -6,9 +6,13 @@
 #ifndef CMCP_SUP_PLAN_H
 #define CMCP_SUP_PLAN_H
 
+#if !defined(CMCP_LAYER_SUPERVISOR)
+#error "supervisor/plan.h is internal to the supervisor (../shared/design/layers.md)"
+#endif
+
 #include <stdbool.h>
 
-#include "spec.h"
+#include "supervisor/spec.h"
 
 /* Restart timestamps within the period (OTP's `restarts` list). */
 struct sup_intensity {

@@ -1,5 +1,5 @@
 #define _GNU_SOURCE
-#include "spawn.h"
+#include "supervisor/spawn.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -7,6 +7,10 @@
 #ifndef CMCP_SUP_SPAWN_H
 #define CMCP_SUP_SPAWN_H
 
+#if !defined(CMCP_LAYER_SUPERVISOR) && !defined(CMCP_LAYER_NODE)
+#error "supervisor headers are for the supervisor and the node binary: workers reach supervisors over IPC (../shared/design/layers.md)"
+#endif
+
 #include <sys/types.h>
 
 #define SPAWN_READY_FD 3

@@ -1,4 +1,4 @@
-#include "spec.h"
+#include "supervisor/spec.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,44 +44,6 @@ int sup_shutdown_parse(const char *s, long *out)
         return -1;
     *out = v;
     return 0;
-}
-
-int sup_split_args(const char *line, char **argv, int max)
-{
-    int n = 0;
-    const char *p = line;
-    for (;;) {
-        while (*p == ' ' || *p == '\t')
-            p++;
-        if (!*p)
-            break;
-        if (n == max) {
-            for (int i = 0; i < n; i++)
-                free(argv[i]);
-            return -1;
-        }
-        char *buf = malloc(strlen(p) + 1), *o = buf;
-        char quote = 0;
-        while (*p && (quote || (*p != ' ' && *p != '\t'))) {
-            if (quote && *p == quote)
-                quote = 0;
-            else if (!quote && (*p == '\'' || *p == '"'))
-                quote = *p;
-            else
-                *o++ = *p;
-            p++;
-        }
-        *o = '\0';
-        if (quote) {
-            free(buf);
-            for (int i = 0; i < n; i++)
-                free(argv[i]);
-            return -1;
-        }
-        argv[n++] = buf;
-    }
-    argv[n] = NULL;
-    return n;
 }
 
 void sup_child_spec_free(struct child_spec *cs)
@@ -181,7 +143,7 @@ int sup_child_from_cfg(struct cfg *c, const char *name, struct child_spec *cs,
         if (role || args)
             return cfg_errorf(c, ex, "give either exec (a whole command) or role/args, not both");
         cs->is_exec = true;
-        cs->argc = sup_split_args(ex->value, cs->argv, SUP_MAX_ARGS);
+        cs->argc = cfg_split_args(ex->value, cs->argv, SUP_MAX_ARGS);
         if (cs->argc <= 0)
             return cfg_errorf(c, ex, "empty command or unbalanced quotes");
         cs->ready_by_exec = true;
@@ -212,7 +174,7 @@ int sup_child_from_cfg(struct cfg *c, const char *name, struct child_spec *cs,
             }
         }
         if (args) {
-            cs->argc = sup_split_args(args->value, cs->argv, SUP_MAX_ARGS);
+            cs->argc = cfg_split_args(args->value, cs->argv, SUP_MAX_ARGS);
             if (cs->argc < 0)
                 return cfg_errorf(c, args, "unbalanced quotes or more than %d arguments",
                                   SUP_MAX_ARGS);
@@ -341,4 +303,71 @@ int sup_spec_from_cfg(struct cfg *c, const char *name, struct sup_spec *s,
             if (strcmp(s->children[i].id, s->children[j].id) == 0)
                 return cfg_errorf(c, ch, "child id '%s' appears twice", s->children[i].id);
     return 0;
+}
+
+/*
+ * A supervisor section may appear once in the tree: it is one process with
+ * one control socket (this also rules out cycles).
+ */
+int sup_tree_check(struct cfg *c, FILE *out, sup_role_known_fn role_known)
+{
+    struct sup_spec *sp = calloc(1, sizeof(*sp));
+    static char names[SUP_MAX_CHILDREN][64], parents[SUP_MAX_CHILDREN][64];
+    int n = 0, done = 0, rc = 0;
+    if (!sp) {
+        snprintf(c->err, sizeof(c->err), "out of memory");
+        return -1;
+    }
+    snprintf(names[n], sizeof(names[n]), "root");
+    parents[n++][0] = '\0';
+    while (done < n && rc == 0) {
+        if (sup_spec_from_cfg(c, names[done], sp, role_known) != 0) {
+            rc = -1;
+            break;
+        }
+        if (out)
+            fprintf(out, "%s: %s, intensity %d in %d s\n", names[done],
+                    sup_strategy_name(sp->strategy), sp->intensity, sp->period_s);
+        for (int i = 0; i < sp->nchildren && rc == 0; i++) {
+            struct child_spec *cs = &sp->children[i];
+            if (out)
+                fprintf(out, "  %s (%s, %s)\n", cs->id,
+                        cs->type == SUP_SUPERVISOR ? "supervisor"
+                        : cs->is_exec              ? cs->argv[0]
+                                                   : cs->role,
+                        sup_restart_name(cs->restart));
+            if (cs->type != SUP_SUPERVISOR)
+                continue;
+            for (int k = 0; k < n; k++)
+                if (strcmp(names[k], cs->section) == 0) {
+                    char sec[80];
+                    snprintf(sec, sizeof(sec), "tree.%s", names[done]);
+                    rc = cfg_errorf(c, cfg_find(c, sec, "children"),
+                                    "supervisor '%s' is already in the tree%s%s%s; a supervisor "
+                                    "section starts one process, so it may appear only once",
+                                    cs->section, parents[k][0] ? " (under '" : "",
+                                    parents[k][0] ? parents[k] : "",
+                                    parents[k][0] ? "')" : " (it is the root)");
+                    break;
+                }
+            if (rc == 0 && n == SUP_MAX_CHILDREN) {
+                snprintf(c->err, sizeof(c->err), "more than %d supervisors in the tree",
+                         SUP_MAX_CHILDREN);
+                rc = -1;
+            }
+            if (rc == 0) {
+                snprintf(names[n], sizeof(names[n]), "%s", cs->section);
+                snprintf(parents[n], sizeof(parents[n]), "%s", names[done]);
+                n++;
+            }
+        }
+        if (out && sp->has_template)
+            fprintf(out, "  template %s (%s, %s)\n", sp->tmpl.id,
+                    sp->tmpl.is_exec ? sp->tmpl.argv[0] : sp->tmpl.role,
+                    sup_restart_name(sp->tmpl.restart));
+        sup_spec_free(sp);
+        done++;
+    }
+    free(sp);
+    return rc;
 }

@@ -5,9 +5,14 @@
 #ifndef CMCP_SUP_SPEC_H
 #define CMCP_SUP_SPEC_H
 
-#include <stdbool.h>
+#if !defined(CMCP_LAYER_SUPERVISOR) && !defined(CMCP_LAYER_NODE)
+#error "supervisor headers are for the supervisor and the node binary: workers reach supervisors over IPC (../shared/design/layers.md)"
+#endif
 
-#include "config.h"
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "base/config.h"
 
 enum sup_strategy { SUP_ONE_FOR_ONE, SUP_ONE_FOR_ALL, SUP_REST_FOR_ONE, SUP_SIMPLE_ONE_FOR_ONE };
 enum sup_restart { SUP_PERMANENT, SUP_TRANSIENT, SUP_TEMPORARY };
@@ -65,8 +70,16 @@ void sup_child_spec_free(struct child_spec *cs);
 int sup_child_spec_copy(struct child_spec *dst, const struct child_spec *src);
 void sup_spec_free(struct sup_spec *s);
 
-/* Splits a command line on spaces, honouring '...' and "..." quotes. -1 on bad quoting. */
-int sup_split_args(const char *line, char **argv, int max);
+/*
+ * Checks every supervisor of the tree under [tree.root] before anything
+ * starts, so that an error in a nested section is a configuration error
+ * (file:line) and not a failed start. With out != NULL, prints the tree.
+ * 0, or -1 with c->err set.
+ */
+int sup_tree_check(struct cfg *c, FILE *out, sup_role_known_fn role_known);
+
+/* The tree's configuration keys ([tree.NAME]). */
+extern const struct cfg_key sup_cfg_keys[];
 
 const char *sup_strategy_name(enum sup_strategy s);
 const char *sup_restart_name(enum sup_restart r);

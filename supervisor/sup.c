@@ -7,7 +7,7 @@
  * supervisor's mailbox while it restarts children.
  */
 #define _GNU_SOURCE
-#include "sup_internal.h"
+#include "supervisor/sup_internal.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -17,11 +17,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "cmcp.h"
-#include "control.h"
-#include "log.h"
-#include "spawn.h"
-#include "stats.h"
+#include "base/cmcp.h"
+#include "ipc/control.h"
+#include "base/log.h"
+#include "supervisor/spawn.h"
+#include "ipc/stats.h"
 
 static void child_exit_cb(struct ev_loop *loop, ev_child *w, int revents);
 
@@ -39,11 +39,6 @@ static void timer_arm(struct ev_loop *loop, ev_timer *t, long ms)
 static void step_done(struct sup *s);
 static void step_failed(struct sup *s, struct sup_child *c);
 static void job_finished(struct sup *s, bool ok);
-
-void sup_ctl_address(char *buf, size_t len, const char *run_dir, const char *name)
-{
-    snprintf(buf, len, "ipc://%s/sup-%s.sock", run_dir, name);
-}
 
 const char *sup_child_state_name(const struct sup_child *c)
 {

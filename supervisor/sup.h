@@ -5,10 +5,15 @@
 #ifndef CMCP_SUP_H
 #define CMCP_SUP_H
 
+#if !defined(CMCP_LAYER_SUPERVISOR) && !defined(CMCP_LAYER_NODE)
+#error "supervisor headers are for the supervisor and the node binary: workers reach supervisors over IPC (../shared/design/layers.md)"
+#endif
+
 #include <stdbool.h>
 
-#include "config.h"
-#include "spec.h"
+#include "base/config.h"
+#include "base/proc.h"
+#include "supervisor/spec.h"
 
 struct sup_run_opts {
     const char *name;      /* the [tree.NAME] section of this supervisor */
@@ -21,7 +26,11 @@ struct sup_run_opts {
 
 int sup_run(struct cfg *c, const struct sup_run_opts *o);
 
-/* The control socket address of supervisor `name` under run_dir. */
-void sup_ctl_address(char *buf, size_t len, const char *run_dir, const char *name);
+/*
+ * The node's root: prepares the run and data directories, checks the tree
+ * (a->check_config: prints it and returns), then supervises until the node
+ * stops. Returns cmcpd's exit status.
+ */
+int sup_root_main(struct proc_args *a, sup_role_known_fn role_known);
 
 #endif

@@ -2,15 +2,19 @@
 #ifndef CMCP_SUP_INTERNAL_H
 #define CMCP_SUP_INTERNAL_H
 
+#if !defined(CMCP_LAYER_SUPERVISOR)
+#error "supervisor/sup_internal.h is internal to the supervisor (../shared/design/layers.md)"
+#endif
+
 #include <ev.h>
 #include <jansson.h>
 #include <nng/nng.h>
 #include <stdbool.h>
 #include <sys/types.h>
 
-#include "plan.h"
-#include "spec.h"
-#include "sup.h"
+#include "supervisor/plan.h"
+#include "supervisor/spec.h"
+#include "supervisor/sup.h"
 
 enum child_state { CS_DOWN, CS_STARTING, CS_RUNNING, CS_STOPPING };
 

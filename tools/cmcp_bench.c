@@ -16,7 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cmcp_bench.h"
+#include "tools/cmcp_bench.h"
 
 struct opts O;
 struct shared S;

@@ -29,7 +29,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "cmcp_bench_hist.h"
+#include "tools/cmcp_bench_hist.h"
 
 enum transport { T_HTTP, T_TCP };
 

@@ -15,7 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cmcp_bench.h"
+#include "tools/cmcp_bench.h"
 
 #define MAX_HEAD 65536
 #define MAX_BODY (16u << 20)

@@ -1,5 +1,5 @@
 /* HdrHistogram-style latency histogram: see cmcp_bench_hist.h. */
-#include "cmcp_bench_hist.h"
+#include "tools/cmcp_bench_hist.h"
 
 #include <string.h>
 

@@ -4,7 +4,7 @@
  * cookie and sealed (ipc/auth.h). docs/operations.md shows it in use.
  */
 #define _GNU_SOURCE
-#include "cmcpctl.h"
+#include "tools/cmcpctl.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -19,9 +19,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "auth.h"
-#include "cmcp.h"
-#include "config.h"
+#include "ipc/auth.h"
+#include "base/cmcp.h"
+#include "base/config.h"
+#include "node/schema.h"
 
 struct ctl_opts O = {NULL, NULL, false, 30.0};
 
@@ -383,6 +384,7 @@ int main(int argc, char **argv)
     /* The node's configuration (embedded defaults, -c FILE, CMCP_* environment) supplies
      * what the options did not. */
     static struct cfg cfg;
+    node_schema_add();
     if (cfg_load(&cfg, config) != 0) {
         fprintf(stderr, "cmcpctl: configuration error: %s\n", cfg.err);
         return CTL_USAGE;

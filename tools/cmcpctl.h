@@ -36,8 +36,8 @@ const char *ctl_node_name(void);
 /* Runs one command line (argv after the global options). Returns an exit status. */
 int ctl_run(int argc, char **argv);
 void ctl_usage_commands(FILE *f);
-/* Command names for completion, NULL-terminated. */
-extern const char *const ctl_command_names[];
+/* Command words for completion (the admin protocol's, and help), NULL-terminated. */
+const char *const *ctl_command_names(void);
 /* Supervisor names known from the last status/which_children (completion). */
 int ctl_known_supervisors(const char ***names);
 

@@ -1,48 +1,52 @@
 /* cmcpctl's commands: a command line becomes a request; the answer becomes text or JSON. */
 #define _GNU_SOURCE
-#include "cmcpctl.h"
+#include "tools/cmcpctl.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cmcp.h"
+#include "base/cmcp.h"
+#include "ipc/admin_proto.h"
 
-const char *const ctl_command_names[] = {
-    "status",  "which_children", "count_children", "restart_child", "terminate_child",
-    "start_child", "delete_child", "sessions",     "session",       "metrics",
-    "log_level", "drain",        "undrain",        "shutdown",      "help",
-    NULL,
-};
+/* The command a cmcpctl word names: the first word of a usage line in the admin protocol. */
+static const struct admin_cmd *by_word(const char *word)
+{
+    size_t n = strlen(word);
+    for (const struct admin_cmd *c = admin_cmds; c->name; c++)
+        if (strncmp(c->usage, word, n) == 0 && (c->usage[n] == ' ' || c->usage[n] == '\0'))
+            return c;
+    return NULL;
+}
 
-static const struct {
-    const char *usage, *what;
-} helps[] = {
-    {"status", "node, version, uptime, the supervision tree, sessions per shard, ports"},
-    {"which_children [SUP]", "children of a supervisor (default root): state, pid, restarts"},
-    {"count_children [SUP]", "specs, active, supervisors, workers"},
-    {"restart_child SUP ID", "start a stopped child again"},
-    {"terminate_child SUP ID|PID", "stop a child (it is not restarted; its spec stays)"},
-    {"start_child SUP SPEC", "add and start a child: SPEC is JSON, e.g. "
-                             "'{\"id\":\"w\",\"role\":\"testworker\"}'"},
-    {"start_child SUP --args A...", "simple_one_for_one: a new child with these arguments"},
-    {"delete_child SUP ID", "forget a stopped child's spec"},
-    {"sessions [--shard N]", "the sessions the shards hold"},
-    {"session show ID", "everything a shard knows of one session"},
-    {"session kill ID", "end one session (its client must initialize again)"},
-    {"metrics", "the node's metrics (Prometheus text; --json: samples)"},
-    {"log_level [LEVEL]", "show or set the log level of every process (debug info notice "
-                          "warning error)"},
-    {"drain", "accept no new sessions; existing ones go on; /health answers 503"},
-    {"undrain", "accept new sessions again"},
-    {"shutdown", "stop the node (the whole tree, in order)"},
-};
+const char *const *ctl_command_names(void)
+{
+    static char words[ADMIN_CMD_COUNT + 2][32];
+    static const char *names[ADMIN_CMD_COUNT + 3];
+    if (names[0])
+        return names;
+    int n = 0;
+    for (const struct admin_cmd *c = admin_cmds; c->name && n < ADMIN_CMD_COUNT + 1; c++) {
+        size_t len = strcspn(c->usage, " ");
+        snprintf(words[n], sizeof(words[n]), "%.*s", (int)len, c->usage);
+        bool seen = false;
+        for (int i = 0; i < n && !seen; i++)
+            seen = strcmp(names[i], words[n]) == 0;
+        if (!seen) {
+            names[n] = words[n];
+            n++;
+        }
+    }
+    names[n++] = "help";
+    names[n] = NULL;
+    return names;
+}
 
 void ctl_usage_commands(FILE *f)
 {
     fprintf(f, "Commands (each also with --json):\n");
-    for (size_t i = 0; i < CMCP_ARRAY_LEN(helps); i++)
-        fprintf(f, "  %-29s %s\n", helps[i].usage, helps[i].what);
+    for (const struct admin_cmd *c = admin_cmds; c->name; c++)
+        fprintf(f, "  %-29s %s\n", c->usage, c->what);
 }
 
 /* ---- supervisor names for completion ---- */
@@ -203,54 +207,72 @@ static void print_json(json_t *v)
     free(t);
 }
 
-static void print_result(const char *cmd, json_t *r)
+static void print_result(const struct admin_cmd *c, json_t *r)
 {
-    if (strcmp(cmd, "status") == 0) {
+    switch (c->id) {
+    case ADMIN_STATUS:
         print_status(r);
-    } else if (strcmp(cmd, "which_children") == 0) {
+        return;
+    case ADMIN_WHICH_CHILDREN:
         printf("supervisor %s:\n", str(r, "supervisor", "?"));
         printf("  %-24s %-10s %-8s %-8s %-10s %s\n", "ID", "STATE", "PID", "RESTARTS", "TYPE",
                "ROLE");
         print_children(json_object_get(r, "children"), 0);
-    } else if (strcmp(cmd, "count_children") == 0) {
+        return;
+    case ADMIN_COUNT_CHILDREN:
         printf("supervisor %s: specs %lld, active %lld, supervisors %lld, workers %lld\n",
                str(r, "supervisor", "?"), (long long)json_integer_value(json_object_get(r, "specs")),
                (long long)json_integer_value(json_object_get(r, "active")),
                (long long)json_integer_value(json_object_get(r, "supervisors")),
                (long long)json_integer_value(json_object_get(r, "workers")));
-    } else if (strcmp(cmd, "restart_child") == 0 || strcmp(cmd, "start_child") == 0) {
-        printf("%s %s under %s (pid %lld)\n", cmd[0] == 'r' ? "restarted" : "started",
+        return;
+    case ADMIN_RESTART_CHILD:
+    case ADMIN_START_CHILD:
+        printf("%s %s under %s (pid %lld)\n", c->id == ADMIN_RESTART_CHILD ? "restarted" : "started",
                str(r, "id", "?"), str(r, "supervisor", "?"),
                (long long)json_integer_value(json_object_get(r, "pid")));
-    } else if (strcmp(cmd, "terminate_child") == 0 || strcmp(cmd, "delete_child") == 0) {
+        return;
+    case ADMIN_TERMINATE_CHILD:
+    case ADMIN_DELETE_CHILD: {
+        const char *done = c->id == ADMIN_TERMINATE_CHILD ? "terminated" : "deleted";
         json_t *pid = json_object_get(r, "pid");
         if (json_is_integer(pid) && !json_object_get(r, "id"))
-            printf("%s pid %lld (supervisor %s)\n", cmd[0] == 't' ? "terminated" : "deleted",
-                   (long long)json_integer_value(pid), str(r, "supervisor", "?"));
+            printf("%s pid %lld (supervisor %s)\n", done, (long long)json_integer_value(pid),
+                   str(r, "supervisor", "?"));
         else
-            printf("%s %s (supervisor %s)\n", cmd[0] == 't' ? "terminated" : "deleted",
-                   str(r, "id", "?"), str(r, "supervisor", "?"));
-    } else if (strcmp(cmd, "sessions") == 0) {
+            printf("%s %s (supervisor %s)\n", done, str(r, "id", "?"), str(r, "supervisor", "?"));
+        return;
+    }
+    case ADMIN_SESSIONS:
         print_sessions(r);
-    } else if (strcmp(cmd, "session_show") == 0) {
+        return;
+    case ADMIN_SESSION_SHOW:
         print_json(json_object_get(r, "session"));
-    } else if (strcmp(cmd, "session_kill") == 0) {
+        return;
+    case ADMIN_SESSION_KILL:
         printf("killed session %s (shard %lld)\n", str(r, "killed", "?"),
                (long long)json_integer_value(json_object_get(r, "shard")));
-    } else if (strcmp(cmd, "metrics") == 0) {
+        return;
+    case ADMIN_METRICS:
         fputs(str(r, "text", ""), stdout);
-    } else if (strcmp(cmd, "log_level") == 0) {
+        return;
+    case ADMIN_LOG_LEVEL:
         printf("log level: %s\n", str(r, "level", "?"));
-    } else if (strcmp(cmd, "drain") == 0 || strcmp(cmd, "undrain") == 0) {
+        return;
+    case ADMIN_DRAIN:
+    case ADMIN_UNDRAIN:
         printf(json_is_true(json_object_get(r, "draining"))
                    ? "draining: the node accepts no new sessions; existing sessions go on\n"
                    : "accepting new sessions\n");
-    } else if (strcmp(cmd, "shutdown") == 0) {
+        return;
+    case ADMIN_SHUTDOWN:
         printf("node %s is shutting down (root pid %lld)\n", ctl_node_name(),
                (long long)json_integer_value(json_object_get(r, "pid")));
-    } else {
-        print_json(r);
+        return;
+    case ADMIN_CMD_COUNT:
+        break;
     }
+    print_json(r);
 }
 
 /* ---- command lines ---- */
@@ -273,29 +295,39 @@ static void set_child(json_t *args, const char *v)
         json_object_set_new(args, "id", json_string(v));
 }
 
-/* argv -> (cmd, args); CTL_OK or CTL_USAGE after saying why. */
-static int parse(int argc, char **argv, const char **cmd, json_t *args)
+/* argv -> (command, args); CTL_OK or CTL_USAGE after saying why. */
+static int parse(int argc, char **argv, const struct admin_cmd **cmd, json_t *args)
 {
     const char *c = argv[0];
-    *cmd = c;
-    bool sup_cmd = !strcmp(c, "which_children") || !strcmp(c, "count_children");
-    bool child_cmd = !strcmp(c, "restart_child") || !strcmp(c, "terminate_child") ||
-                     !strcmp(c, "delete_child");
-    if (!strcmp(c, "status") || !strcmp(c, "metrics") || !strcmp(c, "drain") ||
-        !strcmp(c, "undrain") || !strcmp(c, "shutdown")) {
+    const struct admin_cmd *ac = by_word(c);
+    if (!ac)
+        return usage_error("unknown command '%s'", c);
+    *cmd = ac;
+    switch (ac->id) {
+    case ADMIN_STATUS:
+    case ADMIN_METRICS:
+    case ADMIN_DRAIN:
+    case ADMIN_UNDRAIN:
+    case ADMIN_SHUTDOWN:
         if (argc != 1)
             return usage_error("%s takes no arguments", c);
-    } else if (sup_cmd) {
+        break;
+    case ADMIN_WHICH_CHILDREN:
+    case ADMIN_COUNT_CHILDREN:
         if (argc > 2)
             return usage_error("%s takes at most one supervisor name", c);
         if (argc == 2)
             json_object_set_new(args, "sup", json_string(argv[1]));
-    } else if (child_cmd) {
+        break;
+    case ADMIN_RESTART_CHILD:
+    case ADMIN_TERMINATE_CHILD:
+    case ADMIN_DELETE_CHILD:
         if (argc != 3)
             return usage_error("usage: %s SUP ID", c);
         json_object_set_new(args, "sup", json_string(argv[1]));
         set_child(args, argv[2]);
-    } else if (!strcmp(c, "start_child")) {
+        break;
+    case ADMIN_START_CHILD:
         if (argc < 3)
             return usage_error("usage: %s SUP SPEC_JSON, or SUP --args ARG...", c);
         json_object_set_new(args, "sup", json_string(argv[1]));
@@ -319,7 +351,8 @@ static int parse(int argc, char **argv, const char **cmd, json_t *args)
                                    e.text);
             }
         }
-    } else if (!strcmp(c, "sessions")) {
+        break;
+    case ADMIN_SESSIONS:
         if (argc == 3 && !strcmp(argv[1], "--shard")) {
             char *end;
             long n = strtol(argv[2], &end, 10);
@@ -329,17 +362,21 @@ static int parse(int argc, char **argv, const char **cmd, json_t *args)
         } else if (argc != 1) {
             return usage_error("usage: %s [--shard N]", c);
         }
-    } else if (!strcmp(c, "session")) {
+        break;
+    case ADMIN_SESSION_SHOW:
+    case ADMIN_SESSION_KILL:
         if (argc != 3 || (strcmp(argv[1], "show") && strcmp(argv[1], "kill")))
             return usage_error("usage: %s show ID | session kill ID", c);
-        *cmd = !strcmp(argv[1], "show") ? "session_show" : "session_kill";
+        *cmd = admin_cmd_find(!strcmp(argv[1], "show") ? "session_show" : "session_kill");
         json_object_set_new(args, "sid", json_string(argv[2]));
-    } else if (!strcmp(c, "log_level")) {
+        break;
+    case ADMIN_LOG_LEVEL:
         if (argc > 2)
             return usage_error("usage: %s [LEVEL]", c);
         if (argc == 2)
             json_object_set_new(args, "level", json_string(argv[1]));
-    } else {
+        break;
+    case ADMIN_CMD_COUNT:
         return usage_error("unknown command '%s'", c);
     }
     return CTL_OK;
@@ -347,7 +384,7 @@ static int parse(int argc, char **argv, const char **cmd, json_t *args)
 
 int ctl_run(int argc, char **argv)
 {
-    const char *cmd;
+    const struct admin_cmd *cmd;
     json_t *args = json_object();
     if (parse(argc, argv, &cmd, args) != CTL_OK) {
         json_decref(args);
@@ -359,22 +396,23 @@ int ctl_run(int argc, char **argv)
         return rc;
     }
     json_t *resp = NULL;
-    rc = ctl_call(cmd, args, &resp);
+    rc = ctl_call(cmd->name, args, &resp);
     if (rc != CTL_OK)
         return rc;
-    json_t *result = json_object_get(resp, "result");
-    if (!json_is_true(json_object_get(resp, "ok"))) {
+    json_t *result;
+    const char *code, *message;
+    if (!admin_reply_read(resp, &result, &code, &message)) {
         if (O.json)
             print_json(resp);
-        fprintf(stderr, "cmcpctl: %s failed on node %s: %s: %s\n", cmd, ctl_node_name(),
-                str(resp, "error", "error"), str(resp, "message", "(no message)"));
+        fprintf(stderr, "cmcpctl: %s failed on node %s: %s: %s\n", cmd->name, ctl_node_name(),
+                code, message);
         json_decref(resp);
         return CTL_FAILED;
     }
-    if (!strcmp(cmd, "status"))
+    if (cmd->id == ADMIN_STATUS)
         remember_supervisors(json_object_get(result, "tree"));
     if (O.json) {
-        if (!strcmp(cmd, "metrics"))
+        if (cmd->id == ADMIN_METRICS)
             json_object_del(result, "text"); /* the samples say it all, parsed */
         print_json(result);
     } else {

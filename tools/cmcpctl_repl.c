@@ -6,7 +6,7 @@
  * commands line by line from stdin, so it can be scripted.
  */
 #define _GNU_SOURCE
-#include "cmcpctl.h"
+#include "tools/cmcpctl.h"
 
 #include <histedit.h>
 #include <stdio.h>
@@ -15,7 +15,7 @@
 #include <unistd.h>
 #include <wchar.h>
 
-#include "cmcp.h"
+#include "base/cmcp.h"
 
 static char prompt_buf[160];
 
@@ -72,8 +72,9 @@ static const char *const *candidates(int index, const char *prev)
     static const char *all[64];
     if (index == 0) {
         int n = 0;
-        for (int i = 0; ctl_command_names[i] && n < 60; i++)
-            all[n++] = ctl_command_names[i];
+        const char *const *names = ctl_command_names();
+        for (int i = 0; names[i] && n < 60; i++)
+            all[n++] = names[i];
         for (int i = 0; shell_words[i]; i++)
             all[n++] = shell_words[i];
         all[n] = NULL;

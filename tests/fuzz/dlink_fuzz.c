@@ -1,9 +1,9 @@
 /*
  * libFuzzer target for the listener-shard data link (ipc/dlink.h): arbitrary
  * bytes arrive on a link as if from a peer, in pieces whose sizes the input
- * also decides; every frame delivered goes through each record parser. A
- * link must deliver whole frames or break with a reason, never read past
- * what arrived.
+ * also decides; every frame delivered goes through each parser of the wire
+ * contract (ipc/wire.h). A link must deliver whole frames or break with a
+ * reason, and no parser may read past what arrived.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -11,7 +11,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "dlink.h"
+#include "ipc/dlink.h"
+#include "ipc/wire.h"
 
 static struct ev_loop *loop;
 static int closed;
@@ -19,20 +20,20 @@ static int closed;
 static void on_frame(struct dlink *l, const char *data, size_t len)
 {
     (void)l;
-    struct dlink_msg m;
-    struct dlink_reply r;
-    json_t *hdr;
-    const char *body;
-    size_t blen;
-    if (dlink_msg_parse(data, len, &m) == 0 && m.blen > len)
+    struct wire_req q;
+    struct wire_reply r;
+    struct wire_event e;
+    json_t *keep;
+    if (wire_req_parse(data, len, &q, &keep) == 0 &&
+        (q.body < data || q.body + q.blen != data + len))
         abort();
-    if (dlink_reply_parse(data, len, &r) == 0 && r.blen > len)
+    json_decref(keep);
+    int kind = wire_from_shard_parse(data, len, &r, &e, &keep);
+    if (kind == WIRE_REPLY && (r.body < data || r.body + r.blen != data + len))
         abort();
-    if (dlink_envelope_split(data, len, &hdr, &body, &blen) == 0) {
-        if (body + blen != data + len)
-            abort();
-        json_decref(hdr);
-    }
+    if (kind == WIRE_EVENT && (e.body < data || e.body + e.blen != data + len))
+        abort();
+    json_decref(keep);
 }
 
 static void on_closed(struct dlink *l, const char *why)

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "http.h"
+#include "workers/http/http.h"
 
 #define CHECK(cond)                                                                                \
     do {                                                                                           \

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mcp.h"
+#include "workers/mcp/mcp.h"
 
 struct ftimer {
     void (*cb)(void *);

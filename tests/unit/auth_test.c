@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "auth.h"
+#include "ipc/auth.h"
 
 static const char cookie_a[] = "0123456789abcdef0123456789abcdef\n";
 static const char cookie_b[] = "fedcba9876543210fedcba9876543210";

@@ -1,4 +1,4 @@
-/* core/config.c: layering defaults < file < environment, schema checks, errors with file:line. */
+/* base/config.c: layering defaults < file < environment, schema checks, errors with file:line. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,7 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
+#include "base/config.h"
+#include "node/schema.h"
 
 static char path[64];
 
@@ -271,8 +272,51 @@ static void bool_and_long_getters(void **st)
     cfg_free(&c);
 }
 
+static void split_args(void **st)
+{
+    (void)st;
+    char *argv[8];
+    assert_int_equal(cfg_split_args("  a  'b c'\t\"d 'e'\" f''g  ", argv, 7), 4);
+    assert_string_equal(argv[0], "a");
+    assert_string_equal(argv[1], "b c");
+    assert_string_equal(argv[2], "d 'e'");
+    assert_string_equal(argv[3], "fg");
+    assert_null(argv[4]);
+    for (int i = 0; i < 4; i++)
+        free(argv[i]);
+    assert_int_equal(cfg_split_args("", argv, 7), 0);
+    assert_int_equal(cfg_split_args("a 'b", argv, 7), -1);
+    assert_int_equal(cfg_split_args("1 2 3 4", argv, 3), -1); /* too many */
+}
+
+/* The schema is what the modules add: a section no module declared is unknown. */
+static void modules_own_their_keys(void **st)
+{
+    (void)st;
+    static const struct cfg_key demo_keys[] = {
+        {"demo", "level", CFG_INT, NULL, 0, 5},
+        {"demo.", "name", CFG_STR, NULL, 0, 0},
+        {NULL, NULL, 0, NULL, 0, 0},
+    };
+    cfg_schema_clear();
+    cfg_schema_add(demo_keys);
+    cfg_schema_add(demo_keys); /* twice is once */
+    struct cfg c;
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(cfg_load_string(&c, "[demo]\nlevel = 3\n[demo.x]\nname = y\n", "t"), 0);
+    assert_int_equal(cfg_get_long(&c, "demo", "level", 0), 3);
+    assert_int_equal(cfg_load_string(&c, "[demo]\nlevel = 9\n", "t"), -1);
+    assert_non_null(strstr(c.err, "out of range"));
+    assert_int_equal(cfg_load_string(&c, "[node]\nname = n\n", "t"), -1);
+    assert_non_null(strstr(c.err, "unknown section [node] (known: demo, demo.NAME)"));
+    cfg_free(&c);
+    cfg_schema_clear();
+    node_schema_add();
+}
+
 int main(void)
 {
+    node_schema_add();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(defaults_alone, setup, teardown),
         cmocka_unit_test_setup_teardown(file_over_defaults_env_over_file, setup, teardown),
@@ -285,6 +329,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(errorf_formats, setup, teardown),
         cmocka_unit_test_setup_teardown(list_splitting, setup, teardown),
         cmocka_unit_test_setup_teardown(bool_and_long_getters, setup, teardown),
+        cmocka_unit_test(split_args),
+        cmocka_unit_test(modules_own_their_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,9 +1,10 @@
-/* The listener-shard data link (ipc/dlink.h): framing, compact records, order, breaks. */
+/* The listener-shard data link (ipc/dlink.h): framing, order, large frames, breaks. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -11,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "dlink.h"
+#include "ipc/dlink.h"
 
 static struct ev_loop *loop;
 
@@ -61,37 +62,17 @@ static void pair(int sv[2])
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
 }
 
-static void test_msg_record_round_trip(void **state)
+/* Queues one frame of text, built in place. */
+static void send_text(struct dlink *l, const char *text)
 {
-    (void)state;
-    size_t len, off;
-    char *f = dlink_msg_build(42, 3, "http", "1-abcdefghijklmnopqrstuvwxyz", "{\"x\":1}", 7, &len,
-                              &off);
-    assert_non_null(f);
-    assert_memory_equal(f + off, "{\"x\":1}", 7);
-    struct dlink_msg m;
-    assert_int_equal(dlink_msg_parse(f + DLINK_HDR, len - DLINK_HDR, &m), 0);
-    assert_true(m.tok == 42);
-    assert_int_equal(m.lid, 3);
-    assert_string_equal(m.tr, "http");
-    assert_string_equal(m.sid, "1-abcdefghijklmnopqrstuvwxyz");
-    assert_int_equal(m.blen, 7);
-    assert_memory_equal(m.body, "{\"x\":1}", 7);
-    /* every truncation is refused or parses within its bounds, never past them */
-    for (size_t cut = 0; cut < 1 + 8 + 2 + 5 + 29; cut++)
-        assert_int_equal(dlink_msg_parse(f + DLINK_HDR, cut, &m), -1);
-    free(f);
-    /* no session (initialize), and a transport name too long for a record */
-    f = dlink_msg_build(7, 0, "tcp", NULL, "", 0, &len, &off);
-    assert_non_null(f);
-    assert_int_equal(dlink_msg_parse(f + DLINK_HDR, len - DLINK_HDR, &m), 0);
-    assert_string_equal(m.sid, "");
-    assert_int_equal(m.blen, 0);
-    free(f);
-    assert_null(dlink_msg_build(7, 0, "a-transport-name-too-long", NULL, "", 0, &len, &off));
+    size_t n = strlen(text);
+    char *p = dlink_reserve(l, n);
+    assert_non_null(p);
+    memcpy(p, text, n);
+    dlink_commit(l, n);
 }
 
-static void test_frames_in_order_both_kinds(void **state)
+static void test_frames_in_order(void **state)
 {
     (void)state;
     int sv[2];
@@ -99,37 +80,27 @@ static void test_frames_in_order_both_kinds(void **state)
     struct rx a = {0}, b = {0};
     struct dlink *la = dlink_new(sv[0], &ops, &a);
     dlink_new(sv[1], &ops, &b);
-    json_t *h = json_pack("{s:s,s:i}", "op", "stream", "tok", 9);
-    assert_int_equal(dlink_send(la, h, "body-1", 6), 0);
-    assert_int_equal(dlink_send_reply(la, 10, 202, NULL, "", 0), 0);
-    assert_int_equal(dlink_send_reply(la, 11, 200, "0-sid", "{}", 2), 0);
-    json_decref(h);
+    send_text(la, "first");
+    char whole[DLINK_HDR + 6];
+    dlink_frame_prefix(whole, 6);
+    memcpy(whole + DLINK_HDR, "second", 6);
+    assert_int_equal(dlink_send_frame(la, whole, sizeof(whole)), 0);
+    send_text(la, ""); /* an empty frame is a frame */
     uint64_t queued = dlink_queued(la);
+    assert_true(queued == 3 * DLINK_HDR + 5 + 6);
     assert_true(dlink_backlog(la) == queued);
     RUN_UNTIL(b.frames == 3);
     assert_int_equal(b.frames, 3);
     assert_true(dlink_sent(la) == queued);
     assert_int_equal(dlink_backlog(la), 0);
-    json_t *hdr;
-    const char *body;
-    size_t blen;
-    assert_int_equal(dlink_envelope_split(b.data[0], b.len[0], &hdr, &body, &blen), 0);
-    assert_string_equal(json_string_value(json_object_get(hdr, "op")), "stream");
-    assert_int_equal(blen, 6);
-    assert_memory_equal(body, "body-1", 6);
-    json_decref(hdr);
-    struct dlink_reply r;
-    assert_int_equal(dlink_reply_parse(b.data[1], b.len[1], &r), 0);
-    assert_true(r.tok == 10);
-    assert_int_equal(r.st, 202);
-    assert_string_equal(r.sid, "");
-    assert_int_equal(dlink_reply_parse(b.data[2], b.len[2], &r), 0);
-    assert_int_equal(r.st, 200);
-    assert_string_equal(r.sid, "0-sid");
-    assert_memory_equal(r.body, "{}", 2);
-    /* an envelope is not a compact record, and the other way round */
-    assert_int_equal(dlink_reply_parse(b.data[0], b.len[0], &r), -1);
-    assert_int_equal(dlink_envelope_split(b.data[1], b.len[1], &hdr, &body, &blen), -1);
+    assert_int_equal(b.len[0], 5);
+    assert_memory_equal(b.data[0], "first", 5);
+    assert_int_equal(b.len[1], 6);
+    assert_memory_equal(b.data[1], "second", 6);
+    assert_int_equal(b.len[2], 0);
+    /* a frame over the limit is refused before anything is queued */
+    assert_null(dlink_reserve(la, (size_t)DLINK_MAX_FRAME + 1));
+    assert_true(dlink_queued(la) == queued);
     dlink_close(la);
     RUN_UNTIL(b.closed);
     assert_int_equal(b.closed, 1);
@@ -152,20 +123,17 @@ static void test_large_frame(void **state)
     char *big = malloc(n);
     for (size_t i = 0; i < n; i++)
         big[i] = (char)('a' + i % 26);
-    json_t *h = json_pack("{s:s}", "op", "msg");
-    for (int i = 0; i < 3; i++)
-        assert_int_equal(dlink_send(la, h, big, n), 0);
-    json_decref(h);
+    for (int i = 0; i < 3; i++) {
+        char *p = dlink_reserve(la, n);
+        assert_non_null(p);
+        memcpy(p, big, n);
+        dlink_commit(la, n);
+    }
     RUN_UNTIL(b.frames == 3);
     assert_int_equal(b.frames, 3);
     for (int i = 0; i < 3; i++) {
-        json_t *hdr;
-        const char *body;
-        size_t blen;
-        assert_int_equal(dlink_envelope_split(b.data[i], b.len[i], &hdr, &body, &blen), 0);
-        assert_int_equal(blen, n);
-        assert_memory_equal(body, big, n);
-        json_decref(hdr);
+        assert_int_equal(b.len[i], n);
+        assert_memory_equal(b.data[i], big, n);
     }
     free(big);
     dlink_close(la);
@@ -228,7 +196,7 @@ static void test_close_inside_callback(void **state)
     struct dlink *la = dlink_new(sv[0], &ops, &a);
     close_me = dlink_new(sv[1], &close_ops, NULL);
     for (int i = 0; i < 5; i++)
-        assert_int_equal(dlink_send_reply(la, (uint64_t)i, 200, NULL, "x", 1), 0);
+        send_text(la, "x");
     RUN_UNTIL(close_frames > 0 && a.closed);
     assert_int_equal(close_frames, 1); /* the rest of the batch is not delivered after close */
     assert_int_equal(a.closed, 1);
@@ -240,8 +208,7 @@ int main(void)
     loop = ev_default_loop(0);
     dlink_init(loop);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_msg_record_round_trip),
-        cmocka_unit_test(test_frames_in_order_both_kinds),
+        cmocka_unit_test(test_frames_in_order),
         cmocka_unit_test(test_large_frame),
         cmocka_unit_test(test_garbage_breaks_link),
         cmocka_unit_test(test_partial_frame_not_delivered),

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "http.h"
+#include "workers/http/http.h"
 
 static const char POST_CL[] = "POST /mcp?session=a%20b&x=1 HTTP/1.1\r\n"
                               "Host: localhost:8080\r\n"

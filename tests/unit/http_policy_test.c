@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "http.h"
+#include "workers/http/http.h"
 
 #define ACCEPT_BOTH "Accept: application/json, text/event-stream\r\n"
 #define JSON_CT "Content-Type: application/json\r\n"

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "http.h"
+#include "workers/http/http.h"
 
 /* ---- a response reader built on http_parser, to check what we wrote ------ */
 

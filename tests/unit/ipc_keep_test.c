@@ -16,7 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "ipc.h"
+#include "ipc/ipc.h"
 
 struct fixture {
     char dir[64], addr[128];

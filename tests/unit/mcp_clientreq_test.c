@@ -6,7 +6,7 @@
 
 #include <cmocka.h>
 
-#include "mcp_fakehost.h"
+#include "workers/mcp/mcp_fakehost.h"
 
 /* A tool that asks the client for its roots and reports how many there are. */
 static void roots_reply(mcp_call *c, const json_t *result, const json_t *error, void *arg)

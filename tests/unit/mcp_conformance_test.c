@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "mcp_fakehost.h"
+#include "workers/mcp/mcp_fakehost.h"
 
 static int setup(void **state)
 {

@@ -6,7 +6,7 @@
 
 #include <cmocka.h>
 
-#include "mcp_fakehost.h"
+#include "workers/mcp/mcp_fakehost.h"
 
 static int setup(void **state)
 {

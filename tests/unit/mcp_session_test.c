@@ -6,8 +6,8 @@
 
 #include <cmocka.h>
 
-#include "mcp_fakehost.h"
-#include "mcp_internal.h"
+#include "workers/mcp/mcp_fakehost.h"
+#include "workers/mcp/mcp_internal.h"
 
 static int setup(void **state)
 {

@@ -12,7 +12,7 @@
 #include <cmocka.h>
 
 #define MCPI_SHARED_HASH(v) (value_hash(v) & 1) /* two hashes for every value there is */
-#include "../../workers/mcp/shared.c"
+#include "workers/mcp/shared.c"
 
 static mcp_server *server(void)
 {

@@ -15,7 +15,7 @@
 
 #include <cmocka.h>
 
-#include "mcp_fakehost.h"
+#include "workers/mcp/mcp_fakehost.h"
 
 #define V "2026-07-28"
 #define ALLCAPS "{\"sampling\":{},\"elicitation\":{},\"roots\":{}}"

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "stats.h"
+#include "ipc/stats.h"
 
 static json_t *find(json_t *snap, const char *name, const char *labels)
 {

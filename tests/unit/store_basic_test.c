@@ -1,6 +1,5 @@
 /* Session store: round trips of sessions and events, trimming, deletes,
- * count/foreach, the three durability modes, argument errors, and an MCP
- * session going through the store and back. */
+ * count/foreach, the three durability modes, argument errors. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,8 +14,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "mcp_fakehost.h"
-#include "store.h"
+#include <jansson.h>
+
+#include "workers/store/store.h"
 
 struct env {
     char base[64];
@@ -391,35 +391,6 @@ static void test_bad_arguments(void **state)
     json_decref(arr);
 }
 
-static void test_mcp_session_through_the_store(void **state)
-{
-    struct env *e = *state;
-    struct fakehost fh;
-    fakehost_init(&fh);
-    char err[256];
-    struct mcp_server_opts so = {.packs = "core"};
-    mcp_server *srv = mcp_server_new(&so, &fakehost_ops, &fh, err, sizeof(err));
-    assert_non_null(srv);
-    mcp_session *ms = mcp_session_new(srv, "1-mcp");
-    json_decref(fakehost_initialize(srv, ms, "2025-06-18", NULL));
-    json_t *d = mcp_session_dump(ms);
-    assert_int_equal(store_session_put(e->s, "1-mcp", d), 0);
-    assert_int_equal(store_commit(e->s), 0);
-    reopen(e, STORE_FSYNC, 8);
-    json_t *g = store_session_get(e->s, "1-mcp");
-    assert_true(json_equal(g, d));
-    mcp_session *back = mcp_session_restore(srv, g, err, sizeof(err));
-    assert_non_null(back);
-    assert_string_equal(mcp_session_protocol(back), "2025-06-18");
-    assert_int_equal(mcp_session_seq(back), mcp_session_seq(ms));
-    mcp_session_free(back);
-    mcp_session_free(ms);
-    json_decref(g);
-    json_decref(d);
-    mcp_server_free(srv);
-    fakehost_fini(&fh);
-}
-
 /* KiB of this process's memory that the store's data.mdb mapping holds (smaps Rss), -1 if none. */
 static long mapped_kib(const struct env *e)
 {
@@ -513,7 +484,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_count_and_foreach, setup, teardown),
         cmocka_unit_test_setup_teardown(test_durability_modes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_mcp_session_through_the_store, setup, teardown),
         cmocka_unit_test_setup_teardown(test_trim, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

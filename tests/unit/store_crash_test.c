@@ -19,7 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "store.h"
+#include "workers/store/store.h"
 
 static char base[64], dir[128];
 

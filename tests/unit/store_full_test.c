@@ -18,7 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "store.h"
+#include "workers/store/store.h"
 
 static char base[64], mnt[128];
 static bool mounted;

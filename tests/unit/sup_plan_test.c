@@ -9,8 +9,8 @@
 #include <string.h>
 #include <sys/wait.h>
 
-#include "cmcp.h"
-#include "plan.h"
+#include "base/cmcp.h"
+#include "supervisor/plan.h"
 
 #define EXITED(code) W_EXITCODE(code, 0)
 #define KILLED(sig) W_EXITCODE(0, sig)

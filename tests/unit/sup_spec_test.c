@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "spec.h"
+#include "base/config.h"
+#include "supervisor/spec.h"
 
 static bool known(const char *role)
 {
@@ -241,23 +241,6 @@ static void misplaced_keys(void **st)
                  "root", "t.conf:5:", "always 'supervisor'");
 }
 
-static void split_args(void **st)
-{
-    (void)st;
-    char *argv[8];
-    assert_int_equal(sup_split_args("  a  'b c'\t\"d 'e'\" f''g  ", argv, 7), 4);
-    assert_string_equal(argv[0], "a");
-    assert_string_equal(argv[1], "b c");
-    assert_string_equal(argv[2], "d 'e'");
-    assert_string_equal(argv[3], "fg");
-    assert_null(argv[4]);
-    for (int i = 0; i < 4; i++)
-        free(argv[i]);
-    assert_int_equal(sup_split_args("", argv, 7), 0);
-    assert_int_equal(sup_split_args("a 'b", argv, 7), -1);
-    assert_int_equal(sup_split_args("1 2 3 4", argv, 3), -1); /* too many */
-}
-
 static void parse_helpers(void **st)
 {
     (void)st;
@@ -283,7 +266,7 @@ static void spec_copy_is_deep(void **st)
     (void)st;
     struct child_spec a, b;
     memset(&a, 0, sizeof(a));
-    a.argc = sup_split_args("x y", a.argv, SUP_MAX_ARGS);
+    a.argc = cfg_split_args("x y", a.argv, SUP_MAX_ARGS);
     sup_child_spec_copy(&b, &a);
     assert_ptr_not_equal(a.argv[0], b.argv[0]);
     sup_child_spec_free(&a);
@@ -294,6 +277,7 @@ static void spec_copy_is_deep(void **st)
 
 int main(void)
 {
+    cfg_schema_add(sup_cfg_keys);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(builds_a_tree),
         cmocka_unit_test(worker_defaults),
@@ -303,7 +287,6 @@ int main(void)
         cmocka_unit_test(errors_name_file_and_line),
         cmocka_unit_test(otp_significant_rules),
         cmocka_unit_test(misplaced_keys),
-        cmocka_unit_test(split_args),
         cmocka_unit_test(parse_helpers),
         cmocka_unit_test(spec_copy_is_deep),
     };

@@ -5,7 +5,7 @@
  * pauses the parser when the queue is full so one connection cannot make us
  * buffer without bound.
  */
-#include "http.h"
+#include "workers/http/http.h"
 
 #include <errno.h>
 #include <limits.h>

@@ -10,6 +10,10 @@
 #ifndef CMCP_HTTP_H
 #define CMCP_HTTP_H
 
+#if !defined(CMCP_LAYER_HTTP) && !defined(CMCP_LAYER_LISTENER) && !defined(CMCP_LAYER_METRICS)
+#error "workers/http serves the listener and the metrics worker only (../shared/design/layers.md)"
+#endif
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -325,6 +329,15 @@ json_t *mcp_http_verdict_json(const struct mcp_http_verdict *v, const struct mcp
 int mcp_http_write_verdict(struct http_buf *b, const struct http_request *req,
                            const struct mcp_http_verdict *v, const struct mcp_http_policy *pol,
                            json_t *id, bool keep_alive);
+
+/*
+ * The era of a POST: true for the stateless revision (2026-07-28 and later),
+ * named by the MCP-Protocol-Version header or, without it, by the
+ * per-request protocol in params._meta. The body is parsed only when it may
+ * carry that key, so 2025 traffic pays nothing.
+ */
+#define MCP_HTTP_STATELESS_VERSION "2026-07-28"
+bool mcp_http_is_stateless(const struct http_request *req);
 
 /* MCP-Session-Id syntax: 1..128 visible ASCII characters (0x21-0x7E). */
 #define MCP_SESSION_ID_MAX 128

@@ -4,7 +4,7 @@
  * stream number so a Last-Event-ID names the one stream to replay (spec
  * 2025-11-25 "Resumability and Redelivery").
  */
-#include "http.h"
+#include "workers/http/http.h"
 
 #include <errno.h>
 #include <inttypes.h>

@@ -4,7 +4,8 @@
  * here with an HTTP error. Pure functions of the request and the policy, so
  * every verdict is unit-tested; docs/http.md explains each leniency.
  */
-#include "http.h"
+#define _GNU_SOURCE
+#include "workers/http/http.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -492,4 +493,31 @@ int mcp_http_write_verdict(struct http_buf *b, const struct http_request *req,
         rv = http_write_body(b, "application/json", text, strlen(text));
     free(text);
     return rv;
+}
+
+/* A version the revision scheme could name: YYYY-MM-DD. */
+static bool version_is_date(const char *v)
+{
+    static const char shape[] = "0000-00-00";
+    if (!v || strlen(v) != sizeof(shape) - 1)
+        return false;
+    for (size_t i = 0; shape[i]; i++)
+        if (shape[i] == '-' ? v[i] != '-' : !is_digit(v[i]))
+            return false;
+    return true;
+}
+
+bool mcp_http_is_stateless(const struct http_request *req)
+{
+    const char *pv = http_request_header(req, "MCP-Protocol-Version");
+    if (version_is_date(pv) && strcmp(pv, MCP_HTTP_STATELESS_VERSION) >= 0)
+        return true;
+    static const char meta_key[] = "io.modelcontextprotocol/protocolVersion";
+    if (!memmem(req->body, req->body_len, meta_key, sizeof(meta_key) - 1))
+        return false;
+    json_t *msg = json_loadb(req->body, req->body_len, 0, NULL);
+    json_t *meta = json_object_get(json_object_get(msg, "params"), "_meta");
+    bool yes = json_is_string(json_object_get(msg, "method")) && json_object_get(meta, meta_key);
+    json_decref(msg);
+    return yes;
 }

@@ -2,7 +2,7 @@
  * Lookups on a parsed request: headers (names compared without case, as
  * RFC 9110 5.1 requires; repeats kept in arrival order) and query parameters.
  */
-#include "http.h"
+#include "workers/http/http.h"
 
 #include <errno.h>
 #include <string.h>

@@ -3,7 +3,7 @@
  * fixed-length and chunked bodies, and Server-Sent Events. The listener
  * writes the buffer to the socket and consumes what write(2) took.
  */
-#include "http.h"
+#include "workers/http/http.h"
 
 #include <errno.h>
 #include <stdarg.h>

@@ -8,7 +8,7 @@
  * is released when it finishes or is cancelled, so a handler never has to
  * clean up after itself on the cancellation path.
  */
-#include "mcp_internal.h"
+#include "workers/mcp/mcp_internal.h"
 
 #include <errno.h>
 #include <math.h>

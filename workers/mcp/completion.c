@@ -2,7 +2,7 @@
  * completion/complete: suggestions for a prompt argument or a resource
  * template variable, from the prompt's or template's complete() hook.
  */
-#include "mcp_internal.h"
+#include "workers/mcp/mcp_internal.h"
 
 #include <stdio.h>
 #include <string.h>

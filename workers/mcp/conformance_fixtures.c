@@ -3,7 +3,7 @@
  * prompts the conformance suite's server scenarios read, with the texts
  * and MIME types its checks expect.
  */
-#include "mcp_internal.h"
+#include "workers/mcp/mcp_internal.h"
 
 #include <errno.h>
 #include <stdio.h>

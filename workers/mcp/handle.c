@@ -3,7 +3,7 @@
  * notifications (initialized, cancelled) to the session, and responses to
  * the call waiting for them. Also batches (2025-03-26) and raw text.
  */
-#include "mcp_internal.h"
+#include "workers/mcp/mcp_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -2,7 +2,7 @@
  * JSON-RPC 2.0 as MCP uses it: classifying messages, building responses,
  * and the protocol revisions we negotiate.
  */
-#include "mcp_internal.h"
+#include "workers/mcp/mcp_internal.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,7 +1,7 @@
 /*
  * initialize (version and capability negotiation), ping and logging/setLevel.
  */
-#include "mcp_internal.h"
+#include "workers/mcp/mcp_internal.h"
 
 #include <ctype.h>
 #include <stdlib.h>

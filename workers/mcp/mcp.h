@@ -17,6 +17,10 @@
 #ifndef CMCP_MCP_H
 #define CMCP_MCP_H
 
+#if !defined(CMCP_LAYER_ENGINE) && !defined(CMCP_LAYER_SHARD)
+#error "workers/mcp is the MCP engine: only the shard role uses it (../shared/design/layers.md)"
+#endif
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>

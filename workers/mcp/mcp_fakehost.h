@@ -13,7 +13,11 @@
 #ifndef CMCP_MCP_FAKEHOST_H
 #define CMCP_MCP_FAKEHOST_H
 
-#include "mcp.h"
+#if !defined(CMCP_LAYER_ENGINE) && !defined(CMCP_LAYER_SHARD)
+#error "workers/mcp/mcp_fakehost.h is for the tests of the engine and of its host (../shared/design/layers.md)"
+#endif
+
+#include "workers/mcp/mcp.h"
 
 #include <stdio.h>
 #include <stdlib.h>

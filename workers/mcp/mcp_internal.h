@@ -5,7 +5,11 @@
 #ifndef CMCP_MCP_INTERNAL_H
 #define CMCP_MCP_INTERNAL_H
 
-#include "mcp.h"
+#if !defined(CMCP_LAYER_ENGINE)
+#error "workers/mcp/mcp_internal.h is internal to the MCP engine (../shared/design/layers.md)"
+#endif
+
+#include "workers/mcp/mcp.h"
 
 #include <uthash.h>
 

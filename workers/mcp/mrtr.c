@@ -25,7 +25,7 @@
  * -32602; answers nobody asked for are ignored; a question without an
  * answer is asked again.
  */
-#include "mcp_internal.h"
+#include "workers/mcp/mcp_internal.h"
 
 #include <errno.h>
 #include <sodium.h>

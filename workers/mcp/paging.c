@@ -7,7 +7,7 @@
  * silently misread. An offset past the end (the list shrank) gives an empty
  * last page, not an error: the cursor was valid when we issued it.
  */
-#include "mcp_internal.h"
+#include "workers/mcp/mcp_internal.h"
 
 #include <sodium.h>
 #include <stdio.h>

@@ -2,7 +2,7 @@
  * prompts/list and prompts/get. Arguments are checked here (all strings,
  * every required one present) so a prompt's get() only builds messages.
  */
-#include "mcp_internal.h"
+#include "workers/mcp/mcp_internal.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -2,7 +2,7 @@
  * resources/list, resources/read, resources/templates/list and
  * (un)subscribe, with RFC 6570 level-1 templates ("test://x/{id}/data").
  */
-#include "mcp_internal.h"
+#include "workers/mcp/mcp_internal.h"
 
 #include <ctype.h>
 #include <stdlib.h>

@@ -7,7 +7,7 @@
  * arguments itself. A failure is reported to the model as a tool error, so
  * the message names the argument and what was expected.
  */
-#include "mcp_internal.h"
+#include "workers/mcp/mcp_internal.h"
 
 #include <math.h>
 #include <stdlib.h>

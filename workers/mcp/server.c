@@ -2,9 +2,9 @@
  * The server: configuration, the registry of tools, resources and prompts,
  * and the messages that go to every session (list_changed, updates).
  */
-#include "mcp_internal.h"
+#include "workers/mcp/mcp_internal.h"
 
-#include "cmcp.h"
+#include "base/cmcp.h"
 
 #include <ctype.h>
 #include <sodium.h>

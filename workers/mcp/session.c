@@ -4,7 +4,7 @@
  * flight. Everything but the in-flight requests is durable: it is what
  * mcp_session_dump() writes and mcp_session_restore() reads back.
  */
-#include "mcp_internal.h"
+#include "workers/mcp/mcp_internal.h"
 
 #include <sodium.h>
 #include <stdio.h>

@@ -10,7 +10,7 @@
  * order does not matter), confirmed with json_equal, freed when the last
  * session that uses it lets go.
  */
-#include "mcp_internal.h"
+#include "workers/mcp/mcp_internal.h"
 
 #include <stdlib.h>
 #include <string.h>

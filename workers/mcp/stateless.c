@@ -15,7 +15,7 @@
  *   5. the method exists in this revision (-32601: initialize, ping,
  *      logging/setLevel and resources/(un)subscribe are gone).
  */
-#include "mcp_internal.h"
+#include "workers/mcp/mcp_internal.h"
 
 #include <sodium.h>
 #include <stdio.h>

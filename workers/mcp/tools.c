@@ -7,7 +7,7 @@
  * inputSchema are the tool's business and come back as an isError result
  * the model can read and correct.
  */
-#include "mcp_internal.h"
+#include "workers/mcp/mcp_internal.h"
 
 #include <stdio.h>
 

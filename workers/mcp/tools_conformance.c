@@ -4,7 +4,7 @@
  * arguments, texts, MIME types, log and progress sequences and elicitation
  * schemas are the ones its checks assert; see docs/mcp-engine.md.
  */
-#include "mcp_internal.h"
+#include "workers/mcp/mcp_internal.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -8,7 +8,7 @@
  * the session's durable state, so every change is committed through
  * ops->session_changed before the tool's response goes out.
  */
-#include "mcp_internal.h"
+#include "workers/mcp/mcp_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -27,7 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "store_int.h"
+#include "workers/store/store_int.h"
 
 /* ---- the fault guard ---- */
 

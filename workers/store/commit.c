@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "store_int.h"
+#include "workers/store/store_int.h"
 
 /* ---- staging ---- */
 

@@ -7,7 +7,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "store_int.h"
+#include "workers/store/store_int.h"
 
 static int begin(struct store *s, MDB_txn **txn, bool own)
 {

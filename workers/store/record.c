@@ -12,7 +12,7 @@
  */
 #include <string.h>
 
-#include "store_int.h"
+#include "workers/store/store_int.h"
 
 /* ---- CRC-32C (Castagnoli) ---- */
 

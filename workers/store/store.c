@@ -20,8 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cmcp.h"
-#include "store_int.h"
+#include "base/cmcp.h"
+#include "workers/store/store_int.h"
 
 #define MiB ((size_t)1 << 20)
 

@@ -16,6 +16,10 @@
 #ifndef CMCP_STORE_H
 #define CMCP_STORE_H
 
+#if !defined(CMCP_LAYER_STORE) && !defined(CMCP_LAYER_SHARD)
+#error "workers/store is a shard's store: only the shard role uses it (../shared/design/layers.md)"
+#endif
+
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>

@@ -5,12 +5,16 @@
 #ifndef CMCP_STORE_INT_H
 #define CMCP_STORE_INT_H
 
+#if !defined(CMCP_LAYER_STORE)
+#error "workers/store/store_int.h is internal to the store (../shared/design/layers.md)"
+#endif
+
 #include <lmdb.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "store.h"
+#include "workers/store/store.h"
 
 #define STORE_FORMAT 1    /* of the records below; kept in meta "format" */
 #define STORE_SID_MAX 255 /* LMDB keys are <= 511 bytes; ids are ~30 */

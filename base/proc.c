@@ -1,0 +1,104 @@
+#include "base/proc.h"
+
+#include "base/cmcp.h"
+#include "base/log.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void proc_init_signals(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+void proc_notify_ready(struct proc_args *a)
+{
+    if (a->ready_fd < 0)
+        return;
+    ssize_t w = write(a->ready_fd, "\n", 1);
+    (void)w;
+    close(a->ready_fd);
+    a->ready_fd = -1;
+}
+
+enum proc_parse proc_parse_args(int argc, char **argv, struct proc_args *a)
+{
+    memset(a, 0, sizeof(*a));
+    a->index = -1;
+    a->ready_fd = -1;
+    a->argv = calloc((size_t)argc + 1, sizeof(char *));
+    if (!a->argv) {
+        fprintf(stderr, "cmcpd: out of memory\n");
+        return PROC_ARGS_BAD;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define TAKE(name) (strcmp(o, name) == 0 && v && (i++, 1))
+        if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
+            return PROC_ARGS_HELP;
+        } else if (!strcmp(o, "-V") || !strcmp(o, "--version")) {
+            return PROC_ARGS_VERSION;
+        } else if (!strcmp(o, "--check-config")) {
+            a->check_config = true;
+        } else if (!strcmp(o, "--stdio") && !a->role) {
+            a->stdio = true;
+        } else if (TAKE("--role")) {
+            a->role = v;
+        } else if (TAKE("--id")) {
+            a->id = v;
+        } else if (TAKE("--sup")) {
+            a->sup = v;
+        } else if (TAKE("--index")) {
+            a->index = atoi(v);
+        } else if (TAKE("-c") || TAKE("--config")) {
+            a->config = v;
+        } else if (TAKE("--ready-fd")) {
+            a->ready_fd = atoi(v);
+        } else if (a->role) {
+            a->argv[a->argc++] = argv[i]; /* the role's own arguments */
+        } else {
+            fprintf(stderr, "cmcpd: unknown argument '%s' (cmcpd --help lists the options)\n", o);
+            return PROC_ARGS_BAD;
+        }
+#undef TAKE
+    }
+    return PROC_ARGS_OK;
+}
+
+void proc_apply_log_level(const struct cfg *c)
+{
+    enum log_level lvl;
+    const char *lv = cfg_get(c, "node", "log_level", NULL);
+    if (lv && log_level_parse(lv, &lvl) == 0 && !getenv("CMCP_LOG_LEVEL"))
+        log_set_level(lvl);
+}
+
+int proc_child_setup(struct proc_args *a)
+{
+    if (cfg_load(&a->cfg, a->config) != 0) {
+        fprintf(stderr, "cmcpd: configuration error: %s\n", a->cfg.err);
+        return CMCP_EXIT_USAGE;
+    }
+    a->node = cfg_get(&a->cfg, "node", "name", "cmcp");
+    a->run_dir = cfg_get(&a->cfg, "node", "run_dir", "./var/run");
+    log_init(a->node, a->role, a->id);
+    proc_apply_log_level(&a->cfg);
+    if (!a->id) {
+        fprintf(stderr, "cmcpd: --role needs --id\n");
+        return CMCP_EXIT_USAGE;
+    }
+    return 0;
+}

@@ -1,0 +1,48 @@
+/* What every cmcpd process shares: start-up hygiene and its command line. */
+#ifndef CMCP_PROC_H
+#define CMCP_PROC_H
+
+#include <stdbool.h>
+
+#include "base/config.h"
+
+struct proc_args {
+    const char *role;   /* NULL for the root */
+    const char *id;
+    const char *sup;    /* the supervisor that started us */
+    int index;          /* replica index, or -1 */
+    const char *config; /* config file, or NULL for the embedded defaults */
+    int ready_fd;       /* -1 when nobody waits for readiness */
+    int argc;           /* role-specific arguments left over */
+    char **argv;
+    struct cfg cfg;     /* loaded configuration */
+    const char *run_dir;
+    const char *node;
+    bool stdio;        /* root: --stdio */
+    bool check_config; /* root: --check-config */
+};
+
+/* What proc_parse_args found. */
+enum proc_parse { PROC_ARGS_OK, PROC_ARGS_HELP, PROC_ARGS_VERSION, PROC_ARGS_BAD };
+/* Parses cmcpd's command line into a (PROC_ARGS_BAD after saying why on stderr). */
+enum proc_parse proc_parse_args(int argc, char **argv, struct proc_args *a);
+
+/*
+ * A child's start-up after its arguments: loads the configuration (which the
+ * root already validated), names the process in its logs and applies the
+ * log level. 0, or an exit status after saying why.
+ */
+int proc_child_setup(struct proc_args *a);
+/* The [node] log_level of c, unless CMCP_LOG_LEVEL overrides it (log.c reads that). */
+void proc_apply_log_level(const struct cfg *c);
+
+/*
+ * Blocks the signals the loop handles (so nng's threads never take them),
+ * ignores SIGPIPE, and initialises libsodium. Call before any nng call.
+ */
+void proc_init_signals(void);
+
+/* Tells the supervisor we are ready: a newline on the readiness fd, once. */
+void proc_notify_ready(struct proc_args *a);
+
+#endif

@@ -1,0 +1,71 @@
+/* The admin protocol's commands and answers (admin_proto.h). */
+#include "ipc/admin_proto.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+const struct admin_cmd admin_cmds[] = {
+    {ADMIN_STATUS, "status", "status",
+     "node, version, uptime, the supervision tree, sessions per shard, ports"},
+    {ADMIN_WHICH_CHILDREN, "which_children", "which_children [SUP]",
+     "children of a supervisor (default root): state, pid, restarts"},
+    {ADMIN_COUNT_CHILDREN, "count_children", "count_children [SUP]",
+     "specs, active, supervisors, workers"},
+    {ADMIN_RESTART_CHILD, "restart_child", "restart_child SUP ID", "start a stopped child again"},
+    {ADMIN_TERMINATE_CHILD, "terminate_child", "terminate_child SUP ID|PID",
+     "stop a child (it is not restarted; its spec stays)"},
+    {ADMIN_START_CHILD, "start_child", "start_child SUP SPEC",
+     "add and start a child: SPEC is JSON, e.g. '{\"id\":\"w\",\"role\":\"testworker\"}'"},
+    {ADMIN_START_CHILD, "start_child", "start_child SUP --args A...",
+     "simple_one_for_one: a new child with these arguments"},
+    {ADMIN_DELETE_CHILD, "delete_child", "delete_child SUP ID", "forget a stopped child's spec"},
+    {ADMIN_SESSIONS, "sessions", "sessions [--shard N]", "the sessions the shards hold"},
+    {ADMIN_SESSION_SHOW, "session_show", "session show ID",
+     "everything a shard knows of one session"},
+    {ADMIN_SESSION_KILL, "session_kill", "session kill ID",
+     "end one session (its client must initialize again)"},
+    {ADMIN_METRICS, "metrics", "metrics", "the node's metrics (Prometheus text; --json: samples)"},
+    {ADMIN_LOG_LEVEL, "log_level", "log_level [LEVEL]",
+     "show or set the log level of every process (debug info notice warning error)"},
+    {ADMIN_DRAIN, "drain", "drain", "accept no new sessions; existing ones go on; /health answers 503"},
+    {ADMIN_UNDRAIN, "undrain", "undrain", "accept new sessions again"},
+    {ADMIN_SHUTDOWN, "shutdown", "shutdown", "stop the node (the whole tree, in order)"},
+    {ADMIN_CMD_COUNT, NULL, NULL, NULL},
+};
+
+const struct admin_cmd *admin_cmd_find(const char *name)
+{
+    for (const struct admin_cmd *c = admin_cmds; name && c->name; c++)
+        if (strcmp(c->name, name) == 0)
+            return c;
+    return NULL;
+}
+
+json_t *admin_reply_ok(json_t *result)
+{
+    return json_pack("{s:b,s:o}", "ok", 1, "result", result ? result : json_object());
+}
+
+json_t *admin_reply_fail(const char *code, const char *fmt, ...)
+{
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    return json_pack("{s:b,s:s,s:s}", "ok", 0, "error", code, "message", msg);
+}
+
+bool admin_reply_read(const json_t *reply, json_t **result, const char **code,
+                      const char **message)
+{
+    *result = json_object_get(reply, "result");
+    *code = json_string_value(json_object_get(reply, "error"));
+    *message = json_string_value(json_object_get(reply, "message"));
+    if (!*code)
+        *code = "error";
+    if (!*message)
+        *message = "(no message)";
+    return json_is_true(json_object_get(reply, "ok"));
+}

@@ -1,0 +1,120 @@
+/*
+ * cmcpd: the node. Without --role it is the root supervisor of the node's
+ * process tree; every child is this same binary, exec'd with --role. This
+ * file is the only one that knows every role: the supervisor starts them by
+ * name, and the roles know nothing of each other's code.
+ */
+#include <sodium.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "base/cmcp.h"
+#include "base/proc.h"
+#include "node/schema.h"
+#include "supervisor/spawn.h"
+#include "supervisor/sup.h"
+#include "workers/admin/admin.h"
+#include "workers/listener/listener.h"
+#include "workers/metrics/metrics.h"
+#include "workers/shard/shard.h"
+#include "workers/testworker/testworker.h"
+#include "workers/toolrun/toolrun.h"
+
+struct role {
+    const char *name;
+    int (*main)(struct proc_args *a);
+    const char *what;
+};
+
+static const struct role roles[] = {
+    {"shard", shard_main, "owns the MCP sessions whose ids name it"},
+    {"listener", listener_main, "Streamable HTTP, TCP and stdio; routes messages to shards"},
+    {"toolrun", toolrun_main, "one call of an external command tool, under tool_sup"},
+    {"metrics", metrics_main, "collects every process's metrics; /metrics /health /ready /status"},
+    {"admin", admin_main, "the admin socket cmcpctl speaks to (authenticated, sealed)"},
+    {"testworker", testworker_main, "a worker the tests tell to crash, hang or exit"},
+};
+
+static bool role_known(const char *name)
+{
+    for (size_t i = 0; i < CMCP_ARRAY_LEN(roles); i++)
+        if (strcmp(roles[i].name, name) == 0)
+            return true;
+    return false;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: cmcpd [-c FILE] [--stdio] [--check-config]\n"
+            "       cmcpd --role ROLE --id ID [...]   (how supervisors start children)\n"
+            "\n"
+            "Runs a cmcp node: the root supervisor of a tree of processes described by the\n"
+            "[tree.*] sections of the configuration (embedded defaults: configs/default.conf).\n"
+            "\n"
+            "  -c, --config FILE   INI file layered over the embedded defaults; every key can\n"
+            "                      also be set as CMCP_<SECTION>_<KEY> in the environment\n"
+            "      --stdio         serve MCP on stdin/stdout (for clients that launch a command);\n"
+            "                      logs stay on stderr; network listeners are off unless\n"
+            "                      configured; stops when stdin closes\n"
+            "      --check-config  load and validate the configuration, print the tree, exit\n"
+            "  -h, --help          this text\n"
+            "  -V, --version       print the version\n"
+            "\n"
+            "Roles (children only):\n"
+            "  supervisor  a nested supervisor ([tree.ID])\n");
+    for (size_t i = 0; i < CMCP_ARRAY_LEN(roles); i++)
+        fprintf(f, "  %-11s %s\n", roles[i].name, roles[i].what);
+    fprintf(f, "\nExit status: 0 stopped cleanly, 2 bad usage or configuration, 3 start failed,\n"
+               "4 restart intensity exceeded (see docs/supervisor.md).\n");
+}
+
+int main(int argc, char **argv)
+{
+    /* Static: the arguments and the configuration live as long as the process
+     * (a role may exit() from its loop while still using them). */
+    static struct proc_args a;
+    /* Before nng or libev start threads or watchers. */
+    proc_init_signals();
+    /* Every connection is a file descriptor: take the hard limit the system allows
+     * (children inherit it), not the 1,024 a default shell gives. */
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+        nofile.rlim_cur = nofile.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &nofile);
+    }
+    if (sodium_init() < 0) {
+        fprintf(stderr, "cmcpd: libsodium failed to initialise\n");
+        return CMCP_EXIT_FAILURE;
+    }
+    spawn_self_exe();
+    node_schema_add();
+    switch (proc_parse_args(argc, argv, &a)) {
+    case PROC_ARGS_HELP:
+        usage(stdout);
+        return 0;
+    case PROC_ARGS_VERSION:
+        printf("cmcpd %s\n", CMCP_VERSION);
+        return 0;
+    case PROC_ARGS_BAD:
+        return CMCP_EXIT_USAGE;
+    case PROC_ARGS_OK:
+        break;
+    }
+    if (!a.role)
+        return sup_root_main(&a, role_known);
+    int rc = proc_child_setup(&a);
+    if (rc != 0)
+        return rc;
+    if (strcmp(a.role, "supervisor") == 0) {
+        struct sup_run_opts o = {a.id, false, a.ready_fd, a.run_dir, a.config, role_known};
+        return sup_run(&a.cfg, &o);
+    }
+    for (size_t i = 0; i < CMCP_ARRAY_LEN(roles); i++)
+        if (strcmp(roles[i].name, a.role) == 0)
+            return roles[i].main(&a);
+    fprintf(stderr, "cmcpd: unknown role '%s' (cmcpd --help lists the roles)\n", a.role);
+    return CMCP_EXIT_USAGE;
+}

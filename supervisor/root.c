@@ -1,0 +1,182 @@
+/*
+ * The root supervisor's start-up: what only the first process of a node
+ * does before it supervises anything. It resolves the run and data
+ * directories (children inherit absolute paths), makes the node's state key,
+ * checks the whole tree's configuration, takes the run directory's lock (one
+ * node per run directory), and runs the root; a --stdio node's private run
+ * directory goes with it.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/cmcp.h"
+#include "base/log.h"
+#include "supervisor/sup.h"
+
+/* One root per run directory: a second node there would fight over its sockets. */
+static int lock_run_dir(const char *run_dir)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/cmcpd.pid", run_dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        fprintf(stderr, "cmcpd: cannot open %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[32] = "?";
+        ssize_t n = read(fd, pid, sizeof(pid) - 1);
+        if (n > 0)
+            pid[n] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        fprintf(stderr,
+                "cmcpd: another node (pid %s) is running with run directory %s; stop it, or give "
+                "this one its own ([node] run_dir or CMCP_NODE_RUN_DIR)\n",
+                pid, run_dir);
+        close(fd);
+        return -1;
+    }
+    char line[32];
+    int n = snprintf(line, sizeof(line), "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) != 0 || write(fd, line, (size_t)n) != n)
+        fprintf(stderr, "cmcpd: warning: cannot write %s\n", path);
+    return fd; /* held open for the life of the root */
+}
+
+
+/* A --stdio node's private run directory goes with it; what is left there is ours. */
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    remove(path); /* best effort: keep going */
+    return 0;
+}
+
+static void remove_private_run_dir(const char *dir)
+{
+    nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/*
+ * The data directory, absolute for the children, and the node's state key in
+ * it: 32 random bytes (mode 0600) that seal the multi-round state of stateless
+ * requests, shared by every shard and kept across restarts.
+ */
+static int prepare_data_dir(const char *dir)
+{
+    char abs[PATH_MAX], key[PATH_MAX + 16];
+    if (cmcp_mkdir_p(dir, 0755) != 0 || !realpath(dir, abs)) {
+        fprintf(stderr, "cmcpd: cannot create data directory %s: %s ([node] data_dir)\n", dir,
+                strerror(errno));
+        return -1;
+    }
+    setenv("CMCP_NODE_DATA_DIR", abs, 1);
+    snprintf(key, sizeof(key), "%s/state.key", abs);
+    int fd = open(key, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 && errno == EEXIST)
+        return 0;
+    unsigned char bytes[32];
+    randombytes_buf(bytes, sizeof(bytes));
+    if (fd < 0 || write(fd, bytes, sizeof(bytes)) != (ssize_t)sizeof(bytes)) {
+        fprintf(stderr, "cmcpd: cannot write %s: %s\n", key, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    sodium_memzero(bytes, sizeof(bytes));
+    close(fd);
+    return 0;
+}
+
+int sup_root_main(struct proc_args *a, sup_role_known_fn role_known)
+{
+    char cfgpath[PATH_MAX];
+    if (a->config) {
+        if (!realpath(a->config, cfgpath)) {
+            fprintf(stderr, "cmcpd: cannot read config file %s: %s\n", a->config,
+                    strerror(errno));
+            return CMCP_EXIT_USAGE;
+        }
+        a->config = cfgpath;
+    }
+    if (a->stdio) {
+        /* A client may launch several of us at once: no fixed ports, a private run
+         * directory, unless the configuration or the environment says otherwise. */
+        char dir[64];
+        snprintf(dir, sizeof(dir), "/tmp/cmcp-stdio-%d", (int)getpid());
+        setenv("CMCP_NODE_RUN_DIR", dir, 0);
+        /* Its one session lives and dies with the pipe: nothing to keep across runs. */
+        char data[80];
+        snprintf(data, sizeof(data), "%s/data", dir);
+        setenv("CMCP_NODE_DATA_DIR", data, 0);
+        setenv("CMCP_LISTENER_HTTP_PORT", "0", 0);
+        setenv("CMCP_LISTENER_TCP_PORT", "0", 0);
+        /* Nor metrics HTTP or an admin socket (which would also leave a cookie file in the
+         * client's working directory). */
+        setenv("CMCP_METRICS_PORT", "0", 0);
+        setenv("CMCP_ADMIN_ENDPOINT", "", 0);
+        setenv("CMCP_STDIO", "1", 1);
+    }
+    if (cfg_load(&a->cfg, a->config) != 0) {
+        fprintf(stderr, "cmcpd: configuration error: %s\n", a->cfg.err);
+        return CMCP_EXIT_USAGE;
+    }
+    char rootpid[16];
+    snprintf(rootpid, sizeof(rootpid), "%d", (int)getpid());
+    setenv("CMCP_ROOT_PID", rootpid, 1);
+    const char *node = cfg_get(&a->cfg, "node", "name", "cmcp");
+    const char *run_dir = cfg_get(&a->cfg, "node", "run_dir", "./var/run");
+    if (cmcp_mkdir_p(run_dir, 0755) != 0) {
+        fprintf(stderr, "cmcpd: cannot create run directory %s: %s\n", run_dir, strerror(errno));
+        return CMCP_EXIT_FAILURE;
+    }
+    char abs_run[PATH_MAX];
+    if (!realpath(run_dir, abs_run)) {
+        fprintf(stderr, "cmcpd: cannot resolve run directory %s: %s\n", run_dir, strerror(errno));
+        return CMCP_EXIT_FAILURE;
+    }
+    if (strlen(abs_run) > 80) {
+        fprintf(stderr, "cmcpd: run directory %s is too long for unix socket paths (at most 80 "
+                        "bytes); choose a shorter [node] run_dir\n",
+                abs_run);
+        return CMCP_EXIT_USAGE;
+    }
+    /* Children inherit the resolved directory, whatever their working directory. */
+    setenv("CMCP_NODE_RUN_DIR", abs_run, 1);
+    if (prepare_data_dir(cfg_get(&a->cfg, "node", "data_dir", "./var/data")) != 0)
+        return CMCP_EXIT_FAILURE;
+    log_init(node, "supervisor", "root");
+    proc_apply_log_level(&a->cfg);
+
+    struct sup_run_opts o = {"root", true, -1, abs_run, a->config, role_known};
+    if (sup_tree_check(&a->cfg, a->check_config ? stdout : NULL, role_known) != 0) {
+        fprintf(stderr, "cmcpd: configuration error: %s\n", a->cfg.err);
+        return CMCP_EXIT_USAGE;
+    }
+    if (a->check_config) {
+        printf("configuration OK\n");
+        return 0;
+    }
+    int lock = lock_run_dir(abs_run);
+    if (lock < 0)
+        return CMCP_EXIT_FAILURE;
+    log_info("node_starting", "{s:s,s:s,s:s}", "version", CMCP_VERSION, "run_dir", abs_run,
+             "config", a->config ? a->config : "embedded defaults");
+    int code = sup_run(&a->cfg, &o);
+    close(lock);
+    if (a->stdio && strncmp(abs_run, "/tmp/cmcp-stdio-", 16) == 0)
+        remove_private_run_dir(abs_run);
+    return code;
+}

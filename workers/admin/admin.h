@@ -1,0 +1,16 @@
+/* Role `admin`: the node's admin socket, which cmcpctl speaks to (authenticated, sealed). */
+#ifndef CMCP_ADMIN_H
+#define CMCP_ADMIN_H
+
+#if !defined(CMCP_LAYER_ADMIN) && !defined(CMCP_LAYER_NODE)
+#error "workers/admin/admin.h: only the node binary starts roles"
+#endif
+
+#include "base/config.h"
+#include "base/proc.h"
+
+int admin_main(struct proc_args *a);
+/* Its configuration keys: [admin]. */
+extern const struct cfg_key admin_cfg_keys[];
+
+#endif

@@ -1,0 +1,424 @@
+/* The admin commands (ipc/admin_proto.h has the list and the shape of their answers). */
+#define _GNU_SOURCE
+#include "workers/admin/admin_int.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/cmcp.h"
+#include "base/log.h"
+#include "ipc/admin_proto.h"
+#include "ipc/route.h"
+
+static const char *arg_str(json_t *args, const char *key)
+{
+    return json_string_value(json_object_get(args, key));
+}
+
+/* Supervisor names become socket paths: nothing that could leave the run directory. */
+static bool sup_name_ok(const char *s)
+{
+    if (!s || !*s || strlen(s) > 63 || s[0] == '.' || s[0] == '-')
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-' && *p != '.')
+            return false;
+    return true;
+}
+
+/* Forwards op to a supervisor's control socket; its answer becomes ours. */
+static json_t *sup_op(json_t *args, const char *op)
+{
+    const char *sup = arg_str(args, "sup");
+    if (!sup)
+        sup = "root";
+    if (!sup_name_ok(sup))
+        return admin_reply_fail("badarg", "'%s' is not a supervisor name", sup);
+    json_t *req = json_pack("{s:s}", "op", op);
+    static const char *const pass[] = {"id", "pid", "spec", "args"};
+    for (size_t i = 0; i < CMCP_ARRAY_LEN(pass); i++) {
+        json_t *v = json_object_get(args, pass[i]);
+        if (v)
+            json_object_set(req, pass[i], v);
+    }
+    char err[600];
+    bool absent;
+    json_t *reply = admin_sup_call(sup, req, err, sizeof(err), &absent);
+    if (!reply && absent)
+        return admin_reply_fail("not_found", "no supervisor '%s' runs on this node (status shows the tree)",
+                    sup);
+    if (!reply)
+        return admin_reply_fail("unreachable", "%s", err);
+    if (!json_is_true(json_object_get(reply, "ok"))) {
+        json_t *r = admin_reply_fail(arg_str(reply, "error") ? arg_str(reply, "error") : "failed", "%s",
+                         arg_str(reply, "message") ? arg_str(reply, "message")
+                                                   : "the supervisor refused");
+        json_decref(reply);
+        return r;
+    }
+    json_object_del(reply, "ok");
+    json_object_set_new(reply, "supervisor", json_string(sup));
+    /* Name the child in every answer, also where the supervisor's reply does not. */
+    for (size_t i = 0; i < 2; i++) {
+        json_t *v = json_object_get(args, pass[i]);
+        if (v && !json_object_get(reply, pass[i]))
+            json_object_set(reply, pass[i], v);
+    }
+    return admin_reply_ok(reply);
+}
+
+/* ---- status ---- */
+
+/* The tree under sup, each supervisor's children nested; depth-bounded. */
+static json_t *walk(const char *sup, int depth, json_t *errors)
+{
+    char err[600];
+    json_t *reply = admin_sup_call(sup, json_pack("{s:s}", "op", "which_children"), err,
+                                   sizeof(err), NULL);
+    if (!reply || !json_is_true(json_object_get(reply, "ok"))) {
+        json_array_append_new(errors, json_string(reply ? arg_str(reply, "message") : err));
+        json_decref(reply);
+        return json_null();
+    }
+    json_t *kids = json_incref(json_object_get(reply, "children"));
+    json_decref(reply);
+    size_t i;
+    json_t *c;
+    json_array_foreach(kids, i, c)
+    {
+        const char *type = arg_str(c, "type");
+        const char *id = arg_str(c, "id");
+        if (type && strcmp(type, "supervisor") == 0 && id && depth < 8 &&
+            json_is_integer(json_object_get(c, "pid")) && sup_name_ok(id))
+            json_object_set_new(c, "children", walk(id, depth + 1, errors));
+    }
+    return kids;
+}
+
+static long root_pid(void)
+{
+    const char *p = getenv("CMCP_ROOT_PID");
+    return p ? atol(p) : (long)getppid();
+}
+
+/* Seconds since pid started, from /proc (field 22 is its start in clock ticks after boot). */
+static double proc_uptime(long pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    if (!p)
+        return -1;
+    unsigned long long start = 0;
+    int field = 2;
+    for (char *tok = strtok(p + 1, " "); tok; tok = strtok(NULL, " "))
+        if (++field == 22) {
+            start = strtoull(tok, NULL, 10);
+            break;
+        }
+    double up = 0;
+    f = fopen("/proc/uptime", "re");
+    if (!f || fscanf(f, "%lf", &up) != 1) {
+        if (f)
+            fclose(f);
+        return -1;
+    }
+    fclose(f);
+    return up - (double)start / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* session_list of one shard: its status (0: no answer, err says why) and its list. */
+static int shard_list(int i, json_t **list, json_t **keep, char *err, size_t errlen)
+{
+    struct wire_req req = {.op = WIRE_SESSION_LIST};
+    struct wire_reply r;
+    *list = NULL;
+    if (admin_shard_call(i, &req, &r, keep, err, errlen) != 0)
+        return 0;
+    *list = json_object_get(r.data, "sessions");
+    return r.st;
+}
+
+static json_t *cmd_status(json_t *args)
+{
+    (void)args;
+    json_t *errors = json_array();
+    json_t *tree = walk("root", 0, errors);
+    long rp = root_pid();
+    double up = proc_uptime(rp);
+    json_t *r = json_pack("{s:s,s:s,s:I,s:o,s:b,s:s,s:o}", "node", admin_g.a->node, "version",
+                          CMCP_VERSION, "pid", (json_int_t)rp, "uptime_s",
+                          up >= 0 ? json_real(up) : json_null(), "draining", admin_g.draining,
+                          "log_level", admin_g.log_level, "tree", tree);
+    json_t *shards = json_array();
+    for (int i = 0; i < admin_g.nshards; i++) {
+        char err[600];
+        json_t *list, *keep = NULL;
+        int st = shard_list(i, &list, &keep, err, sizeof(err));
+        json_t *e = json_pack("{s:i}", "shard", i);
+        if (st == 200)
+            json_object_set_new(e, "sessions", json_integer((json_int_t)json_array_size(list)));
+        else
+            json_object_set_new(e, "sessions", json_null());
+        if (!st)
+            json_object_set_new(e, "error", json_string(err));
+        json_array_append_new(shards, e);
+        json_decref(keep);
+    }
+    json_object_set_new(r, "shards", shards);
+    char http[300], tcp[300];
+    long hp = cfg_get_long(&admin_g.a->cfg, "listener", "http_port", 8080);
+    long tp = cfg_get_long(&admin_g.a->cfg, "listener", "tcp_port", 8081);
+    snprintf(http, sizeof(http), "%s:%ld", cfg_get(&admin_g.a->cfg, "listener", "http_bind", ""), hp);
+    snprintf(tcp, sizeof(tcp), "%s:%ld", cfg_get(&admin_g.a->cfg, "listener", "tcp_bind", ""), tp);
+    json_object_set_new(r, "listeners",
+                        json_pack("{s:o,s:o}", "http", hp > 0 ? json_string(http) : json_null(),
+                                  "tcp", tp > 0 ? json_string(tcp) : json_null()));
+    long mp = cfg_get_long(&admin_g.a->cfg, "metrics", "port", 9090);
+    char maddr[300];
+    snprintf(maddr, sizeof(maddr), "%s:%ld", cfg_get(&admin_g.a->cfg, "metrics", "bind", ""), mp);
+    json_object_set_new(r, "metrics_http", mp > 0 ? json_string(maddr) : json_null());
+    json_object_set_new(r, "admin_endpoint",
+                        json_string(cfg_get(&admin_g.a->cfg, "admin", "endpoint", "")));
+    if (json_array_size(errors))
+        json_object_set_new(r, "errors", errors);
+    else
+        json_decref(errors);
+    return admin_reply_ok(r);
+}
+
+/* ---- sessions ---- */
+
+static json_t *cmd_sessions(json_t *args)
+{
+    json_t *shard = json_object_get(args, "shard");
+    int from = 0, to = admin_g.nshards - 1;
+    if (shard) {
+        if (!json_is_integer(shard) || json_integer_value(shard) < 0 ||
+            json_integer_value(shard) >= admin_g.nshards)
+            return admin_reply_fail("badarg", "shard must be 0 .. %d", admin_g.nshards - 1);
+        from = to = (int)json_integer_value(shard);
+    }
+    json_t *sessions = json_array(), *shards = json_array();
+    int answered = 0, unsupported = 0;
+    char first_err[600] = "";
+    for (int i = from; i <= to; i++) {
+        char err[600];
+        json_t *list, *keep = NULL;
+        int st = shard_list(i, &list, &keep, err, sizeof(err));
+        if (st == 200) {
+            answered++;
+            size_t k;
+            json_t *s;
+            json_array_foreach(list, k, s)
+            {
+                json_t *c = json_deep_copy(s);
+                json_object_set_new(c, "shard", json_integer(i));
+                json_array_append_new(sessions, c);
+            }
+            json_array_append_new(shards, json_pack("{s:i,s:I}", "shard", i, "count",
+                                                    (json_int_t)json_array_size(list)));
+        } else {
+            if (st == 400) {
+                unsupported++;
+                snprintf(err, sizeof(err), "shard %d does not support session_list yet", i);
+            } else if (st) {
+                snprintf(err, sizeof(err), "shard %d answered status %d", i, (int)st);
+            }
+            if (!first_err[0])
+                snprintf(first_err, sizeof(first_err), "%s", err);
+            json_array_append_new(shards, json_pack("{s:i,s:s}", "shard", i, "error", err));
+        }
+        json_decref(keep);
+    }
+    if (answered == 0) {
+        json_decref(sessions);
+        json_decref(shards);
+        return admin_reply_fail(unsupported ? "unsupported" : "unreachable", "%s", first_err);
+    }
+    return admin_reply_ok(json_pack("{s:o,s:o}", "sessions", sessions, "shards", shards));
+}
+
+/* session_show / session_kill: routed by the shard the id names. */
+static json_t *session_op(json_t *args, enum admin_cmd_id cmd)
+{
+    const char *sid = arg_str(args, "sid");
+    int shard = sid ? route_session_owner(sid) : -1;
+    if (shard < 0)
+        return admin_reply_fail("badarg", "'%s' is not a session id of this node (<shard>-<26 characters>)",
+                    sid ? sid : "");
+    if (shard >= admin_g.nshards)
+        return admin_reply_fail("not_found", "session %s names shard %d; this node has %d shards", sid, shard,
+                    admin_g.nshards);
+    bool show = cmd == ADMIN_SESSION_SHOW;
+    const char *op = show ? "session_show" : "session_kill";
+    char err[600];
+    struct wire_req req = {.op = show ? WIRE_SESSION_SHOW : WIRE_SESSION_KILL};
+    snprintf(req.sid, sizeof(req.sid), "%s", sid);
+    struct wire_reply rep;
+    json_t *keep = NULL;
+    if (admin_shard_call(shard, &req, &rep, &keep, err, sizeof(err)) != 0)
+        return admin_reply_fail("unreachable", "%s", err);
+    int st = rep.st;
+    json_t *r;
+    if (st == 200 && show)
+        r = admin_reply_ok(json_pack("{s:O?,s:i}", "session", rep.data, "shard", shard));
+    else if (st == 200)
+        r = admin_reply_ok(json_pack("{s:s,s:i}", "killed", sid, "shard", shard));
+    else if (st == 404)
+        r = admin_reply_fail("not_found", "shard %d holds no session %s", shard, sid);
+    else if (st == 400)
+        r = admin_reply_fail("unsupported", "shard %d does not support %s yet", shard, op);
+    else
+        r = admin_reply_fail("failed", "shard %d answered status %d", shard, st);
+    json_decref(keep);
+    if (st == 200 && !show)
+        log_notice("admin_session_killed", "{s:s,s:i}", "sid", sid, "shard", shard);
+    return r;
+}
+
+/* ---- metrics ---- */
+
+/* One exposition line "name{labels} value" into a sample object, or NULL. */
+static json_t *sample_of(char *line)
+{
+    char *p = line;
+    while (*p && *p != '{' && *p != ' ')
+        p++;
+    char *name_end = p, *labels = "", *labels_end = NULL;
+    if (*p == '{') {
+        labels = p + 1;
+        bool q = false;
+        for (p++; *p && (q || *p != '}'); p++) {
+            if (*p == '\\' && p[1])
+                p++;
+            else if (*p == '"')
+                q = !q;
+        }
+        if (*p != '}')
+            return NULL;
+        labels_end = p++;
+    }
+    while (*p == ' ')
+        p++;
+    char *end;
+    double v = strtod(p, &end);
+    if (end == p)
+        return NULL;
+    *name_end = '\0';
+    if (labels_end)
+        *labels_end = '\0';
+    return json_pack("{s:s,s:s,s:f}", "name", line, "labels", labels, "value", v);
+}
+
+static json_t *cmd_metrics(json_t *args)
+{
+    (void)args;
+    char err[600];
+    int status = 0;
+    char *text = admin_metrics_get("/metrics", &status, err, sizeof(err));
+    if (!text)
+        return admin_reply_fail("unreachable", "%s", err);
+    if (status != 200) {
+        free(text);
+        return admin_reply_fail("failed", "the metrics worker answered HTTP %d", status);
+    }
+    json_t *samples = json_array();
+    char *copy = strdup(text);
+    char *save = NULL;
+    for (char *line = copy ? strtok_r(copy, "\n", &save) : NULL; line;
+         line = strtok_r(NULL, "\n", &save)) {
+        if (line[0] == '#' || !line[0])
+            continue;
+        json_t *s = sample_of(line);
+        if (s)
+            json_array_append_new(samples, s);
+    }
+    free(copy);
+    json_t *r = json_pack("{s:s,s:o}", "text", text, "samples", samples);
+    free(text);
+    return admin_reply_ok(r);
+}
+
+/* ---- node state ---- */
+
+static json_t *cmd_log_level(json_t *args)
+{
+    const char *level = arg_str(args, "level");
+    if (!level)
+        return admin_reply_ok(json_pack("{s:s}", "level", admin_g.log_level));
+    if (admin_set_log_level(level) != 0)
+        return admin_reply_fail("badarg", "'%s' is not a log level (debug, info, notice, warning, error)",
+                    level);
+    return admin_reply_ok(json_pack("{s:s}", "level", admin_g.log_level));
+}
+
+static json_t *cmd_drain(json_t *args, bool drain)
+{
+    (void)args;
+    bool was = admin_g.draining;
+    admin_set_drain(drain);
+    return admin_reply_ok(json_pack("{s:b,s:b}", "draining", admin_g.draining, "changed", was != admin_g.draining));
+}
+
+json_t *admin_run(const char *cmd, json_t *args)
+{
+    const struct admin_cmd *c = admin_cmd_find(cmd);
+    if (!c)
+        return admin_reply_fail("badarg", "unknown command '%s' (cmcpctl help lists them)", cmd);
+    if (!json_is_object(args))
+        args = NULL;
+    json_t *empty = json_object();
+    if (!args)
+        args = empty;
+    json_t *r = NULL;
+    switch (c->id) {
+    case ADMIN_STATUS:
+        r = cmd_status(args);
+        break;
+    case ADMIN_WHICH_CHILDREN:
+    case ADMIN_COUNT_CHILDREN:
+    case ADMIN_RESTART_CHILD:
+    case ADMIN_TERMINATE_CHILD:
+    case ADMIN_START_CHILD:
+    case ADMIN_DELETE_CHILD:
+        r = sup_op(args, c->name);
+        break;
+    case ADMIN_SESSIONS:
+        r = cmd_sessions(args);
+        break;
+    case ADMIN_SESSION_SHOW:
+    case ADMIN_SESSION_KILL:
+        r = session_op(args, c->id);
+        break;
+    case ADMIN_METRICS:
+        r = cmd_metrics(args);
+        break;
+    case ADMIN_LOG_LEVEL:
+        r = cmd_log_level(args);
+        break;
+    case ADMIN_DRAIN:
+    case ADMIN_UNDRAIN:
+        r = cmd_drain(args, c->id == ADMIN_DRAIN);
+        break;
+    case ADMIN_SHUTDOWN:
+        admin_request_shutdown();
+        r = admin_reply_ok(json_pack("{s:b,s:I}", "stopping", 1, "pid", (json_int_t)root_pid()));
+        break;
+    case ADMIN_CMD_COUNT:
+        r = admin_reply_fail("badarg", "unknown command '%s' (cmcpctl help lists them)", cmd);
+        break;
+    }
+    json_decref(empty);
+    return r;
+}

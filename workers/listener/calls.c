@@ -1,0 +1,527 @@
+/*
+ * The listener's shard links: one data link (ipc/dlink.h, a framed AF_UNIX
+ * stream) per shard carries this listener's requests to the shard and, in
+ * order, the shard's events and responses back. Calls are matched to
+ * responses by a token.
+ *
+ * A call waits in its link's queue until its frame has wholly left for the
+ * shard; while the shard is down (restarting) it waits there up to
+ * shard_wait_ms, then fails as "not delivered". A call whose frame left
+ * fails at once with a clear error when the link drops: the shard may or may
+ * not have applied it, and retrying is the client's informed choice (at most
+ * once delivery; nothing is resent that may have arrived).
+ */
+#define _GNU_SOURCE
+#include "workers/listener/listener_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/cmcp.h"
+#include "base/log.h"
+#include "ipc/addr.h"
+#include "ipc/control.h"
+#include "ipc/dlink.h"
+#include "ipc/route.h"
+#include "ipc/sock.h"
+#include "ipc/stats.h"
+
+struct shard_link {
+    int index;
+    struct dlink *dl; /* NULL while the shard is down */
+    char path[512];
+    ev_timer retry;
+    double retry_s;
+    bool ever_up;
+    struct call *qhead, *qtail; /* calls whose frame has not wholly been written */
+};
+
+static struct shard_link *links;
+static struct call *calls_by_tok;
+static uint64_t next_tok = 1;
+static int rr_next;
+
+struct stream_ent {
+    UT_hash_handle hh;
+    char sid[64];
+    struct conn *conn;
+};
+static struct stream_ent *streams;
+
+char *listener_rpc_error(const json_t *id, int code, const char *msg)
+{
+    json_t *o = json_pack("{s:s,s:O,s:{s:i,s:s}}", "jsonrpc", "2.0", "id",
+                          id ? (json_t *)id : json_null(), "error", "code", code, "message", msg);
+    char *t = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return t;
+}
+
+/* ---- metrics and drain ---- */
+
+void listener_count_conn(const char *transport, int delta)
+{
+    char labels[64];
+    snprintf(labels, sizeof(labels), "transport=\"%s\"", transport);
+    stats_gauge("cmcp_transport_connections", labels)->value += delta;
+}
+
+void listener_count_msg(const char *transport, bool received)
+{
+    /* Transports name themselves with string literals: found again by address. */
+    static struct {
+        const char *t;
+        struct stats_metric *rx, *tx;
+    } cache[8];
+    for (int i = 0; i < 8; i++) {
+        if (cache[i].t && cache[i].t != transport)
+            continue;
+        if (!cache[i].t) {
+            char labels[64];
+            snprintf(labels, sizeof(labels), "transport=\"%s\"", transport);
+            cache[i].t = transport;
+            cache[i].rx = stats_counter("cmcp_transport_messages_received_total", labels);
+            cache[i].tx = stats_counter("cmcp_transport_messages_sent_total", labels);
+        }
+        (received ? cache[i].rx : cache[i].tx)->value += 1;
+        return;
+    }
+    char labels[64];
+    snprintf(labels, sizeof(labels), "transport=\"%s\"", transport);
+    stats_counter(received ? "cmcp_transport_messages_received_total"
+                           : "cmcp_transport_messages_sent_total",
+                  labels)
+        ->value += 1;
+}
+
+bool listener_draining(void)
+{
+    return control_draining();
+}
+
+/* ---- calls ---- */
+
+static void queue_del(struct call *c)
+{
+    struct shard_link *l = &links[c->shard];
+    if (!c->sending)
+        return;
+    c->sending = false;
+    if (c->qprev)
+        c->qprev->qnext = c->qnext;
+    else
+        l->qhead = c->qnext;
+    if (c->qnext)
+        c->qnext->qprev = c->qprev;
+    else
+        l->qtail = c->qprev;
+    c->qnext = c->qprev = NULL;
+}
+
+static void call_free(struct call *c)
+{
+    HASH_DEL(calls_by_tok, c);
+    json_decref(c->rid);
+    free(c->frame);
+    free(c);
+}
+
+static void call_unlink(struct call *c)
+{
+    if (!c->conn)
+        return;
+    struct call **pp = &c->conn->calls;
+    for (; *pp; pp = &(*pp)->next_in_conn)
+        if (*pp == c) {
+            *pp = c->next_in_conn;
+            break;
+        }
+    c->conn = NULL;
+}
+
+/* Ends a call with a reply (real or made here). */
+static void call_finish(struct call *c, const struct wire_reply *r)
+{
+    if (c->finished)
+        return;
+    c->finished = true;
+    ev_timer_stop(listener_g.loop, &c->timer);
+    /* A frame still queued on a live link is in the link's buffer already (its answer
+     * will find no call); on a link that is down it is never sent. */
+    queue_del(c);
+    if (c->conn) {
+        static struct stats_metric *duration;
+        if (!duration)
+            duration = stats_histogram("cmcp_request_duration_seconds", "");
+        stats_observe(duration, (cmcp_now_ms() - c->t0) / 1000.0);
+        c->ops->done(c, r);
+    }
+    call_unlink(c);
+    call_free(c);
+}
+
+static void call_fail(struct call *c, int st, int code, const char *msg)
+{
+    /* Answer with the request's own id, so that line clients can match the error. */
+    if (!c->rid && c->body) {
+        json_t *req = json_loadb(c->body, c->body_len, 0, NULL);
+        json_t *id = json_object_get(req, "id");
+        if (id)
+            c->rid = json_incref(id);
+        json_decref(req);
+    }
+    char *body = listener_rpc_error(c->rid, code, msg);
+    struct wire_reply r = {.st = st, .body = body, .blen = body ? strlen(body) : 0};
+    call_finish(c, &r);
+    free(body);
+}
+
+/* The shard died with the request inside it: its outcome is unknown. */
+static void call_fail_shard_stopped(struct call *c)
+{
+    char msg[200];
+    snprintf(msg, sizeof(msg),
+             "Shard %d stopped while handling this request; it may or may not have been "
+             "applied. Retry if that is safe",
+             c->shard);
+    call_fail(c, 503, -32603, msg);
+}
+
+static void call_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct call *c = w->data;
+    char msg[200];
+    if (c->sending && links[c->shard].dl && !c->busy_wait) {
+        /* The shard is up, only busy: the request waits its turn behind others. It is
+         * not lost, so it gets the whole request timeout rather than the restart grace. */
+        c->busy_wait = true;
+        ev_timer_set(&c->timer, listener_g.request_timeout, 0);
+        ev_timer_start(listener_g.loop, &c->timer);
+        return;
+    }
+    if (c->sending && !links[c->shard].dl) {
+        snprintf(msg, sizeof(msg),
+                 "Shard %d is unavailable (restarting); the request was not delivered. Retry "
+                 "shortly",
+                 c->shard);
+        call_fail(c, 503, -32603, msg);
+    } else {
+        snprintf(msg, sizeof(msg), "Request timed out after %.0f ms in shard %d",
+                 listener_g.request_timeout * 1000, c->shard);
+        call_fail(c, 504, -32603, msg);
+    }
+}
+
+/* The frame left for the shard: from now on only the request timeout applies. */
+static void call_delivered(struct call *c)
+{
+    queue_del(c);
+    if (!c->busy_wait) {
+        ev_timer_stop(listener_g.loop, &c->timer);
+        ev_timer_set(&c->timer, listener_g.request_timeout, 0);
+        ev_timer_start(listener_g.loop, &c->timer);
+    }
+}
+
+static void link_progress(struct dlink *dl)
+{
+    struct shard_link *l = dlink_ud(dl);
+    uint64_t sent = dlink_sent(dl);
+    while (l->qhead && l->qhead->frame_end <= sent)
+        call_delivered(l->qhead);
+}
+
+static int link_push(struct shard_link *l, struct call *c)
+{
+    if (dlink_send_frame(l->dl, c->frame, c->frame_len) != 0)
+        return -1;
+    c->frame_end = dlink_queued(l->dl);
+    return 0;
+}
+
+int listener_route(const char *sid)
+{
+    int shard = route_session_owner(sid);
+    return shard < listener_g.nshards ? shard : -1;
+}
+
+struct call *listener_call(struct conn *conn, int shard, struct wire_req *req,
+                           const struct call_ops *ops, void *tdata)
+{
+    if (shard < 0) {
+        shard = rr_next;
+        rr_next = (rr_next + 1) % listener_g.nshards;
+    }
+    struct call *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->tok = next_tok++;
+    c->t0 = cmcp_now_ms();
+    c->shard = shard;
+    c->ops = ops;
+    c->conn = conn;
+    c->tdata = tdata;
+    req->tok = c->tok;
+    req->lid = listener_g.index;
+    size_t body_off = 0;
+    c->frame = wire_req_frame(req, &c->frame_len, &body_off);
+    if (!c->frame) {
+        free(c);
+        return NULL;
+    }
+    c->body = c->frame + body_off;
+    c->body_len = req->blen;
+    HASH_ADD(hh, calls_by_tok, tok, sizeof(c->tok), c);
+    if (conn) {
+        c->next_in_conn = conn->calls;
+        conn->calls = c;
+    }
+    ev_timer_init(&c->timer, call_timer_cb, listener_g.shard_wait, 0);
+    c->timer.data = c;
+    ev_timer_start(listener_g.loop, &c->timer);
+    /* Queued until the frame has left; sent now when the shard is up. */
+    struct shard_link *l = &links[shard];
+    c->sending = true;
+    c->qprev = l->qtail;
+    if (l->qtail)
+        l->qtail->qnext = c;
+    else
+        l->qhead = c;
+    l->qtail = c;
+    if (l->dl && link_push(l, c) != 0) {
+        /* Out of memory for the link's buffer: this request is not sent. */
+        call_unlink(c);
+        queue_del(c);
+        ev_timer_stop(listener_g.loop, &c->timer);
+        call_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+struct call *listener_call_by_stream(const char *sid, int stream)
+{
+    struct call *c, *tmp;
+    HASH_ITER(hh, calls_by_tok, c, tmp)
+    {
+        if (!c->finished && c->stream == stream && strcmp(c->sid, sid) == 0)
+            return c;
+    }
+    return NULL;
+}
+
+void listener_call_detach(struct call *c)
+{
+    call_unlink(c);
+}
+
+void listener_call_attach(struct call *c, struct conn *conn, const struct call_ops *ops)
+{
+    call_unlink(c);
+    c->conn = conn;
+    c->ops = ops;
+    c->next_in_conn = conn->calls;
+    conn->calls = c;
+}
+
+void listener_detach_calls(struct conn *conn)
+{
+    struct call **head = &conn->calls;
+    while (*head) {
+        struct call *c = *head;
+        *head = c->next_in_conn;
+        c->conn = NULL;
+        c->next_in_conn = NULL;
+    }
+}
+
+static const struct call_ops end_ops;
+static void end_done(struct call *c, const struct wire_reply *r)
+{
+    (void)c;
+    (void)r;
+}
+static const struct call_ops end_ops = {NULL, end_done};
+
+void listener_stateless_cancel(struct call *c)
+{
+    if (!c->stateless || c->finished)
+        return;
+    char key[64];
+    snprintf(key, sizeof(key), "%d-%llu", listener_g.index, (unsigned long long)c->tok);
+    struct wire_req req = {.op = WIRE_STATELESS_CANCEL, .key = key};
+    listener_call(NULL, c->shard, &req, &end_ops, NULL);
+}
+
+void listener_session_end(const char *sid)
+{
+    int shard = listener_route(sid);
+    if (shard < 0)
+        return;
+    struct wire_req req = {.op = WIRE_DELETE};
+    snprintf(req.sid, sizeof(req.sid), "%s", sid);
+    listener_call(NULL, shard, &req, &end_ops, NULL);
+}
+
+/* ---- what the shards send: events and responses ---- */
+
+static void link_frame(struct dlink *dl, const char *data, size_t len)
+{
+    (void)dl;
+    struct wire_reply r;
+    struct wire_event e;
+    json_t *keep;
+    int kind = wire_from_shard_parse(data, len, &r, &e, &keep);
+    struct call *c = NULL;
+    if (kind == WIRE_REPLY) {
+        HASH_FIND(hh, calls_by_tok, &r.tok, sizeof(r.tok), c);
+        if (c && !c->finished)
+            call_finish(c, &r); /* answered, so it arrived: out of the queue */
+    } else if (kind == WIRE_EVENT && e.tok) {
+        /* An event of a request, before its response (the link keeps order). */
+        HASH_FIND(hh, calls_by_tok, &e.tok, sizeof(e.tok), c);
+        if (c && !c->finished) {
+            c->stream = e.stream;
+            if (c->conn && c->ops->event)
+                c->ops->event(c, &e);
+        }
+    } else if (kind == WIRE_EVENT) {
+        /* An event of a session that belongs to no request: its standalone stream's. */
+        struct stream_ent *se = NULL;
+        HASH_FIND_STR(streams, e.sid, se);
+        if (se && se->conn->ops->stream_event)
+            se->conn->ops->stream_event(se->conn, &e);
+    } else {
+        log_warn("shard_frame_malformed", "{s:i}", "bytes", (int)len);
+    }
+    json_decref(keep);
+}
+
+/* ---- shard liveness ---- */
+
+static void link_connect(struct shard_link *l);
+
+static void link_closed(struct dlink *dl, const char *why)
+{
+    struct shard_link *l = dlink_ud(dl);
+    link_progress(dl); /* frames written just before the break left */
+    l->dl = NULL;
+    /* Every call whose frame left is lost with the shard; the rest wait for its return. */
+    struct call *c, *tmp;
+    int failed = 0;
+    HASH_ITER(hh, calls_by_tok, c, tmp)
+    {
+        if (c->shard != l->index || c->finished || c->sending)
+            continue;
+        call_fail_shard_stopped(c);
+        failed++;
+    }
+    for (c = l->qhead; c; c = c->qnext)
+        c->frame_end = 0;
+    log_warn("shard_link_down", "{s:i,s:s,s:i}", "shard", l->index, "why", why, "calls_failed",
+             failed);
+    stats_gauge("cmcp_shard_links_up", "")->value -= 1;
+    stats_counter("cmcp_shard_link_drops_total", "")->value += 1;
+    l->retry_s = 0.005;
+    ev_timer_set(&l->retry, l->retry_s, 0);
+    ev_timer_start(listener_g.loop, &l->retry);
+}
+
+static const struct dlink_ops link_ops = {link_frame, link_progress, link_closed};
+
+static void link_connect(struct shard_link *l)
+{
+    int fd = sock_unix_connect(l->path);
+    if (fd < 0) {
+        /* Not up yet (restarting, or still loading its sessions): try again shortly. */
+        l->retry_s = l->retry_s < 0.2 ? l->retry_s * 2 : 0.2;
+        ev_timer_set(&l->retry, l->retry_s, 0);
+        ev_timer_start(listener_g.loop, &l->retry);
+        return;
+    }
+    l->dl = dlink_new(fd, &link_ops, l);
+    if (!l->dl) {
+        ev_timer_set(&l->retry, 0.2, 0);
+        ev_timer_start(listener_g.loop, &l->retry);
+        return;
+    }
+    stats_gauge("cmcp_shard_links_up", "")->value += 1;
+    /* What waited for the shard goes now, in the order it came. */
+    int waiting = 0;
+    for (struct call *c = l->qhead; c; c = c->qnext, waiting++)
+        if (link_push(l, c) != 0)
+            break;
+    if (waiting || l->ever_up)
+        log_info("shard_link_up", "{s:i,s:i}", "shard", l->index, "waiting", waiting);
+    l->ever_up = true;
+}
+
+static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    link_connect(w->data);
+}
+
+/* ---- standalone streams ---- */
+
+void listener_stream_set(const char *sid, struct conn *conn)
+{
+    struct stream_ent *e = NULL;
+    HASH_FIND_STR(streams, sid, e);
+    if (!e) {
+        e = calloc(1, sizeof(*e));
+        snprintf(e->sid, sizeof(e->sid), "%s", sid);
+        HASH_ADD_STR(streams, sid, e);
+    }
+    e->conn = conn;
+}
+
+struct conn *listener_stream_get(const char *sid)
+{
+    struct stream_ent *e = NULL;
+    HASH_FIND_STR(streams, sid, e);
+    return e ? e->conn : NULL;
+}
+
+void listener_stream_clear(const char *sid, struct conn *conn)
+{
+    struct stream_ent *e = NULL;
+    HASH_FIND_STR(streams, sid, e);
+    if (e && e->conn == conn) {
+        HASH_DEL(streams, e);
+        free(e);
+    }
+}
+
+/* ---- start and stop ---- */
+
+int listener_links_start(void)
+{
+    links = calloc((size_t)listener_g.nshards, sizeof(*links));
+    if (!links) {
+        log_error("listener_start_failed", "{s:s}", "error", "out of memory");
+        return -1;
+    }
+    for (int i = 0; i < listener_g.nshards; i++) {
+        struct shard_link *l = &links[i];
+        l->index = i;
+        ipc_addr_shard_data(l->path, sizeof(l->path), listener_g.run_dir, i);
+        ev_timer_init(&l->retry, retry_cb, 0, 0);
+        l->retry.data = l;
+        l->retry_s = 0.005;
+        link_connect(l);
+    }
+    return 0;
+}
+
+void listener_links_stop(void)
+{
+    for (int i = 0; i < listener_g.nshards; i++)
+        dlink_close(links[i].dl);
+}

@@ -1,0 +1,155 @@
+/*
+ * Inside the listener role: the call machinery every transport shares
+ * (calls.c: the shard links, calls matched to replies by token, standalone
+ * streams), the transports (http.c: Streamable HTTP, the legacy HTTP+SSE
+ * transport, the WebSocket upgrade; line.c: TCP, stdio, WebSocket), and the
+ * role's start (main.c). A transport reaches the others only through this
+ * file: a connection carries its ops, a call its outcome's ops, and a
+ * connection changes hands through listener_adopt().
+ */
+#ifndef CMCP_LISTENER_INT_H
+#define CMCP_LISTENER_INT_H
+
+#if !defined(CMCP_LAYER_LISTENER)
+#error "workers/listener/listener_int.h is internal to the listener role"
+#endif
+
+#include <ev.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uthash.h>
+
+#include "base/config.h"
+#include "ipc/sock.h"
+#include "ipc/wire.h"
+#include "workers/listener/listener.h"
+
+struct call;
+struct conn;
+
+/* What a connection's transport does with what is not the answer to one of its calls. */
+struct conn_ops {
+    const char *transport; /* a metric label: http, tcp, stdio, websocket */
+    /* An event of a session that belongs to no request: its standalone stream's. */
+    void (*stream_event)(struct conn *conn, const struct wire_event *e);
+};
+
+/* The part of every client connection that the call machinery sees. */
+struct conn {
+    const struct conn_ops *ops;
+    struct call *calls; /* calls in flight for this connection */
+};
+
+/* What a transport does with the outcome of a call. */
+struct call_ops {
+    /* An event of this call's stream (progress, log, server request). */
+    void (*event)(struct call *c, const struct wire_event *e);
+    /* The reply. Always called once, also for failures (then st is 503/504 and the body a
+     * JSON-RPC error made here). */
+    void (*done)(struct call *c, const struct wire_reply *r);
+};
+
+struct call {
+    UT_hash_handle hh; /* by tok */
+    uint64_t tok;
+    int shard;
+    bool sending;   /* its frame has not wholly left for the shard yet */
+    bool finished;
+    bool busy_wait; /* its shard is up but has not taken it yet */
+    const struct call_ops *ops;
+    struct conn *conn; /* NULL once the connection went away */
+    struct call *next_in_conn;
+    struct call *qnext, *qprev; /* the shard link's queue of frames not yet written */
+    void *tdata;       /* transport's own per-call data */
+    json_t *rid;       /* the JSON-RPC id of the request, when known */
+    char *frame;       /* the request as framed for the shard (ipc/wire.h) */
+    size_t frame_len;
+    uint64_t frame_end; /* the link's byte count once the frame is written */
+    const char *body;  /* the request inside frame, to name its id in an error made here */
+    size_t body_len;
+    char sid[64];      /* the session, when known (for resuming its stream) */
+    bool stateless;    /* a 2026-07-28 request: cancel it in its shard if the client leaves */
+    int stream;        /* the SSE stream its events go to, once it has one */
+    ev_timer timer;    /* shard wait, then the request timeout */
+    double t0;         /* when it was sent (request duration) */
+};
+
+/*
+ * Sends a request to a shard (-1: pick one, for a new session or a stateless
+ * request); its token and listener index are filled in here. Returns the
+ * call, or NULL when it could not be queued.
+ */
+struct call *listener_call(struct conn *conn, int shard, struct wire_req *req,
+                           const struct call_ops *ops, void *tdata);
+/* The shard a session id names on this node, or -1 (malformed, or not one of ours). */
+int listener_route(const char *sid);
+/* The call in flight whose events form stream `stream` of session sid, or NULL. */
+struct call *listener_call_by_stream(const char *sid, int stream);
+/* Moves a call to another connection (a client resumed its stream there). */
+void listener_call_attach(struct call *c, struct conn *conn, const struct call_ops *ops);
+/* The call's connection no longer carries it (its stream was closed early). */
+void listener_call_detach(struct call *c);
+/* Asks the shard to cancel a stateless request whose client went away. */
+void listener_stateless_cancel(struct call *c);
+/* Detach a connection's calls (the connection is closing). */
+void listener_detach_calls(struct conn *conn);
+
+/* Standalone streams: events of a session that belong to no request go to this conn. */
+void listener_stream_set(const char *sid, struct conn *conn);
+void listener_stream_clear(const char *sid, struct conn *conn);
+struct conn *listener_stream_get(const char *sid);
+/* Fire-and-forget "delete" of a session (a TCP/stdio connection closed). */
+void listener_session_end(const char *sid);
+
+/* Metrics of the transports (ipc/stats.h). */
+void listener_count_conn(const char *transport, int delta);
+void listener_count_msg(const char *transport, bool received);
+/* While drained (cmcpctl drain), no new session is accepted; this answers why. */
+bool listener_draining(void);
+#define LISTENER_DRAINING_MSG                                                                   \
+    "This node is draining: it takes no new sessions. Connect to another node, or retry "      \
+    "after it is undrained"
+
+/* Builds a JSON-RPC error response text (malloc'd). */
+char *listener_rpc_error(const json_t *id, int code, const char *msg);
+
+/* ---- transports ---- */
+
+struct transport {
+    const char *name;
+    /* Opens its sockets (or stdio); 0, or -1 after saying why. */
+    int (*start)(void);
+    /* The protocol it takes connections in (an HTTP upgrade to "websocket"), or NULL. */
+    const char *adopts;
+    /* Takes over such a connection: writes `first` (the upgrade's answer), then reads `early`
+     * (bytes that came after the upgrade request) as its own. 0, or -1 (the fd is closed). */
+    int (*adopt)(int fd, const char *first, size_t first_len, const char *early,
+                 size_t early_len);
+};
+extern const struct transport listener_http_transport; /* http.c */
+extern const struct transport listener_line_transport; /* line.c */
+
+/* Hands a connection to the transport that speaks `protocol`; -1 when none does. */
+int listener_adopt(const char *protocol, int fd, const char *first, size_t first_len,
+                   const char *early, size_t early_len);
+/* A listening socket for a transport, accepted from the loop into on_fd; -1 after saying why. */
+int listener_listen(struct sock_acceptor *a, const char *bind_addr, int port, const char *what,
+                    void (*on_fd)(struct sock_acceptor *a, int fd));
+
+/* Process-wide state the transports read. */
+struct listener_state {
+    int index, nshards;
+    long max_message;
+    double idle_timeout, request_timeout, shard_wait, keepalive;
+    const char *run_dir;
+    struct cfg *cfg;
+    struct ev_loop *loop;
+};
+extern struct listener_state listener_g;
+
+/* calls.c: the shard links, made at start. */
+int listener_links_start(void);
+void listener_links_stop(void);
+
+#endif

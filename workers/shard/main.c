@@ -1,0 +1,114 @@
+/*
+ * Role `shard`: owns the MCP sessions whose ids name it (shard_int.h lists
+ * its parts). Sessions come back from the store before the shard listens,
+ * so no request misses one; a shard killed with SIGKILL comes back with
+ * every session it acknowledged, and a client that lost its stream resumes
+ * it with Last-Event-ID, also across restarts.
+ */
+#define _GNU_SOURCE
+#include "workers/shard/shard_int.h"
+
+#include <signal.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "base/cmcp.h"
+#include "base/log.h"
+#include "ipc/control.h"
+#include "ipc/stats.h"
+#include "workers/shard/tools.h"
+
+struct shard_state shard_g;
+
+static ev_signal sigterm_w, sigint_w;
+
+static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)revents;
+    (void)w;
+    ev_break(loop, EVBREAK_ALL);
+}
+
+/*
+ * The key that seals a stateless request's multi-round state: the same in
+ * every shard of the node (the root makes it, data_dir/state.key), so that
+ * the next round may land on any shard.
+ */
+static int load_state_key(char *err, size_t errlen)
+{
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/state.key",
+             cfg_get(&shard_g.a->cfg, "node", "data_dir", "./var/data"));
+    unsigned char key[32];
+    FILE *f = fopen(path, "rb");
+    size_t n = f ? fread(key, 1, sizeof(key), f) : 0;
+    if (f)
+        fclose(f);
+    if (n != sizeof(key)) {
+        snprintf(err, errlen, "cannot read the node's state key %s (the root makes it at start)",
+                 path);
+        return -1;
+    }
+    int rc = mcp_server_set_state_key(shard_g.srv, key, sizeof(key), err, errlen);
+    sodium_memzero(key, sizeof(key));
+    return rc;
+}
+
+static int start_failed(const char *err, int code)
+{
+    log_error("shard_start_failed", "{s:s}", "error", err);
+    fprintf(stderr, "cmcpd: shard: %s\n", err);
+    return code;
+}
+
+int shard_main(struct proc_args *a)
+{
+    memset(&shard_g, 0, sizeof(shard_g));
+    shard_g.a = a;
+    shard_g.index = a->index < 0 ? 0 : a->index;
+    long nshards = cfg_get_long(&a->cfg, "tree.shard", "count", 1);
+    shard_g.max_sessions =
+        cfg_get_long(&a->cfg, "sessions", "max", 100000) / (nshards > 0 ? nshards : 1);
+    if (shard_g.max_sessions < 1)
+        shard_g.max_sessions = 1;
+    char err[600];
+    struct mcp_server_opts so = {cfg_get(&a->cfg, "tools", "packs", "core"), "cmcp", CMCP_VERSION,
+                                 NULL, 100};
+    shard_g.srv = mcp_server_new(&so, &shard_host_ops, &shard_g, err, sizeof(err));
+    if (!shard_g.srv)
+        return start_failed(err, CMCP_EXIT_USAGE);
+    if (load_state_key(err, sizeof(err)) != 0)
+        return start_failed(err, CMCP_EXIT_FAILURE);
+    shard_g.loop = ev_default_loop(EVFLAG_SIGNALFD);
+    ipc_bridge_init(&shard_g.bridge, shard_g.loop);
+    stats_init(shard_g.loop, a->run_dir, "shard", a->id);
+    control_subscribe(shard_g.loop, a->run_dir, NULL); /* log_level from cmcpctl */
+    if (shard_tools_init(shard_g.srv, &a->cfg, a->run_dir, shard_g.index, &shard_g.bridge, err,
+                         sizeof(err)) != 0)
+        return start_failed(err, CMCP_EXIT_USAGE);
+    /* Sessions come back before the shard listens, so no request misses one. */
+    if (durable_open(gate_committed, err, sizeof(err)) != 0)
+        return start_failed(err, CMCP_EXIT_FAILURE);
+    if (links_start(err, sizeof(err)) != 0)
+        return start_failed(err, CMCP_EXIT_FAILURE);
+    ev_signal_init(&sigterm_w, on_signal, SIGTERM);
+    ev_signal_start(shard_g.loop, &sigterm_w);
+    ev_signal_init(&sigint_w, on_signal, SIGINT);
+    ev_signal_start(shard_g.loop, &sigint_w);
+    log_info("shard_ready", "{s:i,s:I,s:s}", "shard", shard_g.index, "max_sessions",
+             (json_int_t)shard_g.max_sessions, "packs", so.packs);
+    proc_notify_ready(a);
+    ev_run(shard_g.loop, 0);
+    /* Stop: what is staged goes to disk; then the sockets close before the state they use. */
+    durable_flush();
+    shard_tools_shutdown();
+    links_stop();
+    durable_close();
+    sess_drop_all();
+    control_unsubscribe();
+    stats_shutdown();
+    mcp_server_free(shard_g.srv);
+    log_info("shard_stopped", "{s:i}", "shard", shard_g.index);
+    return 0;
+}

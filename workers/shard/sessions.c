@@ -1,0 +1,126 @@
+/* The shard's session table: lookup, creation under the node's cap, removal. */
+#include "workers/shard/shard_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/cmcp.h"
+#include "base/log.h"
+#include "ipc/route.h"
+#include "ipc/stats.h"
+
+static void gauge_sessions(void)
+{
+    stats_gauge("cmcp_sessions_active", "")->value = (double)shard_g.nsessions;
+}
+
+struct sess *sess_find(const char *id)
+{
+    struct sess *s = NULL;
+    if (id)
+        HASH_FIND_STR(shard_g.sessions, id, s);
+    return s;
+}
+
+struct sess *sess_insert(const char *id, mcp_session *ms)
+{
+    struct sess *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    snprintf(s->id, sizeof(s->id), "%s", id);
+    s->ms = ms;
+    s->last_active = cmcp_now_ms();
+    HASH_ADD_STR(shard_g.sessions, id, s);
+    shard_g.nsessions++;
+    gauge_sessions();
+    return s;
+}
+
+void sess_remove(struct sess *s, const char *why)
+{
+    while (s->pending) {
+        struct slot *p = s->pending;
+        pending_remove(p);
+        struct wire_reply r = {.st = 404, .cancelled = true};
+        shard_reply(p, &r, NULL, NULL);
+    }
+    gate_forget(s);
+    durable_forget(s);
+    HASH_DEL(shard_g.sessions, s);
+    shard_g.nsessions--;
+    const char *event = strcmp(why, "deleted") == 0                                 ? "session_deleted"
+                        : strcmp(why, "idle") == 0 || strcmp(why, "abandoned") == 0 ? "session_expired"
+                                                                                    : "session_closed";
+    log_info(event, "{s:s,s:s}", "sid", s->id, "reason", why);
+    char labels[80];
+    snprintf(labels, sizeof(labels), "reason=\"%s\"", why);
+    stats_counter("cmcp_sessions_closed_total", labels)->value += 1;
+    gauge_sessions();
+    mcp_session_free(s->ms);
+    free(s);
+}
+
+/* Shutdown: out of memory only, the store keeps them. */
+void sess_drop_all(void)
+{
+    struct sess *s, *tmp;
+    HASH_ITER(hh, shard_g.sessions, s, tmp)
+    {
+        HASH_DEL(shard_g.sessions, s);
+        mcp_session_free(s->ms);
+        free(s);
+    }
+    shard_g.nsessions = 0;
+}
+
+/* The session nobody used after initialize that has waited longest, or NULL. */
+static struct sess *oldest_abandoned(void)
+{
+    struct sess *best = NULL, *s, *tmp;
+    HASH_ITER(hh, shard_g.sessions, s, tmp)
+    {
+        if (s->used == 0 && !s->pending && !s->in_batch &&
+            (!best || s->last_active < best->last_active))
+            best = s;
+    }
+    return best;
+}
+
+struct sess *sess_create(struct slot *sl, const json_t *rid)
+{
+    if (shard_g.nsessions >= shard_g.max_sessions) {
+        /* At the cap, a session nobody used since its initialize makes room first: clients
+         * that initialize for every request and never DELETE must not lock others out. */
+        struct sess *victim = oldest_abandoned();
+        if (victim) {
+            shard_g.abandoned++;
+            sess_remove(victim, "abandoned");
+        }
+    }
+    if (shard_g.nsessions >= shard_g.max_sessions) {
+        log_warn("session_refused", "{s:s,s:I}", "reason", "session cap reached", "max",
+                 (json_int_t)shard_g.max_sessions);
+        struct wire_reply r = {.st = 503};
+        shard_reply(sl, &r,
+                    shard_rpc_error(rid, -32000,
+                                    "Too many sessions on this node; retry later or close "
+                                    "unused sessions"),
+                    NULL);
+        return NULL;
+    }
+    char id[64];
+    route_session_id_new(id, sizeof(id), shard_g.index);
+    mcp_session *ms = mcp_session_new(shard_g.srv, id);
+    struct sess *s = ms ? sess_insert(id, ms) : NULL;
+    if (!s) {
+        if (ms)
+            mcp_session_free(ms);
+        struct wire_reply r = {.st = 503};
+        shard_reply(sl, &r, shard_rpc_error(rid, -32603, "Out of memory"), NULL);
+        return NULL;
+    }
+    shard_g.created++;
+    stats_counter("cmcp_sessions_created_total", "")->value += 1;
+    return s;
+}
