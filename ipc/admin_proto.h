@@ -9,7 +9,9 @@
  *
  * CODE is a word a script can test (badarg, not_found, unreachable,
  * unsupported, failed, running, restarting, ...); TEXT says what failed and
- * what to do.
+ * what to do. A supervisor's control socket refuses in the same shape (the
+ * admin worker passes its refusals on), and answers success with its fields
+ * beside "ok": true.
  */
 #ifndef CMCP_IPC_ADMIN_PROTO_H
 #define CMCP_IPC_ADMIN_PROTO_H

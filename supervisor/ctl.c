@@ -13,7 +13,6 @@
 #include "supervisor/sup_internal.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +22,7 @@
 #include "base/cmcp.h"
 #include "base/log.h"
 #include "ipc/addr.h"
+#include "ipc/admin_proto.h"
 #include "ipc/stats.h"
 
 enum { CTL_NONE, CTL_TERMINATE, CTL_RESTART, CTL_START };
@@ -32,19 +32,6 @@ static void ctl_update_watch(struct sup *s);
 static json_t *ok_reply(void)
 {
     return json_pack("{s:b}", "ok", 1);
-}
-
-static json_t *err_reply(const char *error, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static json_t *err_reply(const char *error, const char *fmt, ...)
-{
-    char msg[300];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    return json_pack("{s:b,s:s,s:s}", "ok", 0, "error", error, "message", msg);
 }
 
 static json_t *shutdown_json(long ms)
@@ -88,24 +75,24 @@ static json_t *spec_from_json(struct sup *s, json_t *j, struct child_spec *cs)
     cs->index = -1;
     const char *id = json_string_value(json_object_get(j, "id"));
     if (!id || !*id || strlen(id) >= sizeof(cs->id))
-        return err_reply("badarg", "spec.id must be a non-empty string under 64 bytes");
+        return admin_reply_fail("badarg", "spec.id must be a non-empty string under 64 bytes");
     snprintf(cs->id, sizeof(cs->id), "%s", id);
     snprintf(cs->section, sizeof(cs->section), "%s", id);
     const char *type = json_string_value(json_object_get(j, "type"));
     cs->type = type && strcmp(type, "supervisor") == 0 ? SUP_SUPERVISOR : SUP_WORKER;
     if (type && strcmp(type, "supervisor") && strcmp(type, "worker"))
-        return err_reply("badarg", "spec.type must be worker or supervisor");
+        return admin_reply_fail("badarg", "spec.type must be worker or supervisor");
     const char *restart = json_string_value(json_object_get(j, "restart"));
     if (sup_restart_parse(restart ? restart : "permanent", &cs->restart) != 0)
-        return err_reply("badarg", "spec.restart must be permanent, transient or temporary");
+        return admin_reply_fail("badarg", "spec.restart must be permanent, transient or temporary");
     json_t *sd = json_object_get(j, "shutdown");
     cs->shutdown_ms = cs->type == SUP_SUPERVISOR ? SUP_SHUTDOWN_INFINITY : 5000;
     if (json_is_integer(sd) && json_integer_value(sd) >= 0)
         cs->shutdown_ms = (long)json_integer_value(sd);
     else if (json_is_string(sd) && sup_shutdown_parse(json_string_value(sd), &cs->shutdown_ms) != 0)
-        return err_reply("badarg", "spec.shutdown must be brutal_kill, infinity or milliseconds");
+        return admin_reply_fail("badarg", "spec.shutdown must be brutal_kill, infinity or milliseconds");
     if (sd && !json_is_string(sd) && !(json_is_integer(sd) && json_integer_value(sd) >= 0))
-        return err_reply("badarg", "spec.shutdown must be brutal_kill, infinity or milliseconds");
+        return admin_reply_fail("badarg", "spec.shutdown must be brutal_kill, infinity or milliseconds");
     json_t *st = json_object_get(j, "start_timeout");
     cs->start_timeout_ms = cs->type == SUP_SUPERVISOR ? -1 : 5000;
     if (json_is_integer(st) && json_integer_value(st) > 0)
@@ -113,12 +100,12 @@ static json_t *spec_from_json(struct sup *s, json_t *j, struct child_spec *cs)
     else if (json_is_string(st) && strcmp(json_string_value(st), "infinity") == 0)
         cs->start_timeout_ms = -1;
     else if (st)
-        return err_reply("badarg", "spec.start_timeout must be milliseconds (> 0) or infinity");
+        return admin_reply_fail("badarg", "spec.start_timeout must be milliseconds (> 0) or infinity");
     cs->significant = json_is_true(json_object_get(j, "significant"));
     if (cs->significant && cs->restart == SUP_PERMANENT)
-        return err_reply("badarg", "a significant child must be transient or temporary");
+        return admin_reply_fail("badarg", "a significant child must be transient or temporary");
     if (cs->significant && s->spec->auto_shutdown == SUP_AUTO_NEVER)
-        return err_reply("badarg", "supervisor '%s' has auto_shutdown = never: no child may be "
+        return admin_reply_fail("badarg", "supervisor '%s' has auto_shutdown = never: no child may be "
                                    "significant",
                          s->spec->name);
     const char *role = json_string_value(json_object_get(j, "role"));
@@ -133,19 +120,19 @@ static json_t *spec_from_json(struct sup *s, json_t *j, struct child_spec *cs)
         char sec[80];
         snprintf(sec, sizeof(sec), "tree.%s", id);
         if (!cfg_has_section(s->cfg, sec))
-            return err_reply("badarg", "no [%s] section in the node's configuration describes "
+            return admin_reply_fail("badarg", "no [%s] section in the node's configuration describes "
                                        "supervisor '%s'",
                              sec, id);
     } else {
         if (!role)
-            return err_reply("badarg", "spec needs a role (a cmcpd role) or exec (a command)");
+            return admin_reply_fail("badarg", "spec needs a role (a cmcpd role) or exec (a command)");
         if (s->o->role_known && !s->o->role_known(role))
-            return err_reply("badarg", "unknown role '%s'", role);
+            return admin_reply_fail("badarg", "unknown role '%s'", role);
         snprintf(cs->role, sizeof(cs->role), "%s", role);
     }
     if (list) {
         if (!json_is_array(list) || json_array_size(list) > SUP_MAX_ARGS)
-            return err_reply("badarg", "spec.%s must be an array of at most %d strings",
+            return admin_reply_fail("badarg", "spec.%s must be an array of at most %d strings",
                              exec ? "exec" : "args", SUP_MAX_ARGS);
         size_t i;
         json_t *v;
@@ -153,14 +140,14 @@ static json_t *spec_from_json(struct sup *s, json_t *j, struct child_spec *cs)
         {
             if (!json_is_string(v)) {
                 sup_child_spec_free(cs);
-                return err_reply("badarg", "spec arguments must be strings");
+                return admin_reply_fail("badarg", "spec arguments must be strings");
             }
             cs->argv[cs->argc++] = strdup(json_string_value(v));
         }
         cs->argv[cs->argc] = NULL;
     }
     if (cs->is_exec && cs->argc == 0)
-        return err_reply("badarg", "spec.exec must name a command");
+        return admin_reply_fail("badarg", "spec.exec must name a command");
     const char *ready = json_string_value(json_object_get(j, "ready"));
     if (ready)
         cs->ready_by_exec = strcmp(ready, "exec") == 0;
@@ -211,13 +198,13 @@ static struct sup_child *lookup(struct sup *s, json_t *req, json_t **err)
     else if (id && !simple)
         c = sup_find(s, id);
     else if (id && simple)
-        *err = err_reply("simple_one_for_one",
+        *err = admin_reply_fail("simple_one_for_one",
                          "supervisor '%s' is simple_one_for_one: name the child by pid",
                          s->spec->name);
     else
-        *err = err_reply("badarg", "give the child's id (or pid)");
+        *err = admin_reply_fail("badarg", "give the child's id (or pid)");
     if (!c && !*err)
-        *err = err_reply("not_found", "supervisor '%s' has no such child", s->spec->name);
+        *err = admin_reply_fail("not_found", "supervisor '%s' has no such child", s->spec->name);
     return c;
 }
 
@@ -238,7 +225,7 @@ static json_t *handle(struct sup *s, json_t *req)
     const char *op = json_string_value(json_object_get(req, "op"));
     json_t *err = NULL;
     if (!op)
-        return err_reply("badarg", "a request is a JSON object with an \"op\"");
+        return admin_reply_fail("badarg", "a request is a JSON object with an \"op\"");
     if (strcmp(op, "which_children") == 0)
         return do_which(s);
     if (strcmp(op, "count_children") == 0)
@@ -246,7 +233,7 @@ static json_t *handle(struct sup *s, json_t *req)
     if (strcmp(op, "status") == 0)
         return do_status(s);
     if (s->stopping)
-        return err_reply("shutting_down", "supervisor '%s' is shutting down", s->spec->name);
+        return admin_reply_fail("shutting_down", "supervisor '%s' is shutting down", s->spec->name);
     bool simple = s->spec->strategy == SUP_SIMPLE_ONE_FOR_ONE;
     if (strcmp(op, "get_childspec") == 0) {
         struct sup_child *c = lookup(s, req, &err);
@@ -265,14 +252,14 @@ static json_t *handle(struct sup *s, json_t *req)
     }
     if (strcmp(op, "restart_child") == 0 || strcmp(op, "delete_child") == 0) {
         if (simple)
-            return err_reply("simple_one_for_one", "%s is not available for simple_one_for_one "
+            return admin_reply_fail("simple_one_for_one", "%s is not available for simple_one_for_one "
                                                    "supervisor '%s'",
                              op, s->spec->name);
         struct sup_child *c = lookup(s, req, &err);
         if (!c)
             return err;
         if (c->pid)
-            return err_reply("running", "child '%s' is running (pid %d); terminate it first",
+            return admin_reply_fail("running", "child '%s' is running (pid %d); terminate it first",
                              c->spec.id, (int)c->pid);
         if (op[0] == 'd') {
             sup_child_remove(s, c);
@@ -305,7 +292,7 @@ static json_t *handle(struct sup *s, json_t *req)
                     running += strcmp(s->kids[k]->spec.group, cs.group) == 0;
                 if (json_is_integer(gmax) && running >= json_integer_value(gmax)) {
                     sup_child_spec_free(&cs);
-                    return err_reply("group_full", "%d children of group '%s' run already (the "
+                    return admin_reply_fail("group_full", "%d children of group '%s' run already (the "
                                                    "most allowed)",
                                      running, group);
                 }
@@ -313,7 +300,7 @@ static json_t *handle(struct sup *s, json_t *req)
         } else {
             json_t *spec = json_object_get(req, "spec");
             if (!json_is_object(spec))
-                return err_reply("badarg", "start_child needs a \"spec\" object");
+                return admin_reply_fail("badarg", "start_child needs a \"spec\" object");
             json_t *e = spec_from_json(s, spec, &cs);
             if (e)
                 return e;
@@ -323,24 +310,24 @@ static json_t *handle(struct sup *s, json_t *req)
                 if (old->pid)
                     return json_pack("{s:b,s:s,s:i,s:s}", "ok", 0, "error", "already_started",
                                      "pid", (int)old->pid, "message", "a child with this id runs");
-                return err_reply("already_present",
+                return admin_reply_fail("already_present",
                                  "child '%s' exists but is not running: use restart_child",
                                  old->spec.id);
             }
         }
         if (s->spec->max_children > 0 && s->nkids >= s->spec->max_children) {
             sup_child_spec_free(&cs);
-            return err_reply("too_many_children", "supervisor '%s' runs its maximum of %d children",
+            return admin_reply_fail("too_many_children", "supervisor '%s' runs its maximum of %d children",
                              s->spec->name, s->spec->max_children);
         }
         struct sup_child *c = sup_child_add(s, &cs);
         sup_child_spec_free(&cs);
         if (!c)
-            return err_reply("too_many_children", "supervisor '%s' holds %d children already",
+            return admin_reply_fail("too_many_children", "supervisor '%s' holds %d children already",
                              s->spec->name, SUP_MAX_CHILDREN);
         return defer(s, CTL_START, c, OP_START);
     }
-    return err_reply("badarg", "unknown op '%s' (which_children, count_children, status, "
+    return admin_reply_fail("badarg", "unknown op '%s' (which_children, count_children, status, "
                                "get_childspec, terminate_child, restart_child, delete_child, "
                                "start_child)",
                      op);
@@ -368,7 +355,7 @@ void sup_ctl_job_done(struct sup *s, bool ok, struct sup_child *c)
     s->ctl_waiting = false;
     json_t *reply;
     if (!c) {
-        reply = err_reply("shutting_down", "supervisor '%s' is shutting down", s->spec->name);
+        reply = admin_reply_fail("shutting_down", "supervisor '%s' is shutting down", s->spec->name);
     } else if (s->ctl_op == CTL_TERMINATE) {
         if (c->spec.restart == SUP_TEMPORARY || s->spec->strategy == SUP_SIMPLE_ONE_FOR_ONE)
             sup_child_remove(s, c);
@@ -376,7 +363,7 @@ void sup_ctl_job_done(struct sup *s, bool ok, struct sup_child *c)
     } else if (ok) {
         reply = json_pack("{s:b,s:s,s:i}", "ok", 1, "id", c->spec.id, "pid", (int)c->pid);
     } else {
-        reply = err_reply("start_failed", "child '%s' failed to start: %s", c->spec.id,
+        reply = admin_reply_fail("start_failed", "child '%s' failed to start: %s", c->spec.id,
                           c->fail_reason);
         if (s->ctl_op == CTL_START)
             sup_child_remove(s, c); /* OTP keeps no spec of a child whose start_child failed */
@@ -411,7 +398,7 @@ static json_t *busy_answer(struct sup *s, json_t *req)
     const char *id = json_string_value(json_object_get(req, "id"));
     struct sup_child *c = id ? sup_find(s, id) : NULL;
     if (c && strcmp(sup_child_state_name(c), "restarting") == 0)
-        return err_reply("restarting", "child '%s' is being restarted", c->spec.id);
+        return admin_reply_fail("restarting", "child '%s' is being restarted", c->spec.id);
     return NULL;
 }
 
@@ -432,9 +419,9 @@ static void ctl_cb(struct ev_loop *loop, ev_io *w, int revents)
         nng_free(buf, len);
         json_t *reply = NULL;
         if (!json_is_object(req)) {
-            reply = err_reply("badarg", "request is not a JSON object: %s", jerr.text);
+            reply = admin_reply_fail("badarg", "request is not a JSON object: %s", jerr.text);
         } else if (!json_is_string(json_object_get(req, "op"))) {
-            reply = err_reply("badarg", "a request is a JSON object with an \"op\"");
+            reply = admin_reply_fail("badarg", "a request is a JSON object with an \"op\"");
         } else if (s->busy && !s->stopping &&
                    !read_only(json_string_value(json_object_get(req, "op")))) {
             reply = busy_answer(s, req);
@@ -525,7 +512,7 @@ void sup_ctl_drop_parked(struct sup *s)
         return;
     json_decref(s->ctl_parked);
     s->ctl_parked = NULL;
-    send_reply(s, err_reply("shutting_down", "supervisor '%s' is shutting down", s->spec->name));
+    send_reply(s, admin_reply_fail("shutting_down", "supervisor '%s' is shutting down", s->spec->name));
     ctl_update_watch(s);
 }
 

@@ -295,6 +295,16 @@ static void set_child(json_t *args, const char *v)
         json_object_set_new(args, "id", json_string(v));
 }
 
+/* A command with at most one argument, kept as args[key]. */
+static int optional_arg(int argc, char **argv, json_t *args, const char *key, const char *usage)
+{
+    if (argc > 2)
+        return usage_error(usage, argv[0]);
+    if (argc == 2)
+        json_object_set_new(args, key, json_string(argv[1]));
+    return CTL_OK;
+}
+
 /* argv -> (command, args); CTL_OK or CTL_USAGE after saying why. */
 static int parse(int argc, char **argv, const struct admin_cmd **cmd, json_t *args)
 {
@@ -314,11 +324,7 @@ static int parse(int argc, char **argv, const struct admin_cmd **cmd, json_t *ar
         break;
     case ADMIN_WHICH_CHILDREN:
     case ADMIN_COUNT_CHILDREN:
-        if (argc > 2)
-            return usage_error("%s takes at most one supervisor name", c);
-        if (argc == 2)
-            json_object_set_new(args, "sup", json_string(argv[1]));
-        break;
+        return optional_arg(argc, argv, args, "sup", "%s takes at most one supervisor name");
     case ADMIN_RESTART_CHILD:
     case ADMIN_TERMINATE_CHILD:
     case ADMIN_DELETE_CHILD:
@@ -371,11 +377,7 @@ static int parse(int argc, char **argv, const struct admin_cmd **cmd, json_t *ar
         json_object_set_new(args, "sid", json_string(argv[2]));
         break;
     case ADMIN_LOG_LEVEL:
-        if (argc > 2)
-            return usage_error("usage: %s [LEVEL]", c);
-        if (argc == 2)
-            json_object_set_new(args, "level", json_string(argv[1]));
-        break;
+        return optional_arg(argc, argv, args, "level", "usage: %s [LEVEL]");
     case ADMIN_CMD_COUNT:
         return usage_error("unknown command '%s'", c);
     }

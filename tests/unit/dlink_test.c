@@ -13,42 +13,9 @@
 #include <cmocka.h>
 
 #include "ipc/dlink.h"
+#include "link_rx.h"
 
 static struct ev_loop *loop;
-
-struct rx {
-    int frames;
-    char *data[64];
-    size_t len[64];
-    int closed;
-    char why[128];
-};
-
-static void on_frame(struct dlink *l, const char *data, size_t len)
-{
-    struct rx *r = dlink_ud(l);
-    if (r->frames < 64) {
-        r->data[r->frames] = malloc(len ? len : 1);
-        memcpy(r->data[r->frames], data, len);
-        r->len[r->frames] = len;
-    }
-    r->frames++;
-}
-
-static void on_closed(struct dlink *l, const char *why)
-{
-    struct rx *r = dlink_ud(l);
-    r->closed++;
-    snprintf(r->why, sizeof(r->why), "%s", why);
-}
-
-static const struct dlink_ops ops = {on_frame, NULL, on_closed};
-
-static void rx_free(struct rx *r)
-{
-    for (int i = 0; i < r->frames && i < 64; i++)
-        free(r->data[i]);
-}
 
 /* Runs the loop until cond holds (bounded: at most 2,000 turns). */
 #define RUN_UNTIL(cond)                                                                     \
@@ -78,8 +45,8 @@ static void test_frames_in_order(void **state)
     int sv[2];
     pair(sv);
     struct rx a = {0}, b = {0};
-    struct dlink *la = dlink_new(sv[0], &ops, &a);
-    dlink_new(sv[1], &ops, &b);
+    struct dlink *la = dlink_new(sv[0], &rx_ops, &a);
+    dlink_new(sv[1], &rx_ops, &b);
     send_text(la, "first");
     char whole[DLINK_HDR + 6];
     dlink_frame_prefix(whole, 6);
@@ -117,8 +84,8 @@ static void test_large_frame(void **state)
     int sv[2];
     pair(sv);
     struct rx a = {0}, b = {0};
-    struct dlink *la = dlink_new(sv[0], &ops, &a);
-    struct dlink *lb = dlink_new(sv[1], &ops, &b);
+    struct dlink *la = dlink_new(sv[0], &rx_ops, &a);
+    struct dlink *lb = dlink_new(sv[1], &rx_ops, &b);
     size_t n = 3u << 20;
     char *big = malloc(n);
     for (size_t i = 0; i < n; i++)
@@ -149,7 +116,7 @@ static void test_garbage_breaks_link(void **state)
     int sv[2];
     pair(sv);
     struct rx b = {0};
-    dlink_new(sv[1], &ops, &b);
+    dlink_new(sv[1], &rx_ops, &b);
     assert_int_equal(write(sv[0], "GET / HTTP/1.1\r\n\r\n", 18), 18);
     RUN_UNTIL(b.closed);
     assert_int_equal(b.closed, 1);
@@ -165,7 +132,7 @@ static void test_partial_frame_not_delivered(void **state)
     int sv[2];
     pair(sv);
     struct rx b = {0};
-    dlink_new(sv[1], &ops, &b);
+    dlink_new(sv[1], &rx_ops, &b);
     const char part[] = {10, 0, 0, 0, '{', '}', '\n'};
     assert_int_equal(write(sv[0], part, sizeof(part)), (ssize_t)sizeof(part));
     close(sv[0]);
@@ -185,7 +152,7 @@ static void frame_close(struct dlink *l, const char *data, size_t len)
     dlink_close(l);
     close_me = NULL;
 }
-static const struct dlink_ops close_ops = {frame_close, NULL, on_closed};
+static const struct dlink_ops close_ops = {frame_close, NULL, rx_closed};
 
 static void test_close_inside_callback(void **state)
 {
@@ -193,7 +160,7 @@ static void test_close_inside_callback(void **state)
     int sv[2];
     pair(sv);
     struct rx a = {0};
-    struct dlink *la = dlink_new(sv[0], &ops, &a);
+    struct dlink *la = dlink_new(sv[0], &rx_ops, &a);
     close_me = dlink_new(sv[1], &close_ops, NULL);
     for (int i = 0; i < 5; i++)
         send_text(la, "x");

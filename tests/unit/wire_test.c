@@ -13,36 +13,11 @@
 
 #include "ipc/dlink.h"
 #include "ipc/wire.h"
+#include "link_rx.h"
 
 static struct ev_loop *loop;
 
 #define SID "1-abcdefghijklmnopqrstuvwxyz"
-
-/* The frames a link received, copied. */
-struct rx {
-    int frames;
-    char *data[16];
-    size_t len[16];
-};
-
-static void on_frame(struct dlink *l, const char *data, size_t len)
-{
-    struct rx *r = dlink_ud(l);
-    if (r->frames < 16) {
-        r->data[r->frames] = malloc(len ? len : 1);
-        memcpy(r->data[r->frames], data, len);
-        r->len[r->frames] = len;
-    }
-    r->frames++;
-}
-
-static void on_closed(struct dlink *l, const char *why)
-{
-    (void)l;
-    (void)why;
-}
-
-static const struct dlink_ops ops = {on_frame, NULL, on_closed};
 
 static void test_msg_is_a_compact_record(void **state)
 {
@@ -164,8 +139,8 @@ static void test_replies_and_events_over_a_link(void **state)
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
     struct rx a = {0}, b = {0};
-    struct dlink *la = dlink_new(sv[0], &ops, &a);
-    struct dlink *lb = dlink_new(sv[1], &ops, &b);
+    struct dlink *la = dlink_new(sv[0], &rx_ops, &a);
+    struct dlink *lb = dlink_new(sv[1], &rx_ops, &b);
     struct wire_reply plain = {.tok = 10, .st = 200, .sid = SID, .body = "{}", .blen = 2};
     json_t *events = json_pack("[[i,i,s]]", 2, 5, "{\"m\":1}");
     struct wire_reply rich = {.tok = 11, .st = 200, .stream = 2, .seq = 6, .done = true,
@@ -231,8 +206,8 @@ static void test_replies_and_events_over_a_link(void **state)
     const char nost[] = "{\"tok\":1}\n";
     assert_int_equal(wire_from_shard_parse(nost, sizeof(nost) - 1, &r, &e, &keep), -1);
     json_decref(keep);
-    for (int i = 0; i < b.frames; i++)
-        free(b.data[i]);
+    rx_free(&a);
+    rx_free(&b);
     dlink_close(la);
     dlink_close(lb);
 }

@@ -2,10 +2,6 @@
 #ifndef CMCP_ADMIN_H
 #define CMCP_ADMIN_H
 
-#if !defined(CMCP_LAYER_ADMIN) && !defined(CMCP_LAYER_NODE)
-#error "workers/admin/admin.h: only the node binary starts roles"
-#endif
-
 #include "base/config.h"
 #include "base/proc.h"
 

@@ -31,8 +31,9 @@ static bool sup_name_ok(const char *s)
 }
 
 /* Forwards op to a supervisor's control socket; its answer becomes ours. */
-static json_t *sup_op(json_t *args, const char *op)
+static json_t *cmd_sup(const struct admin_cmd *c, json_t *args)
 {
+    const char *op = c->name;
     const char *sup = arg_str(args, "sup");
     if (!sup)
         sup = "root";
@@ -149,8 +150,9 @@ static int shard_list(int i, json_t **list, json_t **keep, char *err, size_t err
     return r.st;
 }
 
-static json_t *cmd_status(json_t *args)
+static json_t *cmd_status(const struct admin_cmd *c, json_t *args)
 {
+    (void)c;
     (void)args;
     json_t *errors = json_array();
     json_t *tree = walk("root", 0, errors);
@@ -199,8 +201,9 @@ static json_t *cmd_status(json_t *args)
 
 /* ---- sessions ---- */
 
-static json_t *cmd_sessions(json_t *args)
+static json_t *cmd_sessions(const struct admin_cmd *c, json_t *args)
 {
+    (void)c;
     json_t *shard = json_object_get(args, "shard");
     int from = 0, to = admin_g.nshards - 1;
     if (shard) {
@@ -222,9 +225,9 @@ static json_t *cmd_sessions(json_t *args)
             json_t *s;
             json_array_foreach(list, k, s)
             {
-                json_t *c = json_deep_copy(s);
-                json_object_set_new(c, "shard", json_integer(i));
-                json_array_append_new(sessions, c);
+                json_t *copy = json_deep_copy(s);
+                json_object_set_new(copy, "shard", json_integer(i));
+                json_array_append_new(sessions, copy);
             }
             json_array_append_new(shards, json_pack("{s:i,s:I}", "shard", i, "count",
                                                     (json_int_t)json_array_size(list)));
@@ -250,7 +253,7 @@ static json_t *cmd_sessions(json_t *args)
 }
 
 /* session_show / session_kill: routed by the shard the id names. */
-static json_t *session_op(json_t *args, enum admin_cmd_id cmd)
+static json_t *cmd_session(const struct admin_cmd *c, json_t *args)
 {
     const char *sid = arg_str(args, "sid");
     int shard = sid ? route_session_owner(sid) : -1;
@@ -260,7 +263,7 @@ static json_t *session_op(json_t *args, enum admin_cmd_id cmd)
     if (shard >= admin_g.nshards)
         return admin_reply_fail("not_found", "session %s names shard %d; this node has %d shards", sid, shard,
                     admin_g.nshards);
-    bool show = cmd == ADMIN_SESSION_SHOW;
+    bool show = c->id == ADMIN_SESSION_SHOW;
     const char *op = show ? "session_show" : "session_kill";
     char err[600];
     struct wire_req req = {.op = show ? WIRE_SESSION_SHOW : WIRE_SESSION_KILL};
@@ -321,8 +324,9 @@ static json_t *sample_of(char *line)
     return json_pack("{s:s,s:s,s:f}", "name", line, "labels", labels, "value", v);
 }
 
-static json_t *cmd_metrics(json_t *args)
+static json_t *cmd_metrics(const struct admin_cmd *c, json_t *args)
 {
+    (void)c;
     (void)args;
     char err[600];
     int status = 0;
@@ -352,8 +356,9 @@ static json_t *cmd_metrics(json_t *args)
 
 /* ---- node state ---- */
 
-static json_t *cmd_log_level(json_t *args)
+static json_t *cmd_log_level(const struct admin_cmd *c, json_t *args)
 {
+    (void)c;
     const char *level = arg_str(args, "level");
     if (!level)
         return admin_reply_ok(json_pack("{s:s}", "level", admin_g.log_level));
@@ -363,62 +368,48 @@ static json_t *cmd_log_level(json_t *args)
     return admin_reply_ok(json_pack("{s:s}", "level", admin_g.log_level));
 }
 
-static json_t *cmd_drain(json_t *args, bool drain)
+static json_t *cmd_drain(const struct admin_cmd *c, json_t *args)
 {
     (void)args;
+    bool drain = c->id == ADMIN_DRAIN;
     bool was = admin_g.draining;
     admin_set_drain(drain);
     return admin_reply_ok(json_pack("{s:b,s:b}", "draining", admin_g.draining, "changed", was != admin_g.draining));
 }
 
+static json_t *cmd_shutdown(const struct admin_cmd *c, json_t *args)
+{
+    (void)c;
+    (void)args;
+    admin_request_shutdown();
+    return admin_reply_ok(json_pack("{s:b,s:I}", "stopping", 1, "pid", (json_int_t)root_pid()));
+}
+
+static json_t *(*const handlers[ADMIN_CMD_COUNT])(const struct admin_cmd *c, json_t *args) = {
+    [ADMIN_STATUS] = cmd_status,
+    [ADMIN_WHICH_CHILDREN] = cmd_sup,
+    [ADMIN_COUNT_CHILDREN] = cmd_sup,
+    [ADMIN_RESTART_CHILD] = cmd_sup,
+    [ADMIN_TERMINATE_CHILD] = cmd_sup,
+    [ADMIN_START_CHILD] = cmd_sup,
+    [ADMIN_DELETE_CHILD] = cmd_sup,
+    [ADMIN_SESSIONS] = cmd_sessions,
+    [ADMIN_SESSION_SHOW] = cmd_session,
+    [ADMIN_SESSION_KILL] = cmd_session,
+    [ADMIN_METRICS] = cmd_metrics,
+    [ADMIN_LOG_LEVEL] = cmd_log_level,
+    [ADMIN_DRAIN] = cmd_drain,
+    [ADMIN_UNDRAIN] = cmd_drain,
+    [ADMIN_SHUTDOWN] = cmd_shutdown,
+};
+
 json_t *admin_run(const char *cmd, json_t *args)
 {
     const struct admin_cmd *c = admin_cmd_find(cmd);
-    if (!c)
+    if (!c || !handlers[c->id])
         return admin_reply_fail("badarg", "unknown command '%s' (cmcpctl help lists them)", cmd);
-    if (!json_is_object(args))
-        args = NULL;
     json_t *empty = json_object();
-    if (!args)
-        args = empty;
-    json_t *r = NULL;
-    switch (c->id) {
-    case ADMIN_STATUS:
-        r = cmd_status(args);
-        break;
-    case ADMIN_WHICH_CHILDREN:
-    case ADMIN_COUNT_CHILDREN:
-    case ADMIN_RESTART_CHILD:
-    case ADMIN_TERMINATE_CHILD:
-    case ADMIN_START_CHILD:
-    case ADMIN_DELETE_CHILD:
-        r = sup_op(args, c->name);
-        break;
-    case ADMIN_SESSIONS:
-        r = cmd_sessions(args);
-        break;
-    case ADMIN_SESSION_SHOW:
-    case ADMIN_SESSION_KILL:
-        r = session_op(args, c->id);
-        break;
-    case ADMIN_METRICS:
-        r = cmd_metrics(args);
-        break;
-    case ADMIN_LOG_LEVEL:
-        r = cmd_log_level(args);
-        break;
-    case ADMIN_DRAIN:
-    case ADMIN_UNDRAIN:
-        r = cmd_drain(args, c->id == ADMIN_DRAIN);
-        break;
-    case ADMIN_SHUTDOWN:
-        admin_request_shutdown();
-        r = admin_reply_ok(json_pack("{s:b,s:I}", "stopping", 1, "pid", (json_int_t)root_pid()));
-        break;
-    case ADMIN_CMD_COUNT:
-        r = admin_reply_fail("badarg", "unknown command '%s' (cmcpctl help lists them)", cmd);
-        break;
-    }
+    json_t *r = handlers[c->id](c, json_is_object(args) ? args : empty);
     json_decref(empty);
     return r;
 }

@@ -7,10 +7,6 @@
 #ifndef CMCP_LISTENER_H
 #define CMCP_LISTENER_H
 
-#if !defined(CMCP_LAYER_LISTENER) && !defined(CMCP_LAYER_NODE)
-#error "workers/listener/listener.h: only the node binary starts roles"
-#endif
-
 #include "base/config.h"
 #include "base/proc.h"
 

@@ -2,10 +2,6 @@
 #ifndef CMCP_METRICS_H
 #define CMCP_METRICS_H
 
-#if !defined(CMCP_LAYER_METRICS) && !defined(CMCP_LAYER_NODE)
-#error "workers/metrics/metrics.h: only the node binary starts roles"
-#endif
-
 #include "base/config.h"
 #include "base/proc.h"
 

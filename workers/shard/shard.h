@@ -6,10 +6,6 @@
 #ifndef CMCP_SHARD_H
 #define CMCP_SHARD_H
 
-#if !defined(CMCP_LAYER_SHARD) && !defined(CMCP_LAYER_NODE)
-#error "workers/shard/shard.h: only the node binary starts roles"
-#endif
-
 #include "base/config.h"
 #include "base/proc.h"
 
