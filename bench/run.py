@@ -222,7 +222,7 @@ class Cmcp:
     name = "cmcp"
 
     def __init__(self, args, shards=None, listeners=None, log_level="warning", max_sessions=None,
-                 durability=None):
+                 durability=None, bin_dir=None):
         self.http, self.tcp = free_port(), free_port()
         self.args = args
         cfg = """
@@ -247,7 +247,7 @@ durability = %s
        durability or args.cmcp_durability)
         self.listeners = listeners or args.cmcp_listeners
         # At log level warning the node does not log node_ready: wait for its ports instead.
-        self.node = Node(cfg, cmcpd=os.path.join(args.bin_dir, "cmcpd"), wait_ready=False)
+        self.node = Node(cfg, cmcpd=os.path.join(bin_dir or args.bin_dir, "cmcpd"), wait_ready=False)
         self.node.start()
         try:
             wait_port(self.http, 20)
@@ -485,12 +485,32 @@ def fmt(x, nd=0):
 
 # ----------------------------------------------------------------- sections --
 
+def baseline(args):
+    """cmcp built from another tree (--baseline-bin-dir), measured beside this one in one run."""
+    t = Cmcp(args, bin_dir=args.baseline_bin_dir)
+    t.name = "cmcp-baseline"
+    return t
+
+
+def baseline_line(results, key_of, keys):
+    """One line of this build's figures over the baseline's, for each configuration."""
+    cells = []
+    for k in keys:
+        a, b = med([r.get("rps") for r in results.get(key_of("cmcp", k), [])]), \
+            med([r.get("rps") for r in results.get(key_of("cmcp-baseline", k), [])])
+        if a and b:
+            cells.append("%s %.3f×" % (k, a / b))
+    return "This build / the baseline build (requests/s, median): " + "; ".join(cells) + "."
+
+
 def section_http(args, R, summary):
     concs = [int(c) for c in args.http_concurrency.split(",")]
     log("http: starting cmcp, ts-sdk (json, sse), nginx")
     targets = []
     try:
         targets.append(Cmcp(args))
+        if args.baseline_bin_dir:
+            targets.append(baseline(args))
         if args.cmcp_listeners != 1:
             t1 = Cmcp(args, listeners=1)
             t1.name = "cmcp-1-listener"
@@ -554,6 +574,9 @@ def section_http(args, R, summary):
             "%.2f×" % (cm / ng) if ng else "—",
             ", ".join(str(row[n]["errors"]) for n in names),  # in the order of the columns
             med([row[n]["foreign"] for n in names]) or 0, med([row[n]["load"] for n in names]) or 0))
+    if args.baseline_bin_dir:
+        lines.append("")
+        lines.append(baseline_line(results, lambda n, c: (n, c), concs))
     lines.append("")
     lines.append("Every round's requests/s: " + "; ".join(
         "%s c=%d %s" % (n, row["c"], row[n]["rps_all"]) for row in rows for n in names))
@@ -616,6 +639,8 @@ def section_tcp(args, R, summary):
     results = {}
     try:
         targets = [Cmcp(args), Echod(args), Hopd(args)]
+        if args.baseline_bin_dir:
+            targets.append(baseline(args))
         for rnd in range(args.rounds):
             order = targets[rnd % len(targets):] + targets[:rnd % len(targets)]
             for c, depth in configs:
@@ -653,6 +678,9 @@ def section_tcp(args, R, summary):
             med([r.get("loadavg_before") for r in a + b + h]) or 0))
         if ra and rb:
             best = max(best, ra / rb)
+    if args.baseline_bin_dir:
+        lines.append("")
+        lines.append(baseline_line(results, lambda n, k: (n,) + k, configs))
     summary["tcp"] = {"best_ratio": best}
     return "\n".join(lines)
 
@@ -967,6 +995,9 @@ def main():
     ap.add_argument("--nginx-workers", type=int, default=2, help="nginx worker_processes (2 = auto here)")
     ap.add_argument("--peer-time-limit", type=float, default=7200)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--baseline-bin-dir", default=None,
+                    help="another build's bin directory: its cmcpd runs beside this one in the http "
+                         "and tcp sections, in the same interleaved rounds (before/after a change)")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.duration, args.warmup = 1, 2, 1
@@ -974,6 +1005,10 @@ def main():
         args.restart_kills, args.recovery_kills, args.latency_duration = 20, 1, 4
         args.http_concurrency, args.tcp_concurrency = "16,64", "16"
     args.bin_dir = os.path.abspath(args.bin_dir)
+    if args.baseline_bin_dir:
+        args.baseline_bin_dir = os.path.abspath(args.baseline_bin_dir)
+        if not os.access(os.path.join(args.baseline_bin_dir, "cmcpd"), os.X_OK):
+            sys.exit("bench: no cmcpd in %s (--baseline-bin-dir)" % args.baseline_bin_dir)
     for exe in ("cmcpd", "cmcp-bench", "cmcp-bench-echod", "cmcp-bench-hopd"):
         if not os.access(os.path.join(args.bin_dir, exe), os.X_OK):
             sys.exit("bench: no %s in %s (build first)" % (exe, args.bin_dir))

@@ -293,7 +293,7 @@ int wire_req_parse(const char *data, size_t len, struct wire_req *r, json_t **ke
         r->last_seq = (int64_t)json_integer_value(json_array_get(last, 1));
     }
     r->http = json_is_true(json_object_get(h, "http"));
-    if (r->op == WIRE_OP_NONE || get_opt_copy(h, "sid", r->sid, sizeof(r->sid)) != 0 ||
+    if (get_opt_copy(h, "sid", r->sid, sizeof(r->sid)) != 0 ||
         get_opt_copy(h, "tr", r->tr, sizeof(r->tr)) != 0 || get_opt_str(h, "pv", &r->pv) != 0 ||
         get_opt_str(h, "mm", &r->mm) != 0 || get_opt_str(h, "mn", &r->mn) != 0 ||
         get_opt_str(h, "key", &r->key) != 0 || get_opt_str(h, "token", &r->token) != 0)

@@ -82,7 +82,9 @@ nng_msg *wire_req_msg(const struct wire_req *r);
 /*
  * Parses a request in either encoding. Strings point into data or into
  * *keep, which the caller releases (json_decref) when done. 0, or -1 when
- * malformed (an envelope without a known op, a field of the wrong type).
+ * malformed (not an envelope, a field of the wrong type); an operation this
+ * build does not know parses as WIRE_OP_NONE, so that it can be refused
+ * with an answer.
  */
 int wire_req_parse(const char *data, size_t len, struct wire_req *r, json_t **keep);
 
