@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config git
       libev-dev libsodium-dev libnng-dev libjansson-dev libinih-dev
-      libhttp-parser-dev libwslay-dev nettle-dev liblmdb-dev libedit-dev
+      libhttp-parser-dev libwslay-dev nettle-dev liblmdb-dev libedit-dev libraft-dev
       libcmocka-dev uthash-dev clang libclang-rt-14-dev python3
       wrk prometheus libsqlite3-dev)
 missing=()

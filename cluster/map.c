@@ -1,0 +1,481 @@
+/* The cluster map's state machine (map.h). */
+#include "cluster/map.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *map_result_name(enum map_result r)
+{
+    switch (r) {
+    case MAP_OK:
+        return "ok";
+    case MAP_NOOP:
+        return "noop";
+    case MAP_STALE:
+        return "stale";
+    case MAP_UNKNOWN:
+        return "unknown node";
+    case MAP_FULL:
+        return "too many members";
+    case MAP_BAD:
+        break;
+    }
+    return "malformed";
+}
+
+const char *map_state_name(enum map_state s)
+{
+    switch (s) {
+    case MAP_UP:
+        return "up";
+    case MAP_DRAINING:
+        return "draining";
+    case MAP_DOWN:
+        return "down";
+    case MAP_LEFT:
+        return "left";
+    }
+    return "?";
+}
+
+static int state_parse(const char *s)
+{
+    for (int i = MAP_UP; s && i <= MAP_LEFT; i++)
+        if (strcmp(map_state_name((enum map_state)i), s) == 0)
+            return i;
+    return -1;
+}
+
+void map_init(struct cluster_map *m)
+{
+    memset(m, 0, sizeof(*m));
+    for (int p = 0; p < MAP_MAX_PARTITIONS; p++)
+        m->parts[p].owner = -1;
+}
+
+int map_node_find(const struct cluster_map *m, const char *id)
+{
+    for (int i = 0; id && i < m->nnodes; i++)
+        if (strcmp(m->nodes[i].id, id) == 0)
+            return i;
+    return -1;
+}
+
+/* A member that may own partitions now, or keeps them while it drains. */
+static bool serving(const struct map_node *n)
+{
+    return n->state == MAP_UP || n->state == MAP_DRAINING;
+}
+
+int map_owned(const struct cluster_map *m, int i)
+{
+    int n = 0;
+    for (int p = 0; p < m->npart; p++)
+        n += m->parts[p].owner == i;
+    return n;
+}
+
+int map_up(const struct cluster_map *m)
+{
+    int n = 0;
+    for (int i = 0; i < m->nnodes; i++)
+        n += m->nodes[i].state == MAP_UP;
+    return n;
+}
+
+/* FNV-1a, then a 64-bit finaliser: a fixed, portable hash (placement must agree everywhere). */
+static uint64_t mix(uint64_t h, const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    for (size_t i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+static uint64_t finish(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+int map_preferred(const struct cluster_map *m, int part)
+{
+    int best = -1;
+    uint64_t best_score = 0;
+    for (int i = 0; i < m->nnodes; i++) {
+        if (m->nodes[i].state != MAP_UP)
+            continue;
+        uint32_t p = (uint32_t)part;
+        uint64_t h = mix(0xcbf29ce484222325ULL, &p, sizeof(p));
+        h = finish(mix(h, m->nodes[i].id, strlen(m->nodes[i].id)));
+        if (best < 0 || h > best_score) {
+            best = i;
+            best_score = h;
+        }
+    }
+    return best;
+}
+
+int map_plan(const struct cluster_map *m, int min_up, bool rebalance, int moves, int *parts,
+             int *owners, int max)
+{
+    int n = 0, up = map_up(m);
+    for (int p = 0; p < m->npart && n < max; p++) {
+        int o = m->parts[p].owner;
+        if (o >= 0 && serving(&m->nodes[o]))
+            continue;
+        if (o < 0 && up < min_up)
+            continue; /* a forming cluster: wait for its first members */
+        int want = map_preferred(m, p);
+        if (want >= 0) {
+            parts[n] = p;
+            owners[n++] = want;
+        }
+    }
+    for (int p = 0; rebalance && p < m->npart && n < max && moves > 0; p++) {
+        int o = m->parts[p].owner;
+        int want = map_preferred(m, p);
+        if (o < 0 || !serving(&m->nodes[o]) || want < 0 || want == o)
+            continue;
+        parts[n] = p;
+        owners[n++] = want;
+        moves--;
+    }
+    return n;
+}
+
+/* ---- commands ---- */
+
+static char *dump(json_t *o)
+{
+    char *t = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return t;
+}
+
+/* Incarnations are random 64-bit values: JSON integers stop at 2^63, so they travel as hex. */
+static json_t *u64_json(uint64_t v)
+{
+    char b[17];
+    snprintf(b, sizeof(b), "%016" PRIx64, v);
+    return json_string(b);
+}
+
+static bool u64_parse(const json_t *j, uint64_t *out)
+{
+    const char *s = json_string_value(j);
+    char *end;
+    if (!s || strlen(s) != 16)
+        return false;
+    *out = strtoull(s, &end, 16);
+    return *end == '\0';
+}
+
+char *map_cmd_init(int partitions)
+{
+    return dump(json_pack("{s:s,s:i}", "op", "init", "partitions", partitions));
+}
+
+char *map_cmd_join(const char *node, uint64_t incarnation, const char *endpoint)
+{
+    return dump(json_pack("{s:s,s:s,s:o,s:s}", "op", "join", "node", node, "inc",
+                          u64_json(incarnation), "ep", endpoint ? endpoint : ""));
+}
+
+char *map_cmd_beat(const char *node, uint64_t incarnation, uint64_t seq)
+{
+    return dump(json_pack("{s:s,s:s,s:o,s:I}", "op", "beat", "node", node, "inc",
+                          u64_json(incarnation), "seq", (json_int_t)seq));
+}
+
+char *map_cmd_down(const char *node, uint64_t incarnation, uint64_t seen_beat)
+{
+    return dump(json_pack("{s:s,s:s,s:o,s:I}", "op", "down", "node", node, "inc",
+                          u64_json(incarnation), "seen", (json_int_t)seen_beat));
+}
+
+char *map_cmd_leave(const char *node)
+{
+    return dump(json_pack("{s:s,s:s}", "op", "leave", "node", node));
+}
+
+char *map_cmd_drain(const char *node, bool drain)
+{
+    return dump(json_pack("{s:s,s:s,s:b}", "op", "drain", "node", node, "on", drain));
+}
+
+char *map_cmd_assign(const int *parts, int n, const char *owner)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++)
+        json_array_append_new(a, json_integer(parts[i]));
+    return dump(json_pack("{s:s,s:o,s:s}", "op", "assign", "parts", a, "owner", owner));
+}
+
+/* ---- applying them ---- */
+
+static enum map_result apply_init(struct cluster_map *m, const json_t *c)
+{
+    json_t *p = json_object_get(c, "partitions");
+    if (!json_is_integer(p) || json_integer_value(p) < 1 ||
+        json_integer_value(p) > MAP_MAX_PARTITIONS)
+        return MAP_BAD;
+    if (m->npart)
+        return MAP_NOOP; /* fixed at bootstrap */
+    m->npart = (int)json_integer_value(p);
+    m->version++;
+    return MAP_OK;
+}
+
+static enum map_result apply_join(struct cluster_map *m, const char *id, uint64_t inc,
+                                  const json_t *c, uint64_t index)
+{
+    const char *ep = json_string_value(json_object_get(c, "ep"));
+    if (!ep || strlen(ep) >= MAP_ENDPOINT_MAX || strlen(id) >= MAP_NODE_ID_MAX)
+        return MAP_BAD;
+    int i = map_node_find(m, id);
+    if (i < 0) {
+        if (m->nnodes == MAP_MAX_NODES)
+            return MAP_FULL;
+        i = m->nnodes++;
+        struct map_node *n = &m->nodes[i];
+        memset(n, 0, sizeof(*n));
+        snprintf(n->id, sizeof(n->id), "%s", id);
+        n->join_index = index;
+        n->incarnation = inc;
+        n->state = MAP_UP;
+        snprintf(n->endpoint, sizeof(n->endpoint), "%s", ep);
+        m->version++;
+        return MAP_OK;
+    }
+    struct map_node *n = &m->nodes[i];
+    bool changed = false;
+    if (n->incarnation != inc) {
+        /* a restart: the new incarnation starts its own liveness */
+        n->incarnation = inc;
+        n->beat = 0;
+        changed = true;
+    }
+    if (n->state == MAP_DOWN || n->state == MAP_LEFT) {
+        n->state = MAP_UP; /* back after a heal or a restart; its old partitions are elsewhere */
+        changed = true;
+    }
+    if (strcmp(n->endpoint, ep) != 0) {
+        snprintf(n->endpoint, sizeof(n->endpoint), "%s", ep);
+        changed = true;
+    }
+    if (!changed)
+        return MAP_NOOP;
+    m->version++;
+    return MAP_OK;
+}
+
+static enum map_result apply_assign(struct cluster_map *m, const json_t *c)
+{
+    int o = map_node_find(m, json_string_value(json_object_get(c, "owner")));
+    json_t *parts = json_object_get(c, "parts");
+    if (!json_is_array(parts))
+        return MAP_BAD;
+    if (o < 0)
+        return MAP_UNKNOWN;
+    if (m->nodes[o].state != MAP_UP)
+        return MAP_STALE; /* it went down, left or started draining since the plan */
+    size_t k;
+    json_t *v;
+    json_array_foreach(parts, k, v)
+    {
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= m->npart)
+            return MAP_BAD;
+    }
+    bool changed = false;
+    json_array_foreach(parts, k, v)
+    {
+        struct map_partition *p = &m->parts[json_integer_value(v)];
+        if (p->owner == o)
+            continue;
+        p->owner = o;
+        p->epoch++;
+        changed = true;
+    }
+    if (!changed)
+        return MAP_NOOP;
+    m->version++;
+    return MAP_OK;
+}
+
+enum map_result map_apply(struct cluster_map *m, const char *cmd, size_t len, uint64_t index)
+{
+    if (index > m->applied)
+        m->applied = index;
+    json_t *c = json_loadb(cmd, len, 0, NULL);
+    const char *op = json_string_value(json_object_get(c, "op"));
+    const char *id = json_string_value(json_object_get(c, "node"));
+    uint64_t inc = 0;
+    bool has_inc = u64_parse(json_object_get(c, "inc"), &inc);
+    enum map_result r = MAP_BAD;
+    int i = map_node_find(m, id);
+    struct map_node *n = i >= 0 ? &m->nodes[i] : NULL;
+    if (!op) {
+        r = MAP_BAD;
+    } else if (strcmp(op, "init") == 0) {
+        r = apply_init(m, c);
+    } else if (strcmp(op, "assign") == 0) {
+        r = apply_assign(m, c);
+    } else if (!id) {
+        r = MAP_BAD;
+    } else if (strcmp(op, "join") == 0) {
+        r = has_inc ? apply_join(m, id, inc, c, index) : MAP_BAD;
+    } else if (!n) {
+        r = MAP_UNKNOWN;
+    } else if (strcmp(op, "beat") == 0) {
+        json_t *seq = json_object_get(c, "seq");
+        if (!has_inc || !json_is_integer(seq))
+            r = MAP_BAD;
+        else if (n->incarnation != inc || !serving(n))
+            r = MAP_STALE; /* a downed or replaced incarnation cannot renew its lease */
+        else if ((uint64_t)json_integer_value(seq) <= n->beat)
+            r = MAP_NOOP;
+        else {
+            n->beat = (uint64_t)json_integer_value(seq);
+            r = MAP_OK;
+        }
+    } else if (strcmp(op, "down") == 0) {
+        json_t *seen = json_object_get(c, "seen");
+        if (!has_inc || !json_is_integer(seen))
+            r = MAP_BAD;
+        else if (n->incarnation != inc || (uint64_t)json_integer_value(seen) != n->beat)
+            r = MAP_STALE; /* it renewed (or restarted) after the proposer looked */
+        else if (!serving(n))
+            r = MAP_NOOP;
+        else {
+            n->state = MAP_DOWN;
+            m->version++;
+            r = MAP_OK;
+        }
+    } else if (strcmp(op, "leave") == 0) {
+        if (n->state == MAP_LEFT)
+            r = MAP_NOOP;
+        else {
+            n->state = MAP_LEFT;
+            m->version++;
+            r = MAP_OK;
+        }
+    } else if (strcmp(op, "drain") == 0) {
+        bool on = json_is_true(json_object_get(c, "on"));
+        enum map_state want = on ? MAP_DRAINING : MAP_UP;
+        if (!serving(n))
+            r = MAP_STALE;
+        else if (n->state == want)
+            r = MAP_NOOP;
+        else {
+            n->state = want;
+            m->version++;
+            r = MAP_OK;
+        }
+    }
+    json_decref(c);
+    return r;
+}
+
+/* ---- the whole map ---- */
+
+json_t *map_to_json(const struct cluster_map *m)
+{
+    json_t *nodes = json_array(), *owners = json_array(), *epochs = json_array();
+    for (int i = 0; i < m->nnodes; i++) {
+        const struct map_node *n = &m->nodes[i];
+        json_array_append_new(nodes, json_pack("{s:s,s:o,s:s,s:s,s:I,s:I,s:i}", "id", n->id,
+                                               "incarnation", u64_json(n->incarnation),
+                                               "endpoint", n->endpoint, "state",
+                                               map_state_name(n->state), "join_index",
+                                               (json_int_t)n->join_index, "beat",
+                                               (json_int_t)n->beat, "owned", map_owned(m, i)));
+    }
+    for (int p = 0; p < m->npart; p++) {
+        json_array_append_new(owners, json_integer(m->parts[p].owner));
+        json_array_append_new(epochs, json_integer((json_int_t)m->parts[p].epoch));
+    }
+    char hash[17];
+    map_hash(m, hash);
+    return json_pack("{s:I,s:I,s:i,s:s,s:o,s:o,s:o}", "version", (json_int_t)m->version,
+                     "applied", (json_int_t)m->applied, "partitions", m->npart, "hash", hash,
+                     "nodes", nodes, "owners", owners, "epochs", epochs);
+}
+
+int map_from_json(struct cluster_map *m, const json_t *j)
+{
+    struct cluster_map *t = malloc(sizeof(*t));
+    if (!t)
+        return -1;
+    map_init(t);
+    json_t *nodes = json_object_get(j, "nodes"), *owners = json_object_get(j, "owners"),
+           *epochs = json_object_get(j, "epochs");
+    t->version = (uint64_t)json_integer_value(json_object_get(j, "version"));
+    t->applied = (uint64_t)json_integer_value(json_object_get(j, "applied"));
+    t->npart = (int)json_integer_value(json_object_get(j, "partitions"));
+    bool ok = json_is_array(nodes) && json_array_size(nodes) <= MAP_MAX_NODES &&
+              json_is_array(owners) && json_is_array(epochs) && t->npart >= 0 &&
+              t->npart <= MAP_MAX_PARTITIONS && json_array_size(owners) == (size_t)t->npart &&
+              json_array_size(epochs) == (size_t)t->npart;
+    size_t i;
+    json_t *v;
+    json_array_foreach(ok ? nodes : NULL, i, v)
+    {
+        struct map_node *n = &t->nodes[t->nnodes++];
+        const char *id = json_string_value(json_object_get(v, "id"));
+        const char *ep = json_string_value(json_object_get(v, "endpoint"));
+        int st = state_parse(json_string_value(json_object_get(v, "state")));
+        if (!id || !ep || st < 0 || strlen(id) >= sizeof(n->id) ||
+            strlen(ep) >= sizeof(n->endpoint) ||
+            !u64_parse(json_object_get(v, "incarnation"), &n->incarnation)) {
+            ok = false;
+            break;
+        }
+        snprintf(n->id, sizeof(n->id), "%s", id);
+        snprintf(n->endpoint, sizeof(n->endpoint), "%s", ep);
+        n->state = (enum map_state)st;
+        n->join_index = (uint64_t)json_integer_value(json_object_get(v, "join_index"));
+        n->beat = (uint64_t)json_integer_value(json_object_get(v, "beat"));
+    }
+    for (int p = 0; ok && p < t->npart; p++) {
+        json_int_t o = json_integer_value(json_array_get(owners, (size_t)p));
+        if (o < -1 || o >= t->nnodes) {
+            ok = false;
+            break;
+        }
+        t->parts[p].owner = (int)o;
+        t->parts[p].epoch = (uint64_t)json_integer_value(json_array_get(epochs, (size_t)p));
+    }
+    if (ok)
+        memcpy(m, t, sizeof(*m));
+    free(t);
+    return ok ? 0 : -1;
+}
+
+void map_hash(const struct cluster_map *m, char out[17])
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    h = mix(h, &m->version, sizeof(m->version));
+    h = mix(h, &m->npart, sizeof(m->npart));
+    for (int i = 0; i < m->nnodes; i++) {
+        const struct map_node *n = &m->nodes[i];
+        h = mix(h, n->id, strlen(n->id) + 1);
+        h = mix(h, n->endpoint, strlen(n->endpoint) + 1);
+        h = mix(h, &n->incarnation, sizeof(n->incarnation));
+        h = mix(h, &n->state, sizeof(n->state));
+        h = mix(h, &n->join_index, sizeof(n->join_index));
+    }
+    for (int p = 0; p < m->npart; p++) {
+        h = mix(h, &m->parts[p].owner, sizeof(m->parts[p].owner));
+        h = mix(h, &m->parts[p].epoch, sizeof(m->parts[p].epoch));
+    }
+    snprintf(out, 17, "%016" PRIx64, finish(h));
+}
