@@ -1,0 +1,81 @@
+/*
+ * Links between nodes: TCP streams in length-prefixed frames (ipc/dlink.h),
+ * every byte after the handshake sealed with keys derived from the cluster
+ * cookie (ipc/auth.h).
+ *
+ * The dialer proves it holds the cookie first (HELLO, CHALLENGE, AUTH), the
+ * acceptor proves it back (WELCOME, which carries the acceptor's identity,
+ * sealed); the dialer's first sealed frame carries its own identity. A node
+ * with another cookie is refused and logged, never linked. Each connection
+ * has keys of its own (fresh nonces from both sides), and every sealed frame
+ * a counter that must grow: a frame replayed, reordered, moved from another
+ * connection or altered does not open, and the link closes saying why.
+ *
+ * A sealed frame's plaintext is one channel byte and the channel's bytes.
+ * Identity is (node id, incarnation), never an address: DNS answers change.
+ */
+#ifndef CMCP_CLUSTER_PEER_H
+#define CMCP_CLUSTER_PEER_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cluster/map.h"
+#include "ipc/auth.h"
+
+enum peer_channel {
+    PEER_HEARTBEAT = 1, /* liveness between monitors: beats and their echoes */
+    PEER_RAFT,          /* Raft's messages between failover managers */
+    PEER_CONTROL,       /* a node's requests to the leader (join, beats), and the answers */
+};
+
+struct peer_ident {
+    char node[MAP_NODE_ID_MAX];
+    uint64_t incarnation;
+    char endpoint[MAP_ENDPOINT_MAX]; /* where it listens for peers, as it advertises it */
+};
+
+struct peer_link;
+
+struct peer_ops {
+    /* The handshake ended: peer_remote() is known. The link may be closed from here. */
+    void (*up)(struct peer_link *l);
+    /* A sealed frame opened. */
+    void (*message)(struct peer_link *l, int channel, const char *data, size_t len);
+    /* The link ended (also a handshake that failed); it is freed when this returns. */
+    void (*down)(struct peer_link *l, const char *why);
+};
+
+struct peer_env {
+    struct ev_loop *loop;
+    const struct auth_key *key;
+    struct peer_ident self;
+    const struct peer_ops *ops;
+    int listen_fd;
+    ev_io accept_w;
+    unsigned long refused; /* handshakes refused (wrong cookie, garbage, a timeout) */
+};
+
+/* Once per process; dlink_init(loop) must have run. */
+void peer_env_init(struct peer_env *env, struct ev_loop *loop, const struct auth_key *key,
+                   const struct peer_ident *self, const struct peer_ops *ops);
+/* Accepts links on bind_addr:port. 0, or -1 with err. */
+int peer_listen(struct peer_env *env, const char *bind_addr, int port, char *err, size_t errlen);
+void peer_stop_listening(struct peer_env *env);
+/* Dials host:port without blocking; the outcome arrives as up or down. NULL when out of memory. */
+struct peer_link *peer_dial(struct peer_env *env, const char *host, int port, void *ud);
+/* Queues one sealed frame. 0, or -1 (not up yet, closed, out of memory). */
+int peer_send(struct peer_link *l, int channel, const void *data, size_t len);
+/* Closes now; `down` is not called. Safe from the link's own callbacks. */
+void peer_close(struct peer_link *l);
+
+const struct peer_ident *peer_remote(const struct peer_link *l); /* valid once up */
+bool peer_is_up(const struct peer_link *l);
+bool peer_dialed(const struct peer_link *l); /* we dialed it (else it dialed us) */
+const char *peer_address(const struct peer_link *l); /* host:port as dialed or accepted from */
+void *peer_ud(const struct peer_link *l);
+void peer_set_ud(struct peer_link *l, void *ud);
+
+#endif
