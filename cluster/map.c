@@ -124,8 +124,8 @@ int map_preferred(const struct cluster_map *m, int part)
     return best;
 }
 
-int map_plan(const struct cluster_map *m, int min_up, bool rebalance, int moves, int *parts,
-             int *owners, int max)
+int map_plan(const struct cluster_map *m, int min_up, enum map_plan_mode mode, int moves,
+             int *parts, int *owners, int max)
 {
     int n = 0, up = map_up(m);
     for (int p = 0; p < m->npart && n < max; p++) {
@@ -140,10 +140,12 @@ int map_plan(const struct cluster_map *m, int min_up, bool rebalance, int moves,
             owners[n++] = want;
         }
     }
-    for (int p = 0; rebalance && p < m->npart && n < max && moves > 0; p++) {
+    for (int p = 0; mode != MAP_PLAN_FAILOVER && p < m->npart && n < max && moves > 0; p++) {
         int o = m->parts[p].owner;
         int want = map_preferred(m, p);
         if (o < 0 || !serving(&m->nodes[o]) || want < 0 || want == o)
+            continue;
+        if (mode == MAP_PLAN_DRAIN && m->nodes[o].state != MAP_DRAINING)
             continue;
         parts[n] = p;
         owners[n++] = want;

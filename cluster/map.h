@@ -99,17 +99,24 @@ int map_up(const struct cluster_map *m);
 /* The member a partition prefers among those that may own (UP): rendezvous hashing. -1: none. */
 int map_preferred(const struct cluster_map *m, int part);
 
+/* How far a plan goes beyond partitions that have no live owner. */
+enum map_plan_mode {
+    MAP_PLAN_FAILOVER,  /* only partitions without a live owner */
+    MAP_PLAN_DRAIN,     /* and partitions of DRAINING members */
+    MAP_PLAN_REBALANCE, /* and every partition away from its preferred member */
+};
+
 /*
  * The ownership changes the map needs now, as (partition, new owner) pairs
  * into parts/owners (at most max): partitions without a live owner (none,
- * DOWN, LEFT) go to their preferred UP member, at once; with rebalance, also
- * partitions of DRAINING members and partitions away from their preferred
- * member, at most `moves` of those. Unowned partitions wait until at least
- * min_up members are UP (a forming cluster spreads them over all its first
- * members rather than giving all to the first). Returns the count.
+ * DOWN, LEFT) go to their preferred UP member, at once; then, as the mode
+ * says, at most `moves` hand-offs from live owners. Unowned partitions wait
+ * until at least min_up members are UP (a forming cluster spreads them over
+ * all its first members rather than giving all to the first). Returns the
+ * count.
  */
-int map_plan(const struct cluster_map *m, int min_up, bool rebalance, int moves, int *parts,
-             int *owners, int max);
+int map_plan(const struct cluster_map *m, int min_up, enum map_plan_mode mode, int moves,
+             int *parts, int *owners, int max);
 
 /* The whole map as JSON (new reference): what workers and cmcpctl see; also the snapshot. */
 json_t *map_to_json(const struct cluster_map *m);

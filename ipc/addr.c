@@ -27,3 +27,28 @@ void ipc_addr_control(char *buf, size_t len, const char *run_dir)
 {
     snprintf(buf, len, "ipc://%s/control.sock", run_dir);
 }
+
+void ipc_addr_cluster_map(char *buf, size_t len, const char *run_dir)
+{
+    snprintf(buf, len, "ipc://%s/cluster-map.sock", run_dir);
+}
+
+void ipc_addr_cluster_fence(char *buf, size_t len, const char *run_dir)
+{
+    snprintf(buf, len, "ipc://%s/cluster-fence.sock", run_dir);
+}
+
+void ipc_addr_cluster_view(char *buf, size_t len, const char *run_dir)
+{
+    snprintf(buf, len, "ipc://%s/cluster-view.sock", run_dir);
+}
+
+void ipc_addr_cluster_ctl(char *buf, size_t len, const char *run_dir)
+{
+    snprintf(buf, len, "ipc://%s/cluster.sock", run_dir);
+}
+
+void ipc_addr_cluster_relay(char *buf, size_t len, const char *run_dir)
+{
+    snprintf(buf, len, "%s/cluster-relay.data", run_dir);
+}

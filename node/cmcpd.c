@@ -12,6 +12,7 @@
 
 #include "base/cmcp.h"
 #include "base/proc.h"
+#include "cluster/cluster.h"
 #include "node/schema.h"
 #include "supervisor/spawn.h"
 #include "supervisor/sup.h"
@@ -29,6 +30,9 @@ struct role {
 };
 
 static const struct role roles[] = {
+    {"cluster_monitor", cluster_monitor_main, "links to the other nodes, heartbeats, the local view"},
+    {"failover_manager", failover_manager_main, "the Raft member and the cluster map; failovers"},
+    {"split_brain_detector", split_brain_detector_main, "lease and quorum -> fence this node or not"},
     {"shard", shard_main, "owns the MCP sessions whose ids name it"},
     {"listener", listener_main, "Streamable HTTP, TCP and stdio; routes messages to shards"},
     {"toolrun", toolrun_main, "one call of an external command tool, under tool_sup"},
@@ -64,9 +68,9 @@ static void usage(FILE *f)
             "  -V, --version       print the version\n"
             "\n"
             "Roles (children only):\n"
-            "  supervisor  a nested supervisor ([tree.ID])\n");
+            "  supervisor            a nested supervisor ([tree.ID])\n");
     for (size_t i = 0; i < CMCP_ARRAY_LEN(roles); i++)
-        fprintf(f, "  %-11s %s\n", roles[i].name, roles[i].what);
+        fprintf(f, "  %-21s %s\n", roles[i].name, roles[i].what);
     fprintf(f, "\nExit status: 0 stopped cleanly, 2 bad usage or configuration, 3 start failed,\n"
                "4 restart intensity exceeded (see docs/supervisor.md).\n");
 }

@@ -2,6 +2,7 @@
 #include "node/schema.h"
 
 #include "base/config.h"
+#include "cluster/cluster.h"
 #include "supervisor/spec.h"
 #include "workers/admin/admin.h"
 #include "workers/listener/listener.h"
@@ -15,5 +16,6 @@ void node_schema_add(void)
     cfg_schema_add(listener_cfg_keys);
     cfg_schema_add(metrics_cfg_keys);
     cfg_schema_add(admin_cfg_keys);
+    cfg_schema_add(cluster_cfg_keys);
     cfg_schema_add(sup_cfg_keys);
 }

@@ -12,6 +12,7 @@
 #include <ftw.h>
 #include <limits.h>
 #include <sodium.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,6 +137,13 @@ int sup_root_main(struct proc_args *a, sup_role_known_fn role_known)
     char rootpid[16];
     snprintf(rootpid, sizeof(rootpid), "%d", (int)getpid());
     setenv("CMCP_ROOT_PID", rootpid, 1);
+    /* This start of the node: its cluster identity is (node id, incarnation), and a restarted
+     * node comes back with a new one (docs/cluster.md). */
+    uint64_t inc;
+    randombytes_buf(&inc, sizeof(inc));
+    char incs[17];
+    snprintf(incs, sizeof(incs), "%016llx", (unsigned long long)(inc ? inc : 1));
+    setenv("CMCP_INCARNATION", incs, 1);
     const char *node = cfg_get(&a->cfg, "node", "name", "cmcp");
     const char *run_dir = cfg_get(&a->cfg, "node", "run_dir", "./var/run");
     if (cmcp_mkdir_p(run_dir, 0755) != 0) {

@@ -67,8 +67,10 @@ class CmcpctlTest(unittest.TestCase):
         self.assertEqual(s["pid"], self.node.pid)
         self.assertGreater(s["uptime_s"], 0)
         self.assertEqual([c["id"] for c in s["tree"]],
-                         ["shard_sup", "listener_sup", "tool_sup", "metrics", "admin"])
-        shard_sup = s["tree"][0]
+                         ["cluster_sup", "shard_sup", "listener_sup", "tool_sup", "metrics", "admin"])
+        self.assertEqual([c["id"] for c in s["tree"][0]["children"]],
+                         ["cluster_monitor", "failover_manager", "split_brain_detector"])
+        shard_sup = s["tree"][1]
         self.assertEqual([c["id"] for c in shard_sup["children"]], ["shard-0", "shard-1"])
         self.assertEqual([x["shard"] for x in s["shards"]], [0, 1])
         self.assertEqual(s["listeners"]["http"], "127.0.0.1:%d" % self.p.http)
@@ -82,7 +84,7 @@ class CmcpctlTest(unittest.TestCase):
         self.assertEqual({c["id"]: c["pid"] for c in r["children"]},
                          self.node.child_pids("shard_sup"))
         r = self.jok("count_children")
-        self.assertEqual((r["specs"], r["supervisors"], r["workers"]), (5, 3, 2))
+        self.assertEqual((r["specs"], r["supervisors"], r["workers"]), (6, 4, 2))
         self.assertIn("specs 2", self.ok("count_children", "shard_sup"))
         rc, _, err = self.ctl("which_children", "nosuch_sup")
         self.assertEqual(rc, 1)
@@ -342,7 +344,7 @@ class CmcpctlTest(unittest.TestCase):
                             "shell"], input=b"count_children\nwhich_children 'shard_sup'\n",
                            capture_output=True, timeout=20, env=env)
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertIn(b"specs 5", p.stdout)
+        self.assertIn(b"specs 6", p.stdout)
         self.assertIn(b"shard-1", p.stdout)
 
 

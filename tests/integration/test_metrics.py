@@ -70,7 +70,7 @@ class MetricsTest(unittest.TestCase):
         self.assertEqual(m[("cmcp_up", "")], 1)
         self.assertEqual(m[("cmcp_ready", "")], 1)
         self.assertEqual(m[("cmcp_supervisor_children", 'supervisor="shard_sup",state="running"')], 2)
-        self.assertEqual(m[("cmcp_supervisor_children", 'supervisor="root",state="running"')], 5)
+        self.assertEqual(m[("cmcp_supervisor_children", 'supervisor="root",state="running"')], 6)
         for role, ident in (("supervisor", "root"), ("shard", "shard-0"), ("listener", "listener-0"),
                             ("metrics", "metrics"), ("admin", "admin")):
             key = ("cmcp_process_resident_memory_bytes", 'role="%s",id="%s"' % (role, ident))
@@ -158,7 +158,7 @@ class MetricsTest(unittest.TestCase):
         self.assertEqual(s["pid"], self.node.pid)
         self.assertGreater(s["uptime_s"], 0)
         tree = {c["id"]: c for c in s["tree"]["children"]}
-        self.assertEqual(list(tree), ["shard_sup", "listener_sup", "tool_sup", "metrics", "admin"])
+        self.assertEqual(list(tree), ["cluster_sup", "shard_sup", "listener_sup", "tool_sup", "metrics", "admin"])
         for c in tree.values():
             self.assertIsInstance(c["pid"], int)
             self.assertIn("restarts", c)

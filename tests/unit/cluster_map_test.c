@@ -57,8 +57,8 @@ static void test_membership_and_placement(void **state)
     assert_int_equal(m.nodes[1].join_index, 4);
     /* a forming cluster: nothing is assigned until min_up members are up */
     int parts[4096], owners[4096];
-    assert_int_equal(map_plan(&m, 4, false, 0, parts, owners, 4096), 0);
-    int n = map_plan(&m, 3, false, 0, parts, owners, 4096);
+    assert_int_equal(map_plan(&m, 4, MAP_PLAN_FAILOVER, 0, parts, owners, 4096), 0);
+    int n = map_plan(&m, 3, MAP_PLAN_FAILOVER, 0, parts, owners, 4096);
     assert_int_equal(n, 256);
     for (int i = 0; i < n; i++) {
         char *c = map_cmd_assign(&parts[i], 1, m.nodes[owners[i]].id);
@@ -68,11 +68,11 @@ static void test_membership_and_placement(void **state)
     assert_int_equal(owned[0] + owned[1] + owned[2], 256);
     for (int i = 0; i < 3; i++)
         assert_true(owned[i] > 40); /* rendezvous hashing spreads them */
-    assert_int_equal(map_plan(&m, 3, true, 100, parts, owners, 4096), 0); /* balanced */
+    assert_int_equal(map_plan(&m, 3, MAP_PLAN_REBALANCE, 100, parts, owners, 4096), 0); /* balanced */
     /* n2 goes down: its partitions, and only those, move at once, each at epoch + 1 */
     assert_int_equal(apply_text(&m, map_cmd_beat("n2", 101, 1), 400), MAP_OK);
     assert_int_equal(apply_text(&m, map_cmd_down("n2", 101, 1), 401), MAP_OK);
-    n = map_plan(&m, 3, false, 0, parts, owners, 4096);
+    n = map_plan(&m, 3, MAP_PLAN_FAILOVER, 0, parts, owners, 4096);
     assert_int_equal(n, owned[1]);
     for (int i = 0; i < n; i++) {
         assert_int_equal(m.parts[parts[i]].owner, 1);
@@ -90,7 +90,7 @@ static void test_membership_and_placement(void **state)
     /* the old incarnation can no longer renew */
     assert_int_equal(apply_text(&m, map_cmd_beat("n2", 101, 5), 404), MAP_STALE);
     /* a rebalance moves partitions back, at most `moves` at a time */
-    assert_int_equal(map_plan(&m, 3, true, 7, parts, owners, 4096), 7);
+    assert_int_equal(map_plan(&m, 3, MAP_PLAN_REBALANCE, 7, parts, owners, 4096), 7);
     /* draining: the node keeps serving what it owns until it is moved */
     assert_int_equal(apply_text(&m, map_cmd_drain("n3", true), 405), MAP_OK);
     assert_int_equal(map_preferred(&m, parts[0]) == 2, 0); /* a draining node is preferred by none */
@@ -295,7 +295,7 @@ static void form(void)
     settle();
     int parts[64], owners[64];
     struct cluster_map *m = &fsms[l].map;
-    int n = map_plan(m, nservers, false, 0, parts, owners, 64);
+    int n = map_plan(m, nservers, MAP_PLAN_FAILOVER, 0, parts, owners, 64);
     assert_int_equal(n, 64);
     for (int i = 0; i < n; i++)
         assert_int_equal(propose(l, map_cmd_assign(&parts[i], 1, m->nodes[owners[i]].id)), 0);

@@ -1,0 +1,322 @@
+/*
+ * What only the Raft leader's failover manager does (manager.h):
+ *
+ *   joins     a node asks to be admitted: added to Raft (as a standby) if it
+ *             is new, then its join proposed to the map;
+ *   voters    the voter set per split_brain_strategy: winner_takes_all keeps
+ *             `voters` (odd, at most the live members) and replaces a voter
+ *             that is down by a standby; oldest_node keeps the member with
+ *             the lowest join index as the only voter; configured_master the
+ *             named node; one configuration change at a time;
+ *   downs     a member is marked down only when (a) this leader has not
+ *             applied a liveness beat of it for down_after_ms (and has led
+ *             that long), and (b) a majority of the voters suspect it in
+ *             their latest heartbeats; the mark-down names the newest beat
+ *             the leader saw, so a beat committed before it voids it;
+ *   owners    partitions without a live owner go to their preferred member
+ *             at once; a draining member's, and on `rebalance` misplaced
+ *             ones, a few at a time.
+ */
+#define _GNU_SOURCE
+#include "cluster/manager.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/cmcp.h"
+#include "base/log.h"
+
+#define MOVES_PER_TICK 8 /* hand-offs from live owners, each tick (rate limit) */
+
+static struct {
+    double last_init, last_plan;
+    uint64_t planned_version;
+    double rebalance_until; /* an operator asked for a rebalance */
+} L;
+
+void leader_became(double now)
+{
+    mgr.leader_since = now;
+    for (int i = 0; i < MAP_MAX_NODES; i++) {
+        mgr.beat_seen[i] = now; /* every member gets a full period to show it is alive */
+        mgr.suspect_since[i] = 0;
+    }
+    L.planned_version = 0;
+    log_notice("cluster_leader", "{s:s,s:I}", "member", mgr.cc.node_id, "term",
+               (json_int_t)mgr.raft.current_term);
+}
+
+/* After every applied command, on every node: when members were last seen alive. */
+void leader_applied(const char *cmd, size_t len, enum map_result r)
+{
+    if (r != MAP_OK)
+        return;
+    json_t *o = json_loadb(cmd, len, 0, NULL);
+    const char *op = json_string_value(json_object_get(o, "op"));
+    const char *node = json_string_value(json_object_get(o, "node"));
+    int i = map_node_find(&mgr.fsm.map, node);
+    double now = cmcp_now_ms();
+    if (op && i >= 0 && (strcmp(op, "beat") == 0 || strcmp(op, "join") == 0)) {
+        mgr.beat_seen[i] = now;
+        if (strcmp(op, "join") == 0 && strcmp(node, mgr.cc.node_id) == 0) {
+            /* admitted: the first beat (and so the lease) need not wait for the timer */
+            ev_timer_stop(mgr.loop, &mgr.beat_w);
+            ev_timer_set(&mgr.beat_w, 0, mgr.cc.lease_ms / 4000.0);
+            ev_timer_start(mgr.loop, &mgr.beat_w);
+        }
+    }
+    if (op && strcmp(op, "assign") == 0) {
+        /* a failover completes when the partitions of the downed member have owners again */
+        for (int k = 0; k < mgr.fsm.map.nnodes; k++) {
+            if (!mgr.suspect_since[k] || mgr.fsm.map.nodes[k].state != MAP_DOWN ||
+                map_owned(&mgr.fsm.map, k) > 0)
+                continue;
+            double took = (now - mgr.suspect_since[k]) / 1000.0;
+            stats_observe(mgr.failover_hist, took);
+            log_notice("cluster_failover_done", "{s:s,s:f}", "member", mgr.fsm.map.nodes[k].id,
+                       "seconds", took);
+            mgr.suspect_since[k] = 0;
+        }
+    }
+    json_decref(o);
+}
+
+/* ---- Raft's configuration ---- */
+
+static void change_done(struct raft_change *req, int status)
+{
+    if (status != 0)
+        log_warn("cluster_raft_change_failed", "{s:s}", "error", raft_strerror(status));
+    mgr.change_pending = false;
+    free(req);
+}
+
+static const struct raft_server *conf_find(const char *node)
+{
+    raft_id id = cluster_raft_id(node);
+    for (unsigned i = 0; i < mgr.raft.configuration.n; i++)
+        if (mgr.raft.configuration.servers[i].id == id)
+            return &mgr.raft.configuration.servers[i];
+    return NULL;
+}
+
+static void assign_role(const char *node, int role, const char *why)
+{
+    struct raft_change *req = calloc(1, sizeof(*req));
+    if (!req)
+        return;
+    int rv = raft_assign(&mgr.raft, req, cluster_raft_id(node), role, change_done);
+    if (rv != 0) {
+        free(req);
+        return;
+    }
+    mgr.change_pending = true;
+    log_notice("cluster_voter_change", "{s:s,s:s,s:s}", "member", node, "role",
+               role == RAFT_VOTER ? "voter" : "standby", "why", why);
+}
+
+void leader_control(const char *from, const json_t *msg)
+{
+    const char *op = json_string_value(json_object_get(msg, "op"));
+    if (!op || !mgr_is_leader())
+        return;
+    if (strcmp(op, "rebalance") == 0) {
+        L.rebalance_until = cmcp_now_ms() + 30000;
+        log_notice("cluster_rebalance", "{s:s,s:i}", "asked_by", from, "moves_per_tick",
+                   MOVES_PER_TICK);
+        return;
+    }
+    if (strcmp(op, "join") != 0)
+        return;
+    const char *node = json_string_value(json_object_get(msg, "node"));
+    const char *inc = json_string_value(json_object_get(msg, "inc"));
+    const char *ep = json_string_value(json_object_get(msg, "ep"));
+    if (!node || !inc || !ep || strcmp(node, from) != 0 || strlen(inc) != 16)
+        return; /* a node may only ask for itself */
+    if (!conf_find(node)) {
+        if (mgr.change_pending)
+            return; /* it asks again */
+        struct raft_change *req = calloc(1, sizeof(*req));
+        if (req && raft_add(&mgr.raft, req, cluster_raft_id(node), node, change_done) == 0) {
+            mgr.change_pending = true;
+            log_notice("cluster_member_added", "{s:s,s:s}", "member", node, "endpoint", ep);
+        } else {
+            free(req);
+        }
+        return;
+    }
+    char *cmd = map_cmd_join(node, strtoull(inc, NULL, 16), ep);
+    mgr_propose(cmd);
+    free(cmd);
+}
+
+static bool serving(const struct map_node *n)
+{
+    return n->state == MAP_UP || n->state == MAP_DRAINING;
+}
+
+/* The voter set the strategy wants, as one change toward it (or none). */
+static void manage_voters(void)
+{
+    if (mgr.change_pending)
+        return;
+    const struct cluster_map *m = &mgr.fsm.map;
+    /* spares (just added) replicate as standbys first */
+    for (unsigned i = 0; i < mgr.raft.configuration.n; i++) {
+        const struct raft_server *s = &mgr.raft.configuration.servers[i];
+        if (s->role == RAFT_SPARE) {
+            assign_role(s->address, RAFT_STANDBY, "a new member replicates the log");
+            return;
+        }
+    }
+    bool want[MAP_MAX_NODES] = {false};
+    int nserving = 0;
+    for (int i = 0; i < m->nnodes; i++)
+        nserving += serving(&m->nodes[i]) && conf_find(m->nodes[i].id) != NULL;
+    if (nserving == 0)
+        return; /* the map does not know its members yet: leave the bootstrap's voters */
+    if (mgr.cc.strategy == SB_CONFIGURED_MASTER) {
+        int i = map_node_find(m, mgr.cc.master);
+        if (i < 0 || !conf_find(mgr.cc.master))
+            return; /* it has not joined yet: the voters stay as they are */
+        want[i] = true;
+    } else if (mgr.cc.strategy == SB_OLDEST_NODE) {
+        int oldest = -1;
+        for (int i = 0; i < m->nnodes; i++)
+            if (serving(&m->nodes[i]) && conf_find(m->nodes[i].id) &&
+                (oldest < 0 || m->nodes[i].join_index < m->nodes[oldest].join_index))
+                oldest = i;
+        want[oldest] = true;
+    } else {
+        int target = mgr.cc.voters < nserving ? mgr.cc.voters : nserving;
+        if (target % 2 == 0)
+            target--;
+        int have = 0;
+        for (int i = 0; i < m->nnodes && have < target; i++) {
+            const struct raft_server *s = conf_find(m->nodes[i].id);
+            if (serving(&m->nodes[i]) && s && s->role == RAFT_VOTER)
+                want[i] = true, have++;
+        }
+        /* fill from the oldest standbys */
+        while (have < target) {
+            int best = -1;
+            for (int i = 0; i < m->nnodes; i++)
+                if (!want[i] && serving(&m->nodes[i]) && conf_find(m->nodes[i].id) &&
+                    (best < 0 || m->nodes[i].join_index < m->nodes[best].join_index))
+                    best = i;
+            if (best < 0)
+                break;
+            want[best] = true;
+            have++;
+        }
+    }
+    /* promotions first (quorum grows before it shrinks), then demotions */
+    for (int i = 0; i < m->nnodes; i++) {
+        const struct raft_server *s = conf_find(m->nodes[i].id);
+        if (want[i] && s && s->role != RAFT_VOTER) {
+            assign_role(m->nodes[i].id, RAFT_VOTER, "the strategy's voter set");
+            return;
+        }
+    }
+    for (unsigned k = 0; k < mgr.raft.configuration.n; k++) {
+        const struct raft_server *s = &mgr.raft.configuration.servers[k];
+        int i = map_node_find(m, s->address);
+        if (s->role == RAFT_VOTER && i >= 0 && !want[i] && s->id != mgr.raft.id) {
+            assign_role(s->address, RAFT_STANDBY, serving(&m->nodes[i]) ? "the strategy's voter set"
+                                                                       : "it is down or left");
+            return;
+        }
+    }
+}
+
+/* ---- mark-downs ---- */
+
+static int majority_suspects(const char *target)
+{
+    int voters = 0, suspect = 0;
+    for (unsigned k = 0; k < mgr.raft.configuration.n; k++) {
+        const struct raft_server *s = &mgr.raft.configuration.servers[k];
+        if (s->role != RAFT_VOTER)
+            continue;
+        voters++;
+        if (strcmp(s->address, target) != 0 && mgr_view_suspects(s->address, target))
+            suspect++;
+    }
+    return suspect > voters / 2;
+}
+
+static void mark_downs(double now)
+{
+    const struct cluster_map *m = &mgr.fsm.map;
+    for (int i = 0; i < m->nnodes; i++) {
+        const struct map_node *n = &m->nodes[i];
+        if (!serving(n) || strcmp(n->id, mgr.cc.node_id) == 0)
+            continue;
+        double since = mgr.beat_seen[i] > mgr.leader_since ? mgr.beat_seen[i] : mgr.leader_since;
+        if (now - since < mgr.cc.down_after_ms) {
+            mgr.suspect_since[i] = 0;
+            continue;
+        }
+        if (!mgr.suspect_since[i])
+            mgr.suspect_since[i] = since; /* the failover's clock starts at the last sign of life */
+        if (!majority_suspects(n->id))
+            continue;
+        char *cmd = map_cmd_down(n->id, n->incarnation, n->beat);
+        if (mgr_propose(cmd) == 0)
+            log_warn("cluster_mark_down", "{s:s,s:I,s:f,s:s}", "member", n->id, "beat",
+                     (json_int_t)n->beat, "silent_ms", now - since, "evidence",
+                     "no liveness beat applied, and a majority of the voters do not hear it");
+        free(cmd);
+    }
+}
+
+/* ---- ownership ---- */
+
+static void plan(double now)
+{
+    const struct cluster_map *m = &mgr.fsm.map;
+    if (m->version == L.planned_version && now - L.last_plan < 1000)
+        return; /* proposed for this map already: wait for it to apply */
+    bool draining = false;
+    for (int i = 0; i < m->nnodes; i++)
+        draining |= m->nodes[i].state == MAP_DRAINING;
+    enum map_plan_mode mode = now < L.rebalance_until ? MAP_PLAN_REBALANCE
+                              : draining              ? MAP_PLAN_DRAIN
+                                                      : MAP_PLAN_FAILOVER;
+    static int parts[MAP_MAX_PARTITIONS], owners[MAP_MAX_PARTITIONS], group[MAP_MAX_PARTITIONS];
+    int n = map_plan(m, mgr.cc.expect, mode, MOVES_PER_TICK, parts, owners, MAP_MAX_PARTITIONS);
+    L.planned_version = m->version;
+    L.last_plan = now;
+    for (int o = 0; o < m->nnodes && n > 0; o++) {
+        int k = 0;
+        for (int i = 0; i < n; i++)
+            if (owners[i] == o)
+                group[k++] = parts[i];
+        if (!k)
+            continue;
+        char *cmd = map_cmd_assign(group, k, m->nodes[o].id);
+        mgr_propose(cmd);
+        free(cmd);
+        log_info("cluster_assign", "{s:s,s:i,s:s}", "owner", m->nodes[o].id, "partitions", k,
+                 "mode", mode == MAP_PLAN_REBALANCE ? "rebalance"
+                         : mode == MAP_PLAN_DRAIN  ? "drain"
+                                                   : "failover");
+    }
+}
+
+void leader_tick(double now)
+{
+    if (!mgr.fsm.map.npart) {
+        if (now - L.last_init > 1000) {
+            char *cmd = map_cmd_init(mgr.cc.partitions);
+            mgr_propose(cmd);
+            free(cmd);
+            L.last_init = now;
+        }
+        return;
+    }
+    manage_voters();
+    mark_downs(now);
+    plan(now);
+}
