@@ -62,7 +62,7 @@ void leader_applied(const char *cmd, size_t len, enum map_result r)
         if (strcmp(op, "join") == 0 && strcmp(node, mgr.cc.node_id) == 0) {
             /* admitted: the first beat (and so the lease) need not wait for the timer */
             ev_timer_stop(mgr.loop, &mgr.beat_w);
-            ev_timer_set(&mgr.beat_w, 0, mgr.cc.lease_ms / 4000.0);
+            ev_timer_set(&mgr.beat_w, 0, mgr.cc.lease_ms / 6000.0);
             ev_timer_start(mgr.loop, &mgr.beat_w);
         }
     }
@@ -112,7 +112,7 @@ static void assign_role(const char *node, int role, const char *why)
         return;
     }
     mgr.change_pending = true;
-    log_notice("cluster_voter_change", "{s:s,s:s,s:s}", "member", node, "role",
+    log_notice("cluster_voter_change", "{s:s,s:s,s:s}", "member", node, "as",
                role == RAFT_VOTER ? "voter" : "standby", "why", why);
 }
 
@@ -132,8 +132,8 @@ void leader_control(const char *from, const json_t *msg)
     const char *node = json_string_value(json_object_get(msg, "node"));
     const char *inc = json_string_value(json_object_get(msg, "inc"));
     const char *ep = json_string_value(json_object_get(msg, "ep"));
-    if (!node || !inc || !ep || strcmp(node, from) != 0 || strlen(inc) != 16)
-        return; /* a node may only ask for itself */
+    if (!node || !inc || !ep || strlen(inc) != 16)
+        return; /* (every peer is a cookie holder: a join passed on by another member is fine) */
     if (!conf_find(node)) {
         if (mgr.change_pending)
             return; /* it asks again */
@@ -189,16 +189,16 @@ static void manage_voters(void)
                 oldest = i;
         want[oldest] = true;
     } else {
-        int target = mgr.cc.voters < nserving ? mgr.cc.voters : nserving;
-        if (target % 2 == 0)
-            target--;
+        /* keep the serving voters, fill up to `voters` from the oldest standbys, and keep a
+         * voter that is down until a standby has taken its place: the voter set never shrinks
+         * because a member failed (that would put the quorum on the failed one's side) */
+        int target = mgr.cc.voters % 2 ? mgr.cc.voters : mgr.cc.voters - 1;
         int have = 0;
         for (int i = 0; i < m->nnodes && have < target; i++) {
             const struct raft_server *s = conf_find(m->nodes[i].id);
             if (serving(&m->nodes[i]) && s && s->role == RAFT_VOTER)
                 want[i] = true, have++;
         }
-        /* fill from the oldest standbys */
         while (have < target) {
             int best = -1;
             for (int i = 0; i < m->nnodes; i++)
@@ -210,6 +210,18 @@ static void manage_voters(void)
             want[best] = true;
             have++;
         }
+        for (int i = 0; i < m->nnodes && have < target; i++) {
+            const struct raft_server *s = conf_find(m->nodes[i].id);
+            if (!want[i] && m->nodes[i].state == MAP_DOWN && s && s->role == RAFT_VOTER)
+                want[i] = true, have++;
+        }
+        /* an even count of serving voters cannot be: one fewer is as safe and tolerates as much */
+        int voting = 0;
+        for (int i = 0; i < m->nnodes; i++)
+            voting += want[i];
+        for (int i = m->nnodes - 1; i >= 0 && voting % 2 == 0 && voting > 1; i--)
+            if (want[i] && conf_find(m->nodes[i].id)->role != RAFT_VOTER)
+                want[i] = false, voting--;
     }
     /* promotions first (quorum grows before it shrinks), then demotions */
     for (int i = 0; i < m->nnodes; i++) {
@@ -219,15 +231,18 @@ static void manage_voters(void)
             return;
         }
     }
-    for (unsigned k = 0; k < mgr.raft.configuration.n; k++) {
-        const struct raft_server *s = &mgr.raft.configuration.servers[k];
-        int i = map_node_find(m, s->address);
-        if (s->role == RAFT_VOTER && i >= 0 && !want[i] && s->id != mgr.raft.id) {
-            assign_role(s->address, RAFT_STANDBY, serving(&m->nodes[i]) ? "the strategy's voter set"
-                                                                       : "it is down or left");
+    /* demote members that are down or gone first: the quorum then never needs them */
+    for (int pass = 0; pass < 2; pass++)
+        for (unsigned k = 0; k < mgr.raft.configuration.n; k++) {
+            const struct raft_server *s = &mgr.raft.configuration.servers[k];
+            int i = map_node_find(m, s->address);
+            if (s->role != RAFT_VOTER || i < 0 || want[i] || s->id == mgr.raft.id ||
+                serving(&m->nodes[i]) != (pass == 1))
+                continue;
+            assign_role(s->address, RAFT_STANDBY, pass == 1 ? "the strategy's voter set"
+                                                            : "it is down or left");
             return;
         }
-    }
 }
 
 /* ---- mark-downs ---- */

@@ -8,7 +8,7 @@
  * the one with the lowest node id bootstraps Raft with all of them, the
  * others wait to be contacted; a node that finds a cluster (a peer with a
  * map) joins it. Every node then proposes its own join, and a liveness beat
- * every lease_ms / 4; the newest committed beat gives this node its lease
+ * every lease_ms / 6; the newest committed beat gives this node its lease
  * (beat proposed at t -> writes allowed until t + lease_ms), published to
  * the split-brain detector. The map is published to the node's workers
  * (ipc/cview.h) on every change and every second.
@@ -128,10 +128,18 @@ static void control_in(const char *from, const char *data, size_t len)
 {
     json_t *o = json_loadb(data, len, 0, NULL);
     const char *op = json_string_value(json_object_get(o, "op"));
-    if (op && strcmp(op, "propose") == 0 && mgr_is_leader())
+    if (op && !mgr_is_leader()) {
+        /* meant for the leader: pass it on when we know who that is (once) */
+        const char *l = mgr_leader();
+        if (l && strcmp(l, from) != 0 && !json_object_get(o, "via")) {
+            json_object_set_new(o, "via", json_string(mgr.cc.node_id));
+            mgr_send_control(l, json_incref(o));
+        }
+    } else if (op && strcmp(op, "propose") == 0) {
         mgr_propose(json_string_value(json_object_get(o, "cmd")));
-    else if (op)
+    } else if (op) {
         leader_control(from, o);
+    }
     json_decref(o);
 }
 
@@ -329,7 +337,7 @@ static int cmp_str(const void *a, const void *b)
 /*
  * A node without Raft state: bootstrap a new cluster when bootstrap_expect
  * members see each other, none has a map and this one has the lowest id;
- * otherwise start empty and wait to be added by a leader.
+ * otherwise start empty and wait to be added by a leader (it asks to join).
  */
 static void maybe_start(void)
 {
@@ -363,22 +371,13 @@ static void maybe_start(void)
         raft_up(NULL, NULL); /* the lowest id bootstraps; we wait to be contacted */
         return;
     }
+    /* The new cluster starts with this node as its only voter; the others ask to join like
+     * any later node, and the leader makes voters of them by the strategy (leader.c). Only
+     * one node ever bootstraps, so two configurations can never be made. */
     struct raft_configuration conf;
     raft_configuration_init(&conf);
-    int voters = 0, want = mgr.cc.strategy == SB_WINNER_TAKES_ALL ? mgr.cc.voters : 1;
-    if (want > n)
-        want = n % 2 ? n : n - 1;
-    for (int k = 0; k < n; k++) {
-        bool voter = mgr.cc.strategy == SB_CONFIGURED_MASTER ? strcmp(ids[k], mgr.cc.master) == 0
-                                                             : voters < want;
-        voters += voter;
-        raft_configuration_add(&conf, cluster_raft_id(ids[k]), ids[k],
-                               voter ? RAFT_VOTER : RAFT_STANDBY);
-    }
-    if (voters == 0) /* configured_master names a node that is not here yet: ourselves for now */
-        conf.servers[0].role = RAFT_VOTER;
-    log_notice("cluster_bootstrap", "{s:s,s:i,s:i}", "member", mgr.cc.node_id, "members", n,
-               "voters", voters ? voters : 1);
+    raft_configuration_add(&conf, cluster_raft_id(mgr.cc.node_id), mgr.cc.node_id, RAFT_VOTER);
+    log_notice("cluster_bootstrap", "{s:s,s:i}", "member", mgr.cc.node_id, "members_seen", n);
     mgr.bootstrapped = raft_up(&conf, NULL) == 0;
     raft_configuration_close(&conf);
 }
@@ -413,18 +412,27 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
     mgr.term_gauge->value = (double)mgr.raft.current_term;
     if (leader)
         leader_tick(now);
-    if (!i_am_member() && mgr.fsm.map.npart) {
-        /* ask to be (re)admitted: the leader if we know it, else every peer we hear */
-        json_t *j = json_pack("{s:s,s:s,s:s,s:s}", "op", "join", "node", mgr.cc.node_id, "inc",
-                              "", "ep", mgr.cc.advertise);
+    if (!i_am_member()) {
+        /* ask to be (re)admitted: the leader if we know it, else every peer we hear (a node
+         * that knows the leader passes it on) */
         char inc[17];
         snprintf(inc, sizeof(inc), "%016llx", (unsigned long long)mgr.cc.incarnation);
-        json_object_set_new(j, "inc", json_string(inc));
         const char *l = mgr_leader();
-        if (l)
-            mgr_send_control(l, j);
-        else
-            json_decref(j);
+        if (l) {
+            mgr_send_control(l, json_pack("{s:s,s:s,s:s,s:s}", "op", "join", "node",
+                                          mgr.cc.node_id, "inc", inc, "ep", mgr.cc.advertise));
+        } else {
+            size_t i;
+            json_t *p;
+            json_array_foreach(json_object_get(mgr.view, "peers"), i, p)
+            {
+                const char *id = json_string_value(json_object_get(p, "id"));
+                if (id && json_is_true(json_object_get(p, "linked")))
+                    mgr_send_control(id, json_pack("{s:s,s:s,s:s,s:s}", "op", "join", "node",
+                                                   mgr.cc.node_id, "inc", inc, "ep",
+                                                   mgr.cc.advertise));
+            }
+        }
     }
     if (mgr.fsm.map.version != mgr.published_version)
         mgr_publish_map();
@@ -605,7 +613,7 @@ int failover_manager_main(struct proc_args *a)
     relay_connect_cb(mgr.loop, &mgr.relay_w, 0);
     ev_timer_init(&mgr.tick_w, tick_cb, 0, mgr.cc.heartbeat_ms / 1000.0);
     ev_timer_start(mgr.loop, &mgr.tick_w);
-    ev_timer_init(&mgr.beat_w, beat_cb, 0, mgr.cc.lease_ms / 4000.0);
+    ev_timer_init(&mgr.beat_w, beat_cb, 0, mgr.cc.lease_ms / 6000.0);
     ev_timer_start(mgr.loop, &mgr.beat_w);
     ev_timer_init(&mgr.pub_w, pub_cb, 1.0, 1.0);
     ev_timer_start(mgr.loop, &mgr.pub_w);

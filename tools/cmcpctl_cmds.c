@@ -207,6 +207,59 @@ static void print_json(json_t *v)
     free(t);
 }
 
+static void print_nodes(json_t *r)
+{
+    printf("%-20s %-16s %-9s %-8s %10s %12s  %s\n", "NODE", "INCARNATION", "STATE", "RAFT",
+           "PARTITIONS", "LAST_HEARD", "ENDPOINT");
+    size_t i;
+    json_t *n;
+    json_array_foreach(json_object_get(r, "nodes"), i, n)
+    {
+        char heard[32];
+        json_t *h = json_object_get(n, "last_heard_ms");
+        if (json_is_number(h) && json_number_value(h) >= 0)
+            snprintf(heard, sizeof(heard), "%.0f ms", json_number_value(h));
+        else
+            snprintf(heard, sizeof(heard), "never");
+        printf("%-20s %-16s %-9s %-8s %10lld %12s  %s%s\n", str(n, "id", "?"),
+               str(n, "incarnation", "?"), str(n, "state", "?"), str(n, "raft", "-"),
+               (long long)json_integer_value(json_object_get(n, "partitions")), heard,
+               str(n, "endpoint", "-"),
+               strcmp(str(n, "id", ""), str(r, "self", "")) == 0 ? "  (this node)" : "");
+    }
+}
+
+static void print_cluster_status(json_t *r)
+{
+    printf("node %s (incarnation %s): raft %s, term %lld, leader %s\n", str(r, "node", "?"),
+           str(r, "incarnation", "?"), str(r, "raft_state", "?"),
+           (long long)json_integer_value(json_object_get(r, "term")), str(r, "leader", "none"));
+    printf("map version %lld, hash %s\n", (long long)json_integer_value(json_object_get(r, "map_version")),
+           str(r, "map_hash", "?"));
+    if (json_is_true(json_object_get(r, "fenced")))
+        printf("FENCED: %s\n", str(r, "fence_reason", "?"));
+    else
+        printf("writes: accepted (lease %.0f ms left)\n",
+               json_number_value(json_object_get(r, "lease_ms")));
+    printf("partitions per node:");
+    const char *k;
+    json_t *v;
+    json_object_foreach(json_object_get(r, "partitions_per_node"), k, v)
+        printf(" %s=%lld", k, (long long)json_integer_value(v));
+    printf("\n");
+}
+
+static void print_verify(json_t *r)
+{
+    bool ok = json_is_true(json_object_get(r, "consistent"));
+    printf("%s: map version %lld, hash %s\n", ok ? "consistent" : "DIFFERENT",
+           (long long)json_integer_value(json_object_get(r, "map_version")), str(r, "map_hash", "?"));
+    size_t i;
+    json_t *d;
+    json_array_foreach(json_object_get(r, "differences"), i, d)
+        printf("  %s: %s\n", str(d, "id", "?"), str(d, "difference", "?"));
+}
+
 static void print_result(const struct admin_cmd *c, json_t *r)
 {
     switch (c->id) {
@@ -269,6 +322,19 @@ static void print_result(const struct admin_cmd *c, json_t *r)
         printf("node %s is shutting down (root pid %lld)\n", ctl_node_name(),
                (long long)json_integer_value(json_object_get(r, "pid")));
         return;
+    case ADMIN_NODES:
+        print_nodes(r);
+        return;
+    case ADMIN_CLUSTER_STATUS:
+        print_cluster_status(r);
+        return;
+    case ADMIN_VERIFY_STATE:
+    case ADMIN_RECONCILE_STATE:
+        print_verify(r);
+        return;
+    case ADMIN_REBALANCE:
+    case ADMIN_FORCE_LEADER:
+    case ADMIN_LEAVE:
     case ADMIN_CMD_COUNT:
         break;
     }
@@ -314,11 +380,22 @@ static int parse(int argc, char **argv, const struct admin_cmd **cmd, json_t *ar
         return usage_error("unknown command '%s'", c);
     *cmd = ac;
     switch (ac->id) {
+    case ADMIN_CLUSTER_STATUS:
+        if (argc != 2 || strcmp(argv[1], "status"))
+            return usage_error("usage: %s status", c);
+        break;
+    case ADMIN_LEAVE:
+        return optional_arg(argc, argv, args, "node", "usage: %s [NODE]");
     case ADMIN_STATUS:
     case ADMIN_METRICS:
     case ADMIN_DRAIN:
     case ADMIN_UNDRAIN:
     case ADMIN_SHUTDOWN:
+    case ADMIN_NODES:
+    case ADMIN_VERIFY_STATE:
+    case ADMIN_RECONCILE_STATE:
+    case ADMIN_REBALANCE:
+    case ADMIN_FORCE_LEADER:
         if (argc != 1)
             return usage_error("%s takes no arguments", c);
         break;
@@ -421,6 +498,9 @@ int ctl_run(int argc, char **argv)
         print_result(cmd, result);
     }
     fflush(stdout);
+    /* a check that found differences fails, so that scripts can test it */
+    bool differs = (cmd->id == ADMIN_VERIFY_STATE || cmd->id == ADMIN_RECONCILE_STATE) &&
+                   !json_is_true(json_object_get(result, "consistent"));
     json_decref(resp);
-    return CTL_OK;
+    return differs ? CTL_FAILED : CTL_OK;
 }

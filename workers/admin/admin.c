@@ -27,6 +27,7 @@
 #include "ipc/auth.h"
 #include "base/cmcp.h"
 #include "ipc/control.h"
+#include "ipc/cview.h"
 #include "base/log.h"
 #include "ipc/stats.h"
 
@@ -425,6 +426,7 @@ int admin_main(struct proc_args *a)
         log_notice("admin_socket_off", "{s:s}", "hint", "set [admin] endpoint to use cmcpctl");
     }
     stats_init(loop, a->run_dir, "admin", a->id);
+    cview_subscribe(loop, a->run_dir, NULL); /* the fence, for cluster status */
     stats_gauge("cmcp_node_draining", "")->value = admin_g.draining ? 1 : 0;
     ev_timer_init(&state_w, state_cb, 1.0, 1.0);
     ev_timer_start(loop, &state_w);

@@ -51,6 +51,8 @@ void admin_request_shutdown(void);
  * NULL) tells a process that is not there (nothing listens) from one that did not answer. */
 json_t *admin_sup_call(const char *sup, json_t *req, char *err, size_t errlen,
                        bool *absent); /* req stolen */
+/* A request to this node's failover manager (its control socket: status, map, drain, ...). */
+json_t *admin_cluster_call(json_t *req, char *err, size_t errlen); /* req stolen */
 /* A shard op: 0 with its reply in *r (r->data lives in *keep, which the caller releases; no
  * body), or -1 with err. */
 int admin_shard_call(int shard, const struct wire_req *req, struct wire_reply *r, json_t **keep,

@@ -12,6 +12,7 @@
 #include "base/cmcp.h"
 #include "base/log.h"
 #include "ipc/admin_proto.h"
+#include "ipc/cview.h"
 #include "ipc/route.h"
 
 static const char *arg_str(json_t *args, const char *key)
@@ -368,13 +369,219 @@ static json_t *cmd_log_level(const struct admin_cmd *c, json_t *args)
     return admin_reply_ok(json_pack("{s:s}", "level", admin_g.log_level));
 }
 
+/* ---- the cluster (the failover manager's control socket) ---- */
+
+/* The manager's answer to op, or NULL with *fail set to the reply to give. */
+static json_t *cluster_ask(json_t *req, json_t **fail)
+{
+    char err[600];
+    json_t *r = admin_cluster_call(req, err, sizeof(err));
+    if (!r) {
+        *fail = admin_reply_fail("unreachable", "%s", err);
+        return NULL;
+    }
+    if (!json_is_true(json_object_get(r, "ok"))) {
+        *fail = admin_reply_fail(arg_str(r, "error") ? arg_str(r, "error") : "failed", "%s",
+                                 arg_str(r, "message") ? arg_str(r, "message")
+                                                       : "the failover manager refused");
+        json_decref(r);
+        return NULL;
+    }
+    json_object_del(r, "ok");
+    return r;
+}
+
+static const char *raft_role_of(json_t *raft, const char *id)
+{
+    static const char *const roles[] = {"voters", "standbys"};
+    for (int k = 0; k < 2; k++) {
+        size_t i;
+        json_t *v;
+        json_array_foreach(json_object_get(raft, roles[k]), i, v)
+        {
+            if (strcmp(json_string_value(v) ?: "", id) == 0)
+                return k == 0 ? "voter" : "standby";
+        }
+    }
+    return "-";
+}
+
+static json_t *view_peer(json_t *st, const char *id)
+{
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(json_object_get(st, "view"), "peers"), i, p)
+    {
+        if (strcmp(arg_str(p, "id") ?: "", id) == 0)
+            return p;
+    }
+    return NULL;
+}
+
+static json_t *cmd_nodes(const struct admin_cmd *c, json_t *args)
+{
+    (void)c;
+    (void)args;
+    json_t *fail = NULL, *st = cluster_ask(json_pack("{s:s}", "op", "status"), &fail);
+    if (!st)
+        return fail;
+    json_t *out = json_array();
+    size_t i;
+    json_t *n;
+    const char *self = arg_str(st, "node");
+    json_array_foreach(json_object_get(json_object_get(st, "map"), "nodes"), i, n)
+    {
+        const char *id = arg_str(n, "id");
+        json_t *p = view_peer(st, id);
+        json_t *e = json_pack("{s:s,s:O,s:O,s:s,s:O,s:O,s:O}", "id", id, "incarnation",
+                              json_object_get(n, "incarnation"), "state",
+                              json_object_get(n, "state"), "raft",
+                              raft_role_of(json_object_get(st, "raft"), id), "partitions",
+                              json_object_get(n, "owned"), "join_index",
+                              json_object_get(n, "join_index"), "endpoint",
+                              json_object_get(n, "endpoint"));
+        if (strcmp(id, self ?: "") == 0)
+            json_object_set_new(e, "last_heard_ms", json_real(0));
+        else
+            json_object_set(e, "last_heard_ms",
+                            p ? json_object_get(p, "heard_ago_ms") : json_null());
+        json_object_set(e, "health", p ? json_object_get(p, "health") : json_string(
+                                                                            strcmp(id, self ?: "") == 0
+                                                                                ? "self"
+                                                                                : "unknown"));
+        json_array_append_new(out, e);
+    }
+    json_t *r = json_pack("{s:o,s:s?}", "nodes", out, "self", self);
+    json_decref(st);
+    return admin_reply_ok(r);
+}
+
+static json_t *cmd_cluster_status(const struct admin_cmd *c, json_t *args)
+{
+    (void)c;
+    (void)args;
+    json_t *fail = NULL, *st = cluster_ask(json_pack("{s:s}", "op", "status"), &fail);
+    if (!st)
+        return fail;
+    json_t *map = json_object_get(st, "map"), *raft = json_object_get(st, "raft");
+    json_t *per = json_object();
+    size_t i;
+    json_t *n;
+    json_array_foreach(json_object_get(map, "nodes"), i, n)
+        json_object_set(per, arg_str(n, "id"), json_object_get(n, "owned"));
+    char why[256] = "";
+    bool may = cview_may_write(cmcp_now_ms(), why, sizeof(why));
+    json_t *r = json_pack("{s:O,s:O,s:O,s:O,s:O,s:O,s:O,s:b,s:s,s:O,s:o,s:O,s:O}", "node",
+                          json_object_get(st, "node"), "incarnation",
+                          json_object_get(st, "incarnation"), "leader",
+                          json_object_get(raft, "leader"), "term", json_object_get(raft, "term"),
+                          "raft_state", json_object_get(raft, "state"), "map_version",
+                          json_object_get(map, "version"), "map_hash", json_object_get(map, "hash"),
+                          "fenced", !may, "fence_reason", may ? "" : why, "lease_ms",
+                          json_object_get(st, "lease_ms"), "partitions_per_node", per, "voters",
+                          json_object_get(raft, "voters"), "standbys",
+                          json_object_get(raft, "standbys"));
+    json_decref(st);
+    return admin_reply_ok(r);
+}
+
+/* Every member's map version and hash as its heartbeats report them, against ours. */
+static json_t *verify(bool *consistent)
+{
+    json_t *fail = NULL, *st = cluster_ask(json_pack("{s:s}", "op", "status"), &fail);
+    if (!st)
+        return fail;
+    json_t *map = json_object_get(st, "map");
+    json_int_t version = json_integer_value(json_object_get(map, "version"));
+    const char *hash = arg_str(map, "hash") ?: "";
+    json_t *diffs = json_array(), *members = json_array();
+    size_t i;
+    json_t *n;
+    json_array_foreach(json_object_get(map, "nodes"), i, n)
+    {
+        const char *id = arg_str(n, "id");
+        const char *state = arg_str(n, "state") ?: "";
+        if (strcmp(id, arg_str(st, "node") ?: "") == 0 || strcmp(state, "left") == 0)
+            continue;
+        json_t *p = view_peer(st, id);
+        json_int_t pv = p ? json_integer_value(json_object_get(p, "map_version")) : -1;
+        const char *ph = p ? arg_str(p, "map_hash") ?: "" : "";
+        json_array_append_new(members, json_pack("{s:s,s:I,s:s}", "id", id, "map_version", pv,
+                                                 "map_hash", ph));
+        if (strcmp(state, "down") == 0)
+            continue; /* a member marked down is not expected to answer */
+        if (!p || pv != version || strcmp(ph, hash) != 0)
+            json_array_append_new(
+                diffs, json_pack("{s:s,s:s}", "id", id, "difference",
+                                 !p                ? "not heard from"
+                                 : pv != version   ? "another map version"
+                                                   : "same version, another hash"));
+    }
+    *consistent = json_array_size(diffs) == 0;
+    json_t *r = json_pack("{s:b,s:I,s:s,s:o,s:o}", "consistent", *consistent, "map_version",
+                          version, "map_hash", hash, "members", members, "differences", diffs);
+    json_decref(st);
+    return admin_reply_ok(r);
+}
+
+static json_t *cmd_verify_state(const struct admin_cmd *c, json_t *args)
+{
+    (void)c;
+    (void)args;
+    bool consistent;
+    return verify(&consistent);
+}
+
+/* The map is Raft's: a lagging member catches up by itself. This waits for it (bounded). */
+static json_t *cmd_reconcile_state(const struct admin_cmd *c, json_t *args)
+{
+    (void)c;
+    (void)args;
+    bool consistent = false;
+    json_t *r = NULL;
+    for (int k = 0; k < 50; k++) {
+        json_decref(r);
+        r = verify(&consistent);
+        if (consistent || !json_is_true(json_object_get(r, "ok")))
+            break;
+        usleep(200000);
+    }
+    return r;
+}
+
+static json_t *cluster_op(const char *op, json_t *args)
+{
+    json_t *req = json_pack("{s:s}", "op", op);
+    if (arg_str(args, "node"))
+        json_object_set(req, "node", json_object_get(args, "node"));
+    json_t *fail = NULL, *r = cluster_ask(req, &fail);
+    return r ? admin_reply_ok(r) : fail;
+}
+
+static json_t *cmd_cluster_op(const struct admin_cmd *c, json_t *args)
+{
+    if (c->id == ADMIN_FORCE_LEADER)
+        log_warn("admin_force_leader", "{s:s}", "effect",
+                 "Raft recovers with this node as its only voter; writes may be lost");
+    return cluster_op(c->name, args);
+}
+
 static json_t *cmd_drain(const struct admin_cmd *c, json_t *args)
 {
     (void)args;
     bool drain = c->id == ADMIN_DRAIN;
     bool was = admin_g.draining;
     admin_set_drain(drain);
-    return admin_reply_ok(json_pack("{s:b,s:b}", "draining", admin_g.draining, "changed", was != admin_g.draining));
+    /* in a cluster, the node's partitions move too (the map says who owns them) */
+    json_t *fail = NULL, *cl = cluster_ask(json_pack("{s:s}", "op", drain ? "drain" : "undrain"),
+                                            &fail);
+    json_t *r = json_pack("{s:b,s:b}", "draining", admin_g.draining, "changed",
+                          was != admin_g.draining);
+    /* the node drains whether or not the cluster could take the change (say which) */
+    json_object_set_new(r, "cluster", cl ? cl : json_pack("{s:O?}", "error",
+                                                          json_object_get(fail, "message")));
+    json_decref(fail);
+    return admin_reply_ok(r);
 }
 
 static json_t *cmd_shutdown(const struct admin_cmd *c, json_t *args)
@@ -401,6 +608,13 @@ static json_t *(*const handlers[ADMIN_CMD_COUNT])(const struct admin_cmd *c, jso
     [ADMIN_DRAIN] = cmd_drain,
     [ADMIN_UNDRAIN] = cmd_drain,
     [ADMIN_SHUTDOWN] = cmd_shutdown,
+    [ADMIN_NODES] = cmd_nodes,
+    [ADMIN_CLUSTER_STATUS] = cmd_cluster_status,
+    [ADMIN_VERIFY_STATE] = cmd_verify_state,
+    [ADMIN_RECONCILE_STATE] = cmd_reconcile_state,
+    [ADMIN_REBALANCE] = cmd_cluster_op,
+    [ADMIN_FORCE_LEADER] = cmd_cluster_op,
+    [ADMIN_LEAVE] = cmd_cluster_op,
 };
 
 json_t *admin_run(const char *cmd, json_t *args)

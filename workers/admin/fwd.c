@@ -70,11 +70,10 @@ static int req_once(const char *addr, nng_msg *msg, nng_msg **reply, char *err, 
     return 0;
 }
 
-json_t *admin_sup_call(const char *sup, json_t *req, char *err, size_t errlen, bool *absent)
+/* A JSON request and its JSON object answer. */
+static json_t *json_call(const char *addr, const char *what, json_t *req, char *err, size_t errlen,
+                         bool *absent)
 {
-    char addr[512], what[128];
-    ipc_addr_sup(addr, sizeof(addr), admin_g.a->run_dir, sup);
-    snprintf(what, sizeof(what), "supervisor '%s'", sup);
     char *text = json_dumps(req, JSON_COMPACT);
     json_decref(req);
     nng_msg *m;
@@ -97,6 +96,21 @@ json_t *admin_sup_call(const char *sup, json_t *req, char *err, size_t errlen, b
         return NULL;
     }
     return reply;
+}
+
+json_t *admin_sup_call(const char *sup, json_t *req, char *err, size_t errlen, bool *absent)
+{
+    char addr[512], what[128];
+    ipc_addr_sup(addr, sizeof(addr), admin_g.a->run_dir, sup);
+    snprintf(what, sizeof(what), "supervisor '%s'", sup);
+    return json_call(addr, what, req, err, errlen, absent);
+}
+
+json_t *admin_cluster_call(json_t *req, char *err, size_t errlen)
+{
+    char addr[512];
+    ipc_addr_cluster_ctl(addr, sizeof(addr), admin_g.a->run_dir);
+    return json_call(addr, "the failover manager", req, err, errlen, NULL);
 }
 
 int admin_shard_call(int shard, const struct wire_req *req, struct wire_reply *r, json_t **keep,
