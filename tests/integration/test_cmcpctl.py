@@ -208,12 +208,12 @@ class CmcpctlTest(unittest.TestCase):
                 self.assertIn(k, x)
             self.assertTrue("idle_s" in x or "last_active" in x, x)
             self.assertEqual(x["client"]["name"], "cmcp-test")
-            self.assertEqual(x["shard"], int(s.sid.split("-")[0]))
+            self.assertEqual(x["shard"], int(s.sid.split("-")[0]) % 2)
         r0 = self.jok("sessions", "--shard", "0")
         self.assertTrue(all(x["shard"] == 0 for x in r0["sessions"]))
         self.assertIn(mine[0].sid, self.ok("sessions"))
         shown = self.jok("session", "show", mine[0].sid)
-        self.assertEqual(shown["shard"], int(mine[0].sid.split("-")[0]))
+        self.assertEqual(shown["shard"], int(mine[0].sid.split("-")[0]) % 2)
         self.assertIsInstance(shown["session"], dict)
         self.assertIn("killed", self.ok("session", "kill", mine[1].sid))
         r = mine[1].post({"jsonrpc": "2.0", "id": 9, "method": "ping"})
@@ -226,9 +226,12 @@ class CmcpctlTest(unittest.TestCase):
         rc, _, err = self.ctl("session", "show", "not-a-session")
         self.assertEqual(rc, 1)
         self.assertIn("badarg", err)
+        rc, _, err = self.ctl("session", "kill", "4000-aaaaaaaaaaaaaaaaaaaaaaaaaa")
+        self.assertEqual(rc, 1)
+        self.assertIn("partition 4000", err)
         rc, _, err = self.ctl("session", "kill", "7-aaaaaaaaaaaaaaaaaaaaaaaaaa")
         self.assertEqual(rc, 1)
-        self.assertIn("shard 7", err)
+        self.assertIn("holds no session", err)
 
     # ---- exit statuses and usage ----
 

@@ -257,13 +257,16 @@ static json_t *cmd_sessions(const struct admin_cmd *c, json_t *args)
 static json_t *cmd_session(const struct admin_cmd *c, json_t *args)
 {
     const char *sid = arg_str(args, "sid");
-    int shard = sid ? route_session_owner(sid) : -1;
-    if (shard < 0)
-        return admin_reply_fail("badarg", "'%s' is not a session id of this node (<shard>-<26 characters>)",
-                    sid ? sid : "");
-    if (shard >= admin_g.nshards)
-        return admin_reply_fail("not_found", "session %s names shard %d; this node has %d shards", sid, shard,
-                    admin_g.nshards);
+    int part = sid ? route_session_owner(sid) : -1;
+    if (part < 0)
+        return admin_reply_fail("badarg",
+                                "'%s' is not a session id (<partition>-<26 characters>)",
+                                sid ? sid : "");
+    const struct cview *v = cview_get();
+    if (v->have_map && part >= v->npart)
+        return admin_reply_fail("not_found", "session %s names partition %d; the cluster has %d",
+                                sid, part, v->npart);
+    int shard = part % admin_g.nshards; /* a partition lives in shard partition mod shards */
     bool show = c->id == ADMIN_SESSION_SHOW;
     const char *op = show ? "session_show" : "session_kill";
     char err[600];

@@ -24,6 +24,7 @@
 #include "base/log.h"
 #include "ipc/addr.h"
 #include "ipc/control.h"
+#include "ipc/cview.h"
 #include "ipc/dlink.h"
 #include "ipc/route.h"
 #include "ipc/sock.h"
@@ -246,16 +247,45 @@ static int link_push(struct shard_link *l, struct call *c)
 
 int listener_route(const char *sid)
 {
-    int shard = route_session_owner(sid);
-    return shard < listener_g.nshards ? shard : -1;
+    int p = cview_partition_of(sid);
+    const struct cview *v = cview_get();
+    if (p < 0 || (v->have_map && p >= v->npart))
+        return -1;
+    return p % listener_g.nshards;
+}
+
+const char *listener_owner_elsewhere(const char *sid)
+{
+    int p = cview_partition_of(sid);
+    const struct cview *v = cview_get();
+    if (p < 0 || !v->have_map || p >= v->npart || v->self < 0 || v->owner[p] == v->self ||
+        v->owner[p] < 0)
+        return NULL;
+    return json_string_value(json_object_get(json_array_get(v->nodes, (size_t)v->owner[p]), "id"));
+}
+
+/* Shards that host a partition this node owns: where new sessions go (all, without a map). */
+static bool shard_hosts_owned(int shard)
+{
+    const struct cview *v = cview_get();
+    if (!v->have_map || v->self < 0)
+        return true;
+    for (int p = shard; p < v->npart; p += listener_g.nshards)
+        if (v->owner[p] == v->self)
+            return true;
+    return false;
 }
 
 struct call *listener_call(struct conn *conn, int shard, struct wire_req *req,
                            const struct call_ops *ops, void *tdata)
 {
     if (shard < 0) {
-        shard = rr_next;
-        rr_next = (rr_next + 1) % listener_g.nshards;
+        for (int k = 0; k < listener_g.nshards; k++) {
+            shard = rr_next;
+            rr_next = (rr_next + 1) % listener_g.nshards;
+            if (shard_hosts_owned(shard))
+                break;
+        }
     }
     struct call *c = calloc(1, sizeof(*c));
     if (!c)

@@ -144,6 +144,8 @@ static void write_json(struct hconn *h, int status, const char *sid, const char 
     http_write_connection(&h->out, h->req, h->keep_alive);
     if (sid)
         http_write_header(&h->out, "Mcp-Session-Id", sid);
+    if (status == 503)
+        http_write_header(&h->out, "Retry-After", "1"); /* a fenced node, a restarting shard */
     if (len)
         http_write_body(&h->out, "application/json", body, len);
     else
@@ -245,6 +247,16 @@ static const struct call_ops post_ops = {post_event, post_done};
 static int route(struct hconn *h, const char *sid)
 {
     int shard = listener_route(sid);
+    const char *owner = shard >= 0 ? listener_owner_elsewhere(sid) : NULL;
+    if (owner) {
+        char msg[300];
+        snprintf(msg, sizeof(msg),
+                 "Session not found on this node: its partition belongs to cluster member %s. "
+                 "Send it there, or initialize a new session here",
+                 owner);
+        write_error(h, 404, NULL, -32001, msg);
+        return -1;
+    }
     if (shard < 0) {
         write_error(h, 404, NULL, -32001,
                     "Session not found: it expired or was deleted. Initialize a new session");

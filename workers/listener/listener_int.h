@@ -84,6 +84,8 @@ struct call *listener_call(struct conn *conn, int shard, struct wire_req *req,
                            const struct call_ops *ops, void *tdata);
 /* The shard a session id names on this node, or -1 (malformed, or not one of ours). */
 int listener_route(const char *sid);
+/* The member that owns a session's partition when it is not this node, else NULL. */
+const char *listener_owner_elsewhere(const char *sid);
 /* The call in flight whose events form stream `stream` of session sid, or NULL. */
 struct call *listener_call_by_stream(const char *sid, int stream);
 /* Moves a call to another connection (a client resumed its stream there). */

@@ -14,6 +14,7 @@
 #include "base/cmcp.h"
 #include "base/log.h"
 #include "ipc/control.h"
+#include "ipc/cview.h"
 #include "ipc/dlink.h"
 #include "ipc/stats.h"
 
@@ -84,6 +85,7 @@ int listener_main(struct proc_args *a)
     dlink_init(listener_g.loop);
     stats_init(listener_g.loop, a->run_dir, "listener", a->id);
     control_subscribe(listener_g.loop, a->run_dir, NULL); /* drain/undrain, log_level */
+    cview_subscribe(listener_g.loop, a->run_dir, NULL);  /* which partitions are this node's */
     if (listener_links_start() != 0)
         return CMCP_EXIT_FAILURE;
 
@@ -114,6 +116,7 @@ int listener_main(struct proc_args *a)
     proc_notify_ready(a);
     ev_run(listener_g.loop, 0);
     listener_links_stop();
+    cview_unsubscribe();
     control_unsubscribe();
     stats_shutdown();
     log_info("listener_stopped", NULL);

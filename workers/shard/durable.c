@@ -28,6 +28,7 @@
 
 #include "base/cmcp.h"
 #include "base/log.h"
+#include "ipc/cview.h"
 #include "ipc/stats.h"
 
 static struct {
@@ -36,7 +37,7 @@ static struct {
     double group_ms, idle_ms, abandoned_ms;
     ev_timer commit_w, sweep_w;
     struct sess *dirty;
-    long commit_failures;
+    long commit_failures, refused;
     void (*committed)(int rc, const char *why);
 } D;
 
@@ -78,12 +79,64 @@ static void roll_back(struct sess *s)
     mcp_session_free(old); /* its calls in flight end without an answer */
 }
 
+/*
+ * Whether this node may acknowledge these writes: it holds a lease (the
+ * cluster's split-brain detector says so, and the lease has not run out on
+ * this process's own clock) and owns every partition the batch touches.
+ * Otherwise the sentence a client reads.
+ */
+static bool may_commit(struct sess *batch, char *msg, size_t len)
+{
+    char why[300];
+    if (!cview_may_write(cmcp_now_ms(), why, sizeof(why))) {
+        snprintf(msg, len, "Not applied: %s. Retry shortly (another node may take over this "
+                           "session's partition)",
+                 why);
+        return false;
+    }
+    for (struct sess *s = batch; s; s = s->next_dirty) {
+        int p = cview_partition_of(s->id);
+        if (!cview_owns(p)) {
+            snprintf(msg, len, "Not applied: this node does not own partition %d of session %s "
+                               "(the cluster moved it). Initialize a new session",
+                     p, s->id);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Memory must not show what the disk refused. */
+static void roll_back_batch(struct sess *batch)
+{
+    struct sess *s = batch;
+    while (s) {
+        struct sess *next = s->next_dirty;
+        s->in_batch = false;
+        roll_back(s);
+        s = next;
+    }
+}
+
 static void commit_now(void)
 {
     ev_timer_stop(shard_g.loop, &D.commit_w);
     int rc = 0;
     struct sess *batch = D.dirty;
     D.dirty = NULL;
+    char msg[600];
+    if ((batch || store_has_staged(D.store)) && !may_commit(batch, msg, sizeof(msg))) {
+        store_discard(D.store);
+        D.refused++;
+        stats_counter("cmcp_writes_refused_total", "reason=\"fenced\"")->value += 1;
+        for (struct sess *s = batch; s; s = s->next_dirty) {
+            s->dirty = false;
+            s->in_batch = true;
+        }
+        D.committed(-EAGAIN, msg);
+        roll_back_batch(batch);
+        return;
+    }
     for (struct sess *s = batch; s; s = s->next_dirty) {
         s->dirty = false;
         s->in_batch = true;
@@ -106,15 +159,12 @@ static void commit_now(void)
     stats_counter("cmcp_store_commit_failures_total", "")->value += 1;
     const char *why = store_errmsg(D.store);
     log_error("store_commit_failed", "{s:s,s:i}", "error", why ? why : strerror(-rc), "errno", -rc);
-    D.committed(rc, rc == -ENOSPC ? "the session store is full" : why ? why : strerror(-rc));
-    /* Memory must not show what the disk refused. */
-    struct sess *s = batch;
-    while (s) {
-        struct sess *next = s->next_dirty;
-        s->in_batch = false;
-        roll_back(s);
-        s = next;
-    }
+    snprintf(msg, sizeof(msg),
+             "Could not save the change: %s. It was not applied; retry once the node's data "
+             "directory has room",
+             rc == -ENOSPC ? "the session store is full" : why ? why : strerror(-rc));
+    D.committed(rc, msg);
+    roll_back_batch(batch);
 }
 
 static void commit_cb(struct ev_loop *loop, ev_timer *w, int revents)

@@ -73,11 +73,7 @@ void gate_committed(int rc, const char *why)
     held_head = NULL;
     held_tail = &held_head;
     if (rc != 0) {
-        char msg[400];
-        snprintf(msg, sizeof(msg),
-                 "Could not save the change: %s. It was not applied; retry once the node's data "
-                 "directory has room",
-                 why);
+        const char *msg = why;
         for (struct held *x = h; x; x = x->next) {
             if (!x->mutated || !x->sess || !x->sess->in_batch)
                 continue;

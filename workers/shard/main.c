@@ -16,6 +16,7 @@
 #include "base/cmcp.h"
 #include "base/log.h"
 #include "ipc/control.h"
+#include "ipc/cview.h"
 #include "ipc/stats.h"
 #include "workers/shard/tools.h"
 
@@ -68,6 +69,7 @@ int shard_main(struct proc_args *a)
     shard_g.a = a;
     shard_g.index = a->index < 0 ? 0 : a->index;
     long nshards = cfg_get_long(&a->cfg, "tree.shard", "count", 1);
+    shard_g.nshards = nshards > 0 ? (int)nshards : 1;
     shard_g.max_sessions =
         cfg_get_long(&a->cfg, "sessions", "max", 100000) / (nshards > 0 ? nshards : 1);
     if (shard_g.max_sessions < 1)
@@ -84,6 +86,13 @@ int shard_main(struct proc_args *a)
     ipc_bridge_init(&shard_g.bridge, shard_g.loop);
     stats_init(shard_g.loop, a->run_dir, "shard", a->id);
     control_subscribe(shard_g.loop, a->run_dir, NULL); /* log_level from cmcpctl */
+    /* The cluster: which partitions this node owns, and its lease (writes need both). The
+     * cluster's processes start before the shards; their next publications arrive within a
+     * heartbeat, and the shard reports ready with them (or, bounded, without them: fenced). */
+    cview_subscribe(shard_g.loop, a->run_dir, NULL);
+    for (double until = cmcp_now_ms() + 3000;
+         cmcp_now_ms() < until && !(cview_get()->have_map && cview_get()->have_fence);)
+        ev_run(shard_g.loop, EVRUN_ONCE);
     if (shard_tools_init(shard_g.srv, &a->cfg, a->run_dir, shard_g.index, &shard_g.bridge, err,
                          sizeof(err)) != 0)
         return start_failed(err, CMCP_EXIT_USAGE);
@@ -106,6 +115,7 @@ int shard_main(struct proc_args *a)
     links_stop();
     durable_close();
     sess_drop_all();
+    cview_unsubscribe();
     control_unsubscribe();
     stats_shutdown();
     mcp_server_free(shard_g.srv);

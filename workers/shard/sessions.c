@@ -7,6 +7,7 @@
 
 #include "base/cmcp.h"
 #include "base/log.h"
+#include "ipc/cview.h"
 #include "ipc/route.h"
 #include "ipc/stats.h"
 
@@ -87,6 +88,26 @@ static struct sess *oldest_abandoned(void)
     return best;
 }
 
+/*
+ * A partition for a new session: one this node owns that lives in this
+ * shard (partition mod shard count), taken in turn. -1 when there is none.
+ */
+static int pick_partition(void)
+{
+    static int next;
+    const struct cview *v = cview_get();
+    if (!v->have_map || v->self < 0)
+        return -1;
+    for (int k = 0; k < v->npart; k++) {
+        int p = (next + k) % v->npart;
+        if (p % shard_g.nshards == shard_g.index && v->owner[p] == v->self) {
+            next = p + 1;
+            return p;
+        }
+    }
+    return -1;
+}
+
 struct sess *sess_create(struct slot *sl, const json_t *rid)
 {
     if (shard_g.nsessions >= shard_g.max_sessions) {
@@ -109,8 +130,20 @@ struct sess *sess_create(struct slot *sl, const json_t *rid)
                     NULL);
         return NULL;
     }
+    int part = pick_partition();
+    if (part < 0) {
+        char msg[300];
+        snprintf(msg, sizeof(msg),
+                 "This node owns no partition for shard %d now (the cluster %s); retry shortly, "
+                 "or connect to another node",
+                 shard_g.index, cview_get()->have_map ? "gave them to other members"
+                                                      : "map is not known yet");
+        struct wire_reply r = {.st = 503};
+        shard_reply(sl, &r, shard_rpc_error(rid, -32000, msg), NULL);
+        return NULL;
+    }
     char id[64];
-    route_session_id_new(id, sizeof(id), shard_g.index);
+    route_session_id_new(id, sizeof(id), part);
     mcp_session *ms = mcp_session_new(shard_g.srv, id);
     struct sess *s = ms ? sess_insert(id, ms) : NULL;
     if (!s) {

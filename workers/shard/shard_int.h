@@ -87,7 +87,7 @@ struct sess {
 
 struct shard_state {
     struct proc_args *a;
-    int index;
+    int index, nshards;
     struct ev_loop *loop;
     struct ipc_bridge bridge;
     mcp_server *srv;
@@ -135,7 +135,8 @@ void sess_drop_all(void);
 
 /* gate.c: the ack gate */
 void gate_reply(struct slot *sl, struct wire_reply *r, json_t *body, struct sess *s);
-/* The store finished a commit (rc 0, or -errno with why); held replies go. */
+/* A commit ended (rc 0, or -errno with the sentence a client reads: what failed, that it was
+ * not applied, what to do); held replies go. */
 void gate_committed(int rc, const char *why);
 /* A session ends: replies held for it no longer refer to it. */
 void gate_forget(struct sess *s);

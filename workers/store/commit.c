@@ -68,6 +68,11 @@ void store__stage_drop(struct store *s)
     s->nstaged = 0;
 }
 
+void store_discard(struct store *s)
+{
+    store__stage_drop(s);
+}
+
 int store_session_put(struct store *s, const char *sid, const json_t *state)
 {
     size_t sidlen;

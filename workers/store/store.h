@@ -98,6 +98,8 @@ int store_event_put(struct store *s, const char *sid, int stream, int64_t seq, b
  */
 int store_commit(struct store *s);
 bool store_has_staged(const struct store *s);
+/* Drops everything staged, committing nothing (a write the node may not acknowledge now). */
+void store_discard(struct store *s);
 
 /* Reads see committed data only. */
 json_t *store_session_get(struct store *s, const char *sid); /* new reference or NULL */
