@@ -107,6 +107,8 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
         }
         D.fenced = fenced;
     }
+    log_debug("fence_published", "{s:f,s:b}", "lease_left_ms", D.lease_until - now, "fenced",
+              fenced);
     D.fenced_g->value = fenced;
     D.partition->value = fenced && D.ever_leased;
     cluster_publish(D.pub, "fence",

@@ -194,8 +194,9 @@ bool cview_may_write(double now_ms, char *why, size_t whylen)
         return false;
     }
     if (now_ms > CV.v.lease_until) {
-        snprintf(why, whylen, "this node's lease ran out: it has not renewed it with a majority "
-                              "of the cluster's voters");
+        snprintf(why, whylen, "this node's lease ran out %.0f ms ago: it has not renewed it with a "
+                              "majority of the cluster's voters",
+                 now_ms - CV.v.lease_until);
         return false;
     }
     return true;
