@@ -1,0 +1,201 @@
+"""
+cluster_harness: several real cmcpd nodes on loopback forming one cluster, for the
+cluster's process-level tests (python3 standard library only).
+
+  with Cluster(3) as c:                 # 3 nodes, ports and directories of their own
+      c.wait_formed()                    # every node: the same map, every member up
+      st = c.status(0)                   # node 0's failover manager: raft, map, view
+      c.kill(1)                          # SIGKILL of node 1's root (its tree follows it)
+      c.wait_down(1)                     # the others mark it down
+  # leaving the block stops every node and checks that no process of them survives
+
+Each node's failover manager answers plain JSON on ipc://RUN/cluster.sock (no
+authentication: it is a local socket of the node's own run directory).
+"""
+
+import os
+import shutil
+import signal
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+
+from cmcp_harness import Node, ctl_request, wait_for  # noqa: E402
+from mcp_client import free_port  # noqa: E402
+
+COOKIE = "cluster-test-cookie-0123456789abcdef"
+
+
+def node_config(i, ports, http, tcp, seeds, cookie_file, expect, extra=""):
+    return """
+[node]
+name = n%d
+[listener]
+http_port = %d
+tcp_port = %d
+[metrics]
+port = 0
+[admin]
+endpoint =
+cookie_file = %s
+[cluster]
+node_id = n%d
+bind = 127.0.0.1:%d
+seeds = %s
+bootstrap_expect = %d
+%s
+[tree.shard]
+count = 2
+""" % (i, http, tcp, cookie_file, i, ports[i], ", ".join(seeds), expect, extra)
+
+
+class Cluster:
+    """n nodes n0..n(n-1); extra is text added to every node's [cluster] section."""
+
+    def __init__(self, n, expect=None, extra="", cookie=COOKIE, start=None):
+        self.n = n
+        self.first = list(range(n)) if start is None else start  # started on entering
+        self.peer_ports = [free_port() for _ in range(n)]
+        self.http = [free_port() for _ in range(n)]
+        self.tcp = [free_port() for _ in range(n)]
+        self.expect = expect or n
+        self.extra = extra
+        self.cookie = cookie
+        self.nodes = [None] * n
+        self.dirs = []     # every node's directory, removed at the end (a restart reuses data)
+        self.cookies = []
+
+    def _cookie_file(self, i, cookie):
+        path = "/tmp/cmcp-cluster-cookie-%d-%d-%d" % (os.getpid(), id(self), i)
+        self.cookies.append(path)
+        with open(path, "w") as f:
+            f.write(cookie)
+        os.chmod(path, 0o600)
+        return path
+
+    def config(self, i, cookie=None):
+        seeds = ["127.0.0.1:%d" % p for p in self.peer_ports[:max(self.expect, 1)]]
+        return node_config(i, self.peer_ports, self.http[i], self.tcp[i], seeds,
+                           self._cookie_file(i, cookie or self.cookie), self.expect, self.extra)
+
+    def start(self, i, cookie=None, data_dir=None):
+        env = {}
+        node = Node(self.config(i, cookie), wait_ready=False, keep_dir=True)
+        self.dirs.append(node.dir)
+        if data_dir:  # a restart keeps the node's data (its Raft log, its sessions)
+            env["CMCP_NODE_DATA_DIR"] = data_dir
+        node.extra_env.update(env)
+        node.start()
+        self.nodes[i] = node
+        wait_for(lambda: node.has_event("node_ready") or node.poll() is not None, 20,
+                 what="node n%d ready" % i)
+        if node.poll() is not None:
+            raise RuntimeError("n%d exited with %s:\n%s" % (i, node.poll(), node.stderr_text()[-3000:]))
+        return node
+
+    def data_dir(self, i):
+        return os.path.join(self.nodes[i].dir, "var", "data")
+
+    def __enter__(self):
+        try:
+            for i in self.first:
+                self.start(i)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self):
+        survivors = []
+        for node in self.nodes:
+            if node is not None:
+                survivors += node.cleanup()
+        if not survivors and os.environ.get("CMCP_KEEP_TMP") is None:
+            for d in self.dirs:
+                shutil.rmtree(d, ignore_errors=True)
+        for c in self.cookies:
+            try:
+                os.unlink(c)
+            except OSError:
+                pass
+        return survivors
+
+    def __exit__(self, exc_type, exc, tb):
+        survivors = self.stop()
+        if survivors and exc_type is None:
+            raise AssertionError("processes survived cleanup: %s" % survivors)
+        return False
+
+    # ---- looking ----------------------------------------------------------
+    def alive(self, i):
+        return self.nodes[i] is not None and self.nodes[i].poll() is None
+
+    def status(self, i, timeout=5.0):
+        r = ctl_request("ipc://%s/cluster.sock" % self.nodes[i].run_dir, {"op": "status"},
+                        timeout=timeout)
+        assert r.get("ok"), r
+        return r
+
+    def statuses(self, which=None):
+        out = {}
+        for i in which if which is not None else range(self.n):
+            if self.alive(i):
+                try:
+                    out[i] = self.status(i, timeout=2.0)
+                except Exception:  # noqa: BLE001 - a node busy restarting answers later
+                    out[i] = None
+        return out
+
+    def member(self, st, node_id):
+        for m in st["map"]["nodes"]:
+            if m["id"] == node_id:
+                return m
+        return None
+
+    def formed(self, which=None):
+        """Every live node of `which` holds one map in which all of them are up and every
+        partition has an owner."""
+        sts = self.statuses(which)
+        if not sts or any(s is None for s in sts.values()):
+            return False
+        hashes = {(s["map"]["version"], s["map"]["hash"]) for s in sts.values()}
+        if len(hashes) != 1:
+            return False
+        st = next(iter(sts.values()))
+        ids = {"n%d" % i for i in sts}
+        up = {m["id"] for m in st["map"]["nodes"] if m["state"] == "up"}
+        owned = sum(m["owned"] for m in st["map"]["nodes"] if m["state"] == "up")
+        return ids <= up and owned == st["map"]["partitions"] and st["raft"]["leader"] is not None
+
+    def wait_formed(self, which=None, timeout=20.0):
+        wait_for(lambda: self.formed(which), timeout, 0.1, what="the cluster formed")
+        return self.status(next(i for i in (which or range(self.n)) if self.alive(i)))
+
+    def leader(self):
+        for i, st in self.statuses().items():
+            if st and st["raft"]["state"] == "leader":
+                return i
+        return None
+
+    def kill(self, i, sig=signal.SIGKILL):
+        node = self.nodes[i]
+        node.signal(sig)
+        if sig == signal.SIGKILL:
+            node.wait_exit(10)
+            node.cleanup()  # whatever of its tree survived its root: gone too
+
+    def cluster_pids(self, i):
+        """Pids of node i's three cluster processes."""
+        out = []
+        for pid in self.nodes[i].tree_pids():
+            try:
+                with open("/proc/%d/cmdline" % pid, "rb") as f:
+                    args = f.read().split(b"\0")
+            except OSError:
+                continue
+            if b"--role" in args:
+                role = args[args.index(b"--role") + 1]
+                if role in (b"cluster_monitor", b"failover_manager", b"split_brain_detector"):
+                    out.append(pid)
+        return out
