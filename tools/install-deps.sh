@@ -6,7 +6,7 @@ pkgs=(build-essential cmake pkg-config git
       libev-dev libsodium-dev libnng-dev libjansson-dev libinih-dev
       libhttp-parser-dev libwslay-dev nettle-dev liblmdb-dev libedit-dev libraft-dev
       libcmocka-dev uthash-dev clang libclang-rt-14-dev python3
-      wrk prometheus libsqlite3-dev)
+      wrk prometheus libsqlite3-dev nftables iproute2)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
