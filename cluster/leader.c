@@ -156,10 +156,52 @@ static bool serving(const struct map_node *n)
     return n->state == MAP_UP || n->state == MAP_DRAINING;
 }
 
+static void transfer_done(struct raft_transfer *req)
+{
+    mgr.transfer_pending = false;
+    free(req);
+}
+
+/* Members that left: a leader that left hands leadership on; the others, once they no longer
+ * vote, leave Raft's configuration too (1 when a change was started). */
+static int remove_left(void)
+{
+    const struct cluster_map *m = &mgr.fsm.map;
+    int me = map_node_find(m, mgr.cc.node_id);
+    if (me >= 0 && m->nodes[me].state == MAP_LEFT) {
+        if (mgr.transfer_pending)
+            return 1;
+        struct raft_transfer *req = calloc(1, sizeof(*req));
+        if (req && raft_transfer(&mgr.raft, req, 0, transfer_done) == 0) {
+            mgr.transfer_pending = true;
+            log_notice("cluster_leader_transfer", "{s:s,s:s}", "member", mgr.cc.node_id, "why",
+                       "this node left the cluster");
+        } else {
+            free(req);
+        }
+        return 1;
+    }
+    for (unsigned k = 0; k < mgr.raft.configuration.n; k++) {
+        const struct raft_server *s = &mgr.raft.configuration.servers[k];
+        int i = map_node_find(m, s->address);
+        if (i < 0 || m->nodes[i].state != MAP_LEFT || s->role == RAFT_VOTER || s->id == mgr.raft.id)
+            continue;
+        struct raft_change *req = calloc(1, sizeof(*req));
+        if (req && raft_remove(&mgr.raft, req, s->id, change_done) == 0) {
+            mgr.change_pending = true;
+            log_notice("cluster_member_removed", "{s:s,s:s}", "member", m->nodes[i].id, "why",
+                       "it left the cluster");
+            return 1;
+        }
+        free(req);
+    }
+    return 0;
+}
+
 /* The voter set the strategy wants, as one change toward it (or none). */
 static void manage_voters(void)
 {
-    if (mgr.change_pending)
+    if (mgr.change_pending || remove_left())
         return;
     const struct cluster_map *m = &mgr.fsm.map;
     /* spares (just added) replicate as standbys first */

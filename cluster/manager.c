@@ -393,6 +393,22 @@ static bool i_am_member(void)
     return n->incarnation == mgr.cc.incarnation && (n->state == MAP_UP || n->state == MAP_DRAINING);
 }
 
+/* This incarnation left the cluster (cmcpctl leave): it stays out, fenced, until restarted. */
+static bool i_left(void)
+{
+    int me = map_node_find(&mgr.fsm.map, mgr.cc.node_id);
+    if (me < 0)
+        return false;
+    const struct map_node *n = &mgr.fsm.map.nodes[me];
+    bool left = n->incarnation == mgr.cc.incarnation && n->state == MAP_LEFT;
+    if (left && !mgr.left_logged)
+        log_notice("cluster_left", "{s:s,s:s}", "member", mgr.cc.node_id, "next",
+                   "this node refuses writes and stays out of the cluster; stop it (a restart "
+                   "joins it again as a new incarnation)");
+    mgr.left_logged = left;
+    return left;
+}
+
 static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
@@ -412,7 +428,7 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
     mgr.term_gauge->value = (double)mgr.raft.current_term;
     if (leader)
         leader_tick(now);
-    if (!i_am_member()) {
+    if (!i_am_member() && !i_left()) {
         /* ask to be (re)admitted: the leader if we know it, else every peer we hear (a node
          * that knows the leader passes it on) */
         char inc[17];

@@ -38,6 +38,8 @@ struct manager {
     uint64_t beat_seen_seq[MAP_MAX_NODES];
     double suspect_since[MAP_MAX_NODES];
     bool change_pending; /* a Raft configuration change in flight (one at a time) */
+    bool left_logged;    /* cluster_left was logged for this incarnation */
+    bool transfer_pending; /* this leader, leaving, hands leadership on */
     /* the monitor's latest view */
     json_t *view;
     /* sockets */

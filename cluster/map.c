@@ -259,6 +259,8 @@ static enum map_result apply_join(struct cluster_map *m, const char *id, uint64_
         return MAP_OK;
     }
     struct map_node *n = &m->nodes[i];
+    if (n->state == MAP_LEFT && n->incarnation == inc)
+        return MAP_STALE; /* a member that left comes back only as a new incarnation (restarted) */
     bool changed = false;
     if (n->incarnation != inc) {
         /* a restart: the new incarnation starts its own liveness */

@@ -13,10 +13,13 @@ Each node's failover manager answers plain JSON on ipc://RUN/cluster.sock (no
 authentication: it is a local socket of the node's own run directory).
 """
 
+import json
 import os
 import shutil
 import signal
 import sys
+import urllib.error
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
@@ -27,7 +30,7 @@ from mcp_client import free_port  # noqa: E402
 COOKIE = "cluster-test-cookie-0123456789abcdef"
 
 
-def node_config(i, ports, http, tcp, seeds, cookie_file, expect, extra=""):
+def node_config(i, ports, http, tcp, seeds, cookie_file, expect, extra="", metrics=0):
     return """
 [node]
 name = n%d
@@ -35,7 +38,7 @@ name = n%d
 http_port = %d
 tcp_port = %d
 [metrics]
-port = 0
+port = %d
 [admin]
 endpoint =
 cookie_file = %s
@@ -47,18 +50,20 @@ bootstrap_expect = %d
 %s
 [tree.shard]
 count = 2
-""" % (i, http, tcp, cookie_file, i, ports[i], ", ".join(seeds), expect, extra)
+""" % (i, http, tcp, metrics, cookie_file, i, ports[i], ", ".join(seeds), expect, extra)
 
 
 class Cluster:
-    """n nodes n0..n(n-1); extra is text added to every node's [cluster] section."""
+    """n nodes n0..n(n-1); extra is text added to every node's [cluster] section; with
+    metrics, each node serves /metrics and /health on self.metrics[i]."""
 
-    def __init__(self, n, expect=None, extra="", cookie=COOKIE, start=None):
+    def __init__(self, n, expect=None, extra="", cookie=COOKIE, start=None, metrics=False):
         self.n = n
         self.first = list(range(n)) if start is None else start  # started on entering
         self.peer_ports = [free_port() for _ in range(n)]
         self.http = [free_port() for _ in range(n)]
         self.tcp = [free_port() for _ in range(n)]
+        self.metrics = [free_port() if metrics else 0 for _ in range(n)]
         self.expect = expect or n
         self.extra = extra
         self.cookie = cookie
@@ -77,7 +82,8 @@ class Cluster:
     def config(self, i, cookie=None):
         seeds = ["127.0.0.1:%d" % p for p in self.peer_ports[:max(self.expect, 1)]]
         return node_config(i, self.peer_ports, self.http[i], self.tcp[i], seeds,
-                           self._cookie_file(i, cookie or self.cookie), self.expect, self.extra)
+                           self._cookie_file(i, cookie or self.cookie), self.expect, self.extra,
+                           self.metrics[i])
 
     def start(self, i, cookie=None, data_dir=None):
         env = {}
@@ -146,6 +152,19 @@ class Cluster:
                 except Exception:  # noqa: BLE001 - a node busy restarting answers later
                     out[i] = None
         return out
+
+    def ctl(self, i, req, timeout=5.0):
+        """One request to node i's failover manager (drain, leave, ...)."""
+        return ctl_request("ipc://%s/cluster.sock" % self.nodes[i].run_dir, req, timeout=timeout)
+
+    def health(self, i):
+        """(HTTP status, body) of node i's /health (needs metrics=True)."""
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/health" % self.metrics[i],
+                                        timeout=3) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
 
     def member(self, st, node_id):
         for m in st["map"]["nodes"]:

@@ -4,8 +4,9 @@ The cluster with real processes on loopback (docs/cluster.md): three nodes form
 one cluster and agree on it; a node killed is marked down on the others and its
 partitions get owners; the leader killed, a new one takes over; a node whose
 cluster processes are stopped refuses writes within its lease and accepts them
-again after they continue; a node with another cookie is refused; a restarted
-node rejoins with a new incarnation and takes nothing back.
+again after they continue (and /health says so meanwhile); a node drained then
+left hands its partitions on and leaves Raft; a node with another cookie is
+refused; a restarted node rejoins with a new incarnation and takes nothing back.
 """
 
 import os
@@ -84,9 +85,10 @@ class ClusterTest(Timed):
 
     def test_stopped_cluster_processes_fence_the_node(self):
         # down_after_ms long: the node is fenced by its lease running out, not marked down
-        with Cluster(3, extra="down_after_ms = 8000") as c:
+        with Cluster(3, extra="down_after_ms = 8000", metrics=True) as c:
             c.wait_formed()
             i = 0
+            wait_for(lambda: c.health(i)[0] == 200, 5, 0.05, what="/health 200 once formed")
             s = Session(c.http[i])
             self.assertNotIn("error", s.tool("kv_set", {"key": "a", "value": "1"}))
             pids = c.cluster_pids(i)
@@ -114,6 +116,11 @@ class ClusterTest(Timed):
                 # and a refused write was not applied
                 r = s.tool("kv_get", {"key": "b%d" % n})
                 self.assertTrue(r["result"].get("isError"), r)
+                # /health says so, although the processes that would say it are stopped
+                code, body = c.health(i)
+                self.assertEqual(code, 503, body)
+                self.assertTrue(body["fenced"], body)
+                self.assertTrue(any("fenced" in r and "lease" in r for r in body["reasons"]), body)
             finally:
                 for p in pids:
                     os.kill(p, signal.SIGCONT)
@@ -124,6 +131,43 @@ class ClusterTest(Timed):
                     break
                 time.sleep(0.05)
             self.assertNotIn("error", r, r)
+            wait_for(lambda: c.health(i)[0] == 200, 5, 0.05, what="/health 200 after the heal")
+
+    def test_drain_then_leave(self):
+        with Cluster(3) as c:
+            c.wait_formed()
+            # drain n2 (asked on n0): its partitions move to the others, it stays a member
+            self.assertTrue(c.ctl(0, {"op": "drain", "node": "n2"})["ok"])
+
+            def drained():
+                m = c.member(c.status(0), "n2")
+                return m["state"] == "draining" and m["owned"] == 0
+            wait_for(drained, 15, 0.05, what="n2 drained")
+            # then leave (asked on n2 itself): left everywhere, out of Raft's configuration
+            self.assertTrue(c.ctl(2, {"op": "leave"})["ok"])
+
+            def gone():
+                sts = c.statuses([0, 1])
+                return all(s and c.member(s, "n2")["state"] == "left" and
+                           "n2" not in s["raft"]["voters"] + s["raft"]["standbys"]
+                           for s in sts.values())
+            wait_for(gone, 15, 0.05, what="n2 left and removed from Raft")
+            wait_for(lambda: c.nodes[2].has_event("cluster_left"), 5, 0.05, what="n2 logs it left")
+            # it no longer renews its lease, does not ask back in, and the others go on
+            wait_for(lambda: c.status(2)["lease_ms"] == 0, 5, 0.05, what="n2 without a lease")
+            time.sleep(1.0)
+            self.assertEqual(c.member(c.status(0), "n2")["state"], "left")
+            st = c.wait_formed(which=[0, 1])
+            self.assertTrue(st["raft"]["voters"] and set(st["raft"]["voters"]) <= {"n0", "n1"}, st)
+            s = Session(c.http[0])
+            self.assertNotIn("error", s.tool("kv_set", {"key": "k", "value": "v"}))
+            s.close()
+            # restarted, it joins again as a new incarnation
+            data = c.data_dir(2)
+            c.kill(2)
+            c.start(2, data_dir=data)
+            wait_for(lambda: c.member(c.status(0), "n2")["state"] == "up", 15, 0.05,
+                     what="n2 back after a restart")
 
     def test_wrong_cookie_refused(self):
         # n0 and n1 form; n2 has another cookie and never joins

@@ -97,6 +97,14 @@ static void test_membership_and_placement(void **state)
     uint64_t v = m.version;
     assert_int_equal(apply_text(&m, map_cmd_assign(parts, 1, "n3"), 406), MAP_STALE);
     assert_true(m.version == v);
+    /* leaving: the same incarnation cannot join back; a restarted one (new incarnation) can */
+    assert_int_equal(apply_text(&m, map_cmd_leave("n3"), 407), MAP_OK);
+    assert_int_equal(m.nodes[2].state, MAP_LEFT);
+    assert_int_equal(apply_text(&m, map_cmd_leave("n3"), 408), MAP_NOOP);
+    assert_int_equal(apply_text(&m, map_cmd_join("n3", 102, "127.0.0.1:7420"), 409), MAP_STALE);
+    assert_int_equal(apply_text(&m, map_cmd_beat("n3", 102, 9), 410), MAP_STALE);
+    assert_int_equal(apply_text(&m, map_cmd_join("n3", 777, "127.0.0.1:7420"), 411), MAP_OK);
+    assert_int_equal(m.nodes[2].state, MAP_UP);
 }
 
 static void test_commands_that_do_not_fit(void **state)

@@ -20,6 +20,7 @@
 #include "ipc/control.h"
 #include "base/log.h"
 #include "ipc/addr.h"
+#include "ipc/cview.h"
 #include "ipc/stats.h"
 
 struct metrics_state metrics_g;
@@ -166,6 +167,9 @@ int metrics_main(struct proc_args *a)
 
     stats_init(metrics_g.loop, a->run_dir, "metrics", a->id);
     control_subscribe(metrics_g.loop, a->run_dir, NULL);
+    /* /health says when this node is fenced, judged on this process's own clock from the
+     * lease the shards also hold: a hung cluster process cannot leave it saying "ok". */
+    cview_subscribe(metrics_g.loop, a->run_dir, NULL);
     ev_signal_init(&sigterm_w, on_signal, SIGTERM);
     ev_signal_start(metrics_g.loop, &sigterm_w);
     ev_signal_init(&sigint_w, on_signal, SIGINT);
@@ -178,6 +182,7 @@ int metrics_main(struct proc_args *a)
     metrics_http_stop();
     stats_shutdown();
     control_unsubscribe();
+    cview_unsubscribe();
     nng_close(sub);
     unlink(addr + strlen("ipc://"));
     struct mproc *p, *tmp;

@@ -18,6 +18,7 @@
 
 #include "base/cmcp.h"
 #include "base/log.h"
+#include "ipc/cview.h"
 #include "ipc/stats.h"
 
 struct series {
@@ -62,6 +63,23 @@ static const struct {
     {"cmcp_admin_commands_total", "Admin commands executed, by command and outcome"},
     {"cmcp_admin_auth_failures_total", "Admin messages refused, by reason"},
     {"cmcp_metrics_scrapes_total", "HTTP requests to the metrics worker, by path"},
+    {"cmcp_sessions_recovered_total", "Sessions a shard read back from its store at start"},
+    {"cmcp_store_commit_failures_total", "Store commits that failed (the writes were refused)"},
+    {"cmcp_writes_refused_total", "Writes a shard refused and rolled back, by reason: fenced "
+                                  "(no lease) or not_owner (the partition moved)"},
+    {"cmcp_cluster_nodes", "Members of the cluster map, by state (as this node's map says)"},
+    {"cmcp_cluster_leader", "1 on the node that is the Raft leader"},
+    {"cmcp_cluster_raft_term", "This node's Raft term"},
+    {"cmcp_cluster_map_version", "Version of the cluster map this node holds (its Raft index)"},
+    {"cmcp_cluster_peers_healthy", "Peers this node hears heartbeats from in time"},
+    {"cmcp_cluster_heartbeat_rtt_seconds", "Round trip of node-to-node heartbeats"},
+    {"cmcp_cluster_fenced", "1 while this node has no valid lease and refuses writes"},
+    {"cmcp_partition_detected", "1 while this node, once a member, is cut off from the side that "
+                                "may write (it is fenced)"},
+    {"cmcp_cluster_fences_total", "Times this node was fenced"},
+    {"cmcp_cluster_force_leader_total", "force_leader commands this node obeyed"},
+    {"cmcp_failover_duration_seconds", "On the leader: from a member's last sign of life to "
+                                       "its partitions having owners again"},
 };
 
 static const char *help_of(const char *name)
@@ -455,13 +473,17 @@ int metrics_health(json_t **body)
     if (draining)
         json_array_append_new(reasons, json_string("draining: the node accepts no new sessions "
                                                    "(cmcpctl undrain ends it)"));
-    if (gauge_sum("cmcp_node_fenced") > 0)
-        json_array_append_new(reasons, json_string("fenced: this node lost its partition and "
-                                                   "refuses writes"));
+    char why[300];
+    bool fenced = !cview_may_write(cmcp_now_ms(), why, sizeof(why));
+    if (fenced) {
+        char msg[340];
+        snprintf(msg, sizeof(msg), "fenced: %s", why);
+        json_array_append_new(reasons, json_string(msg));
+    }
     bool ok = json_array_size(reasons) == 0;
-    *body = json_pack("{s:s,s:s,s:b,s:b,s:o,s:o}", "status", ok ? "ok" : "unavailable", "node",
-                      metrics_g.node, "ready", started, "draining", draining, "reasons", reasons,
-                      "stopped", stopped_children());
+    *body = json_pack("{s:s,s:s,s:b,s:b,s:b,s:o,s:o}", "status", ok ? "ok" : "unavailable", "node",
+                      metrics_g.node, "ready", started, "draining", draining, "fenced", fenced,
+                      "reasons", reasons, "stopped", stopped_children());
     return ok ? 200 : 503;
 }
 

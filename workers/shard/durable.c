@@ -85,8 +85,9 @@ static void roll_back(struct sess *s)
  * this process's own clock) and owns every partition the batch touches.
  * Otherwise the sentence a client reads.
  */
-static bool may_commit(struct sess *batch, char *msg, size_t len)
+static bool may_commit(struct sess *batch, char *msg, size_t len, const char **label)
 {
+    *label = "reason=\"fenced\"";
     char why[300];
     if (!cview_may_write(cmcp_now_ms(), why, sizeof(why))) {
         snprintf(msg, len, "Not applied: %s. Retry shortly (another node may take over this "
@@ -94,6 +95,7 @@ static bool may_commit(struct sess *batch, char *msg, size_t len)
                  why);
         return false;
     }
+    *label = "reason=\"not_owner\"";
     for (struct sess *s = batch; s; s = s->next_dirty) {
         int p = cview_partition_of(s->id);
         if (!cview_owns(p)) {
@@ -125,10 +127,11 @@ static void commit_now(void)
     struct sess *batch = D.dirty;
     D.dirty = NULL;
     char msg[600];
-    if ((batch || store_has_staged(D.store)) && !may_commit(batch, msg, sizeof(msg))) {
+    const char *label;
+    if ((batch || store_has_staged(D.store)) && !may_commit(batch, msg, sizeof(msg), &label)) {
         store_discard(D.store);
         D.refused++;
-        stats_counter("cmcp_writes_refused_total", "reason=\"fenced\"")->value += 1;
+        stats_counter("cmcp_writes_refused_total", label)->value += 1;
         for (struct sess *s = batch; s; s = s->next_dirty) {
             s->dirty = false;
             s->in_batch = true;
