@@ -31,6 +31,7 @@
 #include "base/cmcp.h"
 #include "base/log.h"
 #include "cluster/peer.h"
+#include "cluster/resolve.h"
 #include "ipc/addr.h"
 #include "ipc/auth.h"
 #include "ipc/cview.h"
@@ -77,7 +78,7 @@ static struct {
     int ntargets;
     struct peer_link *links[2 * MAX_PEERS]; /* every link that is up */
     int nlinks;
-    ev_timer hb_w, dial_w, dns_w;
+    ev_timer hb_w, dial_w;
     nng_socket view_pub;
     /* the relay to the failover manager */
     int relay_fd;
@@ -250,9 +251,16 @@ static struct target *target_add(const char *host, int port)
     for (int i = 0; i < MON.ntargets; i++)
         if (strcmp(MON.targets[i].addr, addr) == 0)
             return &MON.targets[i];
-    if (MON.ntargets == MAX_TARGETS)
+    struct target *t = NULL;
+    if (MON.ntargets < MAX_TARGETS)
+        t = &MON.targets[MON.ntargets++];
+    /* addresses come and go (tasks of a swarm): once full, a slot no seed or member names and
+     * with no link is taken again */
+    for (int i = 0; i < MON.ntargets && !t; i++)
+        if (!MON.targets[i].from_seed && !MON.targets[i].from_map && !MON.targets[i].link)
+            t = &MON.targets[i];
+    if (!t)
         return NULL;
-    struct target *t = &MON.targets[MON.ntargets++];
     memset(t, 0, sizeof(*t));
     snprintf(t->addr, sizeof(t->addr), "%s", addr);
     snprintf(t->host, sizeof(t->host), "%s", host);
@@ -260,32 +268,22 @@ static struct target *target_add(const char *host, int port)
     return t;
 }
 
-/* Seeds are names: each resolves to every address it stands for now. */
+/* Seeds are names: each stands for every address it resolves to now (cluster/resolve.h). */
 static void resolve_seeds(void)
 {
     for (int i = 0; i < MON.ntargets; i++)
         MON.targets[i].from_seed = false;
     for (int s = 0; s < MON.cc.nseeds; s++) {
-        char host[128];
+        char host[128], addrs[RESOLVE_MAX_ADDRS][RESOLVE_ADDR_MAX];
         int port;
         if (cluster_split_hostport(MON.cc.seeds[s], host, sizeof(host), &port) != 0)
             continue;
-        struct addrinfo hints = {0}, *ai = NULL;
-        hints.ai_socktype = SOCK_STREAM;
-        if (getaddrinfo(host, NULL, &hints, &ai) != 0) {
-            log_debug("seed_unresolved", "{s:s}", "seed", MON.cc.seeds[s]);
-            continue;
-        }
-        for (struct addrinfo *p = ai; p; p = p->ai_next) {
-            char ip[NI_MAXHOST];
-            if (getnameinfo(p->ai_addr, p->ai_addrlen, ip, sizeof(ip), NULL, 0,
-                            NI_NUMERICHOST) != 0)
-                continue;
-            struct target *t = target_add(ip, port);
+        int n = resolve_lookup(host, addrs, RESOLVE_MAX_ADDRS);
+        for (int k = 0; k < n; k++) {
+            struct target *t = target_add(addrs[k], port);
             if (t)
                 t->from_seed = true;
         }
-        freeaddrinfo(ai);
     }
 }
 
@@ -307,11 +305,14 @@ static void map_members(void)
         struct peer *p = peer_get(id, true); /* a member we never heard is suspected in time */
         if (p && !p->endpoint[0])
             snprintf(p->endpoint, sizeof(p->endpoint), "%s", ep);
-        char host[128];
+        char host[128], addrs[RESOLVE_MAX_ADDRS][RESOLVE_ADDR_MAX];
         int port;
         if (cluster_split_hostport(ep, host, sizeof(host), &port) != 0)
             continue;
-        struct target *t = target_add(host, port);
+        /* a member advertises one address: its name's first answer */
+        if (resolve_lookup(host, addrs, RESOLVE_MAX_ADDRS) < 1)
+            continue;
+        struct target *t = target_add(addrs[0], port);
         if (t)
             t->from_map = true;
     }
@@ -346,12 +347,10 @@ static void dial_cb(struct ev_loop *loop, ev_timer *w, int revents)
     }
 }
 
-static void dns_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void names_resolved(void)
 {
-    (void)loop;
-    (void)w;
-    (void)revents;
     resolve_seeds();
+    map_members();
 }
 
 /* ---- beats and the view ---- */
@@ -474,12 +473,10 @@ int cluster_monitor_main(struct proc_args *a)
                     MON.cc.bind_host, MON.cc.bind_port, err);
             return CMCP_EXIT_FAILURE;
         }
+        resolve_init(MON.loop, MON.cc.dns_refresh_ms / 1000.0, names_resolved);
         resolve_seeds();
         ev_timer_init(&MON.dial_w, dial_cb, 0, 0.05);
         ev_timer_start(MON.loop, &MON.dial_w);
-        ev_timer_init(&MON.dns_w, dns_cb, MON.cc.dns_refresh_ms / 1000.0,
-                      MON.cc.dns_refresh_ms / 1000.0);
-        ev_timer_start(MON.loop, &MON.dns_w);
     }
     ev_timer_init(&MON.hb_w, hb_cb, 0, MON.cc.heartbeat_ms / 1000.0);
     ev_timer_start(MON.loop, &MON.hb_w);
@@ -488,6 +485,8 @@ int cluster_monitor_main(struct proc_args *a)
     proc_notify_ready(a);
     ev_run(MON.loop, 0);
     peer_stop_listening(&MON.env);
+    if (MON.cc.bind_port)
+        resolve_stop();
     cview_unsubscribe();
     nng_close(MON.view_pub);
     close(MON.relay_fd);

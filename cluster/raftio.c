@@ -14,8 +14,8 @@
 
 #include "base/cmcp.h"
 #include "base/log.h"
+#include "cluster/raftwire.h"
 
-#define WIRE_VERSION 1
 #define MAP_SIZE (256ul << 20)
 
 /* A completion to run on the loop, after the call that queued it has returned. */
@@ -45,335 +45,6 @@ struct rio {
     struct raft_io *io;
     bool started;
 };
-
-/* ---- little-endian encoding ---- */
-
-struct wbuf {
-    unsigned char *p;
-    size_t len, cap;
-    bool failed;
-};
-
-static void put(struct wbuf *b, const void *data, size_t n)
-{
-    if (b->failed)
-        return;
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n)
-            cap *= 2;
-        unsigned char *np = realloc(b->p, cap);
-        if (!np) {
-            b->failed = true;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, data, n);
-    b->len += n;
-}
-
-static void put_u64(struct wbuf *b, uint64_t v)
-{
-    unsigned char x[8];
-    for (int i = 0; i < 8; i++)
-        x[i] = (unsigned char)(v >> (8 * i));
-    put(b, x, 8);
-}
-
-static void put_u32(struct wbuf *b, uint32_t v)
-{
-    unsigned char x[4];
-    for (int i = 0; i < 4; i++)
-        x[i] = (unsigned char)(v >> (8 * i));
-    put(b, x, 4);
-}
-
-static void put_str(struct wbuf *b, const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    put_u32(b, (uint32_t)n);
-    put(b, s, n);
-}
-
-struct rbuf {
-    const unsigned char *p, *end;
-    bool bad;
-};
-
-static uint64_t get_u64(struct rbuf *r)
-{
-    if (r->end - r->p < 8) {
-        r->bad = true;
-        return 0;
-    }
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | r->p[i];
-    r->p += 8;
-    return v;
-}
-
-static uint32_t get_u32(struct rbuf *r)
-{
-    if (r->end - r->p < 4) {
-        r->bad = true;
-        return 0;
-    }
-    uint32_t v = (uint32_t)r->p[0] | (uint32_t)r->p[1] << 8 | (uint32_t)r->p[2] << 16 |
-                 (uint32_t)r->p[3] << 24;
-    r->p += 4;
-    return v;
-}
-
-static const unsigned char *get_bytes(struct rbuf *r, size_t n)
-{
-    if ((size_t)(r->end - r->p) < n) {
-        r->bad = true;
-        return NULL;
-    }
-    const unsigned char *at = r->p;
-    r->p += n;
-    return at;
-}
-
-/* A string as a NUL-terminated raft_malloc'd copy. */
-static char *get_str(struct rbuf *r)
-{
-    uint32_t n = get_u32(r);
-    const unsigned char *s = n < 4096 ? get_bytes(r, n) : (r->bad = true, NULL);
-    char *out = s ? raft_malloc(n + 1) : NULL;
-    if (!out) {
-        r->bad = true;
-        return NULL;
-    }
-    memcpy(out, s, n);
-    out[n] = '\0';
-    return out;
-}
-
-static void put_conf(struct wbuf *b, const struct raft_configuration *c)
-{
-    put_u32(b, c->n);
-    for (unsigned i = 0; i < c->n; i++) {
-        put_u64(b, c->servers[i].id);
-        put_u32(b, (uint32_t)c->servers[i].role);
-        put_str(b, c->servers[i].address);
-    }
-}
-
-static int get_conf(struct rbuf *r, struct raft_configuration *c)
-{
-    raft_configuration_init(c);
-    uint32_t n = get_u32(r);
-    for (uint32_t i = 0; i < n && !r->bad && n < 1024; i++) {
-        raft_id id = get_u64(r);
-        int role = (int)get_u32(r);
-        char *addr = get_str(r);
-        if (r->bad || raft_configuration_add(c, id, addr, role) != 0)
-            r->bad = true;
-        raft_free(addr);
-    }
-    if (r->bad || n >= 1024) {
-        raft_configuration_close(c);
-        raft_configuration_init(c);
-        return -1;
-    }
-    return 0;
-}
-
-/* Entries' data in one raft_malloc'd batch that every entry points into. */
-static int get_entries(struct rbuf *r, struct raft_entry **out, unsigned *n_out)
-{
-    uint32_t n = get_u32(r);
-    *out = NULL;
-    *n_out = 0;
-    if (r->bad || n > 1u << 20)
-        return -1;
-    if (n == 0)
-        return 0;
-    const unsigned char *start = r->p;
-    size_t total = 0;
-    for (uint32_t i = 0; i < n && !r->bad; i++) {
-        get_u64(r);
-        get_u32(r);
-        uint32_t len = get_u32(r);
-        get_bytes(r, len);
-        total += len;
-    }
-    if (r->bad)
-        return -1;
-    struct raft_entry *e = raft_calloc(n, sizeof(*e));
-    void *batch = raft_malloc(total ? total : 1);
-    if (!e || !batch) {
-        raft_free(e);
-        raft_free(batch);
-        return -1;
-    }
-    struct rbuf again = {start, r->end, false};
-    size_t off = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        e[i].term = get_u64(&again);
-        e[i].type = (unsigned short)get_u32(&again);
-        uint32_t len = get_u32(&again);
-        memcpy((char *)batch + off, get_bytes(&again, len), len);
-        e[i].buf.base = (char *)batch + off;
-        e[i].buf.len = len;
-        e[i].batch = batch;
-        off += len;
-    }
-    *out = e;
-    *n_out = n;
-    return 0;
-}
-
-static void put_entries(struct wbuf *b, const struct raft_entry *e, unsigned n)
-{
-    put_u32(b, n);
-    for (unsigned i = 0; i < n; i++) {
-        put_u64(b, e[i].term);
-        put_u32(b, e[i].type);
-        put_u32(b, (uint32_t)e[i].buf.len);
-        put(b, e[i].buf.base, e[i].buf.len);
-    }
-}
-
-static int encode_message(const struct raft_message *m, struct wbuf *b)
-{
-    unsigned char head[2] = {WIRE_VERSION, (unsigned char)m->type};
-    put(b, head, 2);
-    switch (m->type) {
-    case RAFT_IO_REQUEST_VOTE: {
-        const struct raft_request_vote *v = &m->request_vote;
-        put_u64(b, v->term);
-        put_u64(b, v->candidate_id);
-        put_u64(b, v->last_log_index);
-        put_u64(b, v->last_log_term);
-        put_u32(b, (uint32_t)v->disrupt_leader | (uint32_t)v->pre_vote << 1);
-        break;
-    }
-    case RAFT_IO_REQUEST_VOTE_RESULT: {
-        const struct raft_request_vote_result *v = &m->request_vote_result;
-        put_u64(b, v->term);
-        put_u32(b, (uint32_t)v->vote_granted | (uint32_t)v->pre_vote << 1);
-        break;
-    }
-    case RAFT_IO_APPEND_ENTRIES: {
-        const struct raft_append_entries *a = &m->append_entries;
-        put_u64(b, a->term);
-        put_u64(b, a->prev_log_index);
-        put_u64(b, a->prev_log_term);
-        put_u64(b, a->leader_commit);
-        put_entries(b, a->entries, a->n_entries);
-        break;
-    }
-    case RAFT_IO_APPEND_ENTRIES_RESULT: {
-        const struct raft_append_entries_result *a = &m->append_entries_result;
-        put_u64(b, a->term);
-        put_u64(b, a->rejected);
-        put_u64(b, a->last_log_index);
-        break;
-    }
-    case RAFT_IO_INSTALL_SNAPSHOT: {
-        const struct raft_install_snapshot *s = &m->install_snapshot;
-        put_u64(b, s->term);
-        put_u64(b, s->last_index);
-        put_u64(b, s->last_term);
-        put_conf(b, &s->conf);
-        put_u64(b, s->conf_index);
-        put_u32(b, (uint32_t)s->data.len);
-        put(b, s->data.base, s->data.len);
-        break;
-    }
-    case RAFT_IO_TIMEOUT_NOW: {
-        const struct raft_timeout_now *t = &m->timeout_now;
-        put_u64(b, t->term);
-        put_u64(b, t->last_log_index);
-        put_u64(b, t->last_log_term);
-        break;
-    }
-    default:
-        return -1;
-    }
-    return b->failed ? -1 : 0;
-}
-
-/* Decodes into m; what it allocates Raft takes over once recv is called. -1 when malformed. */
-static int decode_message(const void *bytes, size_t len, struct raft_message *m)
-{
-    struct rbuf r = {bytes, (const unsigned char *)bytes + len, false};
-    const unsigned char *head = get_bytes(&r, 2);
-    if (!head || head[0] != WIRE_VERSION)
-        return -1;
-    memset(m, 0, sizeof(*m));
-    m->type = head[1];
-    uint32_t flags;
-    switch (m->type) {
-    case RAFT_IO_REQUEST_VOTE:
-        m->request_vote.term = get_u64(&r);
-        m->request_vote.candidate_id = get_u64(&r);
-        m->request_vote.last_log_index = get_u64(&r);
-        m->request_vote.last_log_term = get_u64(&r);
-        flags = get_u32(&r);
-        m->request_vote.disrupt_leader = flags & 1;
-        m->request_vote.pre_vote = (flags >> 1) & 1;
-        break;
-    case RAFT_IO_REQUEST_VOTE_RESULT:
-        m->request_vote_result.term = get_u64(&r);
-        flags = get_u32(&r);
-        m->request_vote_result.vote_granted = flags & 1;
-        m->request_vote_result.pre_vote = (raft_tribool)((flags >> 1) & 3);
-        break;
-    case RAFT_IO_APPEND_ENTRIES:
-        m->append_entries.term = get_u64(&r);
-        m->append_entries.prev_log_index = get_u64(&r);
-        m->append_entries.prev_log_term = get_u64(&r);
-        m->append_entries.leader_commit = get_u64(&r);
-        if (r.bad || get_entries(&r, &m->append_entries.entries, &m->append_entries.n_entries))
-            return -1;
-        break;
-    case RAFT_IO_APPEND_ENTRIES_RESULT:
-        m->append_entries_result.term = get_u64(&r);
-        m->append_entries_result.rejected = get_u64(&r);
-        m->append_entries_result.last_log_index = get_u64(&r);
-        break;
-    case RAFT_IO_INSTALL_SNAPSHOT: {
-        struct raft_install_snapshot *s = &m->install_snapshot;
-        s->term = get_u64(&r);
-        s->last_index = get_u64(&r);
-        s->last_term = get_u64(&r);
-        if (r.bad || get_conf(&r, &s->conf) != 0)
-            return -1;
-        s->conf_index = get_u64(&r);
-        uint32_t dl = get_u32(&r);
-        const unsigned char *d = get_bytes(&r, dl);
-        s->data.base = d ? raft_malloc(dl ? dl : 1) : NULL;
-        if (!s->data.base) {
-            raft_configuration_close(&s->conf);
-            return -1;
-        }
-        memcpy(s->data.base, d, dl);
-        s->data.len = dl;
-        break;
-    }
-    case RAFT_IO_TIMEOUT_NOW:
-        m->timeout_now.term = get_u64(&r);
-        m->timeout_now.last_log_index = get_u64(&r);
-        m->timeout_now.last_log_term = get_u64(&r);
-        break;
-    default:
-        return -1;
-    }
-    if (r.bad) {
-        if (m->type == RAFT_IO_APPEND_ENTRIES && m->append_entries.n_entries) {
-            raft_free(m->append_entries.entries[0].batch);
-            raft_free(m->append_entries.entries);
-        }
-        return -1;
-    }
-    return 0;
-}
 
 /* ---- completions ---- */
 
@@ -519,17 +190,17 @@ static int del_range(struct rio *x, MDB_txn *t, raft_index from, raft_index to)
 
 static int snapshot_write(struct rio *x, MDB_txn *t, const struct raft_snapshot *s)
 {
-    struct wbuf b = {0};
-    put_u64(&b, s->index);
-    put_u64(&b, s->term);
-    put_conf(&b, &s->configuration);
-    put_u64(&b, s->configuration_index);
+    struct rw_wbuf b = {0};
+    rw_put_u64(&b, s->index);
+    rw_put_u64(&b, s->term);
+    rw_put_conf(&b, &s->configuration);
+    rw_put_u64(&b, s->configuration_index);
     size_t total = 0;
     for (unsigned i = 0; i < s->n_bufs; i++)
         total += s->bufs[i].len;
-    put_u32(&b, (uint32_t)total);
+    rw_put_u32(&b, (uint32_t)total);
     for (unsigned i = 0; i < s->n_bufs; i++)
-        put(&b, s->bufs[i].base, s->bufs[i].len);
+        rw_put(&b, s->bufs[i].base, s->bufs[i].len);
     if (b.failed) {
         free(b.p);
         return ENOMEM;
@@ -546,19 +217,19 @@ static struct raft_snapshot *snapshot_read(struct rio *x, MDB_txn *t)
     MDB_val k = {4, "snap"}, d;
     if (mdb_get(t, x->meta, &k, &d) != 0)
         return NULL;
-    struct rbuf r = {d.mv_data, (const unsigned char *)d.mv_data + d.mv_size, false};
+    struct rw_rbuf r = {d.mv_data, (const unsigned char *)d.mv_data + d.mv_size, false};
     struct raft_snapshot *s = raft_calloc(1, sizeof(*s));
     if (!s)
         return NULL;
-    s->index = get_u64(&r);
-    s->term = get_u64(&r);
-    if (get_conf(&r, &s->configuration) != 0) {
+    s->index = rw_get_u64(&r);
+    s->term = rw_get_u64(&r);
+    if (rw_get_conf(&r, &s->configuration) != 0) {
         raft_free(s);
         return NULL;
     }
-    s->configuration_index = get_u64(&r);
-    uint32_t len = get_u32(&r);
-    const unsigned char *data = get_bytes(&r, len);
+    s->configuration_index = rw_get_u64(&r);
+    uint32_t len = rw_get_u32(&r);
+    const unsigned char *data = rw_get_bytes(&r, len);
     s->bufs = raft_malloc(sizeof(*s->bufs));
     void *copy = raft_malloc(len ? len : 1);
     if (r.bad || !data || !s->bufs || !copy) {
@@ -772,9 +443,9 @@ static int io_send(struct raft_io *io, struct raft_io_send *req, const struct ra
                    raft_io_send_cb cb)
 {
     struct rio *x = io->impl;
-    struct wbuf b = {0};
+    struct rw_wbuf b = {0};
     int status = 0;
-    if (encode_message(m, &b) != 0 ||
+    if (raftwire_encode(m, &b) != 0 ||
         x->o.send(x->o.ud, m->server_id, m->server_address, b.p, b.len) != 0)
         status = RAFT_NOCONNECTION;
     free(b.p);
@@ -881,7 +552,7 @@ void raftio_recv(struct raft_io *io, raft_id from, const char *from_address, con
 {
     struct rio *x = io->impl;
     struct raft_message m;
-    if (!x->started || decode_message(bytes, len, &m) != 0) {
+    if (!x->started || raftwire_decode(bytes, len, &m) != 0) {
         if (x->started)
             log_warn("raft_message_malformed", "{s:I,s:i}", "from", (json_int_t)from, "bytes",
                      (int)len);

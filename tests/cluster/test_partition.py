@@ -5,7 +5,8 @@ Network partitions between real nodes, each in a network namespace of its own
 node from the host through one more veth), a partition made with nftables DROP
 rules inside a node's namespace and healed by deleting them. For each
 split-brain strategy (docs/cluster.md): which side goes on, which fences, and
-that after the heal there is one map again.
+that after the heal there is one map again. And seeds given as a DNS name
+(answered from a hosts file of each namespace) that changes its answer.
 
 Needs root, `ip netns` and nftables; skips with a clear message otherwise.
 Everything it makes (namespaces, links) is named with this process's pid and
@@ -83,9 +84,20 @@ class Net:
         sh(*run, "ip", "addr", "add", addr + "/24", "dev", name)
         sh(*run, "ip", "link", "set", name, "up")
 
+    @staticmethod
+    def hosts(text):
+        """Sets what /etc/hosts says inside every node's namespace (`ip netns exec` mounts
+        /etc/netns/NS/hosts over it; written in place, so running nodes see each change)."""
+        for i in range(N):
+            d = "/etc/netns/%s" % ns(i)
+            os.makedirs(d, exist_ok=True)
+            with open(os.path.join(d, "hosts"), "w") as f:
+                f.write("127.0.0.1 localhost\n" + text)
+
     def __exit__(self, *exc):
         sh("ip", "link", "del", "h%s" % TAG, check=False)
         for i in range(N):
+            shutil.rmtree("/etc/netns/%s" % ns(i), ignore_errors=True)
             sh("ip", "netns", "del", ns(i), check=False)
         sh("ip", "netns", "del", BRIDGE_NS, check=False)
         return False
@@ -106,8 +118,8 @@ class Net:
         sh("ip", "netns", "exec", ns(node), "nft", "delete", "table", "inet", "cmcp", check=False)
 
 
-def config(i, extra, cookie_file):
-    seeds = ", ".join("%s:7400" % ip(k) for k in range(N))
+def config(i, extra, cookie_file, seeds=None):
+    seeds = seeds or ", ".join("%s:7400" % ip(k) for k in range(N))
     return """
 [node]
 name = n%d
@@ -134,9 +146,10 @@ count = 1
 class Cluster:
     """Three nodes, node i in namespace ns(i); n0 starts first so that it is the oldest."""
 
-    def __init__(self, tmp, extra=""):
+    def __init__(self, tmp, extra="", seeds=None):
         self.tmp = tmp
         self.extra = extra
+        self.seeds = seeds
         self.nodes = []
 
     def __enter__(self):
@@ -149,7 +162,8 @@ class Cluster:
             with open(wrapper, "w") as f:
                 f.write("#!/bin/sh\nexec ip netns exec %s %s \"$@\"\n" % (ns(i), cmcpd_path()))
             os.chmod(wrapper, 0o755)
-            node = Node(config(i, self.extra, cookie), cmcpd=wrapper, wait_ready=False)
+            node = Node(config(i, self.extra, cookie, self.seeds), cmcpd=wrapper,
+                        wait_ready=False)
             self.nodes.append(node)
             node.start()
             if i == 0:
@@ -264,6 +278,31 @@ class PartitionTest(Timed):
     def test_oldest_node(self):
         # the oldest member (n0, the first to join) decides, as the only voter
         self.run_split("split_brain_strategy = oldest_node", cut=0, goes_on=[0], fences=[1, 2])
+
+    def test_dns_seeds_re_resolved(self):
+        # every node's only seed is a name; at first it answers with an address nobody holds,
+        # then with the three nodes: they form; then with one node only: nothing breaks
+        name = "seeds-%s.cmcp.test" % TAG
+        tmp = os.path.abspath(os.path.join("/tmp", "cmcp-part-%s" % TAG))
+        os.makedirs(tmp, exist_ok=True)
+        try:
+            with Net() as net:
+                net.hosts("%s.200 %s\n" % (SUBNET, name))
+                with Cluster(tmp, "dns_refresh_ms = 300", seeds="%s:7400" % name) as c:
+                    time.sleep(1.5)
+                    self.assertFalse(c.formed(), "formed although the name led nowhere")
+                    net.hosts("".join("%s %s\n" % (ip(k), name) for k in range(N)))
+                    t0 = time.monotonic()
+                    wait_for(c.formed, 30, 0.1, what="formed once the name answered")
+                    print("  formed %.2f s after the name's answer changed" % (time.monotonic() - t0))
+                    for node in c.nodes:
+                        self.assertTrue(node.has_event("dns_resolved"))
+                    net.hosts("%s %s\n" % (ip(0), name))
+                    time.sleep(1.0)
+                    self.assertTrue(c.formed(), "the cluster broke when the name changed")
+                    self.assertTrue(write(_session(ip(1)), "after"))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
