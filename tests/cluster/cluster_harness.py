@@ -79,15 +79,16 @@ class Cluster:
         os.chmod(path, 0o600)
         return path
 
-    def config(self, i, cookie=None):
-        seeds = ["127.0.0.1:%d" % p for p in self.peer_ports[:max(self.expect, 1)]]
+    def config(self, i, cookie=None, seeds=None, extra=""):
+        seeds = seeds or ["127.0.0.1:%d" % p for p in self.peer_ports[:max(self.expect, 1)]]
         return node_config(i, self.peer_ports, self.http[i], self.tcp[i], seeds,
-                           self._cookie_file(i, cookie or self.cookie), self.expect, self.extra,
-                           self.metrics[i])
+                           self._cookie_file(i, cookie or self.cookie), self.expect,
+                           self.extra + "\n" + extra, self.metrics[i])
 
-    def start(self, i, cookie=None, data_dir=None):
+    def start(self, i, cookie=None, data_dir=None, seeds=None, extra=""):
+        """Starts node i; seeds and extra ([cluster] lines) for this node alone."""
         env = {}
-        node = Node(self.config(i, cookie), wait_ready=False, keep_dir=True)
+        node = Node(self.config(i, cookie, seeds, extra), wait_ready=False, keep_dir=True)
         self.dirs.append(node.dir)
         if data_dir:  # a restart keeps the node's data (its Raft log, its sessions)
             env["CMCP_NODE_DATA_DIR"] = data_dir
