@@ -38,8 +38,13 @@ static struct {
 void leader_became(double now)
 {
     mgr.leader_since = now;
+    /* Silence is counted from when this node applied a member's last beat (every node tracks
+     * it, leader_applied): that is never before the member sent it, so a member marked down
+     * after down_after_ms of it has had its lease (lease_ms from sending) run out, whoever
+     * leads. A member never seen applying here (a map from a snapshot) gets a full period. */
     for (int i = 0; i < MAP_MAX_NODES; i++) {
-        mgr.beat_seen[i] = now; /* every member gets a full period to show it is alive */
+        if (!mgr.beat_seen[i])
+            mgr.beat_seen[i] = now;
         mgr.suspect_since[i] = 0;
     }
     L.planned_version = 0;
@@ -66,6 +71,8 @@ void leader_applied(const char *cmd, size_t len, enum map_result r)
             ev_timer_start(mgr.loop, &mgr.beat_w);
         }
     }
+    if (op && mgr_is_leader() && strcmp(op, "beat") != 0 && strcmp(op, "assign") != 0)
+        mgr_kick(); /* membership changed: voters and owners follow now, not at the period */
     if (op && strcmp(op, "assign") == 0) {
         /* a failover completes when the partitions of the downed member have owners again */
         for (int k = 0; k < mgr.fsm.map.nnodes; k++) {
@@ -90,6 +97,7 @@ static void change_done(struct raft_change *req, int status)
         log_warn("cluster_raft_change_failed", "{s:s}", "error", raft_strerror(status));
     mgr.change_pending = false;
     free(req);
+    mgr_kick(); /* the next change (a joiner, a promotion) need not wait for the period */
 }
 
 static const struct raft_server *conf_find(const char *node)
@@ -116,6 +124,11 @@ static void assign_role(const char *node, int role, const char *why)
                role == RAFT_VOTER ? "voter" : "standby", "why", why);
 }
 
+static bool serving(const struct map_node *n)
+{
+    return n->state == MAP_UP || n->state == MAP_DRAINING;
+}
+
 void leader_control(const char *from, const json_t *msg)
 {
     const char *op = json_string_value(json_object_get(msg, "op"));
@@ -134,26 +147,21 @@ void leader_control(const char *from, const json_t *msg)
     const char *ep = json_string_value(json_object_get(msg, "ep"));
     if (!node || !inc || !ep || strlen(inc) != 16)
         return; /* (every peer is a cookie holder: a join passed on by another member is fine) */
-    if (!conf_find(node)) {
-        if (mgr.change_pending)
-            return; /* it asks again */
-        struct raft_change *req = calloc(1, sizeof(*req));
-        if (req && raft_add(&mgr.raft, req, cluster_raft_id(node), node, change_done) == 0) {
-            mgr.change_pending = true;
-            log_notice("cluster_member_added", "{s:s,s:s}", "member", node, "endpoint", ep);
-        } else {
-            free(req);
-        }
+    /* The map's membership goes ahead of Raft's configuration: once the map says a joiner is
+     * up, it owns partitions, and voter management adds it to the configuration (so that it
+     * gets the log). It asks until its own copy of the map says so: a join the map holds
+     * already is not proposed again. */
+    uint64_t incv = strtoull(inc, NULL, 16);
+    if (strcmp(node, mgr.cc.node_id) != 0 && map_node_find(&mgr.fsm.map, mgr.cc.node_id) < 0)
+        return; /* the leader joins the map first (the oldest member of a new cluster is the one
+                 * that bootstrapped it); the others ask again */
+    int i = map_node_find(&mgr.fsm.map, node);
+    if (i >= 0 && mgr.fsm.map.nodes[i].incarnation == incv &&
+        strcmp(mgr.fsm.map.nodes[i].endpoint, ep) == 0 && serving(&mgr.fsm.map.nodes[i]))
         return;
-    }
-    char *cmd = map_cmd_join(node, strtoull(inc, NULL, 16), ep);
+    char *cmd = map_cmd_join(node, incv, ep);
     mgr_propose(cmd);
     free(cmd);
-}
-
-static bool serving(const struct map_node *n)
-{
-    return n->state == MAP_UP || n->state == MAP_DRAINING;
 }
 
 static void transfer_done(struct raft_transfer *req)
@@ -198,10 +206,30 @@ static int remove_left(void)
     return 0;
 }
 
+/* Serving members of the map that Raft's configuration lacks: added (as spares), one. */
+static int add_joined(void)
+{
+    const struct cluster_map *m = &mgr.fsm.map;
+    for (int i = 0; i < m->nnodes; i++) {
+        const struct map_node *n = &m->nodes[i];
+        if (!serving(n) || conf_find(n->id))
+            continue;
+        struct raft_change *req = calloc(1, sizeof(*req));
+        if (req && raft_add(&mgr.raft, req, cluster_raft_id(n->id), n->id, change_done) == 0) {
+            mgr.change_pending = true;
+            log_notice("cluster_member_added", "{s:s,s:s}", "member", n->id, "endpoint",
+                       n->endpoint);
+            return 1;
+        }
+        free(req);
+    }
+    return 0;
+}
+
 /* The voter set the strategy wants, as one change toward it (or none). */
 static void manage_voters(void)
 {
-    if (mgr.change_pending || remove_left())
+    if (mgr.change_pending || remove_left() || add_joined())
         return;
     const struct cluster_map *m = &mgr.fsm.map;
     /* spares (just added) replicate as standbys first */
@@ -285,6 +313,25 @@ static void manage_voters(void)
                                                             : "it is down or left");
             return;
         }
+    /* the strategy does not want this leader as a voter (oldest_node or configured_master
+     * name another member): hand leadership to a wanted voter, which then demotes this one */
+    int me = map_node_find(m, mgr.cc.node_id);
+    if (me >= 0 && !want[me] && !mgr.transfer_pending) {
+        for (int i = 0; i < m->nnodes; i++) {
+            const struct raft_server *s = conf_find(m->nodes[i].id);
+            if (!want[i] || !s || s->role != RAFT_VOTER || !serving(&m->nodes[i]))
+                continue;
+            struct raft_transfer *req = calloc(1, sizeof(*req));
+            if (req && raft_transfer(&mgr.raft, req, s->id, transfer_done) == 0) {
+                mgr.transfer_pending = true;
+                log_notice("cluster_leader_transfer", "{s:s,s:s,s:s}", "member", mgr.cc.node_id,
+                           "to", m->nodes[i].id, "why", "the strategy's voter set");
+            } else {
+                free(req);
+            }
+            return;
+        }
+    }
 }
 
 /* ---- mark-downs ---- */
@@ -310,7 +357,9 @@ static void mark_downs(double now)
         const struct map_node *n = &m->nodes[i];
         if (!serving(n) || strcmp(n->id, mgr.cc.node_id) == 0)
             continue;
-        double since = mgr.beat_seen[i] > mgr.leader_since ? mgr.beat_seen[i] : mgr.leader_since;
+        if (!mgr.beat_seen[i])
+            mgr.beat_seen[i] = now;
+        double since = mgr.beat_seen[i];
         if (now - since < mgr.cc.down_after_ms) {
             mgr.suspect_since[i] = 0;
             continue;

@@ -183,6 +183,8 @@ static void relay_connect_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* ---- the monitor's view ---- */
 
+static void maybe_start(void);
+
 static void view_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
@@ -201,6 +203,11 @@ static void view_cb(struct ev_loop *loop, ev_io *w, int revents)
             }
         }
         nng_free(buf, len);
+    }
+    if (!mgr.raft_running && mgr.view) {
+        maybe_start(); /* the members it waited for may be in this view */
+        if (mgr.raft_running)
+            mgr_kick(); /* and ask to join now */
     }
 }
 
@@ -247,6 +254,9 @@ static void applied_cb(struct map_fsm *f, const char *cmd, size_t len, enum map_
             double until = mgr.beat_sent[seq % BEAT_RING] + mgr.cc.lease_ms;
             if (until > mgr.lease_until)
                 mgr.lease_until = until;
+            double took = cmcp_now_ms() - mgr.beat_sent[seq % BEAT_RING];
+            stats_observe(mgr.commit_hist, took / 1000.0);
+            mgr.commit_ms[mgr.ncommit++ % COMMIT_RING] = took;
         }
     }
     json_decref(o);
@@ -455,6 +465,13 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
     publish_lease();
 }
 
+void mgr_kick(void)
+{
+    ev_timer_stop(mgr.loop, &mgr.tick_w);
+    ev_timer_set(&mgr.tick_w, 0.001, mgr.cc.heartbeat_ms / 1000.0);
+    ev_timer_start(mgr.loop, &mgr.tick_w);
+}
+
 static void beat_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
@@ -465,8 +482,13 @@ static void beat_cb(struct ev_loop *loop, ev_timer *w, int revents)
     uint64_t seq = ++mgr.beat_seq;
     mgr.beat_sent[seq % BEAT_RING] = cmcp_now_ms();
     char *cmd = map_cmd_beat(mgr.cc.node_id, mgr.cc.incarnation, seq);
-    mgr_propose(cmd);
+    int rc = mgr_propose(cmd);
     free(cmd);
+    /* No leader to take it (an election): try again soon rather than a period later, so that
+     * the lease is renewed as soon as a new leader is there. */
+    ev_timer_stop(mgr.loop, &mgr.beat_w);
+    ev_timer_set(&mgr.beat_w, rc == 0 ? mgr.cc.lease_ms / 6000.0 : 0.01, mgr.cc.lease_ms / 6000.0);
+    ev_timer_start(mgr.loop, &mgr.beat_w);
 }
 
 /* ---- the control socket: the map, and the admin's cluster commands ---- */
@@ -499,6 +521,25 @@ static json_t *raft_json(void)
                      voters, "standbys", standbys);
 }
 
+static int by_value(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The last beats' commit times: count, median, 99th percentile and most, in ms. */
+static json_t *commit_json(void)
+{
+    unsigned n = mgr.ncommit < COMMIT_RING ? mgr.ncommit : COMMIT_RING;
+    if (n == 0)
+        return json_null();
+    double v[COMMIT_RING];
+    memcpy(v, mgr.commit_ms, n * sizeof(double));
+    qsort(v, n, sizeof(double), by_value);
+    return json_pack("{s:i,s:f,s:f,s:f}", "n", (int)n, "p50", v[n / 2], "p99",
+                     v[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1], "max", v[n - 1]);
+}
+
 static json_t *ctl_request(json_t *req)
 {
     const char *op = json_string_value(json_object_get(req, "op"));
@@ -510,9 +551,10 @@ static json_t *ctl_request(json_t *req)
         char inc[17];
         snprintf(inc, sizeof(inc), "%016llx", (unsigned long long)mgr.cc.incarnation);
         double left = mgr.lease_until - cmcp_now_ms();
-        return json_pack("{s:b,s:s,s:s,s:o,s:o,s:f,s:O}", "ok", 1, "node", mgr.cc.node_id,
+        return json_pack("{s:b,s:s,s:s,s:o,s:o,s:f,s:O,s:o}", "ok", 1, "node", mgr.cc.node_id,
                          "incarnation", inc, "raft", raft_json(), "map", m, "lease_ms",
-                         left > 0 ? left : 0.0, "view", mgr.view ? mgr.view : json_null());
+                         left > 0 ? left : 0.0, "view", mgr.view ? mgr.view : json_null(),
+                         "beat_commit_ms", commit_json());
     }
     if (strcmp(op, "drain") == 0 || strcmp(op, "undrain") == 0 || strcmp(op, "leave") == 0) {
         const char *node = json_string_value(json_object_get(req, "node"));
@@ -613,6 +655,7 @@ int failover_manager_main(struct proc_args *a)
     mgr.version_gauge = stats_gauge("cmcp_cluster_map_version", "");
     mgr.term_gauge = stats_gauge("cmcp_cluster_raft_term", "");
     mgr.failover_hist = stats_histogram("cmcp_failover_duration_seconds", "");
+    mgr.commit_hist = stats_histogram("cmcp_cluster_commit_seconds", "");
     mgr.nodes_up = stats_gauge("cmcp_cluster_nodes", "state=\"up\"");
     mgr.nodes_draining = stats_gauge("cmcp_cluster_nodes", "state=\"draining\"");
     mgr.nodes_down = stats_gauge("cmcp_cluster_nodes", "state=\"down\"");

@@ -19,6 +19,7 @@
 #include "ipc/stats.h"
 
 #define BEAT_RING 64
+#define COMMIT_RING 256
 
 struct manager {
     struct proc_args *a;
@@ -50,7 +51,10 @@ struct manager {
     ev_timer tick_w, beat_w, relay_w, pub_w;
     uint64_t published_version;
     struct stats_metric *leader_gauge, *version_gauge, *term_gauge, *failover_hist,
-        *nodes_up, *nodes_down, *nodes_draining, *nodes_left, *force_count;
+        *nodes_up, *nodes_down, *nodes_draining, *nodes_left, *force_count, *commit_hist;
+    /* how long this node's last beats took from proposal to applied here (ms), for status */
+    double commit_ms[COMMIT_RING];
+    unsigned ncommit;
 };
 extern struct manager mgr;
 
@@ -62,6 +66,7 @@ bool mgr_is_leader(void);
 /* Whether the monitor's view says voter `node` currently suspects `target`. */
 bool mgr_view_suspects(const char *node, const char *target);
 void mgr_publish_map(void);
+void mgr_kick(void); /* runs the tick (the leader's work) at once rather than at its period */
 
 /* leader.c */
 void leader_tick(double now);

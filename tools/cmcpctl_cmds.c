@@ -247,6 +247,12 @@ static void print_cluster_status(json_t *r)
     json_object_foreach(json_object_get(r, "partitions_per_node"), k, v)
         printf(" %s=%lld", k, (long long)json_integer_value(v));
     printf("\n");
+    json_t *c = json_object_get(r, "beat_commit_ms");
+    if (json_is_object(c))
+        printf("raft commit of this node's beats: p50 %.1f ms, p99 %.1f ms (last %lld)\n",
+               json_number_value(json_object_get(c, "p50")),
+               json_number_value(json_object_get(c, "p99")),
+               (long long)json_integer_value(json_object_get(c, "n")));
 }
 
 static void print_verify(json_t *r)

@@ -175,7 +175,7 @@ class Cluster:
 
     def formed(self, which=None):
         """Every live node of `which` holds one map in which all of them are up and every
-        partition has an owner."""
+        partition has an owner, and holds a lease (may acknowledge writes)."""
         sts = self.statuses(which)
         if not sts or any(s is None for s in sts.values()):
             return False
@@ -186,7 +186,9 @@ class Cluster:
         ids = {"n%d" % i for i in sts}
         up = {m["id"] for m in st["map"]["nodes"] if m["state"] == "up"}
         owned = sum(m["owned"] for m in st["map"]["nodes"] if m["state"] == "up")
-        return ids <= up and owned == st["map"]["partitions"] and st["raft"]["leader"] is not None
+        leased = all(s["lease_ms"] > 0 for s in sts.values())  # each may acknowledge writes
+        return (ids <= up and owned == st["map"]["partitions"] and
+                st["raft"]["leader"] is not None and leased)
 
     def wait_formed(self, which=None, timeout=20.0):
         wait_for(lambda: self.formed(which), timeout, 0.1, what="the cluster formed")

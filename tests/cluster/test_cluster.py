@@ -169,6 +169,22 @@ class ClusterTest(Timed):
             wait_for(lambda: c.member(c.status(0), "n2")["state"] == "up", 15, 0.05,
                      what="n2 back after a restart")
 
+    def test_configured_master_not_the_bootstrapper(self):
+        # n0 bootstraps and leads, but the strategy wants n2 as the only voter: n0 hands
+        # leadership to n2, which demotes n0
+        with Cluster(3, extra="split_brain_strategy = configured_master\nmaster = n2") as c:
+            c.wait_formed()
+
+            def settled():
+                st = c.status(0)
+                return st["raft"]["voters"] == ["n2"] and st["raft"]["leader"] == "n2"
+            wait_for(settled, 15, 0.05, what="n2 the only voter and the leader")
+            c.wait_formed()
+            self.assertTrue(c.nodes[0].has_event("cluster_leader_transfer", to="n2"))
+            s = Session(c.http[1])
+            self.assertNotIn("error", s.tool("kv_set", {"key": "k", "value": "v"}))
+            s.close()
+
     def test_wrong_cookie_refused(self):
         # n0 and n1 form; n2 has another cookie and never joins
         with Cluster(3, expect=2, start=[0, 1]) as c:

@@ -232,13 +232,17 @@ def wait_refused(s, timeout=5.0):
 
 @unittest.skipIf(why_unavailable() is not None, "partition tests skipped: %s" % why_unavailable())
 class PartitionTest(Timed):
-    def run_split(self, extra, cut, goes_on, fences):
+    def run_split(self, extra, cut, goes_on, fences, voters=None):
         """Cuts node `cut` off from the other two; checks who goes on and who fences."""
         tmp = os.path.abspath(os.path.join("/tmp", "cmcp-part-%s" % TAG))
         os.makedirs(tmp, exist_ok=True)
         try:
             with Net(), Cluster(tmp, extra) as c:
                 wait_for(c.formed, 30, 0.2, what="the cluster formed")
+                # the strategy's voter set is reached by configuration changes after formation
+                want = voters or ["n%d" % k for k in range(N)]
+                wait_for(lambda: sorted(c.status(0)["raft"]["voters"]) == want, 15, 0.1,
+                         what="the voters %s" % want)
                 sessions = {i: _session(ip(i)) for i in range(N)}
                 for i, s in sessions.items():
                     self.assertTrue(write(s, "before%d" % i), "n%d refuses before the split" % i)
@@ -273,11 +277,12 @@ class PartitionTest(Timed):
     def test_configured_master(self):
         # the master is the only voter: its side goes on even as the minority
         self.run_split("split_brain_strategy = configured_master\nmaster = n0", cut=0,
-                       goes_on=[0], fences=[1, 2])
+                       goes_on=[0], fences=[1, 2], voters=["n0"])
 
     def test_oldest_node(self):
         # the oldest member (n0, the first to join) decides, as the only voter
-        self.run_split("split_brain_strategy = oldest_node", cut=0, goes_on=[0], fences=[1, 2])
+        self.run_split("split_brain_strategy = oldest_node", cut=0, goes_on=[0], fences=[1, 2],
+                       voters=["n0"])
 
     def test_dns_seeds_re_resolved(self):
         # every node's only seed is a name; at first it answers with an address nobody holds,

@@ -42,7 +42,8 @@ import time
 import unittest
 import uuid
 
-BIN_DIR = os.environ.get("CMCP_BIN_DIR", "/work/main/build/bin")
+BIN_DIR = os.environ.get("CMCP_BIN_DIR", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                      "..", "..", "build", "bin"))
 SOURCE_DIR = os.environ.get(
     "CMCP_SOURCE_DIR", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 

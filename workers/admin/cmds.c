@@ -484,6 +484,7 @@ static json_t *cmd_cluster_status(const struct admin_cmd *c, json_t *args)
                           json_object_get(st, "lease_ms"), "partitions_per_node", per, "voters",
                           json_object_get(raft, "voters"), "standbys",
                           json_object_get(raft, "standbys"));
+    json_object_set(r, "beat_commit_ms", json_object_get(st, "beat_commit_ms"));
     json_decref(st);
     return admin_reply_ok(r);
 }

@@ -73,6 +73,8 @@ static const struct {
     {"cmcp_cluster_map_version", "Version of the cluster map this node holds (its Raft index)"},
     {"cmcp_cluster_peers_healthy", "Peers this node hears heartbeats from in time"},
     {"cmcp_cluster_heartbeat_rtt_seconds", "Round trip of node-to-node heartbeats"},
+    {"cmcp_cluster_commit_seconds", "From proposing this node's liveness beat to its being "
+                                    "applied here: one Raft commit through the leader"},
     {"cmcp_cluster_fenced", "1 while this node has no valid lease and refuses writes"},
     {"cmcp_partition_detected", "1 while this node, once a member, is cut off from the side that "
                                 "may write (it is fenced)"},

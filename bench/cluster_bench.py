@@ -1,0 +1,353 @@
+#!/usr/bin/env python3
+"""
+cmcp cluster benchmarks: real nodes on loopback (tests/cluster/cluster_harness.py).
+
+  python3 bench/cluster_bench.py [--bin-dir build/bin] [--trials 20]
+                                 [--only formation,detection,fence,leader,commit] [--out DIR]
+
+Sections (docs/benchmarks.md shows the results and how they were obtained):
+
+  formation  4 nodes started together (bootstrap_expect = 4): from the first
+             process started until every node holds one map in which all four
+             are up and every partition has an owner (polled every 10 ms)
+  detection  3 nodes; a member that is not the leader is SIGKILLed: time until
+             the leader marks it down, and until its partitions have owners
+             again (the leader's log timestamps, ms); the node is restarted
+             between trials
+  fence      3 nodes; one member's three cluster processes are SIGSTOPped
+             while a client writes to it every ~5 ms: time until its first
+             refused write, against the time the leader marks it down (only
+             after that could another node take its partitions): the margin
+             must be positive in every trial
+  leader     3 nodes; the leader is SIGKILLed: time until a survivor is the
+             new leader, and until every partition has an owner again
+  commit     the Raft commit time of each node's liveness beats, as the nodes
+             measure it (proposal to applied here), in a formed 4-node cluster
+
+Results: DIR/raw.json and DIR/summary.md, DIR defaulting to
+BIN_DIR/../bench-results/cluster-<time>. Loopback only; every process it
+starts it stops (by pid); every loop is bounded.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import signal
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "tests", "cluster"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def ts_of(ev):
+    """A log line's wall-clock time in seconds since the epoch."""
+    return datetime.datetime.strptime(ev["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+
+
+def pct(values, q):
+    v = sorted(values)
+    if not v:
+        return float("nan")
+    return v[min(len(v) - 1, int(round(q / 100.0 * (len(v) - 1))))]
+
+
+def summary(values):
+    return {"n": len(values), "p50": pct(values, 50), "p99": pct(values, 99),
+            "min": min(values) if values else float("nan"),
+            "max": max(values) if values else float("nan")}
+
+
+def machine():
+    model = "?"
+    with open("/proc/cpuinfo") as f:
+        for ln in f:
+            if ln.startswith("model name"):
+                model = ln.split(":", 1)[1].strip()
+                break
+    return {"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release(),
+            "loadavg_at_start": os.getloadavg()[0]}
+
+
+def events_after(node, event, t0, **match):
+    return [e for e in node.log_events(event, **match) if ts_of(e) >= t0 - 0.002]
+
+
+def restart_and_rebalance(c, wait_for, i, data):
+    """Restarts node i on its data, then rebalances."""
+    c.start(i, data_dir=data)
+    rebalance(c, wait_for, i)
+
+
+def rebalance(c, wait_for, i):
+    """A rebalance gives node i partitions again (a node back from a failure takes nothing
+    back by itself), so that the next trial's victim owns some."""
+    c.wait_formed(timeout=20)
+    vid = "n%d" % i
+    for _ in range(3):
+        c.ctl(i, {"op": "rebalance"})
+        try:
+            wait_for(lambda: c.member(c.status(i), vid)["owned"] >= 20, 10, 0.05,
+                     what="%s owns partitions again" % vid)
+            break
+        except TimeoutError:
+            continue
+    c.wait_formed(timeout=20)
+
+
+# ------------------------------------------------------------------ sections --
+
+def formation(Cluster, wait_for, trials):
+    out = []
+    for t in range(trials):
+        c = Cluster(4, start=[])
+        try:
+            from cmcp_harness import Node
+            t0 = time.time()
+            for i in range(4):
+                node = Node(c.config(i), wait_ready=False, keep_dir=True)
+                c.dirs.append(node.dir)
+                node.start()
+                c.nodes[i] = node
+            wait_for(lambda: c.formed(), 30, 0.01, what="4 nodes formed")
+            took = time.time() - t0
+            out.append(took)
+            log("  formation trial %d: %.3f s" % (t + 1, took))
+        finally:
+            c.stop()
+    return {"seconds": summary(out), "trials": out}
+
+
+def detection(Cluster, wait_for, trials):
+    marked, owned = [], []
+    with Cluster(3) as c:
+        c.wait_formed()
+        for t in range(trials):
+            lead = c.leader()
+            victim = next(i for i in range(3) if i != lead)
+            data = c.data_dir(victim)
+            t0 = time.time()
+            c.kill(victim)
+            vid = "n%d" % victim
+            ev = wait_for(lambda: events_after(c.nodes[lead], "cluster_mark_down", t0, member=vid),
+                          10, 0.01, what="marked down")
+            done = wait_for(lambda: events_after(c.nodes[lead], "cluster_failover_done", t0,
+                                                 member=vid), 10, 0.01, what="failover done")
+            marked.append(ts_of(ev[0]) - t0)
+            owned.append(ts_of(done[0]) - t0)
+            log("  detection trial %d: down %.3f s, partitions owned %.3f s"
+                % (t + 1, marked[-1], owned[-1]))
+            restart_and_rebalance(c, wait_for, victim, data)
+    return {"marked_down_s": summary(marked), "reassigned_s": summary(owned),
+            "trials": list(zip(marked, owned))}
+
+
+def fence(Cluster, wait_for, trials):
+    from mcp_client import Session
+    rows = []
+    with Cluster(3) as c:
+        c.wait_formed()
+        for t in range(trials):
+            lead = c.leader()
+            victim = next(i for i in range(3) if i != lead)
+            vid = "n%d" % victim
+            s = Session(c.http[victim])
+            if "error" in s.tool("kv_set", {"key": "warm", "value": "1"}):
+                raise RuntimeError("n%d refuses before the stop" % victim)
+            pids = c.cluster_pids(victim)
+            t0 = time.time()
+            for p in pids:
+                os.kill(p, signal.SIGSTOP)
+            refused_at = None
+            try:
+                for n in range(1000):
+                    r = s.tool("kv_set", {"key": "k%d" % n, "value": "x"})
+                    if "error" in r:
+                        refused_at = time.time()
+                        break
+                    time.sleep(0.005)
+                ev = wait_for(lambda: events_after(c.nodes[lead], "cluster_mark_down", t0,
+                                                   member=vid), 10, 0.01, what="marked down")
+            finally:
+                for p in pids:
+                    os.kill(p, signal.SIGCONT)
+            s.close()
+            down_at = ts_of(ev[0])
+            row = {"refused_s": refused_at - t0, "marked_down_s": down_at - t0,
+                   "margin_s": down_at - refused_at}
+            rows.append(row)
+            log("  fence trial %d: first refused write %.3f s, marked down %.3f s, margin %.3f s"
+                % (t + 1, row["refused_s"], row["marked_down_s"], row["margin_s"]))
+            rebalance(c, wait_for, victim)  # it rejoins by itself after SIGCONT
+    return {"refused_s": summary([r["refused_s"] for r in rows]),
+            "marked_down_s": summary([r["marked_down_s"] for r in rows]),
+            "margin_s": summary([r["margin_s"] for r in rows]), "trials": rows}
+
+
+def leader_failover(Cluster, wait_for, trials):
+    elected, owned, gaps = [], [], []
+    with Cluster(3) as c:
+        c.wait_formed()
+        for t in range(trials):
+            lead = c.leader()
+            lid = "n%d" % lead
+            data = c.data_dir(lead)
+            survivors = [i for i in range(3) if i != lead]
+            t0 = time.time()
+            c.kill(lead)
+            ev = wait_for(lambda: [e for i in survivors
+                                   for e in events_after(c.nodes[i], "cluster_leader", t0)],
+                          15, 0.01, what="a new leader")
+            new = min(ev, key=ts_of)
+            elected.append(ts_of(new) - t0)
+            done = wait_for(lambda: [e for i in survivors for e in
+                                     events_after(c.nodes[i], "cluster_failover_done", t0,
+                                                  member=lid)], 15, 0.01,
+                            what="the old leader's partitions owned")
+            owned.append(ts_of(done[0]) - t0)
+            # survivors whose lease ran out while no leader could commit their beats
+            fenced = [e for i in survivors for e in events_after(c.nodes[i], "cluster_fenced", t0)]
+            unfenced = [e for i in survivors
+                        for e in events_after(c.nodes[i], "cluster_unfenced", t0)]
+            gap = max([e.get("fenced_ms", 0) / 1000.0 for e in unfenced] or [0.0])
+            gaps.append(gap if fenced else 0.0)
+            log("  leader trial %d: new leader %.3f s, partitions owned %.3f s, survivors "
+                "fenced for %.3f s" % (t + 1, elected[-1], owned[-1], gaps[-1]))
+            restart_and_rebalance(c, wait_for, lead, data)
+    return {"elected_s": summary(elected), "reassigned_s": summary(owned),
+            "survivors_fenced_s": summary(gaps), "trials": list(zip(elected, owned, gaps))}
+
+
+def commit(Cluster, wait_for, seconds):
+    with Cluster(4) as c:
+        c.wait_formed()
+        time.sleep(seconds)
+        out = {}
+        for i, st in c.statuses().items():
+            out["n%d" % i] = dict(st.get("beat_commit_ms") or {},
+                                  leader=st["raft"]["state"] == "leader")
+    return out
+
+
+# ------------------------------------------------------------------- report --
+
+def fmt_ms(s):
+    return "%.0f" % (s * 1000)
+
+
+def report(res, env):
+    lines = ["# cmcp cluster benchmarks", "",
+             "Machine: %(nproc)s cores, %(cpu)s, kernel %(kernel)s, load %(loadavg_at_start).2f"
+             % env, ""]
+    if "formation" in res:
+        f = res["formation"]["seconds"]
+        lines += ["## Formation of 4 nodes", "",
+                  "| trials | p50 ms | max ms |", "|---|---|---|",
+                  "| %d | %s | %s |" % (f["n"], fmt_ms(f["p50"]), fmt_ms(f["max"])), ""]
+    if "detection" in res:
+        d = res["detection"]
+        lines += ["## Failure detection (SIGKILL of a member)", "",
+                  "| | trials | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|"]
+        for k, name in (("marked_down_s", "marked down"), ("reassigned_s", "partitions owned")):
+            v = d[k]
+            lines.append("| %s | %d | %s | %s | %s |" % (name, v["n"], fmt_ms(v["p50"]),
+                                                         fmt_ms(v["p99"]), fmt_ms(v["max"])))
+        lines.append("")
+    if "fence" in res:
+        d = res["fence"]
+        lines += ["## Fencing (SIGSTOP of a member's cluster processes)", "",
+                  "| | trials | p50 ms | p99 ms | min ms | max ms |", "|---|---|---|---|---|---|"]
+        for k, name in (("refused_s", "first refused write"), ("marked_down_s", "marked down"),
+                        ("margin_s", "margin (down - refused)")):
+            v = d[k]
+            lines.append("| %s | %d | %s | %s | %s | %s |" % (
+                name, v["n"], fmt_ms(v["p50"]), fmt_ms(v["p99"]), fmt_ms(v["min"]),
+                fmt_ms(v["max"])))
+        lines.append("")
+    if "leader" in res:
+        d = res["leader"]
+        lines += ["## Leader failover (SIGKILL of the leader)", "",
+                  "| | trials | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|"]
+        for k, name in (("elected_s", "new leader"), ("reassigned_s", "partitions owned"),
+                        ("survivors_fenced_s", "survivors fenced (0: not)")):
+            v = d[k]
+            lines.append("| %s | %d | %s | %s | %s |" % (name, v["n"], fmt_ms(v["p50"]),
+                                                         fmt_ms(v["p99"]), fmt_ms(v["max"])))
+        lines.append("")
+    if "commit" in res:
+        lines += ["## Raft commit of liveness beats (4 nodes)", "",
+                  "| node | leader | beats | p50 ms | p99 ms | max ms |",
+                  "|---|---|---|---|---|---|"]
+        for n, v in sorted(res["commit"].items()):
+            lines.append("| %s | %s | %s | %.2f | %.2f | %.2f |" % (
+                n, "yes" if v.get("leader") else "", v.get("n", 0), v.get("p50", 0),
+                v.get("p99", 0), v.get("max", 0)))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description="cmcp cluster benchmarks (real nodes on loopback)")
+    ap.add_argument("--bin-dir", default=os.path.join(ROOT, "build", "bin"))
+    ap.add_argument("--trials", type=int, default=20,
+                    help="trials of detection (formation, fence and leader: half as many, "
+                         "at least 5)")
+    ap.add_argument("--only", default="formation,detection,fence,leader,commit")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    if not os.path.exists(os.path.join(args.bin_dir, "cmcpd")):
+        sys.exit("cluster_bench: no cmcpd in %s (build first, or give --bin-dir)" % args.bin_dir)
+    os.environ["CMCP_BIN_DIR"] = os.path.abspath(args.bin_dir)
+    import cmcp_harness
+    cmcp_harness.BIN_DIR = os.path.abspath(args.bin_dir)
+    from cluster_harness import Cluster
+    from cmcp_harness import wait_for
+    out = args.out or os.path.join(args.bin_dir, "..", "bench-results",
+                                   "cluster-" + time.strftime("%Y%m%d-%H%M%S"))
+    os.makedirs(out, exist_ok=True)
+    env = machine()
+    few = max(5, args.trials // 2)
+    only = set(args.only.split(","))
+    res = {}
+    if "formation" in only:
+        log("formation")
+        res["formation"] = formation(Cluster, wait_for, few)
+    if "detection" in only:
+        log("detection")
+        res["detection"] = detection(Cluster, wait_for, args.trials)
+    if "fence" in only:
+        log("fence")
+        res["fence"] = fence(Cluster, wait_for, few)
+    if "leader" in only:
+        log("leader")
+        res["leader"] = leader_failover(Cluster, wait_for, few)
+    if "commit" in only:
+        log("commit")
+        res["commit"] = commit(Cluster, wait_for, 10)
+    env["loadavg_at_end"] = os.getloadavg()[0]
+    with open(os.path.join(out, "raw.json"), "w") as f:
+        json.dump({"machine": env, "results": res}, f, indent=1)
+    text = report(res, env)
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write(text + "\n")
+    print(text)
+    log("results in %s" % out)
+    margins = res.get("fence", {}).get("margin_s", {})
+    if margins and margins["min"] <= 0:
+        log("cluster_bench: a node was marked down before it stopped acknowledging writes")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
