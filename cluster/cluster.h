@@ -16,6 +16,9 @@
 int cluster_monitor_main(struct proc_args *a);
 int failover_manager_main(struct proc_args *a);
 int split_brain_detector_main(struct proc_args *a);
+/* Checks [cluster] as the roles will read it (rules between keys, names, addresses): 0, or
+ * -1 with err naming the key and what is wrong. The root runs it before it starts anything. */
+int cluster_conf_check(struct cfg *c, char *err, size_t errlen);
 /* Their configuration keys: [cluster]. */
 extern const struct cfg_key cluster_cfg_keys[];
 

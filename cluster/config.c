@@ -121,6 +121,10 @@ int cluster_conf_load(struct cluster_conf *cc, struct cfg *c, char *err, size_t 
     if (cc->expect == 0)
         cc->expect = cc->bind_port ? 1 + cc->nseeds : 1;
     cc->partitions = (int)cfg_get_long(c, "cluster", "partitions", MAP_DEFAULT_PARTITIONS);
+    if (cfg_get_long(c, "cluster", "replication_factor", 1) != 1)
+        return bad(c, "replication_factor", err, errlen, "%s",
+                   "only 1 is available in this version: each partition has one copy, and the "
+                   "sessions of a partition that moves are lost (docs/cluster.md)");
     cc->voters = (int)cfg_get_long(c, "cluster", "voters", 3);
     const char *st = cfg_get(c, "cluster", "split_brain_strategy", "winner_takes_all");
     cc->strategy = strcmp(st, "oldest_node") == 0         ? SB_OLDEST_NODE
@@ -139,13 +143,25 @@ int cluster_conf_load(struct cluster_conf *cc, struct cfg *c, char *err, size_t 
         return bad(c, "lease_ms", err, errlen, "%s",
                    "must be at least 3 heartbeats (heartbeat_ms) so that one lost beat does not "
                    "fence the node");
-    if (cc->down_after_ms <= cc->lease_ms)
-        return bad(c, "down_after_ms", err, errlen, "%s",
-                   "must be longer than lease_ms: a node is marked down only after its lease "
-                   "surely ran out");
+    if (cc->down_after_ms <= cc->lease_ms) {
+        /* blame the key that was set, not the default the rule compares it with */
+        const struct cfg_entry *d = cfg_find(c, "cluster", "down_after_ms");
+        bool dflt = d && d->origin && strcmp(d->origin, "embedded defaults") == 0;
+        return bad(c, dflt ? "lease_ms" : "down_after_ms", err, errlen, "%s",
+                   dflt ? "must be shorter than down_after_ms: a node is marked down only after "
+                          "its lease surely ran out (raise down_after_ms too)"
+                        : "must be longer than lease_ms: a node is marked down only after its "
+                          "lease surely ran out");
+    }
     snprintf(cc->raft_dir, sizeof(cc->raft_dir), "%s/cluster",
              cfg_get(c, "node", "data_dir", "./var/data"));
     snprintf(cc->cookie_file, sizeof(cc->cookie_file), "%s",
              cfg_get(c, "admin", "cookie_file", "./var/cookie"));
     return 0;
+}
+
+int cluster_conf_check(struct cfg *c, char *err, size_t errlen)
+{
+    static struct cluster_conf cc; /* (large: not on the stack) */
+    return cluster_conf_load(&cc, c, err, errlen);
 }

@@ -208,6 +208,8 @@ static void view_cb(struct ev_loop *loop, ev_io *w, int revents)
         maybe_start(); /* the members it waited for may be in this view */
         if (mgr.raft_running)
             mgr_kick(); /* and ask to join now */
+    } else if (mgr.raft_running && mgr_is_leader()) {
+        mgr_kick(); /* a new accusation may complete the evidence for a mark-down */
     }
 }
 
@@ -320,6 +322,9 @@ static int raft_up(const struct raft_configuration *boot, const struct raft_conf
         raft_set_heartbeat_timeout(&mgr.raft, et / 6 ? et / 6 : 1);
         raft_set_snapshot_threshold(&mgr.raft, 512);
         raft_set_snapshot_trailing(&mgr.raft, 256);
+        /* the map's snapshot is small: a lost reply to one is resent after a second, not
+         * libraft's default 30 s (a member that lost its disk would lag that long) */
+        raft_set_install_snapshot_timeout(&mgr.raft, 1000);
         raft_set_pre_vote(&mgr.raft, true); /* a node back from a partition does not depose */
     }
     if (rv == 0 && boot)
@@ -477,7 +482,10 @@ static void beat_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)w;
     (void)revents;
-    if (!mgr.raft_running || !i_am_member())
+    /* A joiner beats before its own copy of the map shows it (it gets the log only once the
+     * leader has added it to Raft's configuration): the leader's map may say it is up already,
+     * and silence there would get it marked down. A beat the map cannot take is refused. */
+    if (!mgr.raft_running || i_left())
         return;
     uint64_t seq = ++mgr.beat_seq;
     mgr.beat_sent[seq % BEAT_RING] = cmcp_now_ms();

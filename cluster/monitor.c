@@ -200,6 +200,8 @@ static void relay_to_manager(int kind, const char *from, const char *data, size_
     free(f);
 }
 
+static void publish_view(double now);
+
 static void link_message(struct peer_link *l, int channel, const char *data, size_t len)
 {
     const struct peer_ident *id = peer_remote(l);
@@ -225,8 +227,14 @@ static void link_message(struct peer_link *l, int channel, const char *data, siz
     } else if (json_is_number(t)) {
         p->heard = now;
         p->inc = id->incarnation;
+        json_t *sus = json_object_get(o, "sus");
+        /* a peer's new accusation reaches the failover manager now, not a heartbeat later */
+        bool news = json_is_array(sus) && json_array_size(sus) > 0 &&
+                    !(p->suspects && json_equal(p->suspects, sus));
         json_decref(p->suspects);
-        p->suspects = json_incref(json_object_get(o, "sus"));
+        p->suspects = json_incref(sus);
+        if (news)
+            publish_view(now);
         p->map_version = (uint64_t)json_integer_value(json_object_get(o, "mv"));
         snprintf(p->map_hash, sizeof(p->map_hash), "%s",
                  json_string_value(json_object_get(o, "mh")) ?: "");
@@ -355,24 +363,14 @@ static void names_resolved(void)
 
 /* ---- beats and the view ---- */
 
-static void hb_cb(struct ev_loop *loop, ev_timer *w, int revents)
+/* The view for the failover manager and the split-brain detector. */
+static void publish_view(double now)
 {
-    (void)loop;
-    (void)w;
-    (void)revents;
-    double now = cmcp_now_ms();
-    const struct cview *v = cview_get();
     json_t *sus = my_suspects(now);
-    json_t *beat = json_pack("{s:f,s:O,s:I,s:s}", "t", now, "sus", sus, "mv",
-                             (json_int_t)v->version, "mh", v->hash);
-    char *txt = json_dumps(beat, JSON_COMPACT);
-    json_decref(beat);
     json_t *peers = json_array();
     int heard = 0;
     for (int i = 0; i < MON.npeers; i++) {
         struct peer *p = &MON.peers[i];
-        if (p->link && txt)
-            peer_send(p->link, PEER_HEARTBEAT, txt, strlen(txt));
         const char *h = health(p, now);
         heard += strcmp(h, "healthy") == 0;
         char inc[17];
@@ -385,11 +383,31 @@ static void hb_cb(struct ev_loop *loop, ev_timer *w, int revents)
                              (json_int_t)p->map_version, "map_hash", p->map_hash, "linked",
                              p->link != NULL));
     }
-    free(txt);
     MON.heard_peers->value = heard;
     cluster_publish(MON.view_pub, "view",
                     json_pack("{s:s,s:f,s:o,s:o,s:i}", "self", MON.cc.node_id, "at", now, "peers",
                               peers, "suspects", sus, "refused", (int)MON.env.refused));
+}
+
+static void hb_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+    double now = cmcp_now_ms();
+    const struct cview *v = cview_get();
+    json_t *sus = my_suspects(now);
+    json_t *beat = json_pack("{s:f,s:o,s:I,s:s}", "t", now, "sus", sus, "mv",
+                             (json_int_t)v->version, "mh", v->hash);
+    char *txt = json_dumps(beat, JSON_COMPACT);
+    json_decref(beat);
+    for (int i = 0; i < MON.npeers; i++) {
+        struct peer *p = &MON.peers[i];
+        if (p->link && txt)
+            peer_send(p->link, PEER_HEARTBEAT, txt, strlen(txt));
+    }
+    free(txt);
+    publish_view(now);
 }
 
 /* ---- the relay ---- */

@@ -329,6 +329,9 @@ static int io_load(struct raft_io *io, raft_term *term, raft_id *voted_for,
     mdb_txn_abort(t);
     *start_index = first ? first : *snapshot ? (*snapshot)->index + 1 : 1;
     x->next = *start_index + n;
+    log_info("raft_log_loaded", "{s:I,s:I,s:I,s:I}", "term", (json_int_t)*term, "first",
+             (json_int_t)*start_index, "entries", (json_int_t)n, "snapshot",
+             (json_int_t)(*snapshot ? (*snapshot)->index : 0));
     return 0;
 }
 
@@ -517,6 +520,9 @@ static int io_snapshot_put(struct raft_io *io, unsigned trailing, struct raft_io
     int rc = write_txn(x, do_snap_put, &sp);
     if (rc == 0 && trailing == 0)
         x->next = snapshot->index + 1;
+    if (trailing == 0 || rc != 0) /* a snapshot installed from the leader is worth a line */
+        log_info("raft_snapshot_stored", "{s:I,s:I,s:i,s:i}", "index", (json_int_t)snapshot->index,
+                 "term", (json_int_t)snapshot->term, "trailing", (int)trailing, "rc", rc);
     return later(x, DONE_SNAP_PUT, req, (void *)cb, rc, NULL);
 }
 

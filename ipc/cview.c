@@ -3,6 +3,8 @@
 
 #include <nng/nng.h>
 #include <nng/protocol/pubsub0/sub.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -138,6 +140,36 @@ static void sub_close(struct sub *s)
     ev_io_stop(CV.loop, &s->w);
     ipc_keep_stop(&s->keep);
     nng_close(s->s);
+}
+
+int cview_fetch_map(const char *run_dir, int timeout_ms)
+{
+    char addr[512];
+    ipc_addr_cluster_ctl(addr, sizeof(addr), run_dir);
+    nng_socket s;
+    if (nng_req0_open(&s) != 0)
+        return -1;
+    nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, timeout_ms);
+    nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, timeout_ms);
+    static const char req[] = "{\"op\":\"map\"}";
+    char *buf = NULL;
+    size_t len = 0;
+    int rc = -1;
+    if (nng_dial(s, addr, NULL, 0) == 0 && nng_send(s, (void *)req, sizeof(req) - 1, 0) == 0 &&
+        nng_recv(s, &buf, &len, NNG_FLAG_ALLOC) == 0) {
+        json_t *r = json_loadb(buf, len, 0, NULL);
+        char *m = json_dumps(json_object_get(r, "map"), JSON_COMPACT);
+        if (m && cview_apply_map(&CV.v, m, strlen(m)) >= 0) {
+            rc = 0;
+            if (CV.changed)
+                CV.changed();
+        }
+        free(m);
+        json_decref(r);
+        nng_free(buf, len);
+    }
+    nng_close(s);
+    return rc;
 }
 
 int cview_subscribe(struct ev_loop *loop, const char *run_dir, void (*changed)(void))

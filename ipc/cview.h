@@ -8,8 +8,10 @@
  *   ipc://RUN/cluster-map.sock    (failover_manager)
  *     "map {"version":V,"hash":H,"self":NODE,"partitions":P,"owners":[I...],"epochs":[E...],
  *           "nodes":[{"id","state","endpoint",...}...]}"
- *       on every change and again every second; a subscriber takes a map
- *       only if its version is newer than the one it holds
+ *       on every change and again every second, whole (a missed publication
+ *       leaves nothing to repair); a subscriber takes a map only if its
+ *       version is newer than the one it holds, and a worker that starts
+ *       asks for it at once (cview_fetch_map) rather than waiting a second
  *   ipc://RUN/cluster-fence.sock  (split_brain_detector)
  *     "fence {"lease_until":MS,"fenced":B,"reason":TEXT,"version":V}"
  *       every ~100 ms: lease_until is a CLOCK_MONOTONIC time in ms (the
@@ -48,6 +50,10 @@ struct cview {
  * runs on the loop after each accepted map or change of fence state. 0, or -1 after logging. */
 int cview_subscribe(struct ev_loop *loop, const char *run_dir, void (*changed)(void));
 void cview_unsubscribe(void);
+/* Asks the failover manager for the whole map now (req/rep on ipc://RUN/cluster.sock) rather
+ * than waiting for its next publication: a worker that starts, or finds its map stale. Blocks
+ * at most timeout_ms. 0, or -1 (no manager there yet: the publications bring it). */
+int cview_fetch_map(const char *run_dir, int timeout_ms);
 const struct cview *cview_get(void);
 
 /* The partition a session id names (as ipc/route.h reads it). */

@@ -108,7 +108,7 @@ int main(int argc, char **argv)
         break;
     }
     if (!a.role)
-        return sup_root_main(&a, role_known);
+        return sup_root_main(&a, role_known, cluster_conf_check);
     int rc = proc_child_setup(&a);
     if (rc != 0)
         return rc;

@@ -101,7 +101,7 @@ static int prepare_data_dir(const char *dir)
     return 0;
 }
 
-int sup_root_main(struct proc_args *a, sup_role_known_fn role_known)
+int sup_root_main(struct proc_args *a, sup_role_known_fn role_known, sup_config_check_fn check)
 {
     char cfgpath[PATH_MAX];
     if (a->config) {
@@ -132,6 +132,11 @@ int sup_root_main(struct proc_args *a, sup_role_known_fn role_known)
     }
     if (cfg_load(&a->cfg, a->config) != 0) {
         fprintf(stderr, "cmcpd: configuration error: %s\n", a->cfg.err);
+        return CMCP_EXIT_USAGE;
+    }
+    char cerr[512];
+    if (check && check(&a->cfg, cerr, sizeof(cerr)) != 0) {
+        fprintf(stderr, "cmcpd: configuration error: %s\n", cerr);
         return CMCP_EXIT_USAGE;
     }
     char rootpid[16];

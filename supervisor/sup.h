@@ -28,9 +28,13 @@ int sup_run(struct cfg *c, const struct sup_run_opts *o);
 
 /*
  * The node's root: prepares the run and data directories, checks the tree
- * (a->check_config: prints it and returns), then supervises until the node
- * stops. Returns cmcpd's exit status.
+ * and (check, may be NULL) the rest of the configuration (a->check_config:
+ * prints it and returns), then supervises until the node stops. Returns
+ * cmcpd's exit status.
  */
-int sup_root_main(struct proc_args *a, sup_role_known_fn role_known);
+/* Checks of the loaded configuration beyond the schema (the roles' rules between keys): 0, or
+ * -1 with err. */
+typedef int (*sup_config_check_fn)(struct cfg *c, char *err, size_t errlen);
+int sup_root_main(struct proc_args *a, sup_role_known_fn role_known, sup_config_check_fn check);
 
 #endif

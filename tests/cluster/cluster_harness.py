@@ -68,6 +68,7 @@ class Cluster:
         self.extra = extra
         self.cookie = cookie
         self.nodes = [None] * n
+        self.data = {}     # node -> the data directory a restart gave it
         self.dirs = []     # every node's directory, removed at the end (a restart reuses data)
         self.cookies = []
 
@@ -92,6 +93,7 @@ class Cluster:
         self.dirs.append(node.dir)
         if data_dir:  # a restart keeps the node's data (its Raft log, its sessions)
             env["CMCP_NODE_DATA_DIR"] = data_dir
+        self.data[i] = data_dir
         node.extra_env.update(env)
         node.start()
         self.nodes[i] = node
@@ -102,7 +104,8 @@ class Cluster:
         return node
 
     def data_dir(self, i):
-        return os.path.join(self.nodes[i].dir, "var", "data")
+        """The data directory node i uses (across restarts given data_dir)."""
+        return self.data.get(i) or os.path.join(self.nodes[i].dir, "var", "data")
 
     def __enter__(self):
         try:

@@ -49,6 +49,18 @@ class Errors(Timed):
         self.assert_error(GOOD + "[tree.a]\nshutdown = soon\n", "soon", "brutal_kill")
         self.assert_error(GOOD + "[tree.a]\nsignificant = maybe\n", "maybe", "true or false")
 
+    def test_cluster_rules(self):
+        # rules between [cluster] keys are checked before anything starts, also by
+        # --check-config, naming the file and line
+        self.assert_error(GOOD + "[cluster]\nlease_ms = 900\n", "lease_ms = 900",
+                          "shorter than down_after_ms")
+        self.assert_error(GOOD + "[cluster]\nreplication_factor = 2\n", "replication_factor",
+                          "only 1 is available", check=True)
+        self.assert_error(GOOD + "[cluster]\nsplit_brain_strategy = configured_master\n", None,
+                          "master = NODE_ID")
+        self.assert_error(GOOD, None, "CMCP_CLUSTER_DOWN_AFTER_MS", "longer than lease_ms",
+                          env={"CMCP_CLUSTER_DOWN_AFTER_MS": "500"}, check=True)
+
     def test_unknown_section(self):
         # the error names the header's line, also for a section with no keys
         self.assert_error(GOOD + "[treee.a]\nrole = testworkr\n", "[treee.a]",

@@ -3,7 +3,8 @@
  * one process, each with its own LMDB log in a temporary directory, talking
  * through a send function that hands the encoded bytes to the others' loop.
  * They elect, replicate the cluster map, survive a member's restart from
- * its disk (log and snapshots), and a member cut off and healed.
+ * its disk (log and snapshots) and one that lost its disk (a snapshot sent,
+ * its answer lost), and a member cut off and healed.
  */
 #define _GNU_SOURCE
 #include <setjmp.h>
@@ -50,6 +51,9 @@ struct msg {
 static struct msg *inflight, **inflight_tail = &inflight;
 static ev_idle deliver_w;
 static unsigned long delivered, dropped;
+static raft_id drop_result_from; /* drop the next append-entries result this member sends */
+static int arm_on_snapshot = -1;  /* arm that when this member receives a snapshot */
+static int results_dropped, snapshots_sent;
 
 static void deliver_cb(struct ev_loop *l, ev_idle *w, int revents)
 {
@@ -62,6 +66,11 @@ static void deliver_cb(struct ev_loop *l, ev_idle *w, int revents)
         struct msg *next = m->next;
         struct member *to = &M[m->to];
         if (to->running && !to->cut && !M[m->from - 1].cut) {
+            if (m->len > 2 && m->bytes[1] == RAFT_IO_INSTALL_SNAPSHOT && m->to == arm_on_snapshot) {
+                snapshots_sent++;
+                if (snapshots_sent == 1)
+                    drop_result_from = (raft_id)m->to + 1; /* its answer to this one is lost */
+            }
             raftio_recv(&to->io, m->from, m->from_addr, m->bytes, m->len);
             delivered++;
         } else {
@@ -78,6 +87,12 @@ static int send_fn(void *ud, raft_id to, const char *address, const void *bytes,
     struct member *from = ud;
     if (to < 1 || to > N)
         return -1;
+    const unsigned char *b = bytes;
+    if (drop_result_from == from->raft.id && len > 2 && b[1] == RAFT_IO_APPEND_ENTRIES_RESULT) {
+        drop_result_from = 0; /* lost on the way, once */
+        results_dropped++;
+        return 0;
+    }
     struct msg *m = malloc(sizeof(*m) + len);
     m->next = NULL;
     m->to = (int)to - 1;
@@ -104,6 +119,7 @@ static void member_start(int i, bool bootstrap)
     raft_set_heartbeat_timeout(&m->raft, 30);
     raft_set_snapshot_threshold(&m->raft, 8);
     raft_set_snapshot_trailing(&m->raft, 4);
+    raft_set_install_snapshot_timeout(&m->raft, 300); /* as the failover manager sets it */
     if (bootstrap) {
         struct raft_configuration conf;
         raft_configuration_init(&conf);
@@ -236,6 +252,24 @@ static void test_elect_replicate_restart_heal(void **state)
     assert_true(converged());
     assert_int_equal(M[f].fsm.map.nnodes, 3); /* from its log or a snapshot, then caught up */
 
+    /* a follower loses its disk: back empty, it catches up through the leader's snapshot, also
+     * when its first answer to the snapshot is lost */
+    f = (leader() + 1) % N;
+    member_stop(f);
+    nftw(M[f].dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    assert_int_equal(raftio_has_state(M[f].dir), 0);
+    for (int k = 0; k < 12; k++)
+        propose(map_cmd_drain(k % 2 ? "n1" : "n2", k % 2 == 0));
+    RUN_UNTIL(applied_ok == 36, 5000);
+    assert_int_equal(applied_ok, 36);
+    arm_on_snapshot = f;
+    member_start(f, false);
+    RUN_UNTIL(converged(), 8000);
+    assert_true(converged());
+    assert_int_equal(results_dropped, 1);
+    arm_on_snapshot = -1;
+    assert_int_equal(M[f].fsm.map.nnodes, 3);
+
     /* the leader is cut off: the other two elect and go on; after the heal, one map */
     int old = leader();
     M[old].cut = true;
@@ -243,8 +277,8 @@ static void test_elect_replicate_restart_heal(void **state)
     RUN_UNTIL((other = leader()) >= 0 && other != old, 5000);
     assert_true(other >= 0 && other != old);
     propose(map_cmd_leave("n3"));
-    RUN_UNTIL(applied_ok == 25, 5000);
-    assert_int_equal(applied_ok, 25);
+    RUN_UNTIL(applied_ok == 37, 5000);
+    assert_int_equal(applied_ok, 37);
     M[old].cut = false;
     RUN_UNTIL(converged() && M[old].fsm.map.nodes[2].state == MAP_LEFT, 5000);
     assert_true(converged());

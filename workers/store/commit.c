@@ -101,7 +101,7 @@ int store_event_put(struct store *s, const char *sid, int stream, int64_t seq, b
                     const char *text)
 {
     size_t sidlen;
-    struct stage_op *op;
+    struct stage_op *op = NULL;
     int rc = check_sid(s, sid, &sidlen);
     if (rc == 0)
         rc = stage(s, STAGE_EVENT, sid, sidlen, text ? text : "", text ? strlen(text) : 0, &op);

@@ -43,7 +43,7 @@ static json_t *session_parse(struct store *s, const MDB_val *k, const MDB_val *v
 
 json_t *store_session_get(struct store *s, const char *sid)
 {
-    MDB_txn *txn;
+    MDB_txn *txn = NULL;
     size_t len = sid ? strlen(sid) : 0;
     if (len == 0 || len > STORE_SID_MAX || begin(s, &txn, false) != 0)
         return NULL;
@@ -60,7 +60,7 @@ json_t *store_session_get(struct store *s, const char *sid)
 
 long store_session_count(struct store *s)
 {
-    MDB_txn *txn;
+    MDB_txn *txn = NULL;
     MDB_stat ms;
     if (begin(s, &txn, false) != 0)
         return -EIO;
@@ -72,7 +72,7 @@ long store_session_count(struct store *s)
 int store_session_foreach(struct store *s, int (*cb)(void *ud, const char *sid, json_t *state),
                           void *ud)
 {
-    MDB_txn *txn;
+    MDB_txn *txn = NULL;
     MDB_cursor *c;
     int rc = begin(s, &txn, true);
     if (rc != 0)
@@ -116,7 +116,7 @@ int store_events_foreach(struct store *s, const char *sid, int stream, int64_t a
                           len ? "too long" : "empty", STORE_SID_MAX);
     if (after == INT64_MAX)
         return 0;
-    MDB_txn *txn;
+    MDB_txn *txn = NULL;
     MDB_cursor *c;
     int rc = begin(s, &txn, true);
     if (rc != 0)
@@ -157,7 +157,7 @@ int store_events_foreach(struct store *s, const char *sid, int stream, int64_t a
 
 int64_t store_last_seq(struct store *s, const char *sid)
 {
-    MDB_txn *txn;
+    MDB_txn *txn = NULL;
     size_t len = sid ? strlen(sid) : 0;
     if (len == 0 || len > STORE_SID_MAX || begin(s, &txn, false) != 0)
         return 0;

@@ -253,7 +253,7 @@ void store__env_close(struct store *s)
 
 int store__open_dbs(MDB_env *env, struct store_dbs *db, bool create)
 {
-    MDB_txn *txn;
+    MDB_txn *txn = NULL;
     int rc = mdb_txn_begin(env, NULL, create ? 0 : MDB_RDONLY, &txn);
     if (rc != 0)
         return rc;
