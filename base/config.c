@@ -36,6 +36,21 @@ void cfg_schema_clear(void)
     for (int m_ = 0; m_ < nmodules; m_++)                                                      \
         for (const struct cfg_key *d = modules[m_]; d->section; d++)
 
+void cfg_schema_print(FILE *f)
+{
+    static const char *const types[] = {"text", "integer", "boolean", "list", "one of", "ms"};
+    FOREACH_KEY(d)
+    {
+        bool prefix = d->section[strlen(d->section) - 1] == '.';
+        fprintf(f, "[%s%s] %s: %s", d->section, prefix ? "NAME" : "", d->key, types[d->type]);
+        if (d->type == CFG_INT || d->type == CFG_MS)
+            fprintf(f, " %ld..%ld", d->min, d->max);
+        if (d->choices)
+            fprintf(f, "%s%s", d->type == CFG_ENUM ? " " : " or ", d->choices);
+        fputc('\n', f);
+    }
+}
+
 static bool section_matches(const char *pattern, const char *section)
 {
     size_t n = strlen(pattern);

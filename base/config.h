@@ -15,6 +15,7 @@
 #define CMCP_CONFIG_H
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <stddef.h>
 
 enum cfg_type {
@@ -37,6 +38,8 @@ struct cfg_key {
 /* Adds a module's keys (an array ending with a NULL section) to the schema every load checks. */
 void cfg_schema_add(const struct cfg_key *keys);
 void cfg_schema_clear(void);
+/* Every key the schema knows, one a line: "[section] key: type range-or-choices". */
+void cfg_schema_print(FILE *f);
 
 struct cfg_entry {
     char *section;

@@ -53,6 +53,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: cmcpd [-c FILE] [--stdio] [--check-config]\n"
+            "       cmcpd --config-keys               (every setting, its type and range)\n"
             "       cmcpd --role ROLE --id ID [...]   (how supervisors start children)\n"
             "\n"
             "Runs a cmcp node: the root supervisor of a tree of processes described by the\n"
@@ -64,6 +65,8 @@ static void usage(FILE *f)
             "                      logs stay on stderr; network listeners are off unless\n"
             "                      configured; stops when stdin closes\n"
             "      --check-config  load and validate the configuration, print the tree, exit\n"
+            "      --config-keys   list every setting the configuration may hold (with its\n"
+            "                      type and range; docs/configuration.md explains each)\n"
             "  -h, --help          this text\n"
             "  -V, --version       print the version\n"
             "\n"
@@ -95,6 +98,10 @@ int main(int argc, char **argv)
     }
     spawn_self_exe();
     node_schema_add();
+    if (argc == 2 && strcmp(argv[1], "--config-keys") == 0) {
+        cfg_schema_print(stdout);
+        return 0;
+    }
     switch (proc_parse_args(argc, argv, &a)) {
     case PROC_ARGS_HELP:
         usage(stdout);

@@ -1,10 +1,13 @@
 """Configuration: layering (defaults < file < CMCP_* env) and errors (exit 2, file:line)."""
 
 import os
+import re
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cmcp_harness import Timed, main, run_config_check, sup_section, worker_section  # noqa: E402
+from cmcp_harness import (Timed, cmcpd_path, main, run_config_check, sup_section,  # noqa: E402
+                          worker_section)
 
 GOOD = sup_section("root", "one_for_one", ["a", "sub"]) + worker_section("a") + \
     sup_section("sub", "rest_for_one", ["x"]) + worker_section("x", count=2)
@@ -16,6 +19,28 @@ def line_of(text, needle):
         if needle in ln:
             return i
     raise AssertionError("%r not in config" % needle)
+
+
+class Reference(Timed):
+    def test_every_key_documented(self):
+        # cmcpd --config-keys lists the schema; docs/configuration.md explains each key in
+        # its section's table
+        out = subprocess.run([cmcpd_path(), "--config-keys"], capture_output=True, text=True,
+                             timeout=10, check=True).stdout
+        keys = [re.match(r"^\[([^\]]+)\] (\S+): ", ln).groups() for ln in out.splitlines()]
+        self.assertGreater(len(keys), 50)
+        root = os.environ.get("CMCP_SOURCE_DIR") or os.path.join(
+            os.path.dirname(os.path.abspath(__file__)), "..", "..")
+        with open(os.path.join(root, "docs", "configuration.md")) as f:
+            doc = f.read()
+        blocks = {}
+        for part in doc.split("\n## ")[1:]:
+            m = re.match(r"`\[([^\]]+)\]`", part)
+            if m:
+                blocks[m.group(1)] = part
+        missing = [(sec, key) for sec, key in keys
+                   if sec not in blocks or "`%s`" % key not in blocks[sec]]
+        self.assertEqual(missing, [], "keys docs/configuration.md does not explain")
 
 
 class Errors(Timed):
