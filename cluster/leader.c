@@ -1,16 +1,21 @@
 /*
  * What only the Raft leader's failover manager does (manager.h):
  *
- *   joins     a node asks to be admitted: added to Raft (as a standby) if it
- *             is new, then its join proposed to the map;
+ *   joins     a node asks to be admitted: its join is proposed to the map
+ *             (the leader's own first: the oldest member of a new cluster is
+ *             the one that bootstrapped it); a serving member that Raft's
+ *             configuration lacks is then added, as a spare, then a standby;
  *   voters    the voter set per split_brain_strategy: winner_takes_all keeps
  *             `voters` (odd, at most the live members) and replaces a voter
  *             that is down by a standby; oldest_node keeps the member with
  *             the lowest join index as the only voter; configured_master the
- *             named node; one configuration change at a time;
- *   downs     a member is marked down only when (a) this leader has not
- *             applied a liveness beat of it for down_after_ms (and has led
- *             that long), and (b) a majority of the voters suspect it in
+ *             named node; one configuration change at a time; a leader the
+ *             strategy does not want hands leadership to a wanted voter; a
+ *             member that left is demoted, then removed;
+ *   downs     a member is marked down only when (a) this node has not
+ *             applied a liveness beat of it for down_after_ms (every node
+ *             tracks when it applied each member's beats, so a new leader
+ *             knows too), and (b) a majority of the voters suspect it in
  *             their latest heartbeats; the mark-down names the newest beat
  *             the leader saw, so a beat committed before it voids it;
  *   owners    partitions without a live owner go to their preferred member

@@ -5,10 +5,11 @@
  * Raft's messages and the managers' control messages travel through the
  * node's cluster monitor (the relay), sealed between nodes. A new cluster
  * forms when bootstrap_expect members see each other and none holds a map:
- * the one with the lowest node id bootstraps Raft with all of them, the
- * others wait to be contacted; a node that finds a cluster (a peer with a
- * map) joins it. Every node then proposes its own join, and a liveness beat
- * every lease_ms / 6; the newest committed beat gives this node its lease
+ * the one with the lowest node id bootstraps Raft as the only voter, the
+ * others ask it to let them in (leader.c); a node that finds a cluster (a
+ * peer with a map) asks the same way. Every node proposes a liveness beat
+ * every lease_ms / 6 (retried within 10 ms while there is no leader to take
+ * it); the newest committed beat gives this node its lease
  * (beat proposed at t -> writes allowed until t + lease_ms), published to
  * the split-brain detector. The map is published to the node's workers
  * (ipc/cview.h) on every change and every second.
