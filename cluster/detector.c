@@ -41,27 +41,36 @@ static struct {
     struct stats_metric *partition, *fenced_g, *fences;
 } D = {.fenced = true};
 
+static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
 static void sub_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-    (void)loop;
     (void)w;
     (void)revents;
+    bool renewed = false;
     for (int n = 0; n < 64; n++) {
         char *buf = NULL;
         size_t len = 0;
         if (nng_recv(D.sub, &buf, &len, NNG_FLAG_ALLOC | NNG_FLAG_NONBLOCK) != 0)
-            return;
+            break;
         if (len > 6 && memcmp(buf, "lease ", 6) == 0) {
             json_t *o = json_loadb(buf + 6, len - 6, 0, NULL);
             double until = json_number_value(json_object_get(o, "lease_until"));
-            if (until > D.lease_until)
+            if (until > D.lease_until) {
                 D.lease_until = until;
+                renewed = true;
+            }
             snprintf(D.leader, sizeof(D.leader), "%s",
                      json_string_value(json_object_get(o, "leader")) ?: "");
             json_decref(o);
         }
         nng_free(buf, len);
     }
+    /* a renewed lease reaches the shards now, not at the next heartbeat: a node unfences as
+     * soon as its beat commits, and the shards' copy of the lease's end is never older than
+     * one renewal */
+    if (renewed)
+        tick_cb(loop, &D.tick_w, 0);
 }
 
 static const char *reason(void)

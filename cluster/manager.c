@@ -264,6 +264,13 @@ static void applied_cb(struct map_fsm *f, const char *cmd, size_t len, enum map_
     }
     json_decref(o);
     leader_applied(cmd, len, r);
+    /* what was applied reaches the workers and the detector as soon as this batch of entries
+     * is done, not at the next tick: a status that shows a map or a lease is not ahead of
+     * what the shards hold by more than one publication */
+    if (!ev_is_active(&mgr.soon_w)) {
+        ev_timer_set(&mgr.soon_w, 0, 0);
+        ev_timer_start(mgr.loop, &mgr.soon_w);
+    }
 }
 
 /* ---- publishing ---- */
@@ -293,6 +300,16 @@ static void publish_lease(void)
                               (json_int_t)(mgr.raft_running ? mgr.raft.current_term : 0),
                               "is_leader", mgr_is_leader(), "beat", (json_int_t)mgr.beat_seq,
                               "version", (json_int_t)mgr.fsm.map.version));
+}
+
+static void soon_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+    if (mgr.fsm.map.version != mgr.published_version)
+        mgr_publish_map();
+    publish_lease();
 }
 
 static void pub_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -683,6 +700,7 @@ int failover_manager_main(struct proc_args *a)
     ev_timer_start(mgr.loop, &mgr.tick_w);
     ev_timer_init(&mgr.beat_w, beat_cb, 0, mgr.cc.lease_ms / 6000.0);
     ev_timer_start(mgr.loop, &mgr.beat_w);
+    ev_timer_init(&mgr.soon_w, soon_cb, 0, 0);
     ev_timer_init(&mgr.pub_w, pub_cb, 1.0, 1.0);
     ev_timer_start(mgr.loop, &mgr.pub_w);
     if (mgr.cc.expect == 1 && raftio_has_state(mgr.cc.raft_dir) == 0)

@@ -376,10 +376,10 @@ static void publish_view(double now)
         char inc[17];
         snprintf(inc, sizeof(inc), "%016llx", (unsigned long long)p->inc);
         json_array_append_new(
-            peers, json_pack("{s:s,s:s,s:s,s:s,s:f,s:f,s:O,s:I,s:s,s:b}", "id", p->id, "inc", inc,
+            peers, json_pack("{s:s,s:s,s:s,s:s,s:f,s:f,s:o,s:I,s:s,s:b}", "id", p->id, "inc", inc,
                              "endpoint", p->endpoint, "health", h, "heard_ago_ms",
                              p->heard ? now - p->heard : -1.0, "rtt_ms", p->rtt, "suspects",
-                             p->suspects ? p->suspects : json_array(), "map_version",
+                             p->suspects ? json_incref(p->suspects) : json_array(), "map_version",
                              (json_int_t)p->map_version, "map_hash", p->map_hash, "linked",
                              p->link != NULL));
     }

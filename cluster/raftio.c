@@ -58,7 +58,9 @@ static void run_done(struct ev_loop *loop, ev_idle *w, int revents)
     ev_idle_stop(loop, w);
     while (d) {
         struct done *next = d->next;
-        switch (d->kind) {
+        /* libraft passes no callback for some requests (the TimeoutNow of a leadership
+         * transfer): nothing to tell, and the request may be gone already */
+        switch (d->cb ? d->kind : -1) {
         case DONE_SEND:
             ((raft_io_send_cb)d->cb)(d->req, d->status);
             break;
@@ -73,6 +75,8 @@ static void run_done(struct ev_loop *loop, ev_idle *w, int revents)
             break;
         case DONE_CLOSE:
             ((raft_io_close_cb)d->cb)(d->req);
+            break;
+        default:
             break;
         }
         free(d);

@@ -132,10 +132,24 @@ class Cluster:
         return survivors
 
     def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.print_trouble()
         survivors = self.stop()
         if survivors and exc_type is None:
             raise AssertionError("processes survived cleanup: %s" % survivors)
         return False
+
+    def print_trouble(self, limit=30):
+        """After a failure: each node's warnings and errors (the last `limit`), to stderr."""
+        for i, node in enumerate(self.nodes):
+            if node is None:
+                continue
+            lines = [ln for ln in node.stderr_text().splitlines()
+                     if '"level":"warn' in ln or '"level":"err' in ln]
+            sys.stderr.write("--- n%d: %d warnings and errors, the last %d:\n"
+                             % (i, len(lines), min(limit, len(lines))))
+            for ln in lines[-limit:]:
+                sys.stderr.write("  %s\n" % ln[:400])
 
     # ---- looking ----------------------------------------------------------
     def alive(self, i):

@@ -31,7 +31,9 @@ class ClusterTest(Timed):
             st = c.wait_formed()
             self.assertEqual(st["map"]["partitions"], 256)
             self.assertEqual(sorted(m["id"] for m in st["map"]["nodes"]), ["n0", "n1", "n2"])
-            self.assertEqual(len(st["raft"]["voters"]), 3)
+            # all three vote once the leader has promoted them (one change at a time)
+            wait_for(lambda: len(c.status(0)["raft"]["voters"]) == 3, 5, 0.05,
+                     what="three voters")
             sts = c.statuses()
             self.assertEqual(len({s["raft"]["leader"] for s in sts.values()}), 1)
             self.assertEqual(len({s["map"]["hash"] for s in sts.values()}), 1)

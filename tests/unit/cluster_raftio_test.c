@@ -4,7 +4,7 @@
  * through a send function that hands the encoded bytes to the others' loop.
  * They elect, replicate the cluster map, survive a member's restart from
  * its disk (log and snapshots) and one that lost its disk (a snapshot sent,
- * its answer lost), and a member cut off and healed.
+ * its answer lost), a member cut off and healed, and a leadership transfer.
  */
 #define _GNU_SOURCE
 #include <setjmp.h>
@@ -218,6 +218,14 @@ static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
     return remove(p);
 }
 
+static int transfers_done;
+
+static void transfer_cb(struct raft_transfer *req)
+{
+    (void)req;
+    transfers_done++;
+}
+
 static void test_elect_replicate_restart_heal(void **state)
 {
     (void)state;
@@ -283,6 +291,16 @@ static void test_elect_replicate_restart_heal(void **state)
     RUN_UNTIL(converged() && M[old].fsm.map.nodes[2].state == MAP_LEFT, 5000);
     assert_true(converged());
     assert_int_equal(M[old].fsm.map.nodes[2].state, MAP_LEFT);
+
+    /* leadership handed to another member (libraft sends its TimeoutNow with no callback) */
+    int from = leader();
+    raft_id to = (raft_id)((from + 1) % N) + 1;
+    static struct raft_transfer treq;
+    transfers_done = 0;
+    assert_int_equal(raft_transfer(&M[from].raft, &treq, to, transfer_cb), 0);
+    RUN_UNTIL(transfers_done == 1 && leader() == (int)to - 1, 5000);
+    assert_int_equal(transfers_done, 1);
+    assert_int_equal(leader(), (int)to - 1);
     print_message("messages delivered %lu, dropped %lu\n", delivered, dropped);
     for (int i = 0; i < N; i++)
         member_stop(i);
