@@ -131,6 +131,8 @@ static json_t *my_suspects(double now)
 
 /* ---- links ---- */
 
+static char *beat_text(double now);
+
 static struct target *target_of_link(struct peer_link *l)
 {
     for (int i = 0; i < MON.ntargets; i++)
@@ -162,6 +164,12 @@ static void link_up(struct peer_link *l)
     /* beats go on a link we dialed when there is one: both ends then agree on little */
     if (!p->link || (peer_dialed(l) && !peer_dialed(p->link)))
         p->link = l;
+    /* a first beat now, not at the next period: a new link makes its peer healthy (and a new
+     * cluster formable) within a round trip */
+    char *txt = beat_text(cmcp_now_ms());
+    if (txt)
+        peer_send(l, PEER_HEARTBEAT, txt, strlen(txt));
+    free(txt);
 }
 
 static void link_down(struct peer_link *l, const char *why)
@@ -215,6 +223,8 @@ static void link_message(struct peer_link *l, int channel, const char *data, siz
     }
     if (channel != PEER_HEARTBEAT)
         return;
+    /* a peer that becomes healthy reaches the failover manager now, not a period later */
+    bool was_healthy = strcmp(health(p, now), "healthy") == 0;
     json_t *o = json_loadb(data, len, 0, NULL);
     json_t *t = json_object_get(o, "t");
     if (json_is_true(json_object_get(o, "echo"))) {
@@ -246,6 +256,8 @@ static void link_message(struct peer_link *l, int channel, const char *data, siz
         json_decref(echo);
     }
     json_decref(o);
+    if (!was_healthy && strcmp(health(p, now), "healthy") == 0)
+        publish_view(now);
 }
 
 static const struct peer_ops link_ops = {link_up, link_message, link_down};
@@ -389,18 +401,24 @@ static void publish_view(double now)
                               peers, "suspects", sus, "refused", (int)MON.env.refused));
 }
 
+/* A liveness beat: its send time, whom this node suspects, the map it holds (malloc'd). */
+static char *beat_text(double now)
+{
+    const struct cview *v = cview_get();
+    json_t *beat = json_pack("{s:f,s:o,s:I,s:s}", "t", now, "sus", my_suspects(now), "mv",
+                             (json_int_t)v->version, "mh", v->hash);
+    char *txt = json_dumps(beat, JSON_COMPACT);
+    json_decref(beat);
+    return txt;
+}
+
 static void hb_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)w;
     (void)revents;
     double now = cmcp_now_ms();
-    const struct cview *v = cview_get();
-    json_t *sus = my_suspects(now);
-    json_t *beat = json_pack("{s:f,s:o,s:I,s:s}", "t", now, "sus", sus, "mv",
-                             (json_int_t)v->version, "mh", v->hash);
-    char *txt = json_dumps(beat, JSON_COMPACT);
-    json_decref(beat);
+    char *txt = beat_text(now);
     for (int i = 0; i < MON.npeers; i++) {
         struct peer *p = &MON.peers[i];
         if (p->link && txt)
