@@ -33,7 +33,7 @@ static int check_sid(struct store *s, const char *sid, size_t *len)
     return 0;
 }
 
-static int stage(struct store *s, enum stage_kind kind, const char *sid, size_t sidlen,
+int store__stage(struct store *s, enum stage_kind kind, const char *sid, size_t sidlen,
                  const char *payload, size_t len, struct stage_op **opp)
 {
     struct stage_op *op = malloc(sizeof(*op) + sidlen + 1 + len + 1);
@@ -43,7 +43,8 @@ static int stage(struct store *s, enum stage_kind kind, const char *sid, size_t 
     op->kind = kind;
     op->sidlen = sidlen;
     op->len = len;
-    memcpy(op->buf, sid, sidlen + 1);
+    memcpy(op->buf, sid, sidlen); /* sid need not be NUL-terminated (a change's) */
+    op->buf[sidlen] = '\0';
     op->payload = op->buf + sidlen + 1;
     if (len)
         memcpy(op->payload, payload, len);
@@ -71,6 +72,7 @@ void store__stage_drop(struct store *s)
 void store_discard(struct store *s)
 {
     store__stage_drop(s);
+    store__pos_forget(s);
 }
 
 int store_session_put(struct store *s, const char *sid, const json_t *state)
@@ -85,7 +87,7 @@ int store_session_put(struct store *s, const char *sid, const json_t *state)
     char *text = json_dumps(state, JSON_COMPACT);
     if (!text)
         return store__err(s, -ENOMEM, "session %s: cannot serialise its state", sid);
-    rc = stage(s, STAGE_PUT, sid, sidlen, text, strlen(text), NULL);
+    rc = store__stage(s, STAGE_PUT, sid, sidlen, text, strlen(text), NULL);
     free(text);
     return rc;
 }
@@ -94,7 +96,7 @@ int store_session_del(struct store *s, const char *sid)
 {
     size_t sidlen;
     int rc = check_sid(s, sid, &sidlen);
-    return rc ? rc : stage(s, STAGE_DEL, sid, sidlen, NULL, 0, NULL);
+    return rc ? rc : store__stage(s, STAGE_DEL, sid, sidlen, NULL, 0, NULL);
 }
 
 int store_event_put(struct store *s, const char *sid, int stream, int64_t seq, bool final,
@@ -104,7 +106,7 @@ int store_event_put(struct store *s, const char *sid, int stream, int64_t seq, b
     struct stage_op *op = NULL;
     int rc = check_sid(s, sid, &sidlen);
     if (rc == 0)
-        rc = stage(s, STAGE_EVENT, sid, sidlen, text ? text : "", text ? strlen(text) : 0, &op);
+        rc = store__stage(s, STAGE_EVENT, sid, sidlen, text ? text : "", text ? strlen(text) : 0, &op);
     if (rc == 0) {
         op->stream = stream;
         op->seq = seq;
@@ -236,6 +238,15 @@ static int apply(struct store *s, MDB_txn *txn, const struct stage_op *op)
     MDB_val k = {op->sidlen, (void *)op->buf};
     if (op->kind == STAGE_EVENT)
         return apply_event(s, txn, op);
+    if (op->kind == STAGE_POS) {
+        MDB_val v = {STORE_HDR + op->len, NULL};
+        int rc = mdb_put(txn, s->db.meta, &k, &v, MDB_RESERVE);
+        if (rc == 0) {
+            memcpy((char *)v.mv_data + STORE_HDR, op->payload, op->len);
+            store__rec_seal(v.mv_data, v.mv_size, 0, k.mv_data, k.mv_size);
+        }
+        return rc;
+    }
     if (op->kind == STAGE_DEL) {
         int rc = mdb_del(txn, s->db.sess, &k, NULL);
         if (rc == 0 || rc == MDB_NOTFOUND)
@@ -306,6 +317,7 @@ int store_commit(struct store *s)
         return 0;
     if (!s->env) {
         store__stage_drop(s);
+        store__pos_forget(s);
         return store__err(s, -EIO, "closed after a fatal error; restart the shard");
     }
     char first[STORE_SID_MAX + 1];
@@ -330,6 +342,10 @@ int store_commit(struct store *s)
         mdb_txn_abort(txn);
     }
     store__stage_drop(s);
+    if (rc == 0)
+        store__pos_committed(s);
+    else
+        store__pos_forget(s);
     if (rc == 0) {
         store__reserve(s);
         store__trim_maybe(s);

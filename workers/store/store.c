@@ -442,6 +442,7 @@ void store_close(struct store *s)
         mdb_env_sync(s->env, 1);
     store__env_close(s);
     free(s->dir);
+    free(s->pos);
     free(s);
 }
 

@@ -120,6 +120,44 @@ int store_events_foreach(struct store *s, const char *sid, int stream, int64_t a
                          void *ud);
 int64_t store_last_seq(struct store *s, const char *sid); /* highest event seq stored, 0 if none */
 
+/*
+ * Replication (docs/cluster.md, "Replication"). Sessions belong to partitions
+ * (the number before the '-' of their id); each partition this store writes
+ * has a position (epoch, seq) and a chain value, kept durably with the data.
+ *
+ * The owner: after staging a request's writes and before store_commit,
+ * store_changes() groups what is staged by partition (part_of(sid) < 0: not
+ * replicated), numbers each group as the partition's next change under
+ * epoch_of(partition), and calls cb with it (valid during the call: copy it).
+ * The new positions commit with the data; send the changes only once
+ * store_commit returned 0. -ESTALE: epoch_of gave an epoch older than one
+ * this store already wrote (this node lost the partition).
+ *
+ * A replica: store_change_stage() checks a change against the partition's
+ * position and stages its writes and the new position (store_commit makes
+ * them durable, several changes in one commit if wished):
+ *   0        staged;
+ *   1        applied already (a resend): nothing staged;
+ *   -ESTALE  from an epoch older than the position's: a deposed owner;
+ *   -EAGAIN  a gap: fetch the changes after store_position()'s seq;
+ *   -EXDEV   this copy's history differs from the owner's (it holds writes
+ *            the owner never had, or was rebuilt): rebuild it from a snapshot;
+ *   -EINVAL  not a change (damaged). Nothing is staged on any error.
+ */
+#define STORE_PARTITIONS_MAX 4096
+int store_changes(struct store *s, int (*part_of)(const char *sid), uint64_t (*epoch_of)(int),
+                  int (*cb)(void *ud, int partition, const char *change, size_t len), void *ud);
+int store_change_stage(struct store *s, const char *change, size_t len);
+struct store_change_info {
+    int partition;
+    uint64_t epoch, seq, prev;
+    uint32_t nops;
+};
+/* The header of a change, checked (0), or -EINVAL. */
+int store_change_peek(const char *change, size_t len, struct store_change_info *info);
+/* The partition's position: staged if a change of it is staged, else committed (0, 0 if none). */
+int store_position(struct store *s, int partition, uint64_t *epoch, uint64_t *seq);
+
 struct store_stats {
     long sessions, events;
     size_t file_bytes; /* size of the data file */

@@ -28,13 +28,16 @@
 #define STORE__DAMAGED 1
 #define STORE__FAULT 2 /* a SIGBUS/SIGSEGV inside the check: damaged too */
 
-enum stage_kind { STAGE_PUT, STAGE_DEL, STAGE_EVENT };
+/* STAGE_POS (a partition's replication position, into meta) is last: a change's ops are
+ * never one. */
+enum stage_kind { STAGE_PUT, STAGE_DEL, STAGE_EVENT, STAGE_POS };
 
 /* One staged write; sid and payload live in the same allocation. */
 struct stage_op {
     struct stage_op *next;
     enum stage_kind kind;
     int stream;
+    int part; /* its partition, while store_changes() runs */
     bool final;
     int64_t seq;
     size_t sidlen, len; /* len: payload bytes, without its NUL */
@@ -61,6 +64,7 @@ struct store {
 
     struct stage_op *head, **tail;
     long nstaged;
+    struct store_pos *pos; /* replication positions by partition (change.c), or NULL */
 
     /* LMDB's read-only map of data.mdb (found in /proc/self/maps: LMDB does
      * not tell), whose pages store_trim() drops from the page tables. */
@@ -105,6 +109,12 @@ uint64_t store__get_u64(const void *p);
 
 /* commit.c */
 void store__stage_drop(struct store *s);
+int store__stage(struct store *s, enum stage_kind kind, const char *key, size_t keylen,
+                 const char *payload, size_t len, struct stage_op **opp);
+
+/* change.c: staged positions made the committed ones, or forgotten (reread from disk). */
+void store__pos_committed(struct store *s);
+void store__pos_forget(struct store *s);
 int store__evmeta_rebuild(MDB_txn *txn, const struct store_dbs *db);
 
 /* check.c: on a freshly opened env, STORE__DAMAGED + why, 0, or -errno. */
