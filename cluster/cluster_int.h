@@ -31,6 +31,11 @@ int relay_parse(const char *data, size_t len, int *kind, char node[64], const ch
 
 /* A pub socket listening at addr; 0 or an nng error. */
 int cluster_pub_open(nng_socket *s, const char *addr);
+/* Calls republish on loop's thread whenever a subscriber connects to s, so that a process
+ * (re)started after a publication hears the current state at once, not a period later. w must
+ * live as long as s. */
+void cluster_pub_on_subscriber(nng_socket s, struct ev_loop *loop, ev_async *w,
+                               void (*republish)(struct ev_loop *, ev_async *, int));
 /* Publishes "topic json" (json stolen) without blocking; a full queue drops it. */
 void cluster_publish(nng_socket s, const char *topic, json_t *o);
 

@@ -56,6 +56,24 @@ int cluster_pub_open(nng_socket *s, const char *addr)
     return rv;
 }
 
+static void subscriber_added(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+    (void)p;
+    (void)ev;
+    ev_async *w = arg;
+    ev_async_send((struct ev_loop *)w->data, w);
+}
+
+void cluster_pub_on_subscriber(nng_socket s, struct ev_loop *loop, ev_async *w,
+                               void (*republish)(struct ev_loop *, ev_async *, int))
+{
+    ev_async_init(w, republish);
+    w->data = loop;
+    ev_async_start(loop, w);
+    ev_unref(loop); /* it alone does not keep the loop running */
+    nng_pipe_notify(s, NNG_PIPE_EV_ADD_POST, subscriber_added, w);
+}
+
 void cluster_publish(nng_socket s, const char *topic, json_t *o)
 {
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;

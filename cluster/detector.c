@@ -34,6 +34,7 @@ static struct {
     struct ipc_keep keep;
     ev_io sub_w;
     ev_timer tick_w;
+    ev_async newsub_w;
     double lease_until;
     bool ever_leased, fenced, have_map_self;
     char leader[MAP_NODE_ID_MAX];
@@ -125,6 +126,13 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
                               "reason", fenced ? reason() : "", "leader", D.leader));
 }
 
+static void fence_subscribed(struct ev_loop *loop, ev_async *w, int revents)
+{
+    (void)w;
+    (void)revents;
+    tick_cb(loop, &D.tick_w, 0);
+}
+
 int split_brain_detector_main(struct proc_args *a)
 {
     int rc = cluster_role_start(a, "split_brain_detector", &D.cc, &D.loop);
@@ -137,6 +145,8 @@ int split_brain_detector_main(struct proc_args *a)
     int rv, fd;
     ipc_addr_cluster_fence(addr, sizeof(addr), a->run_dir);
     if ((rv = cluster_pub_open(&D.pub, addr)) == 0 && (rv = nng_sub0_open(&D.sub)) == 0) {
+        /* a shard (re)started hears the fence at once, not at the next heartbeat */
+        cluster_pub_on_subscriber(D.pub, D.loop, &D.newsub_w, fence_subscribed);
         nng_socket_set(D.sub, NNG_OPT_SUB_SUBSCRIBE, "lease ", 6);
         ipc_socket_tune(D.sub);
         ipc_addr_cluster_map(addr, sizeof(addr), a->run_dir);

@@ -312,6 +312,16 @@ static void soon_cb(struct ev_loop *loop, ev_timer *w, int revents)
     publish_lease();
 }
 
+/* a worker or the detector (re)started: the map and the lease now */
+static void map_subscribed(struct ev_loop *loop, ev_async *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+    mgr_publish_map();
+    publish_lease();
+}
+
 static void pub_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
@@ -649,6 +659,7 @@ static int sockets_open(void)
     ipc_addr_cluster_map(addr, sizeof(addr), mgr.a->run_dir);
     if ((rv = cluster_pub_open(&mgr.map_pub, addr)) != 0)
         return rv;
+    cluster_pub_on_subscriber(mgr.map_pub, mgr.loop, &mgr.newsub_w, map_subscribed);
     ipc_addr_cluster_ctl(addr, sizeof(addr), mgr.a->run_dir);
     if ((rv = nng_rep0_open(&mgr.ctl_rep)) != 0 || (rv = nng_listen(mgr.ctl_rep, addr, NULL, 0)) ||
         (rv = nng_socket_get_int(mgr.ctl_rep, NNG_OPT_RECVFD, &fd)) != 0)

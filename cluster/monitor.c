@@ -80,6 +80,7 @@ static struct {
     int nlinks;
     ev_timer hb_w, dial_w;
     nng_socket view_pub;
+    ev_async newsub_w; /* a subscriber connected to view_pub */
     /* the relay to the failover manager */
     int relay_fd;
     char relay_path[512];
@@ -428,6 +429,15 @@ static void hb_cb(struct ev_loop *loop, ev_timer *w, int revents)
     publish_view(now);
 }
 
+/* a failover manager or detector (re)started: the view now, not at the next beat */
+static void view_subscribed(struct ev_loop *loop, ev_async *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+    publish_view(cmcp_now_ms());
+}
+
 /* ---- the relay ---- */
 
 static void relay_frame_in(struct dlink *dl, const char *data, size_t len)
@@ -478,6 +488,8 @@ int cluster_monitor_main(struct proc_args *a)
     char addr[512], err[300];
     ipc_addr_cluster_view(addr, sizeof(addr), a->run_dir);
     int rv = cluster_pub_open(&MON.view_pub, addr);
+    if (rv == 0)
+        cluster_pub_on_subscriber(MON.view_pub, MON.loop, &MON.newsub_w, view_subscribed);
     ipc_addr_cluster_relay(MON.relay_path, sizeof(MON.relay_path), a->run_dir);
     MON.relay_fd = rv == 0 ? sock_unix_listen(MON.relay_path) : -1;
     if (rv != 0 || MON.relay_fd < 0) {

@@ -242,8 +242,14 @@ class MetricsTest(unittest.TestCase):
             try:
                 m = metrics(self.p.metrics)
                 seen = (m.get(("cmcp_supervisor_restarts_total", label)), m.get(("cmcp_ready", "")))
-                if seen == (restarts, 1):
+                # Each owner republishes on its own second: wait for the request counters too.
+                behind = [k for k, v in before.items()
+                          if k[0] == "cmcp_requests_total" and m.get(k, 0) < v]
+                if seen == (restarts, 1) and not behind:
                     break
+                if seen == (restarts, 1):
+                    seen = f"{seen}, request counters not yet back: {behind}"
+
             except OSError as e:
                 seen = e
             if time.monotonic() > deadline:
