@@ -11,6 +11,7 @@ const struct cfg_key cluster_cfg_keys[] = {
     {"cluster", "partitions", CFG_INT, NULL, 1, 4096},
     {"cluster", "replication_factor", CFG_INT, NULL, 1, 5},
     {"cluster", "replication", CFG_ENUM, "sync|async", 0, 0},
+    {"cluster", "replica_ack_timeout_ms", CFG_INT, NULL, 20, 60000},
     {"cluster", "split_brain_strategy", CFG_ENUM, "winner_takes_all|oldest_node|configured_master",
      0, 0},
     {"cluster", "master", CFG_STR, NULL, 0, 0},

@@ -121,10 +121,11 @@ int cluster_conf_load(struct cluster_conf *cc, struct cfg *c, char *err, size_t 
     if (cc->expect == 0)
         cc->expect = cc->bind_port ? 1 + cc->nseeds : 1;
     cc->partitions = (int)cfg_get_long(c, "cluster", "partitions", MAP_DEFAULT_PARTITIONS);
-    if (cfg_get_long(c, "cluster", "replication_factor", 1) != 1)
+    cc->rf = (int)cfg_get_long(c, "cluster", "replication_factor", 1);
+    if (cc->rf > 1 && !cc->bind_port)
         return bad(c, "replication_factor", err, errlen, "%s",
-                   "only 1 is available in this version: each partition has one copy, and the "
-                   "sessions of a partition that moves are lost (docs/cluster.md)");
+                   "copies live on other nodes: a replication factor above 1 needs [cluster] "
+                   "bind (and peers)");
     cc->voters = (int)cfg_get_long(c, "cluster", "voters", 3);
     const char *st = cfg_get(c, "cluster", "split_brain_strategy", "winner_takes_all");
     cc->strategy = strcmp(st, "oldest_node") == 0         ? SB_OLDEST_NODE

@@ -22,6 +22,7 @@ struct cluster_conf {
     int nseeds;
     int expect;                   /* members a new cluster waits for before it bootstraps */
     int partitions;
+    int rf;                       /* replication factor a new cluster is made with */
     int voters;
     enum sb_strategy strategy;
     char master[MAP_NODE_ID_MAX];

@@ -76,9 +76,10 @@ void leader_applied(const char *cmd, size_t len, enum map_result r)
             ev_timer_start(mgr.loop, &mgr.beat_w);
         }
     }
-    if (op && mgr_is_leader() && strcmp(op, "beat") != 0 && strcmp(op, "assign") != 0)
+    bool placed = op && (strcmp(op, "assign") == 0 || strcmp(op, "place") == 0);
+    if (op && mgr_is_leader() && strcmp(op, "beat") != 0 && !placed)
         mgr_kick(); /* membership changed: voters and owners follow now, not at the period */
-    if (op && strcmp(op, "assign") == 0) {
+    if (placed) {
         /* a failover completes when the partitions of the downed member have owners again */
         for (int k = 0; k < mgr.fsm.map.nnodes; k++) {
             if (!mgr.suspect_since[k] || mgr.fsm.map.nodes[k].state != MAP_DOWN ||
@@ -384,6 +385,40 @@ static void mark_downs(double now)
 
 /* ---- ownership ---- */
 
+/* rf > 1: promotions to in-sync replicas, placement of new partitions with their replicas. */
+static void plan_replicated(double now, enum map_plan_mode mode)
+{
+    const struct cluster_map *m = &mgr.fsm.map;
+    static struct map_move mv[MAP_MAX_PARTITIONS];
+    int n = map_plan_replicated(m, mgr.cc.expect, mode, MOVES_PER_TICK, mv, MAP_MAX_PARTITIONS);
+    L.planned_version = m->version;
+    L.last_plan = now;
+    int promoted = 0, lost = 0, placed = 0;
+    for (int i = 0; i < n; i++) {
+        const struct map_partition *pp = &m->parts[mv[i].part];
+        if (pp->epoch == 0)
+            placed++;
+        else if (map_is_replica(m, mv[i].part, mv[i].owner) || pp->owner == mv[i].owner)
+            promoted++;
+        else
+            lost++;
+    }
+    for (int i = 0; i < n; i += 512) { /* commands of a bounded size */
+        char *cmd = map_cmd_place(m, mv + i, n - i < 512 ? n - i : 512);
+        mgr_propose(cmd);
+        free(cmd);
+    }
+    if (n)
+        log_info("cluster_place", "{s:i,s:i,s:i,s:s}", "new", placed, "promoted", promoted,
+                 "lost", lost, "mode", mode == MAP_PLAN_REBALANCE ? "rebalance"
+                                       : mode == MAP_PLAN_DRAIN   ? "drain"
+                                                                  : "failover");
+    if (lost)
+        log_error("cluster_partitions_lost", "{s:i,s:s}", "partitions", lost, "effect",
+                  "no member holding a copy of them is up: they start empty on a new owner "
+                  "(their sessions are gone)");
+}
+
 static void plan(double now)
 {
     const struct cluster_map *m = &mgr.fsm.map;
@@ -395,6 +430,10 @@ static void plan(double now)
     enum map_plan_mode mode = now < L.rebalance_until ? MAP_PLAN_REBALANCE
                               : draining              ? MAP_PLAN_DRAIN
                                                       : MAP_PLAN_FAILOVER;
+    if (m->rf > 1) {
+        plan_replicated(now, mode);
+        return;
+    }
     static int parts[MAP_MAX_PARTITIONS], owners[MAP_MAX_PARTITIONS], group[MAP_MAX_PARTITIONS];
     int n = map_plan(m, mgr.cc.expect, mode, MOVES_PER_TICK, parts, owners, MAP_MAX_PARTITIONS);
     L.planned_version = m->version;
@@ -420,7 +459,7 @@ void leader_tick(double now)
 {
     if (!mgr.fsm.map.npart) {
         if (now - L.last_init > 1000) {
-            char *cmd = map_cmd_init(mgr.cc.partitions);
+            char *cmd = map_cmd_init(mgr.cc.partitions, mgr.cc.rf);
             mgr_propose(cmd);
             free(cmd);
             L.last_init = now;

@@ -608,6 +608,25 @@ static json_t *ctl_request(json_t *req)
                              "off); retry");
         return json_pack("{s:b,s:b,s:s}", "ok", 1, "submitted", 1, "node", node);
     }
+    if (strcmp(op, "isr_drop") == 0) {
+        /* an owner's shard: a replica did not acknowledge in time, and writes wait for it */
+        json_t *part = json_object_get(req, "part"), *epoch = json_object_get(req, "epoch");
+        const char *node = json_string_value(json_object_get(req, "node"));
+        if (!json_is_integer(part) || !json_is_integer(epoch) || !node)
+            return json_pack("{s:b,s:s,s:s}", "ok", 0, "error", "badarg", "message",
+                             "isr_drop needs part, epoch and node");
+        char *cmd = map_cmd_isr_drop((int)json_integer_value(part),
+                                     (uint64_t)json_integer_value(epoch), node);
+        int rc = mgr_propose(cmd);
+        free(cmd);
+        if (rc != 0)
+            return json_pack("{s:b,s:s,s:s}", "ok", 0, "error", "unavailable", "message",
+                             "no leader to take the change now; retry");
+        log_notice("cluster_isr_drop_asked", "{s:I,s:s,s:I}", "partition",
+                   (json_int_t)json_integer_value(part), "replica", node, "epoch",
+                   (json_int_t)json_integer_value(epoch));
+        return json_pack("{s:b,s:b}", "ok", 1, "submitted", 1);
+    }
     if (strcmp(op, "rebalance") == 0) {
         const char *l = mgr_leader();
         if (!l || mgr_send_control(l, json_pack("{s:s}", "op", "rebalance")) != 0)

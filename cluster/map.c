@@ -51,8 +51,35 @@ static int state_parse(const char *s)
 void map_init(struct cluster_map *m)
 {
     memset(m, 0, sizeof(*m));
+    m->rf = 1;
     for (int p = 0; p < MAP_MAX_PARTITIONS; p++)
         m->parts[p].owner = -1;
+}
+
+bool map_is_replica(const struct cluster_map *m, int p, int i)
+{
+    for (int k = 0; k < m->parts[p].nrep; k++)
+        if (m->parts[p].rep[k] == i)
+            return true;
+    return false;
+}
+
+/* Takes node index i out of every in-sync set: it went down, left or restarted with nothing
+ * promised about its store. Whether anything changed. */
+static bool drop_replica_everywhere(struct cluster_map *m, int i)
+{
+    bool changed = false;
+    for (int p = 0; p < m->npart; p++) {
+        struct map_partition *pp = &m->parts[p];
+        for (int k = 0; k < pp->nrep; k++)
+            if (pp->rep[k] == i) {
+                memmove(&pp->rep[k], &pp->rep[k + 1], (size_t)(pp->nrep - k - 1) * sizeof(pp->rep[0]));
+                pp->nrep--;
+                changed = true;
+                break;
+            }
+    }
+    return changed;
 }
 
 int map_node_find(const struct cluster_map *m, const char *id)
@@ -106,6 +133,14 @@ static uint64_t finish(uint64_t h)
     return h;
 }
 
+/* Rendezvous hashing: how much partition part wants member i (the same on every node). */
+static uint64_t score(const struct cluster_map *m, int part, int i)
+{
+    uint32_t p = (uint32_t)part;
+    uint64_t h = mix(0xcbf29ce484222325ULL, &p, sizeof(p));
+    return finish(mix(h, m->nodes[i].id, strlen(m->nodes[i].id)));
+}
+
 int map_preferred(const struct cluster_map *m, int part)
 {
     int best = -1;
@@ -113,15 +148,88 @@ int map_preferred(const struct cluster_map *m, int part)
     for (int i = 0; i < m->nnodes; i++) {
         if (m->nodes[i].state != MAP_UP)
             continue;
-        uint32_t p = (uint32_t)part;
-        uint64_t h = mix(0xcbf29ce484222325ULL, &p, sizeof(p));
-        h = finish(mix(h, m->nodes[i].id, strlen(m->nodes[i].id)));
+        uint64_t h = score(m, part, i);
         if (best < 0 || h > best_score) {
             best = i;
             best_score = h;
         }
     }
     return best;
+}
+
+/* The members that are up, most wanted by partition part first. Returns their count. */
+static int ranked(const struct cluster_map *m, int part, int *out)
+{
+    int n = 0;
+    uint64_t sc[MAP_MAX_NODES];
+    for (int i = 0; i < m->nnodes; i++) {
+        if (m->nodes[i].state != MAP_UP)
+            continue;
+        uint64_t h = score(m, part, i);
+        int j = n++;
+        for (; j > 0 && sc[j - 1] < h; j--) {
+            sc[j] = sc[j - 1];
+            out[j] = out[j - 1];
+        }
+        sc[j] = h;
+        out[j] = i;
+    }
+    return n;
+}
+
+int map_plan_replicated(const struct cluster_map *m, int min_up, enum map_plan_mode mode,
+                        int moves, struct map_move *mv, int max)
+{
+    int n = 0, up = map_up(m);
+    int order[MAP_MAX_NODES];
+    for (int p = 0; p < m->npart && n < max; p++) {
+        const struct map_partition *pp = &m->parts[p];
+        int o = pp->owner;
+        bool live = o >= 0 && serving(&m->nodes[o]);
+        bool drain = live && mode != MAP_PLAN_FAILOVER && m->nodes[o].state == MAP_DRAINING;
+        int nr = ranked(m, p, order);
+        if (nr == 0)
+            continue;
+        struct map_move x = {.part = p, .epoch = pp->epoch, .owner = -1};
+        if (pp->epoch == 0 && o < 0) {
+            if (up < min_up)
+                continue; /* a forming cluster: wait for its first members */
+            x.owner = order[0];
+            for (int k = 1; k < nr && x.nrep < m->rf - 1; k++)
+                x.rep[x.nrep++] = order[k];
+        } else if (!live || drain) {
+            if (drain && moves <= 0)
+                continue;
+            /* the in-sync replica the partition wants most; the others stay */
+            for (int k = 0; k < nr && x.owner < 0; k++)
+                if (map_is_replica(m, p, order[k]))
+                    x.owner = order[k];
+            if (x.owner < 0 && drain)
+                continue; /* no copy to hand over to: it stays until one exists */
+            if (x.owner < 0) {
+                x.owner = order[0]; /* nothing left anywhere: a fresh start, counted as lost */
+            } else {
+                for (int k = 0; k < pp->nrep; k++)
+                    if (pp->rep[k] != x.owner && m->nodes[pp->rep[k]].state == MAP_UP)
+                        x.rep[x.nrep++] = pp->rep[k];
+            }
+            if (drain)
+                moves--;
+        } else if (mode == MAP_PLAN_REBALANCE && moves > 0 && order[0] != o &&
+                   map_is_replica(m, p, order[0])) {
+            /* hand over to the preferred member, which holds a copy; the old owner keeps one */
+            x.owner = order[0];
+            x.rep[x.nrep++] = o;
+            for (int k = 0; k < pp->nrep && x.nrep < m->rf - 1; k++)
+                if (pp->rep[k] != x.owner)
+                    x.rep[x.nrep++] = pp->rep[k];
+            moves--;
+        } else {
+            continue;
+        }
+        mv[n++] = x;
+    }
+    return n;
 }
 
 int map_plan(const struct cluster_map *m, int min_up, enum map_plan_mode mode, int moves,
@@ -181,9 +289,9 @@ static bool u64_parse(const json_t *j, uint64_t *out)
     return *end == '\0';
 }
 
-char *map_cmd_init(int partitions)
+char *map_cmd_init(int partitions, int rf)
 {
-    return dump(json_pack("{s:s,s:i}", "op", "init", "partitions", partitions));
+    return dump(json_pack("{s:s,s:i,s:i}", "op", "init", "partitions", partitions, "rf", rf));
 }
 
 char *map_cmd_join(const char *node, uint64_t incarnation, const char *endpoint)
@@ -230,9 +338,14 @@ static enum map_result apply_init(struct cluster_map *m, const json_t *c)
     if (!json_is_integer(p) || json_integer_value(p) < 1 ||
         json_integer_value(p) > MAP_MAX_PARTITIONS)
         return MAP_BAD;
+    json_t *rf = json_object_get(c, "rf"); /* absent: a log written before replication */
+    if (rf && (!json_is_integer(rf) || json_integer_value(rf) < 1 ||
+               json_integer_value(rf) > MAP_MAX_REPLICAS + 1))
+        return MAP_BAD;
     if (m->npart)
         return MAP_NOOP; /* fixed at bootstrap */
     m->npart = (int)json_integer_value(p);
+    m->rf = rf ? (int)json_integer_value(rf) : 1;
     m->version++;
     return MAP_OK;
 }
@@ -263,9 +376,11 @@ static enum map_result apply_join(struct cluster_map *m, const char *id, uint64_
         return MAP_STALE; /* a member that left comes back only as a new incarnation (restarted) */
     bool changed = false;
     if (n->incarnation != inc) {
-        /* a restart: the new incarnation starts its own liveness */
+        /* a restart: the new incarnation starts its own liveness, and its store is not counted
+         * on as a copy of anything (it may be a new disk) */
         n->incarnation = inc;
         n->beat = 0;
+        drop_replica_everywhere(m, i);
         changed = true;
     }
     if (n->state == MAP_DOWN || n->state == MAP_LEFT) {
@@ -315,6 +430,141 @@ static enum map_result apply_assign(struct cluster_map *m, const json_t *c)
     return MAP_OK;
 }
 
+/* Node ids as indexes into out (at most max); -1 when one is not a member or not up. */
+static int up_ids(const struct cluster_map *m, const json_t *a, int *out, int max)
+{
+    if (!json_is_array(a) || json_array_size(a) > (size_t)max)
+        return -1;
+    size_t k;
+    json_t *v;
+    json_array_foreach(a, k, v)
+    {
+        int i = map_node_find(m, json_string_value(v));
+        if (i < 0 || m->nodes[i].state != MAP_UP)
+            return -1;
+        for (size_t j = 0; j < k; j++)
+            if (out[j] == i)
+                return -1;
+        out[k] = i;
+    }
+    return (int)json_array_size(a);
+}
+
+/* Whether no copy of partition p is left on a member that is up. */
+static bool no_copy_left(const struct cluster_map *m, int p)
+{
+    const struct map_partition *pp = &m->parts[p];
+    if (pp->owner >= 0 && serving(&m->nodes[pp->owner]))
+        return false;
+    for (int k = 0; k < pp->nrep; k++)
+        if (m->nodes[pp->rep[k]].state == MAP_UP)
+            return false;
+    return true;
+}
+
+static enum map_result apply_place(struct cluster_map *m, const json_t *c)
+{
+    json_t *moves = json_object_get(c, "moves");
+    if (!json_is_array(moves) || m->rf < 2)
+        return MAP_BAD;
+    size_t k;
+    json_t *v;
+    json_array_foreach(moves, k, v)
+    {
+        json_t *p = json_object_get(v, "p"), *e = json_object_get(v, "epoch");
+        if (!json_is_integer(p) || json_integer_value(p) < 0 || json_integer_value(p) >= m->npart ||
+            !json_is_integer(e) || json_integer_value(e) < 0 ||
+            !json_is_string(json_object_get(v, "owner")) ||
+            !json_is_array(json_object_get(v, "rep")) ||
+            json_array_size(json_object_get(v, "rep")) > (size_t)(m->rf - 1))
+            return MAP_BAD;
+    }
+    int changed = 0, stale = 0;
+    json_array_foreach(moves, k, v)
+    {
+        int p = (int)json_integer_value(json_object_get(v, "p"));
+        struct map_partition *pp = &m->parts[p];
+        int owner = map_node_find(m, json_string_value(json_object_get(v, "owner")));
+        int rep[MAP_MAX_REPLICAS];
+        int nrep = up_ids(m, json_object_get(v, "rep"), rep, MAP_MAX_REPLICAS);
+        if ((uint64_t)json_integer_value(json_object_get(v, "epoch")) != pp->epoch || owner < 0 ||
+            m->nodes[owner].state != MAP_UP || nrep < 0) {
+            stale++;
+            continue;
+        }
+        bool fresh = pp->epoch == 0, lost = !fresh && no_copy_left(m, p);
+        bool ok = owner == pp->owner || fresh || lost || map_is_replica(m, p, owner);
+        for (int j = 0; ok && j < nrep; j++) /* a replica is in sync only if it has everything */
+            ok = rep[j] != owner && (fresh || lost || rep[j] == pp->owner ||
+                                     map_is_replica(m, p, rep[j]));
+        if (!ok) {
+            stale++;
+            continue;
+        }
+        bool same = owner == pp->owner && nrep == pp->nrep;
+        for (int j = 0; same && j < nrep; j++)
+            same = pp->rep[j] == rep[j];
+        if (same)
+            continue;
+        if (owner != pp->owner) {
+            pp->owner = owner;
+            pp->epoch++;
+            if (lost)
+                m->lost++;
+        }
+        pp->nrep = nrep;
+        for (int j = 0; j < nrep; j++)
+            pp->rep[j] = (int16_t)rep[j];
+        changed++;
+    }
+    if (!changed)
+        return stale ? MAP_STALE : MAP_NOOP;
+    m->version++;
+    return MAP_OK;
+}
+
+static enum map_result apply_isr_drop(struct cluster_map *m, const json_t *c)
+{
+    json_t *p = json_object_get(c, "part"), *e = json_object_get(c, "epoch");
+    if (!json_is_integer(p) || json_integer_value(p) < 0 || json_integer_value(p) >= m->npart ||
+        !json_is_integer(e))
+        return MAP_BAD;
+    int i = map_node_find(m, json_string_value(json_object_get(c, "node")));
+    if (i < 0)
+        return MAP_UNKNOWN;
+    struct map_partition *pp = &m->parts[json_integer_value(p)];
+    if ((uint64_t)json_integer_value(e) != pp->epoch)
+        return MAP_STALE; /* the partition moved since the owner asked */
+    for (int k = 0; k < pp->nrep; k++)
+        if (pp->rep[k] == i) {
+            memmove(&pp->rep[k], &pp->rep[k + 1], (size_t)(pp->nrep - k - 1) * sizeof(pp->rep[0]));
+            pp->nrep--;
+            m->version++;
+            return MAP_OK;
+        }
+    return MAP_NOOP;
+}
+
+char *map_cmd_place(const struct cluster_map *m, const struct map_move *mv, int n)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++) {
+        json_t *rep = json_array();
+        for (int k = 0; k < mv[i].nrep; k++)
+            json_array_append_new(rep, json_string(m->nodes[mv[i].rep[k]].id));
+        json_array_append_new(a, json_pack("{s:i,s:I,s:s,s:o}", "p", mv[i].part, "epoch",
+                                           (json_int_t)mv[i].epoch, "owner",
+                                           m->nodes[mv[i].owner].id, "rep", rep));
+    }
+    return dump(json_pack("{s:s,s:o}", "op", "place", "moves", a));
+}
+
+char *map_cmd_isr_drop(int part, uint64_t epoch, const char *node)
+{
+    return dump(json_pack("{s:s,s:i,s:I,s:s}", "op", "isr_drop", "part", part, "epoch",
+                          (json_int_t)epoch, "node", node));
+}
+
 enum map_result map_apply(struct cluster_map *m, const char *cmd, size_t len, uint64_t index)
 {
     if (index > m->applied)
@@ -333,6 +583,10 @@ enum map_result map_apply(struct cluster_map *m, const char *cmd, size_t len, ui
         r = apply_init(m, c);
     } else if (strcmp(op, "assign") == 0) {
         r = apply_assign(m, c);
+    } else if (strcmp(op, "place") == 0) {
+        r = apply_place(m, c);
+    } else if (strcmp(op, "isr_drop") == 0) {
+        r = apply_isr_drop(m, c);
     } else if (!id) {
         r = MAP_BAD;
     } else if (strcmp(op, "join") == 0) {
@@ -360,7 +614,10 @@ enum map_result map_apply(struct cluster_map *m, const char *cmd, size_t len, ui
         else if (!serving(n))
             r = MAP_NOOP;
         else {
+            /* its copies stop counting in the same change that ends its lease: an owner never
+             * waits for it again, and never acknowledges without it before this applied */
             n->state = MAP_DOWN;
+            drop_replica_everywhere(m, i);
             m->version++;
             r = MAP_OK;
         }
@@ -369,6 +626,7 @@ enum map_result map_apply(struct cluster_map *m, const char *cmd, size_t len, ui
             r = MAP_NOOP;
         else {
             n->state = MAP_LEFT;
+            drop_replica_everywhere(m, i);
             m->version++;
             r = MAP_OK;
         }
@@ -393,7 +651,8 @@ enum map_result map_apply(struct cluster_map *m, const char *cmd, size_t len, ui
 
 json_t *map_to_json(const struct cluster_map *m)
 {
-    json_t *nodes = json_array(), *owners = json_array(), *epochs = json_array();
+    json_t *nodes = json_array(), *owners = json_array(), *epochs = json_array(),
+           *replicas = json_array();
     for (int i = 0; i < m->nnodes; i++) {
         const struct map_node *n = &m->nodes[i];
         json_array_append_new(nodes, json_pack("{s:s,s:o,s:s,s:s,s:I,s:I,s:i}", "id", n->id,
@@ -406,12 +665,18 @@ json_t *map_to_json(const struct cluster_map *m)
     for (int p = 0; p < m->npart; p++) {
         json_array_append_new(owners, json_integer(m->parts[p].owner));
         json_array_append_new(epochs, json_integer((json_int_t)m->parts[p].epoch));
+        json_t *r = json_array();
+        for (int k = 0; k < m->parts[p].nrep; k++)
+            json_array_append_new(r, json_integer(m->parts[p].rep[k]));
+        json_array_append_new(replicas, r);
     }
     char hash[17];
     map_hash(m, hash);
-    return json_pack("{s:I,s:I,s:i,s:s,s:o,s:o,s:o}", "version", (json_int_t)m->version,
-                     "applied", (json_int_t)m->applied, "partitions", m->npart, "hash", hash,
-                     "nodes", nodes, "owners", owners, "epochs", epochs);
+    return json_pack("{s:I,s:I,s:i,s:i,s:I,s:s,s:o,s:o,s:o,s:o}", "version",
+                     (json_int_t)m->version, "applied", (json_int_t)m->applied, "partitions",
+                     m->npart, "replication_factor", m->rf, "lost", (json_int_t)m->lost, "hash",
+                     hash, "nodes", nodes, "owners", owners, "epochs", epochs, "replicas",
+                     replicas);
 }
 
 int map_from_json(struct cluster_map *m, const json_t *j)
@@ -425,10 +690,15 @@ int map_from_json(struct cluster_map *m, const json_t *j)
     t->version = (uint64_t)json_integer_value(json_object_get(j, "version"));
     t->applied = (uint64_t)json_integer_value(json_object_get(j, "applied"));
     t->npart = (int)json_integer_value(json_object_get(j, "partitions"));
+    json_t *rf = json_object_get(j, "replication_factor"), *replicas = json_object_get(j, "replicas");
+    t->rf = rf ? (int)json_integer_value(rf) : 1;
+    t->lost = (uint64_t)json_integer_value(json_object_get(j, "lost"));
     bool ok = json_is_array(nodes) && json_array_size(nodes) <= MAP_MAX_NODES &&
               json_is_array(owners) && json_is_array(epochs) && t->npart >= 0 &&
               t->npart <= MAP_MAX_PARTITIONS && json_array_size(owners) == (size_t)t->npart &&
-              json_array_size(epochs) == (size_t)t->npart;
+              json_array_size(epochs) == (size_t)t->npart && t->rf >= 1 &&
+              t->rf <= MAP_MAX_REPLICAS + 1 &&
+              (!replicas || (json_is_array(replicas) && json_array_size(replicas) == (size_t)t->npart));
     size_t i;
     json_t *v;
     json_array_foreach(ok ? nodes : NULL, i, v)
@@ -457,6 +727,18 @@ int map_from_json(struct cluster_map *m, const json_t *j)
         }
         t->parts[p].owner = (int)o;
         t->parts[p].epoch = (uint64_t)json_integer_value(json_array_get(epochs, (size_t)p));
+        json_t *r = json_array_get(replicas, (size_t)p);
+        if (replicas && (!json_is_array(r) || json_array_size(r) > MAP_MAX_REPLICAS)) {
+            ok = false;
+            break;
+        }
+        for (size_t k = 0; ok && r && k < json_array_size(r); k++) {
+            json_int_t x = json_integer_value(json_array_get(r, k));
+            if (x < 0 || x >= t->nnodes)
+                ok = false;
+            else
+                t->parts[p].rep[t->parts[p].nrep++] = (int16_t)x;
+        }
     }
     if (ok)
         memcpy(m, t, sizeof(*m));
@@ -480,6 +762,10 @@ void map_hash(const struct cluster_map *m, char out[17])
     for (int p = 0; p < m->npart; p++) {
         h = mix(h, &m->parts[p].owner, sizeof(m->parts[p].owner));
         h = mix(h, &m->parts[p].epoch, sizeof(m->parts[p].epoch));
+        for (int k = 0; k < m->parts[p].nrep; k++)
+            h = mix(h, &m->parts[p].rep[k], sizeof(m->parts[p].rep[k]));
     }
+    if (m->rf > 1) /* a map without replication hashes as it always did */
+        h = mix(h, &m->rf, sizeof(m->rf));
     snprintf(out, 17, "%016" PRIx64, finish(h));
 }

@@ -37,6 +37,7 @@
 #define MAP_MAX_NODES 64
 #define MAP_MAX_PARTITIONS 4096
 #define MAP_DEFAULT_PARTITIONS 256
+#define MAP_MAX_REPLICAS 4 /* replication factor 5 at most: the owner and four */
 
 enum map_state { MAP_UP = 1, MAP_DRAINING, MAP_DOWN, MAP_LEFT };
 
@@ -52,12 +53,19 @@ struct map_node {
 struct map_partition {
     int owner; /* index into nodes[], -1 for none */
     uint64_t epoch;
+    /* The in-sync replicas (replication factor > 1): members whose stores hold every change
+     * the owner acknowledged. The owner acknowledges a write only once each of them has it;
+     * one leaves the set only by a committed command (a mark-down, an isr_drop). */
+    int nrep;
+    int16_t rep[MAP_MAX_REPLICAS];
 };
 
 struct cluster_map {
     uint64_t version; /* grows at every change of membership or ownership (not at beats) */
     uint64_t applied; /* the Raft index of the last command applied */
     int npart;        /* P, fixed by the first command (init); 0 before */
+    int rf;           /* replication factor, fixed by init (1: the owner only) */
+    uint64_t lost;    /* partitions placed after every copy of them was gone (rf > 1) */
     int nnodes;
     struct map_node nodes[MAP_MAX_NODES];
     struct map_partition parts[MAP_MAX_PARTITIONS];
@@ -79,7 +87,7 @@ void map_init(struct cluster_map *m);
 enum map_result map_apply(struct cluster_map *m, const char *cmd, size_t len, uint64_t index);
 
 /* Commands (malloc'd JSON text, NULL when out of memory). */
-char *map_cmd_init(int partitions);
+char *map_cmd_init(int partitions, int rf);
 char *map_cmd_join(const char *node, uint64_t incarnation, const char *endpoint);
 char *map_cmd_beat(const char *node, uint64_t incarnation, uint64_t seq);
 char *map_cmd_down(const char *node, uint64_t incarnation, uint64_t seen_beat);
@@ -87,6 +95,26 @@ char *map_cmd_leave(const char *node);
 char *map_cmd_drain(const char *node, bool drain);
 /* Gives partitions parts[0..n) to owner (a node id), each at epoch + 1. */
 char *map_cmd_assign(const int *parts, int n, const char *owner);
+
+/*
+ * Replicated placement (rf > 1). A move names the epoch it was planned on
+ * and applies only if the partition is still at it (a plan that an earlier
+ * move overtook changes nothing). The owner changes only to the current
+ * owner or one of its in-sync replicas while one of them is a member that
+ * is up (a promotion: epoch + 1); only when none is left may a partition go
+ * to a member that holds nothing (its sessions are lost, and the map says so
+ * by counting it in `lost`). Replicas must be up and not the owner.
+ */
+struct map_move {
+    int part;
+    uint64_t epoch; /* the epoch it was planned on */
+    int owner;      /* node index */
+    int nrep;
+    int rep[MAP_MAX_REPLICAS];
+};
+char *map_cmd_place(const struct cluster_map *m, const struct map_move *mv, int n);
+/* Takes node out of partition part's in-sync replicas (if part is still at epoch). */
+char *map_cmd_isr_drop(int part, uint64_t epoch, const char *node);
 
 /* ---- reading the map ---- */
 
@@ -117,6 +145,21 @@ enum map_plan_mode {
  */
 int map_plan(const struct cluster_map *m, int min_up, enum map_plan_mode mode, int moves,
              int *parts, int *owners, int max);
+
+/*
+ * The plan of a map with rf > 1, as moves (at most max): partitions never
+ * owned get their preferred member and the next rf - 1 by the same hashing
+ * (all empty: in sync from the start); partitions without a live owner are
+ * promoted to their best in-sync replica that is up (the others stay
+ * replicas), or, with none left, given to the preferred member (lost); in
+ * the drain and rebalance modes at most `moves` live owners hand over to an
+ * in-sync replica (drain: to any; rebalance: only to the preferred member),
+ * the old owner staying a replica unless it drains.
+ */
+int map_plan_replicated(const struct cluster_map *m, int min_up, enum map_plan_mode mode,
+                        int moves, struct map_move *mv, int max);
+/* Whether node index i is an in-sync replica of partition p. */
+bool map_is_replica(const struct cluster_map *m, int p, int i);
 
 /* The whole map as JSON (new reference): what workers and cmcpctl see; also the snapshot. */
 json_t *map_to_json(const struct cluster_map *m);

@@ -60,9 +60,15 @@ int cview_apply_map(struct cview *v, const char *json, size_t len)
         if (strcmp(json_string_value(json_object_get(n, "id")) ?: "", self) == 0)
             v->self = (int)i;
     }
+    json_t *rf = json_object_get(o, "replication_factor"), *reps = json_object_get(o, "replicas");
+    v->rf = rf ? (int)json_integer_value(rf) : 1;
     for (int p = 0; p < v->npart; p++) {
         v->owner[p] = (int16_t)json_integer_value(json_array_get(owners, (size_t)p));
         v->epoch[p] = (uint64_t)json_integer_value(json_array_get(epochs, (size_t)p));
+        json_t *r = json_array_get(reps, (size_t)p);
+        v->nrep[p] = 0;
+        for (size_t k = 0; k < json_array_size(r) && k < 4; k++)
+            v->rep[p][v->nrep[p]++] = (int16_t)json_integer_value(json_array_get(r, k));
     }
     json_decref(v->nodes);
     v->nodes = json_incref(nodes);
@@ -207,6 +213,27 @@ const struct cview *cview_get(void)
 int cview_partition_of(const char *sid)
 {
     return route_session_owner(sid);
+}
+
+static json_t *node_at(int i)
+{
+    return CV.v.nodes && i >= 0 ? json_array_get(CV.v.nodes, (size_t)i) : NULL;
+}
+
+const char *cview_node_id(int i)
+{
+    return json_string_value(json_object_get(node_at(i), "id"));
+}
+
+const char *cview_node_endpoint(int i)
+{
+    return json_string_value(json_object_get(node_at(i), "endpoint"));
+}
+
+bool cview_node_up(int i)
+{
+    const char *st = json_string_value(json_object_get(node_at(i), "state"));
+    return st && strcmp(st, "up") == 0;
 }
 
 bool cview_owns(int p)

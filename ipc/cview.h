@@ -41,6 +41,9 @@ struct cview {
     int16_t owner[CVIEW_MAX_PARTITIONS]; /* node index, -1 for none */
     uint64_t epoch[CVIEW_MAX_PARTITIONS];
     json_t *nodes;     /* the map's members as published (id, state, endpoint, ...) */
+    int rf;            /* the map's replication factor (1: owner only) */
+    uint8_t nrep[CVIEW_MAX_PARTITIONS];     /* in-sync replicas of each partition */
+    int16_t rep[CVIEW_MAX_PARTITIONS][4];   /* their node indexes */
     double lease_until; /* CLOCK_MONOTONIC ms */
     bool fenced;
     char reason[256];
@@ -60,6 +63,11 @@ const struct cview *cview_get(void);
 int cview_partition_of(const char *sid);
 /* Whether this node owns partition p in the map it holds (false without a map). */
 bool cview_owns(int p);
+/* Member i's id and peer endpoint (host:port) in the map held, or NULL. */
+const char *cview_node_id(int i);
+const char *cview_node_endpoint(int i);
+/* Whether member i is in state "up" in the map held. */
+bool cview_node_up(int i);
 /* Whether this node may acknowledge writes at now_ms (CLOCK_MONOTONIC); why not into why. */
 bool cview_may_write(double now_ms, char *why, size_t whylen);
 

@@ -30,6 +30,28 @@ from mcp_client import free_port  # noqa: E402
 COOKIE = "cluster-test-cookie-0123456789abcdef"
 
 
+def peer_port(shards=2):
+    """A free port whose next `shards` ports are free too: a node's shards serve replicas
+    at its peer port + 1 + shard index."""
+    import socket
+    for _ in range(50):
+        p = free_port()
+        if p + shards >= 65536:
+            continue
+        ok = True
+        for k in range(1, shards + 1):
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", p + k))
+            except OSError:
+                ok = False
+            finally:
+                s.close()
+        if ok:
+            return p
+    raise RuntimeError("no run of free ports for a node's peer and replica ports")
+
+
 def node_config(i, ports, http, tcp, seeds, cookie_file, expect, extra="", metrics=0):
     return """
 [node]
@@ -60,7 +82,7 @@ class Cluster:
     def __init__(self, n, expect=None, extra="", cookie=COOKIE, start=None, metrics=False):
         self.n = n
         self.first = list(range(n)) if start is None else start  # started on entering
-        self.peer_ports = [free_port() for _ in range(n)]
+        self.peer_ports = [peer_port() for _ in range(n)]
         self.http = [free_port() for _ in range(n)]
         self.tcp = [free_port() for _ in range(n)]
         self.metrics = [free_port() if metrics else 0 for _ in range(n)]

@@ -41,7 +41,7 @@ static void map_command(const uint8_t *data, size_t size)
 {
     static struct cluster_map m;
     map_init(&m);
-    char *prelude[] = {map_cmd_init(16), map_cmd_join("a", 1, "10.0.0.1:7400"),
+    char *prelude[] = {map_cmd_init(16, 2), map_cmd_join("a", 1, "10.0.0.1:7400"),
                        map_cmd_join("b", 2, "10.0.0.2:7400")};
     for (size_t i = 0; i < sizeof(prelude) / sizeof(prelude[0]); i++) {
         map_apply(&m, prelude[i], strlen(prelude[i]), i + 1);

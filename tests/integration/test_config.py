@@ -80,7 +80,7 @@ class Errors(Timed):
         self.assert_error(GOOD + "[cluster]\nlease_ms = 900\n", "lease_ms = 900",
                           "shorter than down_after_ms")
         self.assert_error(GOOD + "[cluster]\nreplication_factor = 2\n", "replication_factor",
-                          "only 1 is available", check=True)
+                          "needs [cluster] bind", check=True)
         self.assert_error(GOOD + "[cluster]\nsplit_brain_strategy = configured_master\n", None,
                           "master = NODE_ID")
         self.assert_error(GOOD, None, "CMCP_CLUSTER_DOWN_AFTER_MS", "longer than lease_ms",

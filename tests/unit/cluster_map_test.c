@@ -46,8 +46,8 @@ static void test_membership_and_placement(void **state)
     (void)state;
     static struct cluster_map m;
     map_init(&m);
-    assert_int_equal(apply_text(&m, map_cmd_init(256), 1), MAP_OK);
-    assert_int_equal(apply_text(&m, map_cmd_init(64), 2), MAP_NOOP); /* fixed at bootstrap */
+    assert_int_equal(apply_text(&m, map_cmd_init(256, 1), 1), MAP_OK);
+    assert_int_equal(apply_text(&m, map_cmd_init(64, 1), 2), MAP_NOOP); /* fixed at bootstrap */
     assert_int_equal(m.npart, 256);
     const char *ids[] = {"n1", "n2", "n3"};
     for (int i = 0; i < 3; i++)
@@ -115,9 +115,9 @@ static void test_commands_that_do_not_fit(void **state)
     assert_int_equal(map_apply(&m, "not json", 8, 1), MAP_BAD);
     assert_int_equal(map_apply(&m, "{\"op\":\"fly\"}", 12, 2), MAP_BAD);
     assert_int_equal(apply_text(&m, map_cmd_beat("ghost", 1, 1), 3), MAP_UNKNOWN);
-    assert_int_equal(apply_text(&m, map_cmd_init(0), 4), MAP_BAD);
-    assert_int_equal(apply_text(&m, map_cmd_init(MAP_MAX_PARTITIONS + 1), 5), MAP_BAD);
-    assert_int_equal(apply_text(&m, map_cmd_init(8), 6), MAP_OK);
+    assert_int_equal(apply_text(&m, map_cmd_init(0, 1), 4), MAP_BAD);
+    assert_int_equal(apply_text(&m, map_cmd_init(MAP_MAX_PARTITIONS + 1, 1), 5), MAP_BAD);
+    assert_int_equal(apply_text(&m, map_cmd_init(8, 1), 6), MAP_OK);
     int p = 8;
     assert_int_equal(apply_text(&m, map_cmd_join("a", 1, "x:1"), 7), MAP_OK);
     assert_int_equal(apply_text(&m, map_cmd_assign(&p, 1, "a"), 8), MAP_BAD); /* out of range */
@@ -142,7 +142,7 @@ static void test_renewal_and_mark_down_race(void **state)
     for (int order = 0; order < 2; order++) {
         struct cluster_map *m = order ? &b : &a;
         map_init(m);
-        apply_text(m, map_cmd_init(4), 1);
+        apply_text(m, map_cmd_init(4, 1), 1);
         apply_text(m, map_cmd_join("n", 7, "e:1"), 2);
         apply_text(m, map_cmd_beat("n", 7, 1), 3);
         /* a proposer saw beat 1 and proposes the mark-down; meanwhile the node renews (beat 2) */
@@ -160,7 +160,7 @@ static void test_json_round_trip_and_hash(void **state)
     (void)state;
     static struct cluster_map m, back;
     map_init(&m);
-    apply_text(&m, map_cmd_init(16), 1);
+    apply_text(&m, map_cmd_init(16, 1), 1);
     apply_text(&m, map_cmd_join("n1", UINT64_MAX, "h:1"), 2); /* incarnations use all 64 bits */
     apply_text(&m, map_cmd_join("n2", 5, "h:2"), 3);
     int ps[3] = {0, 5, 15};
@@ -294,7 +294,7 @@ static void assert_converged(void)
 static void form(void)
 {
     unsigned l = leader();
-    assert_int_equal(propose(l, map_cmd_init(64)), 0);
+    assert_int_equal(propose(l, map_cmd_init(64, 1)), 0);
     for (int i = 0; i < nservers; i++) {
         char id[8];
         snprintf(id, sizeof(id), "n%d", i);

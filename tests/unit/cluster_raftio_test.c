@@ -236,7 +236,7 @@ static void test_elect_replicate_restart_heal(void **state)
     }
     RUN_UNTIL(leader() >= 0, 5000);
     assert_true(leader() >= 0);
-    propose(map_cmd_init(32));
+    propose(map_cmd_init(32, 1));
     for (int i = 0; i < N; i++) {
         char id[8];
         snprintf(id, sizeof(id), "n%d", i + 1);

@@ -148,14 +148,32 @@ static void commit_now(void)
             rc = rc ? rc : -ENOMEM;
         json_decref(rec);
     }
+    bool replicating = rc == 0 && repl_active();
+    if (replicating)
+        rc = repl_collect(D.store); /* numbered changes, written with the data */
     if (rc == 0)
         rc = store_commit(D.store);
+    else
+        store_discard(D.store);
     if (rc == 0) {
         for (struct sess *s = batch; s; s = s->next_dirty) {
             s->in_batch = false;
             s->stored = true;
         }
-        D.committed(0, NULL);
+        if (replicating)
+            repl_round(gate_seal()); /* the replies go once the replicas have it */
+        else
+            D.committed(0, NULL);
+        return;
+    }
+    if (replicating)
+        repl_collect_abort();
+    if (rc == -ESTALE) {
+        D.refused++;
+        stats_counter("cmcp_writes_refused_total", "reason=\"not_owner\"")->value += 1;
+        D.committed(rc, "Not applied: this node no longer owns the session's partition (the "
+                        "cluster moved it). Retry: the new owner serves it");
+        roll_back_batch(batch);
         return;
     }
     D.commit_failures++;
@@ -214,14 +232,19 @@ void durable_event(struct sess *s, int stream, int64_t seq, bool final, const ch
     durable_commit_soon();
 }
 
-/* The session ends: out of memory, and out of the store with the next commit. */
-void durable_forget(struct sess *s)
+void durable_unlist(struct sess *s)
 {
     for (struct sess **pp = &D.dirty; *pp; pp = &(*pp)->next_dirty)
         if (*pp == s) {
             *pp = s->next_dirty;
             break;
         }
+}
+
+/* The session ends: out of memory, and out of the store with the next commit. */
+void durable_forget(struct sess *s)
+{
+    durable_unlist(s);
     if (s->stored || s->in_batch) {
         store_session_del(D.store, s->id);
         durable_commit_soon();
@@ -292,18 +315,27 @@ static void sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static int recover_cb(void *ud, const char *sid, json_t *rec)
 {
     (void)ud;
+    /* with replicas, the store also holds copies of other owners' partitions: not ours */
+    if (repl_active() && !cview_owns(cview_partition_of(sid)))
+        return 0;
+    durable_restore(sid, rec);
+    return 0;
+}
+
+void durable_restore(const char *sid, json_t *rec)
+{
     char err[256];
     mcp_session *ms = mcp_session_restore(shard_g.srv, json_object_get(rec, "state"), err, sizeof(err));
     if (!ms) {
         log_warn("session_unreadable", "{s:s,s:s,s:s}", "sid", sid, "error", err, "action",
                  "dropped");
         store_session_del(D.store, sid);
-        return 0;
+        return;
     }
     struct sess *s = sess_insert(sid, ms);
     if (!s) {
         mcp_session_free(ms);
-        return 0;
+        return;
     }
     s->next_stream = (int)json_integer_value(json_object_get(rec, "next_stream"));
     s->used = (unsigned)json_integer_value(json_object_get(rec, "used"));
@@ -312,7 +344,6 @@ static int recover_cb(void *ud, const char *sid, json_t *rec)
     /* A restart gives every session a fresh idle period rather than ending it at once. */
     s->last_active = cmcp_now_ms();
     shard_g.recovered++;
-    return 0;
 }
 
 
@@ -346,6 +377,8 @@ int durable_open(void (*committed)(int rc, const char *why), char *err, size_t e
     ev_init(&D.commit_w, commit_cb);
     double t0 = cmcp_now_ms();
     store_session_foreach(D.store, recover_cb, NULL);
+    if (repl_start(D.store, err, errlen) != 0)
+        return -1;
     if (store_has_staged(D.store))
         store_commit(D.store);
     stats_counter("cmcp_sessions_recovered_total", "")->value += (double)shard_g.recovered;
@@ -365,6 +398,7 @@ void durable_close(void)
     if (!D.store)
         return;
     durable_flush();
+    repl_stop();
     ev_timer_stop(shard_g.loop, &D.sweep_w);
     ev_timer_stop(shard_g.loop, &D.commit_w);
     store_close(D.store);

@@ -89,7 +89,7 @@ int shard_main(struct proc_args *a)
     /* The cluster: which partitions this node owns, and its lease (writes need both). The
      * cluster's processes start before the shards; their next publications arrive within a
      * heartbeat, and the shard reports ready with them (or, bounded, without them: fenced). */
-    cview_subscribe(shard_g.loop, a->run_dir, NULL);
+    cview_subscribe(shard_g.loop, a->run_dir, repl_map_changed);
     cview_fetch_map(a->run_dir, 500);
     for (double until = cmcp_now_ms() + 3000;
          cmcp_now_ms() < until && !(cview_get()->have_map && cview_get()->have_fence);)

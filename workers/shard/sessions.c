@@ -62,6 +62,23 @@ void sess_remove(struct sess *s, const char *why)
     free(s);
 }
 
+void sess_unload(struct sess *s)
+{
+    while (s->pending) {
+        struct slot *p = s->pending;
+        pending_remove(p);
+        struct wire_reply r = {.st = 404, .cancelled = true};
+        shard_reply(p, &r, NULL, NULL);
+    }
+    gate_forget(s);
+    durable_unlist(s);
+    HASH_DEL(shard_g.sessions, s);
+    shard_g.nsessions--;
+    gauge_sessions();
+    mcp_session_free(s->ms);
+    free(s);
+}
+
 /* Shutdown: out of memory only, the store keeps them. */
 void sess_drop_all(void)
 {

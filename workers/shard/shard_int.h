@@ -6,12 +6,17 @@
  *   dispatch.c  one handler a wire operation; request metrics
  *   host.c      the MCP engine's host: its messages become events and replies
  *   sessions.c  the session table and its cap
- *   gate.c      the ack gate: a reply leaves only once what it acknowledges is durable
+ *   gate.c      the ack gate: a reply leaves only once what it acknowledges is durable (and
+ *               replicated): commits' replies leave in batches, in commit order
  *   durable.c   the sessions in the store (workers/store): commits, recovery, expiry
+ *   replica.c   in a cluster with replicas: a commit's changes to the partitions' in-sync
+ *               replicas (their acks release its gate batch), changes from owners into the
+ *               store, and sessions in memory following the map's owners
  *   tools.c     external command tools, run under tool_sup
  * The arrows run down that list: nothing below calls back up into what
  * serves a request; the store reports a commit to the gate through the
- * callback the gate gave it.
+ * callback the gate gave it, or, with replicas, hands the commit's batch to
+ * replica.c, which releases it to the gate once the replicas have it.
  */
 #ifndef CMCP_SHARD_INT_H
 #define CMCP_SHARD_INT_H
@@ -132,8 +137,21 @@ struct sess *sess_create(struct slot *sl, const json_t *rid);
 /* Ends a session: its requests in flight end without an answer. */
 void sess_remove(struct sess *s, const char *why);
 void sess_drop_all(void);
+/* Out of memory only (this node no longer owns its partition; the store keeps it). */
+void sess_unload(struct sess *s);
 
 /* gate.c: the ack gate */
+struct gbatch;
+/* The replies held so far belong to the commit being made: a batch, released in order. NULL
+ * when out of memory (gate_ready(NULL) then lets what is held go once nothing is ahead). */
+struct gbatch *gate_seal(void);
+/* The commit failed: replies whose request changed a session in it become errors saying why. */
+void gate_fail(struct gbatch *b, const char *why);
+/* Its outcome is unknown (saved here, perhaps not on the copies): every reply of a request
+ * that changed a session says so. */
+void gate_unknown(struct gbatch *b, const char *why);
+/* b may go: it leaves once every batch sealed before it has. */
+void gate_ready(struct gbatch *b);
 void gate_reply(struct slot *sl, struct wire_reply *r, json_t *body, struct sess *s);
 /* A commit ended (rc 0, or -errno with the sentence a client reads: what failed, that it was
  * not applied, what to do); held replies go. */
@@ -152,9 +170,27 @@ void durable_commit_soon(void);
 void durable_changed(struct sess *s);
 void durable_event(struct sess *s, int stream, int64_t seq, bool final, const char *text);
 void durable_forget(struct sess *s);
+/* Off the list of sessions waiting for a commit (it leaves memory, not the store). */
+void durable_unlist(struct sess *s);
 void durable_flush(void);
 /* Events of one stream after `after` as [[stream, seq, text], ...]; *done when it has ended. */
 json_t *durable_replay(struct sess *s, int stream, int64_t after, bool *done);
 void durable_touch(struct sess *s, const json_t *msg);
+/* A stored session back into memory (recovery, a promotion). */
+void durable_restore(const char *sid, json_t *rec);
+
+/* replica.c */
+int repl_start(struct store *st, char *err, size_t errlen);
+void repl_stop(void);
+/* Whether commits are replicated (the map's replication factor is above 1). */
+bool repl_active(void);
+/* Before store_commit: the staged writes as changes (kept until repl_round or abort). 0, or
+ * -ESTALE when this node lost a partition it wrote. */
+int repl_collect(struct store *st);
+void repl_collect_abort(void);
+/* After a commit that succeeded: its changes go to the replicas; b goes once they have them. */
+void repl_round(struct gbatch *b);
+/* The map changed: sessions in memory follow ownership; waiting commits are checked again. */
+void repl_map_changed(void);
 
 #endif

@@ -1,0 +1,919 @@
+/*
+ * Replication (docs/cluster.md, "Replication"): a shard's partitions on other
+ * nodes, when the cluster map's replication factor is above 1.
+ *
+ * The owner. Every commit (durable.c) numbers what it staged as one change
+ * per partition (workers/store: store_changes); once the commit is on disk
+ * the changes go to each partition's in-sync replicas, and the commit's
+ * replies (a gate batch) wait until every in-sync replica acknowledged them
+ * (replication = sync), or go at once (async: the lag is exported). Each
+ * replica node is one nng req socket over tcp, sealed with the cluster
+ * cookie (ipc/auth: the handshake proves both sides hold it, every message
+ * is sealed and numbered); one request in flight per replica, carrying every
+ * change queued for it since the last one, so commits pipeline: a later
+ * commit is written and sent while an earlier one waits for its acks, and
+ * replies still leave in commit order.
+ *
+ * A replica that does not acknowledge within ack_timeout_ms is reported to
+ * the failover manager (isr_drop): the leader takes it out of the in-sync
+ * set by a committed map change, and only when this shard's map shows that
+ * change do the waiting replies go without it. If this node loses the
+ * partition (a newer epoch) or its lease while replies wait, those that
+ * changed a session answer that the outcome is unknown: the change is on
+ * this node's disk and perhaps on the new owner's.
+ *
+ * The replica. Shard i of every node listens at the peer endpoint's port
+ * + 1 + i (all nodes run the same number of shards). A request's changes
+ * are checked against each partition's position and staged
+ * (store_change_stage: idempotent by (epoch, seq), older epochs refused),
+ * committed to disk, and only then acknowledged. A replica keeps no
+ * sessions in memory; when the map makes this node a partition's owner
+ * (a promotion), the shard loads that partition's sessions from its store
+ * (sessions that it no longer owns leave memory, never the store).
+ */
+#define _GNU_SOURCE
+#include "workers/shard/shard_int.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <nng/protocol/reqrep0/rep.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/cmcp.h"
+#include "base/log.h"
+#include "ipc/addr.h"
+#include "ipc/auth.h"
+#include "ipc/cview.h"
+#include "ipc/stats.h"
+
+#define REPL_MAGIC "CMCPREPL"
+#define REPL_MAX_PEERS 64
+#define REPL_MAX_MSG (64u << 20)
+
+struct buf {
+    char *p;
+    size_t len, cap;
+};
+
+static int buf_add(struct buf *b, const void *d, size_t n)
+{
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 4096;
+        while (cap < b->len + n)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p)
+            return -1;
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, d, n);
+    b->len += n;
+    return 0;
+}
+
+/* A replica node, as the owner sees it. */
+struct rpeer {
+    char id[64];
+    char url[200];
+    nng_socket sock;
+    nng_aio *aio;
+    struct ipc_item item;
+    struct auth_client ac;
+    int phase;          /* 0 not authenticated, 1 HELLO sent, 2 AUTH sent, 3 ready, 4 REQUEST sent */
+    struct buf queued;  /* changes waiting to be sent: (u32 length, bytes)... */
+    uint32_t nqueued;
+    uint64_t queued_upto;
+    struct buf inflight;
+    uint32_t ninflight;
+    uint64_t inflight_upto;
+    uint64_t acked_upto; /* the newest round all of whose changes for it this replica has */
+    double retry_at;     /* ms: after a failure, the next attempt */
+    bool receiving;      /* the aio waits for an answer (else it sends) */
+    bool broken;         /* it refused a change (out of sync): no more sends until dropped */
+    char last_error[200];
+};
+
+/* One commit's changes on their way. */
+struct round {
+    struct round *next;
+    struct gbatch *b;
+    uint64_t id;
+    double started, asked_at;
+    int nparts;
+    int *parts;
+    uint64_t *epochs;
+};
+
+/* Changes of the commit being made, until it is on disk. */
+struct pending_change {
+    int part;
+    char *data;
+    size_t len;
+};
+
+static struct {
+    bool sync;
+    double ack_timeout_ms;
+    struct auth_key key;
+    bool have_key;
+    char bind_host[128];
+    int base_port; /* the node's peer port: shard i serves replicas at base_port + 1 + i */
+    struct rpeer *peers[REPL_MAX_PEERS];
+    int npeers;
+    struct round *rounds, **rounds_tail;
+    uint64_t next_round;
+    struct pending_change *pend;
+    int npend, pend_cap;
+    ev_timer tick_w;
+    /* serving replicas */
+    nng_socket rep;
+    bool rep_open;
+    ev_io rep_w;
+    struct auth_server srv;
+    /* partitions this shard holds in memory as their owner */
+    bool owned[CVIEW_MAX_PARTITIONS];
+    uint64_t owned_epoch[CVIEW_MAX_PARTITIONS];
+    /* the failover manager's req socket (isr_drop) */
+    nng_socket mgr;
+    bool mgr_open;
+    struct stats_metric *lag;
+    struct store *store;
+} R = {.rounds_tail = &R.rounds};
+
+bool repl_active(void)
+{
+    const struct cview *v = cview_get();
+    return v->have_map && v->rf > 1;
+}
+
+/* ---- the owner: collecting a commit's changes ---- */
+
+static int part_of(const char *sid)
+{
+    int p = cview_partition_of(sid);
+    return p >= 0 && p < cview_get()->npart ? p : -1;
+}
+
+static uint64_t epoch_of(int p)
+{
+    return cview_get()->epoch[p];
+}
+
+static int collect_cb(void *ud, int partition, const char *change, size_t len)
+{
+    (void)ud;
+    if (R.npend == R.pend_cap) {
+        int cap = R.pend_cap ? R.pend_cap * 2 : 64;
+        struct pending_change *n = realloc(R.pend, (size_t)cap * sizeof(*n));
+        if (!n)
+            return -ENOMEM;
+        R.pend = n;
+        R.pend_cap = cap;
+    }
+    char *copy = malloc(len);
+    if (!copy)
+        return -ENOMEM;
+    memcpy(copy, change, len);
+    R.pend[R.npend++] = (struct pending_change){partition, copy, len};
+    return 0;
+}
+
+static void pend_clear(void)
+{
+    for (int i = 0; i < R.npend; i++)
+        free(R.pend[i].data);
+    R.npend = 0;
+}
+
+int repl_collect(struct store *st)
+{
+    pend_clear();
+    int rc = store_changes(st, part_of, epoch_of, collect_cb, NULL);
+    if (rc != 0)
+        pend_clear();
+    return rc;
+}
+
+void repl_collect_abort(void)
+{
+    pend_clear();
+}
+
+/* ---- the owner: peers ---- */
+
+static void peer_io(struct ipc_item *it);
+static void repl_check(void);
+
+static void aio_cb(void *arg)
+{
+    struct rpeer *p = arg;
+    ipc_bridge_post(&shard_g.bridge, &p->item);
+}
+
+static struct rpeer *peer_find(const char *id)
+{
+    for (int i = 0; id && i < R.npeers; i++)
+        if (strcmp(R.peers[i]->id, id) == 0)
+            return R.peers[i];
+    return NULL;
+}
+
+static struct rpeer *peer_get(const char *id, const char *endpoint)
+{
+    struct rpeer *p = peer_find(id);
+    if (p)
+        return p;
+    if (R.npeers == REPL_MAX_PEERS || !endpoint)
+        return NULL;
+    const char *colon = strrchr(endpoint, ':');
+    if (!colon)
+        return NULL;
+    int port = atoi(colon + 1);
+    p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    snprintf(p->id, sizeof(p->id), "%s", id);
+    snprintf(p->url, sizeof(p->url), "tcp://%.*s:%d", (int)(colon - endpoint), endpoint,
+             port + 1 + shard_g.index);
+    if (nng_req0_open(&p->sock) != 0) {
+        free(p);
+        return NULL;
+    }
+    if (nng_aio_alloc(&p->aio, aio_cb, p) != 0) {
+        nng_close(p->sock);
+        free(p);
+        return NULL;
+    }
+    ipc_socket_tune(p->sock);
+    nng_socket_set_ms(p->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+    nng_socket_set_size(p->sock, NNG_OPT_RECVMAXSZ, REPL_MAX_MSG);
+    nng_dial(p->sock, p->url, NULL, NNG_FLAG_NONBLOCK);
+    p->item.run = peer_io;
+    R.peers[R.npeers++] = p;
+    log_info("replica_peer", "{s:s,s:s,s:i}", "node", id, "url", p->url, "shard", shard_g.index);
+    return p;
+}
+
+static void peer_send(struct rpeer *p, uint8_t *msg, size_t len)
+{
+    nng_msg *m;
+    if (nng_msg_alloc(&m, 0) != 0) {
+        free(msg);
+        p->phase = 0;
+        p->retry_at = cmcp_now_ms() + 100;
+        return;
+    }
+    if (nng_msg_append(m, msg, len) != 0) {
+        nng_msg_free(m);
+        free(msg);
+        p->phase = 0;
+        p->retry_at = cmcp_now_ms() + 100;
+        return;
+    }
+    free(msg);
+    nng_aio_set_msg(p->aio, m);
+    p->receiving = false;
+    nng_aio_set_timeout(p->aio, 2000);
+    nng_send_aio(p->sock, p->aio);
+}
+
+/* Starts what p needs next: the handshake, or a request with everything queued for it. */
+static void peer_kick(struct rpeer *p)
+{
+    if (p->phase == 1 || p->phase == 2 || p->phase == 4 || cmcp_now_ms() < p->retry_at)
+        return;
+    uint8_t *out = NULL;
+    size_t outlen = 0;
+    if (p->phase == 0) {
+        if (p->nqueued == 0 || p->broken)
+            return; /* connect when there is something to send */
+        auth_client_init(&p->ac, &R.key);
+        if (auth_client_hello(&p->ac, &out, &outlen) != AUTH_OK)
+            return;
+        p->phase = 1;
+        peer_send(p, out, outlen);
+        return;
+    }
+    if (p->nqueued == 0 || p->broken)
+        return;
+    struct buf msg = {0};
+    const char *self = cview_get()->self_id;
+    uint16_t idlen = htons((uint16_t)strlen(self));
+    uint32_t n = htonl(p->nqueued);
+    if (buf_add(&msg, REPL_MAGIC, 8) || buf_add(&msg, &idlen, 2) ||
+        buf_add(&msg, self, strlen(self)) || buf_add(&msg, &n, 4) ||
+        buf_add(&msg, p->queued.p, p->queued.len)) {
+        free(msg.p);
+        return;
+    }
+    if (auth_seal(&p->ac.s, AUTH_REQUEST, 0, msg.p, msg.len, &out, &outlen) < 0) {
+        free(msg.p);
+        p->phase = 0;
+        return;
+    }
+    free(msg.p);
+    free(p->inflight.p);
+    p->inflight = p->queued;
+    p->ninflight = p->nqueued;
+    p->inflight_upto = p->queued_upto;
+    p->queued = (struct buf){0};
+    p->nqueued = 0;
+    p->phase = 4;
+    peer_send(p, out, outlen);
+}
+
+/* A request failed (no answer in time, refused, the link broke): what was in flight goes
+ * back in front of what is queued, and the handshake starts again shortly. */
+static void peer_failed(struct rpeer *p, const char *why)
+{
+    if (strcmp(p->last_error, why) != 0)
+        log_warn("replica_unreachable", "{s:s,s:s,s:i}", "node", p->id, "error", why, "shard",
+                 shard_g.index);
+    snprintf(p->last_error, sizeof(p->last_error), "%s", why);
+    if (p->ninflight) {
+        struct buf b = p->inflight;
+        if (buf_add(&b, p->queued.p, p->queued.len) == 0) {
+            free(p->queued.p);
+            p->queued = b;
+            p->nqueued += p->ninflight;
+            if (p->inflight_upto > p->queued_upto)
+                p->queued_upto = p->inflight_upto;
+        } else {
+            free(b.p); /* out of memory: the round waits until the replica leaves the set */
+        }
+        p->inflight = (struct buf){0};
+        p->ninflight = 0;
+    }
+    p->phase = 0;
+    p->retry_at = cmcp_now_ms() + 100;
+}
+
+static void peer_answer(struct rpeer *p, const uint8_t *in, size_t len)
+{
+    uint8_t *out = NULL, *pt = NULL;
+    size_t outlen = 0, ptlen = 0;
+    int rc;
+    struct auth_header h;
+    switch (p->phase) {
+    case 1:
+        rc = auth_client_auth(&p->ac, in, len, &out, &outlen);
+        if (rc != AUTH_OK) {
+            peer_failed(p, auth_strerror(rc));
+            return;
+        }
+        p->phase = 2;
+        peer_send(p, out, outlen);
+        return;
+    case 2:
+        rc = auth_client_welcome(&p->ac, in, len, &pt, &ptlen);
+        free(pt);
+        if (rc != AUTH_OK) {
+            peer_failed(p, rc == AUTH_E_PROOF ? "the replica does not hold this cluster's cookie"
+                                              : auth_strerror(rc));
+            return;
+        }
+        p->phase = 3;
+        peer_kick(p);
+        return;
+    case 4:
+        break;
+    default:
+        return;
+    }
+    rc = auth_open(&p->ac.s, AUTH_RESPONSE, in, len, &h, &pt, &ptlen);
+    if (rc != AUTH_OK) {
+        peer_failed(p, auth_strerror(rc));
+        return;
+    }
+    json_t *o = json_loadb((const char *)pt, ptlen, 0, NULL);
+    free(pt);
+    json_t *rs = json_object_get(o, "r");
+    bool all_ok = json_is_array(rs) && json_array_size(rs) == p->ninflight;
+    int bad = 0;
+    size_t k;
+    json_t *v;
+    json_array_foreach(rs, k, v)
+    {
+        json_int_t x = json_integer_value(v);
+        if (x != 0 && x != 1) {
+            all_ok = false;
+            bad = (int)x;
+        }
+    }
+    if (all_ok) {
+        if (p->inflight_upto > p->acked_upto)
+            p->acked_upto = p->inflight_upto;
+        free(p->inflight.p);
+        p->inflight = (struct buf){0};
+        p->ninflight = 0;
+        p->phase = 3;
+        if (p->last_error[0])
+            log_info("replica_reachable", "{s:s,s:i}", "node", p->id, "shard", shard_g.index);
+        p->last_error[0] = '\0';
+        json_decref(o);
+        repl_check();
+        peer_kick(p);
+        return;
+    }
+    const char *why = json_string_value(json_object_get(o, "error"));
+    char msg[400];
+    snprintf(msg, sizeof(msg), "the replica refused a change (%s): %s",
+             strerror(bad ? -bad : EPROTO),
+             why                ? why
+             : bad == -EAGAIN   ? "it misses earlier changes"
+             : bad == -EXDEV    ? "its copy's history differs"
+             : bad == -ESTALE   ? "it has seen a newer owner"
+                                : "see its log");
+    log_error("replica_refused", "{s:s,s:s,s:i}", "node", p->id, "error", msg, "shard",
+              shard_g.index);
+    json_decref(o);
+    /* not in sync: nothing more goes to it until it leaves the in-sync set (the waiting
+     * commits ask for that after the ack timeout) */
+    p->broken = true;
+    free(p->inflight.p);
+    p->inflight = (struct buf){0};
+    p->ninflight = 0;
+    free(p->queued.p);
+    p->queued = (struct buf){0};
+    p->nqueued = 0;
+    p->phase = 3;
+    repl_check();
+}
+
+static void peer_io(struct ipc_item *it)
+{
+    struct rpeer *p = (struct rpeer *)((char *)it - offsetof(struct rpeer, item));
+    int rv = nng_aio_result(p->aio);
+    nng_msg *m = nng_aio_get_msg(p->aio);
+    nng_aio_set_msg(p->aio, NULL);
+    bool receiving = p->receiving;
+    p->receiving = false;
+    if (rv != 0) {
+        if (m)
+            nng_msg_free(m); /* a send that failed leaves its message with us */
+        peer_failed(p, nng_strerror(rv));
+        return;
+    }
+    if (!receiving) {
+        /* the request is out: now its answer */
+        p->receiving = true;
+        nng_aio_set_timeout(p->aio, (nng_duration)(R.ack_timeout_ms * 4 + 1000));
+        nng_recv_aio(p->sock, p->aio);
+        return;
+    }
+    if (!m) {
+        peer_failed(p, "an empty answer");
+        return;
+    }
+    peer_answer(p, nng_msg_body(m), nng_msg_len(m));
+    nng_msg_free(m);
+}
+
+/* ---- the owner: rounds ---- */
+
+void repl_round(struct gbatch *b)
+{
+    struct round *r = calloc(1, sizeof(*r));
+    if (r && R.npend) {
+        r->parts = calloc((size_t)R.npend, sizeof(int));
+        r->epochs = calloc((size_t)R.npend, sizeof(uint64_t));
+    }
+    if (!r || (R.npend && (!r->parts || !r->epochs))) {
+        if (r) {
+            free(r->parts);
+            free(r->epochs);
+            free(r);
+        }
+        pend_clear();
+        gate_unknown(b, "The change is saved on this node but could not be sent to its copies "
+                        "(out of memory): its outcome is unknown; read it back before retrying");
+        gate_ready(b);
+        return;
+    }
+    r->b = b;
+    r->id = ++R.next_round;
+    r->started = cmcp_now_ms();
+    const struct cview *v = cview_get();
+    for (int i = 0; i < R.npend; i++) {
+        int part = R.pend[i].part;
+        r->parts[r->nparts] = part;
+        r->epochs[r->nparts++] = v->epoch[part];
+        uint32_t len = htonl((uint32_t)R.pend[i].len);
+        for (int k = 0; k < v->nrep[part]; k++) {
+            int node = v->rep[part][k];
+            const char *id = cview_node_id(node);
+            struct rpeer *p = id ? peer_get(id, cview_node_endpoint(node)) : NULL;
+            if (!p || p->broken)
+                continue;
+            if (buf_add(&p->queued, &len, 4) == 0 &&
+                buf_add(&p->queued, R.pend[i].data, R.pend[i].len) == 0) {
+                p->nqueued++;
+                p->queued_upto = r->id;
+            }
+        }
+    }
+    pend_clear();
+    *R.rounds_tail = r;
+    R.rounds_tail = &r->next;
+    for (int i = 0; i < R.npeers; i++)
+        peer_kick(R.peers[i]);
+    if (!R.sync) {
+        gate_ready(b); /* async: acknowledged on the local commit; the round only measures lag */
+        r->b = NULL;
+    }
+    repl_check();
+    if (R.rounds && !ev_is_active(&R.tick_w))
+        ev_timer_start(shard_g.loop, &R.tick_w);
+}
+
+static void ask_drop(int part, uint64_t epoch, const char *node)
+{
+    if (!R.mgr_open)
+        return;
+    json_t *o = json_pack("{s:s,s:i,s:I,s:s}", "op", "isr_drop", "part", part, "epoch",
+                          (json_int_t)epoch, "node", node);
+    char *t = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (t) {
+        /* no answer is awaited (a later request cancels it): the map tells what happened */
+        nng_send(R.mgr, t, strlen(t), NNG_FLAG_NONBLOCK);
+        free(t);
+    }
+    log_warn("replica_slow", "{s:i,s:s,s:f,s:s}", "partition", part, "replica", node,
+             "waited_ms", R.ack_timeout_ms, "action", "asked to take it out of the in-sync set");
+}
+
+static void round_free(struct round *r)
+{
+    free(r->parts);
+    free(r->epochs);
+    free(r);
+}
+
+/* Rounds from the oldest: released when every in-sync replica of their partitions (as the
+ * map says now) has acknowledged them; failed when this node lost a partition or its lease. */
+static void repl_check(void)
+{
+    const struct cview *v = cview_get();
+    double now = cmcp_now_ms();
+    while (R.rounds) {
+        struct round *r = R.rounds;
+        char why[300];
+        const char *fail = NULL;
+        if (r->b && !cview_may_write(now, why, sizeof(why)))
+            fail = why;
+        int waiting = 0;
+        for (int i = 0; !fail && i < r->nparts; i++) {
+            int part = r->parts[i];
+            if (v->epoch[part] != r->epochs[i] || !cview_owns(part)) {
+                snprintf(why, sizeof(why), "partition %d moved to another node", part);
+                fail = why;
+                break;
+            }
+            for (int k = 0; k < v->nrep[part]; k++) {
+                const char *id = cview_node_id(v->rep[part][k]);
+                struct rpeer *p = peer_find(id);
+                if (p && p->acked_upto >= r->id)
+                    continue;
+                waiting++;
+                if (r->b && now - r->started > R.ack_timeout_ms && now - r->asked_at > R.ack_timeout_ms)
+                    ask_drop(part, r->epochs[i], id ? id : "?");
+            }
+        }
+        if (fail && r->b) {
+            char msg[500];
+            snprintf(msg, sizeof(msg),
+                     "The change is saved on this node, but its outcome is unknown: %s before "
+                     "its copies acknowledged it. Read the session's state again before retrying",
+                     fail);
+            gate_unknown(r->b, msg);
+            stats_counter("cmcp_replication_unknown_total", "")->value += 1;
+        } else if (waiting) {
+            if (r->b && now - r->started > R.ack_timeout_ms && now - r->asked_at > R.ack_timeout_ms)
+                r->asked_at = now;
+            break;
+        }
+        R.rounds = r->next;
+        if (!R.rounds)
+            R.rounds_tail = &R.rounds;
+        if (r->b)
+            gate_ready(r->b);
+        round_free(r);
+    }
+    if (R.lag)
+        R.lag->value = R.rounds ? (now - R.rounds->started) / 1000.0 : 0.0;
+}
+
+static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    for (int i = 0; i < R.npeers; i++)
+        peer_kick(R.peers[i]);
+    repl_check();
+    if (!R.rounds)
+        ev_timer_stop(loop, w);
+}
+
+/* ---- the replica: serving an owner's changes ---- */
+
+static json_t *apply_changes(const uint8_t *pt, size_t len, const char *peer)
+{
+    if (len < 14 || memcmp(pt, REPL_MAGIC, 8) != 0)
+        return json_pack("{s:[],s:s}", "r", "error", "not a replication request");
+    uint16_t idlen;
+    memcpy(&idlen, pt + 8, 2);
+    idlen = ntohs(idlen);
+    if (10u + idlen + 4 > len)
+        return json_pack("{s:[],s:s}", "r", "error", "truncated");
+    char owner[64];
+    snprintf(owner, sizeof(owner), "%.*s", (int)(idlen < 63 ? idlen : 63), (const char *)pt + 10);
+    uint32_t n;
+    memcpy(&n, pt + 10 + idlen, 4);
+    n = ntohl(n);
+    size_t off = 14u + idlen;
+    json_t *rs = json_array();
+    const struct cview *v = cview_get();
+    bool staged = false;
+    const char *error = NULL;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t cl;
+        if (off + 4 > len) {
+            error = "truncated";
+            break;
+        }
+        memcpy(&cl, pt + off, 4);
+        cl = ntohl(cl);
+        off += 4;
+        if (off + cl > len) {
+            error = "truncated";
+            break;
+        }
+        const char *c = (const char *)pt + off;
+        off += cl;
+        struct store_change_info info = {0};
+        int rc = store_change_peek(c, cl, &info);
+        if (rc == 0 && info.partition % shard_g.nshards != shard_g.index) {
+            rc = -EREMOTE;
+            error = "this node runs another number of shards ([tree.shard] count must be the "
+                    "same on every node)";
+        } else if (rc == 0 && v->have_map && info.partition < v->npart &&
+                   (v->epoch[info.partition] > info.epoch ||
+                    (cview_owns(info.partition) && v->epoch[info.partition] >= info.epoch))) {
+            rc = -ESTALE; /* the map moved on: the sender is no longer the owner */
+        } else if (rc == 0) {
+            rc = store_change_stage(R.store, c, cl);
+            staged |= rc == 0;
+        }
+        if (rc < 0 && rc != -ESTALE)
+            log_warn("replica_change_refused", "{s:s,s:s,s:i,s:I,s:I,s:s}", "owner", owner, "peer",
+                     peer, "partition", info.partition, "epoch", (json_int_t)info.epoch, "seq",
+                     (json_int_t)info.seq, "error", strerror(-rc));
+        json_array_append_new(rs, json_integer(rc));
+    }
+    if (staged) {
+        int rc = store_commit(R.store);
+        if (rc != 0) {
+            /* nothing of it is durable: refuse every change the commit carried */
+            size_t k;
+            json_t *x;
+            json_array_foreach(rs, k, x)
+            {
+                if (json_integer_value(x) == 0)
+                    json_array_set_new(rs, k, json_integer(-EIO));
+            }
+            error = store_errmsg(R.store);
+            log_error("replica_commit_failed", "{s:s}", "error", error);
+        }
+    }
+    stats_counter("cmcp_replication_changes_applied_total", "")->value += (double)n;
+    json_t *o = json_pack("{s:o}", "r", rs);
+    if (error)
+        json_object_set_new(o, "error", json_string(error));
+    return o;
+}
+
+static void serve(const uint8_t *in, size_t len, uint8_t **out, size_t *outlen)
+{
+    double now = ev_now(shard_g.loop);
+    struct auth_header h;
+    int rc = auth_header_parse(in, len, &h);
+    if (rc == AUTH_OK) {
+        switch (h.type) {
+        case AUTH_HELLO:
+            rc = auth_server_hello(&R.srv, in, len, now, out, outlen);
+            break;
+        case AUTH_AUTH: {
+            char welcome[200];
+            snprintf(welcome, sizeof(welcome), "{\"node\":\"%s\",\"shard\":%d}",
+                     cview_get()->self_id, shard_g.index);
+            rc = auth_server_auth(&R.srv, in, len, now, welcome, out, outlen);
+            break;
+        }
+        case AUTH_REQUEST: {
+            struct auth_session *s = auth_server_session(&R.srv, in, len, now);
+            uint8_t *pt = NULL;
+            size_t ptlen = 0;
+            rc = s ? auth_open(s, AUTH_REQUEST, in, len, &h, &pt, &ptlen) : AUTH_E_SESSION;
+            if (rc == AUTH_OK) {
+                s->last_used = now;
+                /* the owner's own staged writes go first: a replica's commit carries only
+                 * the changes it was sent */
+                durable_flush();
+                json_t *o = apply_changes(pt, ptlen, "owner");
+                free(pt);
+                char *t = json_dumps(o, JSON_COMPACT);
+                json_decref(o);
+                if (!t || auth_seal(s, AUTH_RESPONSE, h.ctr, t, strlen(t), out, outlen) < 0)
+                    rc = AUTH_E_NOMEM;
+                free(t);
+            }
+            break;
+        }
+        default:
+            rc = AUTH_E_MALFORMED;
+        }
+    }
+    if (rc != AUTH_OK) {
+        log_warn("replica_request_refused", "{s:s}", "error", auth_strerror(rc));
+        auth_error_msg(h.sid, auth_strerror(rc), out, outlen);
+    }
+}
+
+static void rep_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+    for (int n = 0; n < 16 && R.rep_open; n++) {
+        nng_msg *m;
+        if (nng_recvmsg(R.rep, &m, NNG_FLAG_NONBLOCK) != 0)
+            return;
+        uint8_t *out = NULL;
+        size_t outlen = 0;
+        serve(nng_msg_body(m), nng_msg_len(m), &out, &outlen);
+        nng_msg_clear(m);
+        if (out && nng_msg_append(m, out, outlen) == 0 && nng_sendmsg(R.rep, m, 0) == 0)
+            m = NULL;
+        free(out);
+        if (m)
+            nng_msg_free(m);
+    }
+}
+
+/* ---- ownership: sessions in memory follow the map ---- */
+
+static int load_cb(void *ud, const char *sid, json_t *rec)
+{
+    const bool *want = ud;
+    int p = cview_partition_of(sid);
+    if (p < 0 || p >= CVIEW_MAX_PARTITIONS || !want[p] || sess_find(sid))
+        return 0;
+    durable_restore(sid, rec);
+    return 0;
+}
+
+void repl_map_changed(void)
+{
+    const struct cview *v = cview_get();
+    if (!R.store || !v->have_map || v->rf <= 1 || v->self < 0)
+        return;
+    static bool gain[CVIEW_MAX_PARTITIONS], loss[CVIEW_MAX_PARTITIONS];
+    bool any_gain = false, any_loss = false;
+    for (int p = 0; p < v->npart; p++) {
+        gain[p] = loss[p] = false;
+        if (p % shard_g.nshards != shard_g.index)
+            continue;
+        bool own = v->owner[p] == v->self;
+        if (own && R.owned[p] && R.owned_epoch[p] && R.owned_epoch[p] != v->epoch[p])
+            loss[p] = gain[p] = any_loss = any_gain = true; /* owned again since: memory is old */
+        else if (own && !R.owned[p])
+            gain[p] = any_gain = true;
+        else if (!own && R.owned[p])
+            loss[p] = any_loss = true;
+        R.owned[p] = own;
+        R.owned_epoch[p] = own ? v->epoch[p] : 0;
+    }
+    if (any_loss) {
+        long n = 0;
+        struct sess *s, *tmp;
+        HASH_ITER(hh, shard_g.sessions, s, tmp)
+        {
+            int p = cview_partition_of(s->id);
+            if (p >= 0 && p < v->npart && loss[p]) {
+                sess_unload(s);
+                n++;
+            }
+        }
+        if (n)
+            log_info("sessions_unloaded", "{s:I,s:s}", "sessions", (json_int_t)n, "why",
+                     "this node no longer owns their partitions (its store keeps them)");
+    }
+    if (any_gain) {
+        durable_flush();
+        long before = shard_g.nsessions;
+        double t0 = cmcp_now_ms();
+        store_session_foreach(R.store, load_cb, gain);
+        int np = 0;
+        for (int p = 0; p < v->npart; p++)
+            np += gain[p];
+        log_notice("partitions_taken", "{s:i,s:i,s:I,s:f}", "shard", shard_g.index,
+                   "partitions", np, "sessions", (json_int_t)(shard_g.nsessions - before), "ms",
+                   cmcp_now_ms() - t0);
+    }
+    repl_check();
+}
+
+/* ---- start and stop ---- */
+
+int repl_start(struct store *st, char *err, size_t errlen)
+{
+    struct cfg *c = &shard_g.a->cfg;
+    R.store = st;
+    R.sync = strcmp(cfg_get(c, "cluster", "replication", "sync"), "async") != 0;
+    R.ack_timeout_ms = (double)cfg_get_long(c, "cluster", "replica_ack_timeout_ms", 300);
+    R.lag = stats_gauge("cmcp_session_replication_lag_seconds", "");
+    ev_timer_init(&R.tick_w, tick_cb, 0.02, 0.02);
+    /* the sessions loaded at open count as this node's until the map says otherwise */
+    for (int p = 0; p < CVIEW_MAX_PARTITIONS; p++)
+        R.owned[p] = true;
+    repl_map_changed();
+    const char *bind = cfg_get(c, "cluster", "bind", "");
+    long rf = cfg_get_long(c, "cluster", "replication_factor", 1);
+    const char *colon = strrchr(bind, ':');
+    if (!bind[0] || !colon || rf <= 1)
+        return 0; /* no peers or no copies: nothing to serve */
+    snprintf(R.bind_host, sizeof(R.bind_host), "%.*s", (int)(colon - bind), bind);
+    R.base_port = atoi(colon + 1);
+    const char *cookie = getenv("CMCP_COOKIE_FILE");
+    if (!cookie || !*cookie)
+        cookie = cfg_get(c, "admin", "cookie_file", "./var/cookie");
+    bool created = false;
+    if (auth_cookie_load(cookie, false, &R.key, &created, err, errlen) != 0)
+        return -1;
+    R.have_key = true;
+    auth_server_init(&R.srv, &R.key);
+    char url[256];
+    snprintf(url, sizeof(url), "tcp://%s:%d", R.bind_host, R.base_port + 1 + shard_g.index);
+    int rv, fd;
+    if ((rv = nng_rep0_open(&R.rep)) != 0 ||
+        (rv = nng_socket_set_size(R.rep, NNG_OPT_RECVMAXSZ, REPL_MAX_MSG)) != 0 ||
+        (rv = nng_listen(R.rep, url, NULL, 0)) != 0 ||
+        (rv = nng_socket_get_int(R.rep, NNG_OPT_RECVFD, &fd)) != 0) {
+        snprintf(err, errlen, "cannot serve replicas at %s: %s (the node's peer port + 1 + shard "
+                              "index must be free; [cluster] bind)",
+                 url, nng_strerror(rv));
+        return -1;
+    }
+    nng_socket_set_ms(R.rep, NNG_OPT_SENDTIMEO, 2000);
+    R.rep_open = true;
+    ev_io_init(&R.rep_w, rep_cb, fd, EV_READ);
+    ev_io_start(shard_g.loop, &R.rep_w);
+    char addr[512];
+    ipc_addr_cluster_ctl(addr, sizeof(addr), shard_g.a->run_dir);
+    if (nng_req0_open(&R.mgr) == 0) {
+        nng_socket_set_ms(R.mgr, NNG_OPT_SENDTIMEO, 200);
+        nng_dial(R.mgr, addr, NULL, NNG_FLAG_NONBLOCK);
+        R.mgr_open = true;
+    }
+    log_info("replica_serving", "{s:s,s:i,s:s}", "url", url, "shard", shard_g.index, "mode",
+             R.sync ? "sync" : "async");
+    return 0;
+}
+
+void repl_stop(void)
+{
+    ev_timer_stop(shard_g.loop, &R.tick_w);
+    for (int i = 0; i < R.npeers; i++) {
+        struct rpeer *p = R.peers[i];
+        nng_aio_stop(p->aio);
+        nng_aio_free(p->aio);
+        nng_close(p->sock);
+        free(p->queued.p);
+        free(p->inflight.p);
+        free(p);
+    }
+    R.npeers = 0;
+    while (R.rounds) {
+        struct round *r = R.rounds;
+        R.rounds = r->next;
+        round_free(r);
+    }
+    R.rounds_tail = &R.rounds;
+    pend_clear();
+    free(R.pend);
+    R.pend = NULL;
+    R.pend_cap = 0;
+    if (R.rep_open) {
+        R.rep_open = false;
+        ev_io_stop(shard_g.loop, &R.rep_w);
+        nng_close(R.rep);
+    }
+    if (R.mgr_open) {
+        R.mgr_open = false;
+        nng_close(R.mgr);
+    }
+}
