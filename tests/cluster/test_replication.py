@@ -105,10 +105,19 @@ class ReplicationTest(Timed):
                 self.assertNotIn(owner_of(st, p), reps)
 
     def test_owner_killed_no_acknowledged_write_lost(self):
+        self.owner_killed(leader=False)
+
+    def test_leader_and_owner_killed_no_acknowledged_write_lost(self):
+        self.owner_killed(leader=True)
+
+    def owner_killed(self, leader):
         with Cluster(3, extra=RF2) as c:
             c.wait_formed()
-            leader = c.leader()
-            victim = next(i for i in range(3) if i != leader)
+            wait_for(lambda: len(c.status(0)["raft"]["voters"]) == 3, 5, 0.05,
+                     what="three voters")
+            lead = c.leader()
+            victim = lead if leader else next(i for i in range(3) if i != lead)
+            leader = next(i for i in range(3) if i != victim)  # asked about the map below
             survivors = [i for i in range(3) if i != victim]
             writers = [Writer(c, i % 3, "s%d" % i) for i in range(6)]
             for _ in range(5):

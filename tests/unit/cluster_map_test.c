@@ -107,6 +107,107 @@ static void test_membership_and_placement(void **state)
     assert_int_equal(m.nodes[2].state, MAP_UP);
 }
 
+/* Places what the replicated plan asks for, as the leader does; returns the moves. */
+static int place_plan(struct cluster_map *m, enum map_plan_mode mode, int moves, uint64_t *index)
+{
+    static struct map_move mv[MAP_MAX_PARTITIONS];
+    int n = map_plan_replicated(m, 3, mode, moves, mv, MAP_MAX_PARTITIONS);
+    if (n)
+        assert_int_equal(apply_text(m, map_cmd_place(m, mv, n), (*index)++), MAP_OK);
+    return n;
+}
+
+static void test_replicas_promotion_and_isr(void **state)
+{
+    (void)state;
+    static struct cluster_map m, copy;
+    map_init(&m);
+    uint64_t ix = 1;
+    assert_int_equal(apply_text(&m, map_cmd_init(64, 2), ix++), MAP_OK);
+    assert_int_equal(m.rf, 2);
+    for (int i = 0; i < 3; i++) {
+        char id[8];
+        snprintf(id, sizeof(id), "n%d", i);
+        assert_int_equal(apply_text(&m, map_cmd_join(id, (uint64_t)(10 + i), "h:1"), ix++), MAP_OK);
+    }
+    /* formation: every partition gets an owner and one in-sync replica elsewhere */
+    assert_int_equal(place_plan(&m, MAP_PLAN_FAILOVER, 0, &ix), 64);
+    for (int p = 0; p < 64; p++) {
+        assert_int_equal(m.parts[p].epoch, 1);
+        assert_int_equal(m.parts[p].nrep, 1);
+        assert_int_not_equal(m.parts[p].rep[0], m.parts[p].owner);
+    }
+    assert_int_equal(place_plan(&m, MAP_PLAN_FAILOVER, 0, &ix), 0); /* nothing left to do */
+    /* a move planned on an old epoch changes nothing */
+    struct map_move stale = {.part = 0, .epoch = 0, .owner = m.parts[0].rep[0]};
+    assert_int_equal(apply_text(&m, map_cmd_place(&m, &stale, 1), ix++), MAP_STALE);
+    /* nor may a live partition go to a member without a copy */
+    int p0_owner = m.parts[0].owner, p0_rep = m.parts[0].rep[0], other = 3 - p0_owner - p0_rep;
+    struct map_move bad = {.part = 0, .epoch = 1, .owner = other};
+    assert_int_equal(apply_text(&m, map_cmd_place(&m, &bad, 1), ix++), MAP_STALE);
+    assert_int_equal(m.parts[0].owner, p0_owner);
+    /* the owner takes a silent replica out of the in-sync set, at the current epoch only */
+    assert_int_equal(apply_text(&m, map_cmd_isr_drop(0, 0, m.nodes[p0_rep].id), ix++), MAP_STALE);
+    uint64_t v = m.version;
+    assert_int_equal(apply_text(&m, map_cmd_isr_drop(0, 1, m.nodes[p0_rep].id), ix++), MAP_OK);
+    assert_int_equal(m.parts[0].nrep, 0);
+    assert_true(m.version > v);
+    assert_int_equal(apply_text(&m, map_cmd_isr_drop(0, 1, m.nodes[p0_rep].id), ix++), MAP_NOOP);
+    /* a member marked down leaves every in-sync set in the same change; its partitions go to
+     * their replicas under the next epoch, and keep their other copies */
+    const char *victim = "n1";
+    int vi = map_node_find(&m, victim);
+    int owned = map_owned(&m, vi);
+    assert_true(owned > 0);
+    assert_int_equal(apply_text(&m, map_cmd_down(victim, 11, 0), ix++), MAP_OK);
+    for (int p = 0; p < 64; p++)
+        assert_false(map_is_replica(&m, p, vi));
+    memcpy(&copy, &m, sizeof(m));
+    int n = place_plan(&m, MAP_PLAN_FAILOVER, 0, &ix);
+    assert_true(n >= owned);
+    for (int p = 0; p < 64; p++) {
+        assert_int_not_equal(m.parts[p].owner, vi);
+        if (copy.parts[p].owner == vi) {
+            assert_int_equal(m.parts[p].epoch, copy.parts[p].epoch + 1);
+            /* promoted to its in-sync replica, if it had one (partition 0 lost its own) */
+            if (copy.parts[p].nrep)
+                assert_int_equal(m.parts[p].owner, copy.parts[p].rep[0]);
+        }
+    }
+    /* partition 0 had no copy left only if its owner was the victim */
+    assert_int_equal(m.lost, (uint64_t)(p0_owner == vi ? 1 : 0));
+    /* the map travels whole */
+    json_t *j = map_to_json(&m);
+    map_init(&copy);
+    assert_int_equal(map_from_json(&copy, j), 0);
+    json_decref(j);
+    char h1[17], h2[17];
+    map_hash(&m, h1);
+    map_hash(&copy, h2);
+    assert_string_equal(h1, h2);
+    assert_int_equal(copy.rf, 2);
+    for (int p = 0; p < 64; p++)
+        assert_int_equal(copy.parts[p].nrep, m.parts[p].nrep);
+    /* a new incarnation of a member is no one's copy any more */
+    int p1 = -1;
+    for (int p = 0; p < 64 && p1 < 0; p++)
+        if (m.parts[p].nrep)
+            p1 = p;
+    assert_true(p1 >= 0);
+    int r1 = m.parts[p1].rep[0];
+    char rid[MAP_NODE_ID_MAX];
+    snprintf(rid, sizeof(rid), "%s", m.nodes[r1].id);
+    assert_int_equal(apply_text(&m, map_cmd_join(rid, 99, "h:1"), ix++), MAP_OK);
+    assert_false(map_is_replica(&m, p1, r1));
+    /* a map without rf refuses placement of replicas */
+    static struct cluster_map one;
+    map_init(&one);
+    apply_text(&one, map_cmd_init(4, 1), 1);
+    struct map_move x = {0};
+    apply_text(&one, map_cmd_join("a", 1, "h:1"), 2);
+    assert_int_equal(apply_text(&one, map_cmd_place(&one, &x, 1), 3), MAP_BAD);
+}
+
 static void test_commands_that_do_not_fit(void **state)
 {
     (void)state;
@@ -421,6 +522,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_membership_and_placement),
         cmocka_unit_test(test_commands_that_do_not_fit),
+        cmocka_unit_test(test_replicas_promotion_and_isr),
         cmocka_unit_test(test_renewal_and_mark_down_race),
         cmocka_unit_test(test_json_round_trip_and_hash),
         cmocka_unit_test(test_replicated_formation),

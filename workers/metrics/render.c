@@ -67,6 +67,12 @@ static const struct {
     {"cmcp_store_commit_failures_total", "Store commits that failed (the writes were refused)"},
     {"cmcp_writes_refused_total", "Writes a shard refused and rolled back, by reason: fenced "
                                   "(no lease) or not_owner (the partition moved)"},
+    {"cmcp_session_replication_lag_seconds",
+     "Age of the oldest commit a shard's replicas have not all acknowledged (0: none waits)"},
+    {"cmcp_replication_changes_applied_total", "Changes a shard received as a replica"},
+    {"cmcp_replication_unknown_total",
+     "Commits whose replies said the outcome is unknown (the node lost the partition or its "
+     "lease before the replicas acknowledged)"},
     {"cmcp_cluster_nodes", "Members of the cluster map, by state (as this node's map says)"},
     {"cmcp_cluster_leader", "1 on the node that is the Raft leader"},
     {"cmcp_cluster_raft_term", "This node's Raft term"},

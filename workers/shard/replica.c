@@ -797,6 +797,17 @@ void repl_map_changed(void)
         R.owned[p] = own;
         R.owned_epoch[p] = own ? v->epoch[p] : 0;
     }
+    /* a replica that refused changes is sent to again once no in-sync set names it (it
+     * comes back only through a catch-up, which starts it from a known position) */
+    for (int i = 0; i < R.npeers; i++) {
+        struct rpeer *pr = R.peers[i];
+        bool named = false;
+        for (int p = 0; pr->broken && !named && p < v->npart; p++)
+            for (int k = 0; k < v->nrep[p] && !named; k++)
+                named = strcmp(cview_node_id(v->rep[p][k]) ?: "", pr->id) == 0;
+        if (pr->broken && !named)
+            pr->broken = false;
+    }
     if (any_loss) {
         long n = 0;
         struct sess *s, *tmp;
