@@ -3,7 +3,7 @@
 cmcp cluster benchmarks: real nodes on loopback (tests/cluster/cluster_harness.py).
 
   python3 bench/cluster_bench.py [--bin-dir build/bin] [--trials 20]
-                                 [--only formation,detection,fence,leader,commit] [--out DIR]
+                                 [--only formation,detection,fence,leader,commit,replication] [--out DIR]
 
 Sections (docs/benchmarks.md shows the results and how they were obtained):
 
@@ -23,6 +23,8 @@ Sections (docs/benchmarks.md shows the results and how they were obtained):
              new leader, and until every partition has an owner again
   commit     the Raft commit time of each node's liveness beats, as the nodes
              measure it (proposal to applied here), in a formed 4-node cluster
+  replication  kv_set throughput and latency through one node (16 client threads,
+             a session each) with RF 1, RF 2 sync and RF 2 async, interleaved
 
 Results: DIR/raw.json and DIR/summary.md, DIR defaulting to
 BIN_DIR/../bench-results/cluster-<time>. Loopback only; every process it
@@ -239,6 +241,56 @@ def commit(Cluster, wait_for, seconds):
     return out
 
 
+def replication(Cluster, wait_for, seconds, clients=16, rounds=2):
+    """kv_set throughput and latency through one node's sessions (16 clients, each its own
+    session and connection, Python threads: the generator shares the 2 cores) for RF 1,
+    RF 2 sync and RF 2 async, interleaved over `rounds` rounds."""
+    import threading
+    from mcp_client import Session
+    modes = (("rf1", ""), ("rf2_sync", "replication_factor = 2"),
+             ("rf2_async", "replication_factor = 2\nreplication = async"))
+    out = {m: {"ops": 0, "seconds": 0.0, "lat": [], "errors": 0} for m, _ in modes}
+    for _ in range(rounds):
+        for name, extra in modes:
+            with Cluster(3, extra=extra) as c:
+                c.wait_formed()
+                sessions = [Session(c.http[0]) for _ in range(clients)]
+                stop = threading.Event()
+                lat, errors = [[] for _ in sessions], [0] * len(sessions)
+
+                def run(k):
+                    s, n = sessions[k], 0
+                    while not stop.is_set() and n < 1000000:
+                        n += 1
+                        t = time.monotonic()
+                        r = s.tool("kv_set", {"key": "k%d" % (n % 64), "value": n})
+                        if "error" in r or r.get("result", {}).get("isError"):
+                            errors[k] += 1
+                        else:
+                            lat[k].append(time.monotonic() - t)
+                threads = [threading.Thread(target=run, args=(k,)) for k in range(clients)]
+                t0 = time.monotonic()
+                for t in threads:
+                    t.start()
+                time.sleep(seconds)
+                stop.set()
+                for t in threads:
+                    t.join(10)
+                took = time.monotonic() - t0
+                o = out[name]
+                for v in lat:
+                    o["lat"] += v
+                o["ops"] += sum(len(v) for v in lat)
+                o["errors"] += sum(errors)
+                o["seconds"] += took
+                log("  %s: %.0f ops/s" % (name, sum(len(v) for v in lat) / took))
+    res = {}
+    for name, o in out.items():
+        res[name] = {"ops_per_s": o["ops"] / o["seconds"] if o["seconds"] else 0,
+                     "errors": o["errors"], "latency_s": summary(o["lat"])}
+    return res
+
+
 # ------------------------------------------------------------------- report --
 
 def fmt_ms(s):
@@ -293,6 +345,18 @@ def report(res, env):
                 n, "yes" if v.get("leader") else "", v.get("n", 0), v.get("p50", 0),
                 v.get("p99", 0), v.get("max", 0)))
         lines.append("")
+    if "replication" in res:
+        r = res["replication"]
+        base = r["rf1"]["ops_per_s"] or 1
+        lines += ["## Replication cost (kv_set through one node, 16 clients, 3 nodes)", "",
+                  "| mode | ops/s | vs RF 1 | p50 ms | p99 ms | errors |",
+                  "|---|---|---|---|---|---|"]
+        for name in ("rf1", "rf2_sync", "rf2_async"):
+            v = r[name]
+            lines.append("| %s | %.0f | %.2f× | %.2f | %.2f | %d |" % (
+                name, v["ops_per_s"], v["ops_per_s"] / base, v["latency_s"]["p50"] * 1000,
+                v["latency_s"]["p99"] * 1000, v["errors"]))
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -302,7 +366,7 @@ def main():
     ap.add_argument("--trials", type=int, default=20,
                     help="trials of detection (formation, fence and leader: half as many, "
                          "at least 5)")
-    ap.add_argument("--only", default="formation,detection,fence,leader,commit")
+    ap.add_argument("--only", default="formation,detection,fence,leader,commit,replication")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if not os.path.exists(os.path.join(args.bin_dir, "cmcpd")):
@@ -334,6 +398,9 @@ def main():
     if "commit" in only:
         log("commit")
         res["commit"] = commit(Cluster, wait_for, 10)
+    if "replication" in only:
+        log("replication")
+        res["replication"] = replication(Cluster, wait_for, 5)
     env["loadavg_at_end"] = os.getloadavg()[0]
     with open(os.path.join(out, "raw.json"), "w") as f:
         json.dump({"machine": env, "results": res}, f, indent=1)
