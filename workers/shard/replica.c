@@ -343,7 +343,10 @@ static void peer_failed(struct rpeer *p, const char *why)
             if (p->inflight_upto > p->queued_upto)
                 p->queued_upto = p->inflight_upto;
         } else {
-            free(b.p); /* out of memory: the round waits until the replica leaves the set */
+            /* out of memory: the changes are gone, so later acks must not count for them;
+             * the waiting rounds ask for this replica to leave the in-sync set */
+            free(b.p);
+            p->broken = true;
         }
         p->inflight = (struct buf){0};
         p->ninflight = 0;
@@ -509,10 +512,14 @@ void repl_round(struct gbatch *b)
             struct rpeer *p = id ? peer_get(id, cview_node_endpoint(node)) : NULL;
             if (!p || p->broken)
                 continue;
+            size_t mark = p->queued.len;
             if (buf_add(&p->queued, &len, 4) == 0 &&
                 buf_add(&p->queued, R.pend[i].data, R.pend[i].len) == 0) {
                 p->nqueued++;
                 p->queued_upto = r->id;
+            } else {
+                p->queued.len = mark;
+                p->broken = true; /* out of memory: as above, never acknowledged for it */
             }
         }
     }
