@@ -38,7 +38,8 @@ struct sess *sess_insert(const char *id, mcp_session *ms)
     return s;
 }
 
-void sess_remove(struct sess *s, const char *why)
+/* Out of the table: its requests in flight end without an answer, held replies let go of it. */
+static void detach(struct sess *s)
 {
     while (s->pending) {
         struct slot *p = s->pending;
@@ -47,9 +48,14 @@ void sess_remove(struct sess *s, const char *why)
         shard_reply(p, &r, NULL, NULL);
     }
     gate_forget(s);
-    durable_forget(s);
     HASH_DEL(shard_g.sessions, s);
     shard_g.nsessions--;
+}
+
+void sess_remove(struct sess *s, const char *why)
+{
+    detach(s);
+    durable_forget(s);
     const char *event = strcmp(why, "deleted") == 0                                 ? "session_deleted"
                         : strcmp(why, "idle") == 0 || strcmp(why, "abandoned") == 0 ? "session_expired"
                                                                                     : "session_closed";
@@ -64,16 +70,8 @@ void sess_remove(struct sess *s, const char *why)
 
 void sess_unload(struct sess *s)
 {
-    while (s->pending) {
-        struct slot *p = s->pending;
-        pending_remove(p);
-        struct wire_reply r = {.st = 404, .cancelled = true};
-        shard_reply(p, &r, NULL, NULL);
-    }
-    gate_forget(s);
+    detach(s);
     durable_unlist(s);
-    HASH_DEL(shard_g.sessions, s);
-    shard_g.nsessions--;
     gauge_sessions();
     mcp_session_free(s->ms);
     free(s);
