@@ -161,6 +161,16 @@ void gate_ready(struct gbatch *b)
 
 void gate_committed(int rc, const char *why)
 {
+    if (!batch_head) {
+        /* nothing waits ahead (always so without replicas): what is held goes now */
+        struct held *h = held_head;
+        held_head = NULL;
+        held_tail = &held_head;
+        if (rc != 0)
+            fail_list(h, 503, why, false);
+        release(h);
+        return;
+    }
     struct gbatch *b = gate_seal();
     if (rc != 0)
         gate_fail(b, why);
