@@ -32,8 +32,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MAP_NODE_ID_MAX 64
-#define MAP_ENDPOINT_MAX 128
+#define MAP_NODE_ID_MAX 64    /* = PEER_NODE_ID_MAX (ipc/peer.h) */
+#define MAP_ENDPOINT_MAX 128  /* = PEER_ENDPOINT_MAX */
 #define MAP_MAX_NODES 64
 #define MAP_MAX_PARTITIONS 4096
 #define MAP_DEFAULT_PARTITIONS 256

@@ -30,7 +30,8 @@
 
 #include "base/cmcp.h"
 #include "base/log.h"
-#include "cluster/peer.h"
+#include "ipc/peer.h"
+
 #include "cluster/resolve.h"
 #include "ipc/addr.h"
 #include "ipc/auth.h"
@@ -38,6 +39,9 @@
 #include "ipc/dlink.h"
 #include "ipc/sock.h"
 #include "ipc/stats.h"
+
+_Static_assert(MAP_NODE_ID_MAX == PEER_NODE_ID_MAX && MAP_ENDPOINT_MAX == PEER_ENDPOINT_MAX,
+               "a node id or endpoint must fit the same buffers in the map and on peer links");
 
 #define MAX_PEERS 128
 #define MAX_TARGETS 256

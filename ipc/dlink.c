@@ -1,4 +1,4 @@
-/* Length-prefixed frames over a non-blocking AF_UNIX stream (dlink.h). */
+/* Length-prefixed frames over a non-blocking stream, sealed or not (dlink.h). */
 #define _GNU_SOURCE
 #include "ipc/dlink.h"
 
@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sodium.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -26,8 +27,17 @@ struct dlink {
     char *ibuf;
     size_t ioff, ilen, icap;
     bool paused, dirty, dead;
+    struct dlink_keys *seal; /* sealed: every frame from here on, both ways */
     int depth; /* >0 while the link's own callbacks run: freeing waits */
     struct dlink *dnext, *dprev; /* the flush list */
+};
+
+/* A sealed link's keys and counters (XChaCha20-Poly1305; the nonce is the frame's number in
+ * its direction, never sent: a stream keeps order, so a frame replayed, dropped, reordered or
+ * moved from another link does not open). */
+struct dlink_keys {
+    unsigned char ks[DLINK_KEY_BYTES], kr[DLINK_KEY_BYTES];
+    uint64_t sctr, rctr;
 };
 
 static struct ev_loop *dl_loop;
@@ -69,6 +79,10 @@ static void link_free(struct dlink *l)
         close(l->fd);
     free(l->obuf);
     free(l->ibuf);
+    if (l->seal) {
+        sodium_memzero(l->seal, sizeof(*l->seal));
+        free(l->seal);
+    }
     free(l);
 }
 
@@ -200,8 +214,16 @@ static uint32_t get_len(const char *p)
 
 int dlink_send_frame(struct dlink *l, const char *frame, size_t len)
 {
-    if (!l || l->dead)
+    if (!l || l->dead || len < DLINK_HDR)
         return -1;
+    if (l->seal) {
+        char *p = dlink_reserve(l, len - DLINK_HDR);
+        if (!p)
+            return -1;
+        memcpy(p, frame + DLINK_HDR, len - DLINK_HDR);
+        dlink_commit(l, len - DLINK_HDR);
+        return 0;
+    }
     if (reserve_out(l, len) != 0)
         return -1;
     memcpy(l->obuf + l->olen, frame, len);
@@ -213,14 +235,32 @@ int dlink_send_frame(struct dlink *l, const char *frame, size_t len)
 
 char *dlink_reserve(struct dlink *l, size_t max_payload)
 {
-    if (!l || l->dead || max_payload > DLINK_MAX_FRAME ||
-        reserve_out(l, DLINK_HDR + max_payload) != 0)
+    size_t tag = l && l->seal ? DLINK_SEAL_TAG : 0;
+    if (!l || l->dead || max_payload + tag > DLINK_MAX_FRAME ||
+        reserve_out(l, DLINK_HDR + max_payload + tag) != 0)
         return NULL;
     return l->obuf + l->olen + DLINK_HDR;
 }
 
+static void nonce_of(unsigned char n[crypto_aead_xchacha20poly1305_ietf_NPUBBYTES], uint64_t ctr)
+{
+    memset(n, 0, crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);
+    for (int i = 0; i < 8; i++)
+        n[crypto_aead_xchacha20poly1305_ietf_NPUBBYTES - 8 + i] = (unsigned char)(ctr >> (8 * i));
+}
+
 void dlink_commit(struct dlink *l, size_t payload_len)
 {
+    if (l->seal) {
+        /* in place: the ciphertext over the payload, the tag after it (reserved) */
+        unsigned char nonce[crypto_aead_xchacha20poly1305_ietf_NPUBBYTES];
+        unsigned long long clen;
+        unsigned char *p = (unsigned char *)l->obuf + l->olen + DLINK_HDR;
+        nonce_of(nonce, ++l->seal->sctr);
+        crypto_aead_xchacha20poly1305_ietf_encrypt(p, &clen, p, payload_len, NULL, 0, NULL,
+                                                   nonce, l->seal->ks);
+        payload_len = (size_t)clen;
+    }
     dlink_frame_prefix(l->obuf + l->olen, payload_len);
     l->olen += DLINK_HDR + payload_len;
     l->queued += DLINK_HDR + payload_len;
@@ -238,8 +278,23 @@ static void deliver(struct dlink *l)
         }
         if (l->ilen - l->ioff < DLINK_HDR + (size_t)n)
             break;
-        const char *p = l->ibuf + l->ioff + DLINK_HDR;
+        char *p = l->ibuf + l->ioff + DLINK_HDR;
         l->ioff += DLINK_HDR + (size_t)n;
+        if (l->seal) {
+            unsigned char nonce[crypto_aead_xchacha20poly1305_ietf_NPUBBYTES];
+            unsigned long long mlen;
+            nonce_of(nonce, l->seal->rctr + 1);
+            if (n < DLINK_SEAL_TAG ||
+                crypto_aead_xchacha20poly1305_ietf_decrypt((unsigned char *)p, &mlen, NULL,
+                                                           (unsigned char *)p, n, NULL, 0, nonce,
+                                                           l->seal->kr) != 0) {
+                link_fail(l, "a sealed frame did not open (altered, replayed, out of order, or "
+                             "sealed with other keys)");
+                return;
+            }
+            l->seal->rctr++;
+            n = (uint32_t)mlen;
+        }
         l->ops->frame(l, p, n);
     }
     if (l->ioff == l->ilen)
@@ -326,6 +381,31 @@ struct dlink *dlink_new(int fd, const struct dlink_ops *ops, void *ud)
     l->ww.data = l;
     ev_io_start(dl_loop, &l->rw);
     return l;
+}
+
+int dlink_seal(struct dlink *l, const unsigned char k_send[DLINK_KEY_BYTES],
+               const unsigned char k_recv[DLINK_KEY_BYTES])
+{
+    if (!l || l->dead || l->seal)
+        return -1;
+    struct dlink_keys *k = calloc(1, sizeof(*k));
+    if (!k)
+        return -1;
+    memcpy(k->ks, k_send, DLINK_KEY_BYTES);
+    memcpy(k->kr, k_recv, DLINK_KEY_BYTES);
+    l->seal = k;
+    return 0;
+}
+
+bool dlink_sealed(const struct dlink *l)
+{
+    return l && l->seal;
+}
+
+void dlink_set_ops(struct dlink *l, const struct dlink_ops *ops, void *ud)
+{
+    l->ops = ops;
+    l->ud = ud;
 }
 
 void *dlink_ud(const struct dlink *l)

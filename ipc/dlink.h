@@ -1,7 +1,9 @@
 /*
  * The data plane between a node's listeners and its shards: one
  * non-blocking AF_UNIX stream per listener-shard pair (the shard listens on
- * RUN/shard-i.data, ipc/addr.h), carrying length-prefixed frames both ways:
+ * RUN/shard-i.data, ipc/addr.h), and a sealed TCP stream from a listener to
+ * a shard of another node (request forwarding), carrying length-prefixed
+ * frames both ways:
  * requests in; responses and server->client events out, in the order the
  * shard made them. This file is the framing only; what a frame says is the
  * wire contract's (ipc/wire.h).
@@ -28,6 +30,8 @@
 
 #define DLINK_HDR 4
 #define DLINK_MAX_FRAME (64u << 20) /* larger frames are refused: the peer is broken */
+#define DLINK_KEY_BYTES 32
+#define DLINK_SEAL_TAG 16 /* bytes a sealed frame carries beyond its payload */
 
 struct dlink;
 
@@ -45,6 +49,20 @@ void dlink_init(struct ev_loop *loop);
 
 /* Takes a connected non-blocking stream socket. NULL (fd closed) when out of memory. */
 struct dlink *dlink_new(int fd, const struct dlink_ops *ops, void *ud);
+/*
+ * Seals the link from now on (between nodes, ipc/peer.h: peer_detach): every
+ * frame queued after this call leaves encrypted and authenticated with
+ * k_send (XChaCha20-Poly1305, 16 bytes more per frame), and every frame read
+ * after this call must open with k_recv, or the link closes saying so. The
+ * n-th frame of a direction is sealed with nonce n, which is never sent:
+ * a frame replayed, dropped, reordered, altered or taken from another link
+ * does not open. Both keys must be fresh for this link. 0, or -1.
+ */
+int dlink_seal(struct dlink *l, const unsigned char k_send[DLINK_KEY_BYTES],
+               const unsigned char k_recv[DLINK_KEY_BYTES]);
+bool dlink_sealed(const struct dlink *l);
+/* Hands the link to another owner: its frames and end go to ops with ud from now on. */
+void dlink_set_ops(struct dlink *l, const struct dlink_ops *ops, void *ud);
 void *dlink_ud(const struct dlink *l);
 void dlink_set_ud(struct dlink *l, void *ud);
 /* Closes the stream now; `closed` is not called. Safe from inside the link's callbacks. */

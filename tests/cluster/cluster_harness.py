@@ -31,15 +31,15 @@ COOKIE = "cluster-test-cookie-0123456789abcdef"
 
 
 def peer_port(shards=2):
-    """A free port whose next `shards` ports are free too: a node's shards serve replicas
-    at its peer port + 1 + shard index."""
+    """A free port whose next 2 * `shards` ports are free too: a node's shards serve replicas
+    at its peer port + 1 + shard index, and forwarded requests at + 1 + shards + index."""
     import socket
     for _ in range(50):
         p = free_port()
-        if p + shards >= 65536:
+        if p + 2 * shards >= 65536:
             continue
         ok = True
-        for k in range(1, shards + 1):
+        for k in range(1, 2 * shards + 1):
             s = socket.socket()
             try:
                 s.bind(("127.0.0.1", p + k))
@@ -205,6 +205,18 @@ class Cluster:
                 return r.status, json.loads(r.read())
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read())
+
+    def metric(self, i, name):
+        """The sum of node i's series named `name` on /metrics (needs metrics=True); 0 when
+        absent."""
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.metrics[i],
+                                    timeout=3) as r:
+            text = r.read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
 
     def member(self, st, node_id):
         for m in st["map"]["nodes"]:

@@ -1,6 +1,8 @@
 // Drives a cmcp node with the official MCP TypeScript SDK client, the way a
 // user's application would, and prints one JSON report on stdout.
 //   node sdk_client.mjs http URL
+//   node sdk_client.mjs http URL SESSION VERSION   (joins a session made elsewhere, e.g. on
+//                      another cluster member, negotiated at VERSION: no initialize of its own)
 //   node sdk_client.mjs stdio CMCPD [args...]
 //   node --experimental-websocket sdk_client.mjs ws ws://HOST:PORT/mcp/ws
 //   node sdk_client.mjs sse http://HOST:PORT/sse        (the 2024-11-05 HTTP+SSE transport)
@@ -23,7 +25,8 @@ function fail(msg) {
 const timer = setTimeout(() => fail("timed out after 60 s"), 60000);
 
 let transport;
-if (mode === "http") transport = new StreamableHTTPClientTransport(new URL(target));
+const joinSession = mode === "http" && rest[0] ? rest[0] : undefined;
+if (mode === "http") transport = new StreamableHTTPClientTransport(new URL(target), { sessionId: joinSession });
 else if (mode === "ws") transport = new WebSocketClientTransport(new URL(target));
 else if (mode === "sse") transport = new SSEClientTransport(new URL(target));
 else if (mode === "stdio") transport = new StdioClientTransport({ command: target, args: rest, stderr: "inherit" });
@@ -31,8 +34,9 @@ else fail(`unknown mode ${mode}`);
 
 const client = new Client({ name: "cmcp-sdk-test", version: "1.0.0" });
 try {
-  await client.connect(transport);
-  report.serverVersion = client.getServerVersion();
+  await client.connect(transport); // with a session to join, the SDK sends no initialize
+  if (joinSession) transport.setProtocolVersion(rest[1]);
+  report.serverVersion = client.getServerVersion() ?? null;
   report.sessionId = transport.sessionId ?? null;
   step("connect", { protocol: transport.protocolVersion ?? null });
 

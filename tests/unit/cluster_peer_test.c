@@ -22,7 +22,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "cluster/peer.h"
+#include "ipc/peer.h"
 #include "ipc/dlink.h"
 
 static struct ev_loop *loop;

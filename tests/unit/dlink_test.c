@@ -1,3 +1,4 @@
+#define _GNU_SOURCE
 /* The listener-shard data link (ipc/dlink.h): framing, order, large frames, breaks. */
 #include <errno.h>
 #include <setjmp.h>
@@ -142,6 +143,116 @@ static void test_partial_frame_not_delivered(void **state)
 }
 
 /* Closing a link from inside its own frame callback is safe. */
+/*
+ * A sealed pair: frames open on the other side in order (built in place, or
+ * whole); the bytes on the wire are not the plaintext; a frame altered on
+ * the way, or one delivered twice, closes the link saying so.
+ */
+static void sealed_pair(int sv[2], struct rx *a, struct rx *b, struct dlink **la,
+                        struct dlink **lb)
+{
+    unsigned char k1[DLINK_KEY_BYTES], k2[DLINK_KEY_BYTES];
+    memset(k1, 0x11, sizeof(k1));
+    memset(k2, 0x22, sizeof(k2));
+    pair(sv);
+    *la = dlink_new(sv[0], &rx_ops, a);
+    assert_int_equal(dlink_seal(*la, k1, k2), 0);
+    if (lb) {
+        *lb = dlink_new(sv[1], &rx_ops, b);
+        assert_int_equal(dlink_seal(*lb, k2, k1), 0);
+    }
+    assert_true(dlink_sealed(*la));
+    assert_int_equal(dlink_seal(*la, k1, k2), -1); /* once */
+}
+
+static void test_sealed_frames(void **state)
+{
+    (void)state;
+    int sv[2];
+    struct rx a = {0}, b = {0};
+    struct dlink *la, *lb;
+    sealed_pair(sv, &a, &b, &la, &lb);
+    send_text(la, "first secret");
+    char whole[DLINK_HDR + 6];
+    dlink_frame_prefix(whole, 6);
+    memcpy(whole + DLINK_HDR, "second", 6);
+    assert_int_equal(dlink_send_frame(la, whole, sizeof(whole)), 0);
+    send_text(la, "");
+    assert_true(dlink_queued(la) == 3 * (DLINK_HDR + DLINK_SEAL_TAG) + 12 + 6);
+    send_text(lb, "back");
+    RUN_UNTIL(b.frames == 3 && a.frames == 1);
+    assert_int_equal(b.frames, 3);
+    assert_int_equal(b.len[0], 12);
+    assert_memory_equal(b.data[0], "first secret", 12);
+    assert_memory_equal(b.data[1], "second", 6);
+    assert_int_equal(b.len[2], 0);
+    assert_int_equal(a.frames, 1);
+    assert_memory_equal(a.data[0], "back", 4);
+    dlink_close(la);
+    dlink_close(lb);
+    rx_free(&a);
+    rx_free(&b);
+}
+
+/* The raw bytes of one sealed frame of `text`, as a sealed link writes them. */
+static size_t sealed_bytes(const char *text, char *out, size_t cap)
+{
+    int sv[2];
+    struct rx a = {0};
+    struct dlink *la;
+    sealed_pair(sv, &a, NULL, &la, NULL);
+    send_text(la, text);
+    RUN_UNTIL(dlink_backlog(la) == 0);
+    ssize_t n = read(sv[1], out, cap);
+    assert_true(n > 0);
+    assert_null(memmem(out, (size_t)n, text, strlen(text))); /* not in the clear */
+    dlink_close(la);
+    close(sv[1]);
+    rx_free(&a);
+    return (size_t)n;
+}
+
+static void test_sealed_tampered_or_replayed_frame_breaks_link(void **state)
+{
+    (void)state;
+    char raw[256];
+    size_t n = sealed_bytes("a request", raw, sizeof(raw));
+    unsigned char k1[DLINK_KEY_BYTES], k2[DLINK_KEY_BYTES];
+    memset(k1, 0x11, sizeof(k1));
+    memset(k2, 0x22, sizeof(k2));
+    for (int attack = 0; attack < 3; attack++) {
+        int sv[2];
+        pair(sv);
+        struct rx b = {0};
+        struct dlink *lb = dlink_new(sv[1], &rx_ops, &b);
+        assert_int_equal(dlink_seal(lb, k2, k1), 0);
+        char copy[256];
+        memcpy(copy, raw, n);
+        if (attack == 0) { /* one bit flipped in the ciphertext */
+            copy[DLINK_HDR + 2] ^= 1;
+            assert_int_equal(write(sv[0], copy, n), (ssize_t)n);
+        } else if (attack == 1) { /* the same frame twice: the second does not open */
+            assert_int_equal(write(sv[0], copy, n), (ssize_t)n);
+            assert_int_equal(write(sv[0], copy, n), (ssize_t)n);
+        } else { /* the frame as a link with other keys would read it */
+            dlink_close(lb);
+            close(sv[0]);
+            pair(sv);
+            lb = dlink_new(sv[1], &rx_ops, &b);
+            assert_int_equal(dlink_seal(lb, k1, k2), 0);
+            assert_int_equal(write(sv[0], copy, n), (ssize_t)n);
+        }
+        RUN_UNTIL(b.closed);
+        assert_int_equal(b.closed, 1);
+        assert_non_null(strstr(b.why, "did not open"));
+        assert_int_equal(b.frames, attack == 1 ? 1 : 0);
+        if (attack == 1)
+            assert_memory_equal(b.data[0], "a request", 9);
+        close(sv[0]);
+        rx_free(&b);
+    }
+}
+
 static struct dlink *close_me;
 static int close_frames;
 static void frame_close(struct dlink *l, const char *data, size_t len)
@@ -180,6 +291,8 @@ int main(void)
         cmocka_unit_test(test_garbage_breaks_link),
         cmocka_unit_test(test_partial_frame_not_delivered),
         cmocka_unit_test(test_close_inside_callback),
+        cmocka_unit_test(test_sealed_frames),
+        cmocka_unit_test(test_sealed_tampered_or_replayed_frame_breaks_link),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,11 +10,23 @@
  * fails at once with a clear error when the link drops: the shard may or may
  * not have applied it, and retrying is the client's informed choice (at most
  * once delivery; nothing is resent that may have arrived).
+ *
+ * Forwarding (docs/cluster.md, "Any node serves any session"): a request
+ * for a session whose partition another node owns goes to the same shard
+ * index on the owner, over a sealed link made on first use (ipc/peer.h, then
+ * a sealed data link): the same frames, the same calls, the same failure
+ * rules, and the shard's events come back on it as from a local shard. A
+ * shard that does not own the partition (the map moved it) answers 421
+ * without applying it; the call then follows the refreshed map once. Calls
+ * still waiting for a link whose node lost the partition move to the new
+ * owner when the map changes. The local path costs nothing more than the
+ * owner check it always made.
  */
 #define _GNU_SOURCE
 #include "workers/listener/listener_int.h"
 
 #include <errno.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,9 +35,11 @@
 #include "base/cmcp.h"
 #include "base/log.h"
 #include "ipc/addr.h"
+#include "ipc/auth.h"
 #include "ipc/control.h"
 #include "ipc/cview.h"
 #include "ipc/dlink.h"
+#include "ipc/peer.h"
 #include "ipc/route.h"
 #include "ipc/sock.h"
 #include "ipc/stats.h"
@@ -33,14 +47,25 @@
 struct shard_link {
     int index;
     struct dlink *dl; /* NULL while the shard is down */
-    char path[512];
+    char path[512];   /* a local shard's socket */
+    bool remote;      /* a shard of another node: requests forwarded */
+    char node[PEER_NODE_ID_MAX];
+    struct peer_link *pl; /* remote: the handshake under way */
+    bool dialing;
     ev_timer retry;
     double retry_s;
     bool ever_up;
     struct call *qhead, *qtail; /* calls whose frame has not wholly been written */
+    struct shard_link *rnext;   /* the list of remote links */
 };
 
 static struct shard_link *links;
+static struct shard_link *remotes;
+static struct {
+    bool on; /* a cluster member with a cookie: it may forward */
+    struct auth_key key;
+    struct peer_env env;
+} FW;
 static struct call *calls_by_tok;
 static uint64_t next_tok = 1;
 static int rr_next;
@@ -105,9 +130,17 @@ bool listener_draining(void)
 
 /* ---- calls ---- */
 
+static void link_name(const struct shard_link *l, char *buf, size_t len)
+{
+    if (l->remote)
+        snprintf(buf, len, "Shard %d of cluster member %s", l->index, l->node);
+    else
+        snprintf(buf, len, "Shard %d", l->index);
+}
+
 static void queue_del(struct call *c)
 {
-    struct shard_link *l = &links[c->shard];
+    struct shard_link *l = c->link;
     if (!c->sending)
         return;
     c->sending = false;
@@ -183,11 +216,12 @@ static void call_fail(struct call *c, int st, int code, const char *msg)
 /* The shard died with the request inside it: its outcome is unknown. */
 static void call_fail_shard_stopped(struct call *c)
 {
-    char msg[200];
+    char msg[300], who[160];
+    link_name(c->link, who, sizeof(who));
     snprintf(msg, sizeof(msg),
-             "Shard %d stopped while handling this request; it may or may not have been "
-             "applied. Retry if that is safe",
-             c->shard);
+             "%s %s while handling this request; it may or may not have been applied. Retry "
+             "if that is safe",
+             who, c->link->remote ? "became unreachable" : "stopped");
     call_fail(c, 503, -32603, msg);
 }
 
@@ -196,8 +230,9 @@ static void call_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     struct call *c = w->data;
-    char msg[200];
-    if (c->sending && links[c->shard].dl && !c->busy_wait) {
+    char msg[300], who[160];
+    link_name(c->link, who, sizeof(who));
+    if (c->sending && c->link->dl && !c->busy_wait) {
         /* The shard is up, only busy: the request waits its turn behind others. It is
          * not lost, so it gets the whole request timeout rather than the restart grace. */
         c->busy_wait = true;
@@ -205,15 +240,14 @@ static void call_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         ev_timer_start(listener_g.loop, &c->timer);
         return;
     }
-    if (c->sending && !links[c->shard].dl) {
+    if (c->sending && !c->link->dl) {
         snprintf(msg, sizeof(msg),
-                 "Shard %d is unavailable (restarting); the request was not delivered. Retry "
-                 "shortly",
-                 c->shard);
+                 "%s is unavailable (%s); the request was not delivered. Retry shortly", who,
+                 c->link->remote ? "unreachable" : "restarting");
         call_fail(c, 503, -32603, msg);
     } else {
-        snprintf(msg, sizeof(msg), "Request timed out after %.0f ms in shard %d",
-                 listener_g.request_timeout * 1000, c->shard);
+        snprintf(msg, sizeof(msg), "Request timed out after %.0f ms in %s",
+                 listener_g.request_timeout * 1000, who);
         call_fail(c, 504, -32603, msg);
     }
 }
@@ -237,12 +271,102 @@ static void link_progress(struct dlink *dl)
         call_delivered(l->qhead);
 }
 
+/* Puts a call at the end of l's queue, and on the wire when l is up. 0, or -1 (no memory). */
+static int link_enqueue(struct shard_link *l, struct call *c);
+static void link_connect(struct shard_link *l);
+static struct shard_link *link_for(const char *sid, int shard);
+
 static int link_push(struct shard_link *l, struct call *c)
 {
     if (dlink_send_frame(l->dl, c->frame, c->frame_len) != 0)
         return -1;
     c->frame_end = dlink_queued(l->dl);
     return 0;
+}
+
+static int link_enqueue(struct shard_link *l, struct call *c)
+{
+    c->link = l;
+    c->sending = true;
+    c->qnext = NULL;
+    c->qprev = l->qtail;
+    if (l->qtail)
+        l->qtail->qnext = c;
+    else
+        l->qhead = c;
+    l->qtail = c;
+    if (l->dl)
+        return link_push(l, c);
+    if (l->remote && !l->pl && !ev_is_active(&l->retry))
+        link_connect(l); /* a remote link is made on first use */
+    return 0;
+}
+
+/*
+ * A call the shard refused with 421 (not applied: the partition is not its
+ * node's) follows the refreshed map once; a call waiting for a link whose
+ * node no longer owns its partition moves to the owner. true when it moved.
+ */
+static bool call_reroute(struct call *c)
+{
+    struct shard_link *nl = link_for(c->rsid, c->shard);
+    if (nl == c->link)
+        return false;
+    queue_del(c);
+    c->frame_end = 0;
+    if (link_enqueue(nl, c) != 0) {
+        queue_del(c);
+        return false;
+    }
+    log_debug("call_rerouted", "{s:s,s:s}", "sid", c->rsid, "to", nl->remote ? nl->node : "local");
+    return true;
+}
+
+static void call_not_owner(struct call *c, const struct wire_reply *r)
+{
+    if (!c->rerouted) {
+        c->rerouted = true;
+        cview_fetch_map(listener_g.run_dir, 200);
+        if (call_reroute(c)) {
+            ev_timer_stop(listener_g.loop, &c->timer);
+            ev_timer_set(&c->timer, listener_g.shard_wait, 0);
+            ev_timer_start(listener_g.loop, &c->timer);
+            return;
+        }
+    }
+    /* Still not the owner's: the partition is moving. Nothing was applied. */
+    (void)r;
+    call_fail(c, 503, -32001,
+              "This session's partition is moving between cluster members; the request was "
+              "not applied. Retry shortly");
+}
+
+/* The map changed: calls waiting for a link whose node lost their partition move on. */
+void listener_map_changed(void)
+{
+    if (!links)
+        return; /* the first map arrives before the links are made */
+    for (struct shard_link *l = remotes; l; l = l->rnext) {
+        struct call *c = l->qhead;
+        while (c) {
+            struct call *next = c->qnext;
+            if (c->frame_end == 0 || !l->dl)
+                call_reroute(c);
+            c = next;
+        }
+    }
+    /* and calls waiting for a local shard whose partition went elsewhere */
+    for (int i = 0; i < listener_g.nshards; i++) {
+        if (links[i].dl)
+            continue;
+        struct call *c = links[i].qhead;
+        while (c) {
+            struct call *next = c->qnext;
+            if (c->rsid[0])
+                call_reroute(c);
+            c = next;
+        }
+    }
 }
 
 int listener_route(const char *sid)
@@ -254,14 +378,52 @@ int listener_route(const char *sid)
     return p % listener_g.nshards;
 }
 
-const char *listener_owner_elsewhere(const char *sid)
+/* The map's index of the member that owns sid's partition when it is not this node, or -1. */
+static int owner_elsewhere(const char *sid)
 {
     int p = cview_partition_of(sid);
     const struct cview *v = cview_get();
     if (p < 0 || !v->have_map || p >= v->npart || v->self < 0 || v->owner[p] == v->self ||
         v->owner[p] < 0)
+        return -1;
+    return v->owner[p];
+}
+
+const char *listener_owner_elsewhere(const char *sid)
+{
+    int o = owner_elsewhere(sid);
+    return o < 0 ? NULL : cview_node_id(o);
+}
+
+static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
+/* The link to shard `shard` of member `node` (made on first use); NULL when out of memory. */
+static struct shard_link *remote_link(const char *node, int shard)
+{
+    struct shard_link *l;
+    for (l = remotes; l; l = l->rnext)
+        if (l->index == shard && strcmp(l->node, node) == 0)
+            return l;
+    if (!(l = calloc(1, sizeof(*l))))
         return NULL;
-    return json_string_value(json_object_get(json_array_get(v->nodes, (size_t)v->owner[p]), "id"));
+    l->index = shard;
+    l->remote = true;
+    snprintf(l->node, sizeof(l->node), "%s", node);
+    ev_timer_init(&l->retry, retry_cb, 0, 0);
+    l->retry.data = l;
+    l->retry_s = 0.005;
+    l->rnext = remotes;
+    remotes = l;
+    return l;
+}
+
+/* Where a call for sid (hosted by shard index `shard`) goes now: the owner's shard. */
+static struct shard_link *link_for(const char *sid, int shard)
+{
+    int o = sid && sid[0] && FW.on ? owner_elsewhere(sid) : -1;
+    const char *node = o >= 0 ? cview_node_id(o) : NULL;
+    struct shard_link *l = node ? remote_link(node, shard) : NULL;
+    return l ? l : &links[shard];
 }
 
 /* Shards that host a partition this node owns: where new sessions go (all, without a map). */
@@ -314,16 +476,16 @@ struct call *listener_call(struct conn *conn, int shard, struct wire_req *req,
     ev_timer_init(&c->timer, call_timer_cb, listener_g.shard_wait, 0);
     c->timer.data = c;
     ev_timer_start(listener_g.loop, &c->timer);
+    snprintf(c->rsid, sizeof(c->rsid), "%s", req->sid);
     /* Queued until the frame has left; sent now when the shard is up. */
-    struct shard_link *l = &links[shard];
-    c->sending = true;
-    c->qprev = l->qtail;
-    if (l->qtail)
-        l->qtail->qnext = c;
-    else
-        l->qhead = c;
-    l->qtail = c;
-    if (l->dl && link_push(l, c) != 0) {
+    struct shard_link *l = link_for(req->sid, shard);
+    if (l->remote) {
+        static struct stats_metric *fwd;
+        if (!fwd)
+            fwd = stats_counter("cmcp_forwarded_requests_total", "");
+        fwd->value += 1;
+    }
+    if (link_enqueue(l, c) != 0) {
         /* Out of memory for the link's buffer: this request is not sent. */
         call_unlink(c);
         queue_del(c);
@@ -410,7 +572,9 @@ static void link_frame(struct dlink *dl, const char *data, size_t len)
     struct call *c = NULL;
     if (kind == WIRE_REPLY) {
         HASH_FIND(hh, calls_by_tok, &r.tok, sizeof(r.tok), c);
-        if (c && !c->finished)
+        if (c && !c->finished && r.st == 421)
+            call_not_owner(c, &r);
+        else if (c && !c->finished)
             call_finish(c, &r); /* answered, so it arrived: out of the queue */
     } else if (kind == WIRE_EVENT && e.tok) {
         /* An event of a request, before its response (the link keeps order). */
@@ -446,13 +610,25 @@ static void link_closed(struct dlink *dl, const char *why)
     int failed = 0;
     HASH_ITER(hh, calls_by_tok, c, tmp)
     {
-        if (c->shard != l->index || c->finished || c->sending)
+        if (c->link != l || c->finished || c->sending)
             continue;
         call_fail_shard_stopped(c);
         failed++;
     }
     for (c = l->qhead; c; c = c->qnext)
         c->frame_end = 0;
+    if (l->remote) {
+        log_warn("forward_link_down", "{s:s,s:i,s:s,s:i}", "node", l->node, "shard", l->index,
+                 "why", why, "calls_failed", failed);
+        /* made again on next use, or now for the calls that wait */
+        l->retry_s = 0.05;
+        listener_map_changed();
+        if (l->qhead) {
+            ev_timer_set(&l->retry, l->retry_s, 0);
+            ev_timer_start(listener_g.loop, &l->retry);
+        }
+        return;
+    }
     log_warn("shard_link_down", "{s:i,s:s,s:i}", "shard", l->index, "why", why, "calls_failed",
              failed);
     stats_gauge("cmcp_shard_links_up", "")->value -= 1;
@@ -464,8 +640,93 @@ static void link_closed(struct dlink *dl, const char *why)
 
 static const struct dlink_ops link_ops = {link_frame, link_progress, link_closed};
 
+/* The link is up: what waited for it goes now, in the order it came. */
+static void link_up(struct shard_link *l)
+{
+    int waiting = 0;
+    for (struct call *c = l->qhead; c; c = c->qnext, waiting++)
+        if (link_push(l, c) != 0)
+            break;
+    if (l->remote)
+        log_info("forward_link_up", "{s:s,s:i,s:i}", "node", l->node, "shard", l->index,
+                 "waiting", waiting);
+    else if (waiting || l->ever_up)
+        log_info("shard_link_up", "{s:i,s:i}", "shard", l->index, "waiting", waiting);
+    l->ever_up = true;
+}
+
+/* A remote link: dials the owner's forward port (peer port + 1 + shards + index). */
+static void remote_connect(struct shard_link *l)
+{
+    const struct cview *v = cview_get();
+    const char *ep = NULL;
+    for (size_t i = 0; v->nodes && i < json_array_size(v->nodes); i++) {
+        const char *id = cview_node_id((int)i);
+        if (id && strcmp(id, l->node) == 0)
+            ep = cview_node_endpoint((int)i);
+    }
+    const char *colon = ep ? strrchr(ep, ':') : NULL;
+    if (!colon || !l->qhead) {
+        if (l->qhead) { /* not in the map (any more): the calls move or wait */
+            ev_timer_set(&l->retry, 0.2, 0);
+            ev_timer_start(listener_g.loop, &l->retry);
+        }
+        return;
+    }
+    char host[PEER_ENDPOINT_MAX];
+    snprintf(host, sizeof(host), "%.*s", (int)(colon - ep), ep);
+    int port = atoi(colon + 1) + 1 + listener_g.nshards + l->index;
+    l->dialing = true;
+    struct peer_link *pl = peer_dial(&FW.env, host, port, l);
+    if (l->dialing)
+        l->pl = pl; /* else it failed at once, and fw_down ran */
+}
+
+static void fw_up(struct peer_link *pl)
+{
+    struct shard_link *l = peer_ud(pl);
+    l->pl = NULL;
+    l->dialing = false;
+    l->dl = peer_detach(pl, &link_ops, l);
+    if (!l->dl) {
+        ev_timer_set(&l->retry, 0.2, 0);
+        ev_timer_start(listener_g.loop, &l->retry);
+        return;
+    }
+    l->retry_s = 0.005;
+    link_up(l);
+}
+
+static void fw_message(struct peer_link *pl, int channel, const char *data, size_t len)
+{
+    (void)pl;
+    (void)channel;
+    (void)data;
+    (void)len; /* detached at up */
+}
+
+static void fw_down(struct peer_link *pl, const char *why)
+{
+    struct shard_link *l = peer_ud(pl);
+    l->pl = NULL;
+    l->dialing = false;
+    log_debug("forward_dial_failed", "{s:s,s:i,s:s}", "node", l->node, "shard", l->index, "why",
+              why);
+    if (!l->qhead)
+        return; /* made again on next use */
+    l->retry_s = l->retry_s < 0.5 ? l->retry_s * 2 : 1.0;
+    ev_timer_set(&l->retry, l->retry_s, 0);
+    ev_timer_start(listener_g.loop, &l->retry);
+}
+
+static const struct peer_ops fw_ops = {fw_up, fw_message, fw_down};
+
 static void link_connect(struct shard_link *l)
 {
+    if (l->remote) {
+        remote_connect(l);
+        return;
+    }
     int fd = sock_unix_connect(l->path);
     if (fd < 0) {
         /* Not up yet (restarting, or still loading its sessions): try again shortly. */
@@ -481,21 +742,18 @@ static void link_connect(struct shard_link *l)
         return;
     }
     stats_gauge("cmcp_shard_links_up", "")->value += 1;
-    /* What waited for the shard goes now, in the order it came. */
-    int waiting = 0;
-    for (struct call *c = l->qhead; c; c = c->qnext, waiting++)
-        if (link_push(l, c) != 0)
-            break;
-    if (waiting || l->ever_up)
-        log_info("shard_link_up", "{s:i,s:i}", "shard", l->index, "waiting", waiting);
-    l->ever_up = true;
+    link_up(l);
 }
 
 static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
-    link_connect(w->data);
+    struct shard_link *l = w->data;
+    if (l->remote)
+        listener_map_changed(); /* its calls may belong elsewhere by now */
+    if (!l->dl && !l->pl)
+        link_connect(l);
 }
 
 /* ---- standalone streams ---- */
@@ -531,6 +789,34 @@ void listener_stream_clear(const char *sid, struct conn *conn)
 
 /* ---- start and stop ---- */
 
+/* A cluster member forwards requests for other members' sessions: its cookie seals them. */
+static int forward_init(void)
+{
+    struct cfg *c = listener_g.cfg;
+    const char *bind = cfg_get(c, "cluster", "bind", "");
+    if (!bind[0])
+        return 0;
+    const char *cookie = getenv("CMCP_COOKIE_FILE");
+    if (!cookie || !*cookie)
+        cookie = cfg_get(c, "admin", "cookie_file", "./var/cookie");
+    bool created = false;
+    char err[300];
+    if (auth_cookie_load(cookie, false, &FW.key, &created, err, sizeof(err)) != 0) {
+        log_error("listener_start_failed", "{s:s}", "error", err);
+        return -1;
+    }
+    struct peer_ident me = {0};
+    const char *node = cfg_get(c, "cluster", "node_id", "");
+    if (node[0])
+        snprintf(me.node, sizeof(me.node), "%s", node);
+    else if (gethostname(me.node, sizeof(me.node) - 1) != 0)
+        snprintf(me.node, sizeof(me.node), "node");
+    snprintf(me.endpoint, sizeof(me.endpoint), "listener-%d", listener_g.index);
+    peer_env_init(&FW.env, listener_g.loop, &FW.key, &me, &fw_ops);
+    FW.on = true;
+    return 0;
+}
+
 int listener_links_start(void)
 {
     links = calloc((size_t)listener_g.nshards, sizeof(*links));
@@ -547,11 +833,20 @@ int listener_links_start(void)
         l->retry_s = 0.005;
         link_connect(l);
     }
-    return 0;
+    return forward_init();
 }
 
 void listener_links_stop(void)
 {
     for (int i = 0; i < listener_g.nshards; i++)
         dlink_close(links[i].dl);
+    while (remotes) {
+        struct shard_link *l = remotes;
+        remotes = l->rnext;
+        ev_timer_stop(listener_g.loop, &l->retry);
+        peer_close(l->pl);
+        dlink_close(l->dl);
+        free(l);
+    }
+    sodium_memzero(&FW.key, sizeof(FW.key));
 }

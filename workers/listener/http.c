@@ -246,17 +246,8 @@ static const struct call_ops post_ops = {post_event, post_done};
 
 static int route(struct hconn *h, const char *sid)
 {
+    /* a session another member owns is forwarded to it (calls.c) */
     int shard = listener_route(sid);
-    const char *owner = shard >= 0 ? listener_owner_elsewhere(sid) : NULL;
-    if (owner) {
-        char msg[300];
-        snprintf(msg, sizeof(msg),
-                 "Session not found on this node: its partition belongs to cluster member %s. "
-                 "Send it there, or initialize a new session here",
-                 owner);
-        write_error(h, 404, NULL, -32001, msg);
-        return -1;
-    }
     if (shard < 0) {
         write_error(h, 404, NULL, -32001,
                     "Session not found: it expired or was deleted. Initialize a new session");

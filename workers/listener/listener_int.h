@@ -27,6 +27,7 @@
 
 struct call;
 struct conn;
+struct shard_link;
 
 /* What a connection's transport does with what is not the answer to one of its calls. */
 struct conn_ops {
@@ -53,7 +54,10 @@ struct call_ops {
 struct call {
     UT_hash_handle hh; /* by tok */
     uint64_t tok;
-    int shard;
+    int shard;      /* the shard index (on this node, or on the owner it is forwarded to) */
+    struct shard_link *link; /* where it went: a local shard, or the owner's (forwarded) */
+    bool rerouted;  /* it followed a refreshed map once (a 421 from a shard) */
+    char rsid[64];  /* the session it was routed by, "" for none */
     bool sending;   /* its frame has not wholly left for the shard yet */
     bool finished;
     bool busy_wait; /* its shard is up but has not taken it yet */
@@ -86,6 +90,8 @@ struct call *listener_call(struct conn *conn, int shard, struct wire_req *req,
 int listener_route(const char *sid);
 /* The member that owns a session's partition when it is not this node, else NULL. */
 const char *listener_owner_elsewhere(const char *sid);
+/* The cluster map changed: calls waiting for a node that lost their partition move on. */
+void listener_map_changed(void);
 /* The call in flight whose events form stream `stream` of session sid, or NULL. */
 struct call *listener_call_by_stream(const char *sid, int stream);
 /* Moves a call to another connection (a client resumed its stream there). */

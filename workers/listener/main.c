@@ -85,7 +85,7 @@ int listener_main(struct proc_args *a)
     dlink_init(listener_g.loop);
     stats_init(listener_g.loop, a->run_dir, "listener", a->id);
     control_subscribe(listener_g.loop, a->run_dir, NULL); /* drain/undrain, log_level */
-    cview_subscribe(listener_g.loop, a->run_dir, NULL);  /* which partitions are this node's */
+    cview_subscribe(listener_g.loop, a->run_dir, listener_map_changed); /* who owns what */
     cview_fetch_map(a->run_dir, 500);
     if (listener_links_start() != 0)
         return CMCP_EXIT_FAILURE;

@@ -73,6 +73,8 @@ static const struct {
     {"cmcp_replication_unknown_total",
      "Commits whose replies said the outcome is unknown (the node lost the partition or its "
      "lease before the replicas acknowledged)"},
+    {"cmcp_forwarded_requests_total",
+     "Requests this node's listeners sent to the cluster member that owns their session"},
     {"cmcp_cluster_nodes", "Members of the cluster map, by state (as this node's map says)"},
     {"cmcp_cluster_leader", "1 on the node that is the Raft leader"},
     {"cmcp_cluster_raft_term", "This node's Raft term"},

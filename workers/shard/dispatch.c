@@ -14,6 +14,7 @@
 
 #include "base/cmcp.h"
 #include "base/log.h"
+#include "ipc/cview.h"
 #include "ipc/stats.h"
 #include "workers/shard/tools.h"
 
@@ -356,8 +357,33 @@ static void op_tool(struct slot *sl, const struct wire_req *req)
     reply_st(sl, rc == 0 ? 200 : 404, NULL, NULL);
 }
 
+/*
+ * A request for a session whose partition this node does not own (the map
+ * moved it, or a listener's map is older than ours): answered 421 and not
+ * applied, so that the listener refreshes its map and sends it to the owner
+ * (calls.c). A shard never forwards: one node boundary at most.
+ */
+static bool refuse_not_owner(struct slot *sl, const struct wire_req *req)
+{
+    int p = cview_partition_of(req->sid);
+    const struct cview *v = cview_get();
+    if (p < 0 || !v->have_map || v->self < 0 || p >= v->npart || v->owner[p] == v->self)
+        return false;
+    const char *owner = v->owner[p] >= 0 ? cview_node_id(v->owner[p]) : NULL;
+    char msg[300];
+    snprintf(msg, sizeof(msg),
+             "Not applied: this session's partition %d is owned by %s (epoch %llu), not by "
+             "this node; send it there",
+             p, owner ? owner : "no node yet", (unsigned long long)v->epoch[p]);
+    reply_st(sl, 421, shard_rpc_error(NULL, -32001, msg), NULL);
+    return true;
+}
+
 void shard_dispatch(struct slot *sl, const struct wire_req *req)
 {
+    if (req->sid[0] && (req->op == WIRE_MSG || req->op == WIRE_STREAM ||
+                        req->op == WIRE_DELETE) && refuse_not_owner(sl, req))
+        return;
     switch (req->op) {
     case WIRE_MSG:
         op_msg(sl, req->sid[0] ? req->sid : NULL, req->tr, req->body, req->blen);

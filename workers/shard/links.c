@@ -19,6 +19,7 @@
 #include "base/log.h"
 #include "ipc/addr.h"
 #include "ipc/dlink.h"
+#include "ipc/peer.h"
 #include "ipc/sock.h"
 
 #define PEER_PAUSE_BYTES (8u << 20)  /* a listener this far behind reading its answers... */
@@ -194,7 +195,8 @@ static void peer_progress(struct dlink *dl)
 static void peer_closed(struct dlink *dl, const char *why)
 {
     struct dpeer *p = dlink_ud(dl);
-    log_info("listener_link_closed", "{s:i,s:s}", "shard", shard_g.index, "why", why);
+    log_info(p->remote ? "forward_link_closed" : "listener_link_closed", "{s:i,s:s}", "shard",
+             shard_g.index, "why", why);
     p->dl = NULL;
     if (p->prev)
         p->prev->next = p->next;
@@ -209,6 +211,14 @@ static void peer_closed(struct dlink *dl, const char *why)
 
 static const struct dlink_ops peer_ops = {peer_frame, peer_progress, peer_closed};
 
+static void peer_add(struct dpeer *p)
+{
+    p->next = K.peers;
+    if (K.peers)
+        K.peers->prev = p;
+    K.peers = p;
+}
+
 static void peer_accepted(struct sock_acceptor *a, int fd)
 {
     (void)a;
@@ -222,10 +232,25 @@ static void peer_accepted(struct sock_acceptor *a, int fd)
         free(p);
         return;
     }
-    p->next = K.peers;
-    if (K.peers)
-        K.peers->prev = p;
-    K.peers = p;
+    peer_add(p);
+}
+
+int links_adopt(struct peer_link *pl)
+{
+    struct dpeer *p = calloc(1, sizeof(*p));
+    if (!p) {
+        peer_close(pl);
+        return -1;
+    }
+    p->dl = peer_detach(pl, &peer_ops, p);
+    if (!p->dl) {
+        peer_close(pl);
+        free(p);
+        return -1;
+    }
+    p->remote = true;
+    peer_add(p);
+    return 0;
 }
 
 /* ---- start and stop ---- */

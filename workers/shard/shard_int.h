@@ -50,6 +50,7 @@ struct dpeer {
     struct dlink *dl; /* NULL once closed */
     int refs;
     bool paused;
+    bool remote; /* a listener of another node (forward.c) */
     struct dpeer *next, *prev;
 };
 
@@ -105,6 +106,14 @@ extern struct shard_state shard_g;
 /* links.c */
 int links_start(char *err, size_t errlen);
 void links_stop(void);
+struct peer_link;
+/* Serves a listener of another node on an up peer link (forward.c); 0, or -1 (closed). */
+int links_adopt(struct peer_link *pl);
+
+/* forward.c: sealed links from other nodes' listeners ([cluster] bind) */
+int forward_start(char *err, size_t errlen);
+void forward_stop(void);
+
 /* Sends a reply now, on the link or the control socket the request came by; a data slot
  * ends with it. */
 void links_reply(struct slot *sl, const struct wire_reply *r);

@@ -1,6 +1,6 @@
 /* Sealed links between nodes (peer.h). */
 #define _GNU_SOURCE
-#include "cluster/peer.h"
+#include "ipc/peer.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -99,6 +99,25 @@ static void finish(struct peer_link *l, const char *why, bool tell)
     ev_timer_init(&l->timer, free_cb, 0, 0);
     l->timer.data = l;
     ev_timer_start(l->env->loop, &l->timer);
+}
+
+struct dlink *peer_detach(struct peer_link *l, const struct dlink_ops *ops, void *ud)
+{
+    if (!l || l->state != HS_UP || !l->dl)
+        return NULL;
+    unsigned char ks[DLINK_KEY_BYTES], kr[DLINK_KEY_BYTES];
+    crypto_kdf_derive_from_key(ks, sizeof(ks), 3, "cmcpdlnk", l->sess.k_send);
+    crypto_kdf_derive_from_key(kr, sizeof(kr), 3, "cmcpdlnk", l->sess.k_recv);
+    struct dlink *dl = l->dl;
+    int rc = dlink_seal(dl, ks, kr);
+    sodium_memzero(ks, sizeof(ks));
+    sodium_memzero(kr, sizeof(kr));
+    if (rc != 0)
+        return NULL;
+    l->dl = NULL; /* not ours to close any more */
+    dlink_set_ops(dl, ops, ud);
+    finish(l, "detached", false);
+    return dl;
 }
 
 void peer_close(struct peer_link *l)

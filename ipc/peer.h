@@ -14,16 +14,18 @@
  * A sealed frame's plaintext is one channel byte and the channel's bytes.
  * Identity is (node id, incarnation), never an address: DNS answers change.
  */
-#ifndef CMCP_CLUSTER_PEER_H
-#define CMCP_CLUSTER_PEER_H
+#ifndef CMCP_IPC_PEER_H
+#define CMCP_IPC_PEER_H
 
 #include <ev.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cluster/map.h"
 #include "ipc/auth.h"
+
+#define PEER_NODE_ID_MAX 64   /* a node id's bytes, NUL included (cluster/map.h agrees) */
+#define PEER_ENDPOINT_MAX 128 /* host:port */
 
 enum peer_channel {
     PEER_HEARTBEAT = 1, /* liveness between monitors: beats and their echoes */
@@ -32,12 +34,14 @@ enum peer_channel {
 };
 
 struct peer_ident {
-    char node[MAP_NODE_ID_MAX];
+    char node[PEER_NODE_ID_MAX];
     uint64_t incarnation;
-    char endpoint[MAP_ENDPOINT_MAX]; /* where it listens for peers, as it advertises it */
+    char endpoint[PEER_ENDPOINT_MAX]; /* where it listens for peers, as it advertises it */
 };
 
 struct peer_link;
+struct dlink;
+struct dlink_ops;
 
 struct peer_ops {
     /* The handshake ended: peer_remote() is known. The link may be closed from here. */
@@ -76,6 +80,15 @@ bool peer_is_up(const struct peer_link *l);
 bool peer_dialed(const struct peer_link *l); /* we dialed it (else it dialed us) */
 const char *peer_address(const struct peer_link *l); /* host:port as dialed or accepted from */
 void *peer_ud(const struct peer_link *l);
+/*
+ * Hands an up link's stream over as a sealed data link (dlink_seal) with
+ * keys derived for it alone from this link's session keys: frames go to ops
+ * with ud from now on, and the peer link is freed (`down` is not called).
+ * Both sides detach in their `up` callback, before sending anything more,
+ * so the first frame after the handshake is the first sealed by the data
+ * link (request forwarding uses this: ipc/dlink.h). NULL when not up.
+ */
+struct dlink *peer_detach(struct peer_link *l, const struct dlink_ops *ops, void *ud);
 void peer_set_ud(struct peer_link *l, void *ud);
 
 #endif

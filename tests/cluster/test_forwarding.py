@@ -1,0 +1,236 @@
+#!/usr/bin/env python3
+"""
+Any node serves any session (docs/cluster.md, "Any node serves any session"):
+three real nodes on loopback. A session made on one node is used through every
+node in turn, over Streamable HTTP (POST, a streamed response, a standalone GET
+stream and Last-Event-ID resumption through a node that does not own it); TCP
+and WebSocket sessions keep working after their node gives up ownership
+(drain), their requests forwarded to the new owner; the official TypeScript SDK
+client joins a session through a node that does not own it. A load balancer in
+front needs no sticky sessions.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from cluster_harness import Cluster  # noqa: E402
+from cmcp_harness import Timed, main, wait_for  # noqa: E402
+from mcp_client import PROTOCOL, HttpConn, Session, Tcp, Ws  # noqa: E402
+
+SRC = os.environ.get("CMCP_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+NODE_DIR = os.path.join(SRC, "tests", "node")
+RF2 = "replication_factor = 2"
+
+
+def owner_of(st, partition):
+    return int(st["map"]["nodes"][st["map"]["owners"][partition]]["id"][1:])
+
+
+def text_of(resp):
+    assert "result" in resp, resp
+    return resp["result"]["content"][0]["text"]
+
+
+def kv_value(s, key):
+    resp = s.tool("kv_get", {"key": key})
+    sc = resp.get("result", {}).get("structuredContent") or {}
+    return sc.get("value"), resp
+
+
+def ws_recv_for(w, id_):
+    """WebSocket messages until the response with this id (notifications may come first)."""
+    for _ in range(50):
+        m = w.recv()
+        if m.get("id") == id_ and ("result" in m or "error" in m):
+            return m
+    raise AssertionError("no response %r among 50 messages" % id_)
+
+
+class ForwardingTest(Timed):
+    def at(self, s, c, node):
+        """Points session s at node's HTTP port (a fresh connection)."""
+        s.conn.close()
+        s.conn = HttpConn(c.http[node])
+        s.port = c.http[node]
+
+    def test_http_session_through_every_node(self):
+        with Cluster(3, extra=RF2, metrics=True) as c:
+            st = c.wait_formed()
+            s = Session(c.http[0])
+            part = int(s.sid.split("-")[0])
+            owner = owner_of(st, part)
+            self.assertEqual(owner, 0, "a session is made on a partition its node owns")
+            # every node in turn: each write visible through the next
+            for n, node in enumerate([1, 2, 0, 2, 1]):
+                self.at(s, c, node)
+                r = s.tool("kv_set", {"key": "k", "value": "v%d" % n})
+                self.assertIn("result", r, (node, r))
+                self.at(s, c, (node + 1) % 3)
+                value, got = kv_value(s, "k")
+                self.assertEqual(value, "v%d" % n, got)
+            wait_for(lambda: c.metric(1, "cmcp_forwarded_requests_total") > 0 and
+                     c.metric(2, "cmcp_forwarded_requests_total") > 0, 5, 0.1,
+                     what="forwarded requests counted")
+
+            # a streamed response (progress events) through a node that does not own it
+            self.at(s, c, 1)
+            resp, r = s.call("tools/call", {"name": "sleep", "arguments": {"ms": 300},
+                                            "_meta": {"progressToken": "f1"}})
+            self.assertEqual(r.headers["content-type"].split(";")[0], "text/event-stream")
+            self.assertGreaterEqual(
+                len([m for m in r.messages() if m.get("method") == "notifications/progress"]), 2)
+            self.assertIn("result", resp)
+
+            # Last-Event-ID: the stream is cut through n1 and resumed through n2 while the
+            # request still runs at the owner: each GET replays what is stored past the id
+            # it names and ends; the client resumes again until the response came
+            conn = HttpConn(c.http[1])
+            got = conn.request("POST", {"jsonrpc": "2.0", "id": 77, "method": "tools/call",
+                                        "params": {"name": "sleep", "arguments": {"ms": 1200},
+                                                   "_meta": {"progressToken": 7}}},
+                               headers=s.headers(), max_events=2)
+            conn.close()
+            last = got.events[-1]["id"]
+            stream = last.split("-")[0]
+            events, final = [], []
+            for _ in range(40):
+                conn = HttpConn(c.http[2])
+                h = dict(s.headers())
+                h["Last-Event-ID"] = last
+                r = conn.request("GET", headers=h, timeout=10)
+                conn.close()
+                self.assertEqual(r.status, 200)
+                events += r.events
+                if r.events:
+                    last = r.events[-1]["id"]
+                final = [m for e in events for m in [json.loads(e["data"])] if m.get("id") == 77]
+                if final:
+                    break
+                time.sleep(0.1)
+            ids = [e["id"] for e in got.events + events]
+            self.assertEqual(len(ids), len(set(ids)), ids)  # nothing twice
+            self.assertTrue(all(i.split("-")[0] == stream for i in ids), ids)
+            seqs = [int(i.split("-")[1]) for i in ids]
+            self.assertEqual(seqs, sorted(seqs), ids)
+            self.assertEqual(len(final), 1, events)
+            self.assertIn("result", final[0])
+            progress = [e for e in got.events + events
+                        if json.loads(e["data"]).get("method") == "notifications/progress"]
+            self.assertGreaterEqual(len(progress), 3, ids)
+
+            # the standalone GET stream through n2 gets what a write through n1 caused
+            self.at(s, c, 0)
+            resp, _ = s.call("resources/subscribe", {"uri": "kv://colour"})
+            self.assertIn("result", resp)
+            g = HttpConn(c.http[2])
+            g.send_raw(("GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+                        "Mcp-Session-Id: %s\r\nMCP-Protocol-Version: %s\r\n\r\n"
+                        % (s.sid, PROTOCOL)).encode())
+            status, _ = g.read_head()
+            self.assertEqual(status, 200)
+            time.sleep(0.2)  # the stream is registered at the owner before the write
+            self.at(s, c, 1)
+            self.assertIn("result", s.tool("kv_set", {"key": "colour", "value": "teal"}))
+            seen = []
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not any(
+                    m.get("method") == "notifications/resources/updated" for m in seen):
+                _, block = g.read_chunk(deadline)
+                for line in block.decode(errors="replace").splitlines():
+                    if line.startswith("data:"):
+                        try:
+                            seen.append(json.loads(line[5:]))
+                        except ValueError:
+                            pass
+            g.close()
+            self.assertTrue(any(m.get("method") == "notifications/resources/updated" and
+                                m["params"]["uri"] == "kv://colour" for m in seen), seen)
+
+            # unknown sessions are still 404, whichever node is asked
+            bogus = "%d-%s" % (part, "a" * 26)
+            conn = HttpConn(c.http[1])
+            r = conn.request("POST", {"jsonrpc": "2.0", "id": 1, "method": "ping"},
+                             headers={"Mcp-Session-Id": bogus, "MCP-Protocol-Version": PROTOCOL})
+            conn.close()
+            self.assertEqual(r.status, 404, r)
+
+            # DELETE through a non-owner ends it at the owner
+            self.at(s, c, 2)
+            r = s.conn.request("DELETE", headers=s.headers())
+            self.assertIn(r.status, (200, 202, 204), r)
+            self.at(s, c, 1)
+            r = s.post({"jsonrpc": "2.0", "id": 5, "method": "ping"})
+            self.assertEqual(r.status, 404, r)
+
+    def test_line_sessions_follow_a_drain(self):
+        """TCP and WebSocket sessions on n0; n0 is drained (its partitions move to their
+        replicas): the same connections keep working, their requests forwarded."""
+        with Cluster(3, extra=RF2, metrics=True) as c:
+            c.wait_formed()
+            t = Tcp(c.tcp[0])
+            t.send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": PROTOCOL, "capabilities": {},
+                "clientInfo": {"name": "fwd", "version": "1"}}})
+            self.assertIn("result", t.recv_for(1)[0])
+            t.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+            t.send({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                    "params": {"name": "kv_set", "arguments": {"key": "a", "value": "tcp"}}})
+            self.assertIn("result", t.recv_for(2)[0])
+            w = Ws(c.http[0])
+            w.send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": PROTOCOL, "capabilities": {},
+                "clientInfo": {"name": "fwd", "version": "1"}}})
+            self.assertIn("result", ws_recv_for(w, 1))
+            w.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+            w.send({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                    "params": {"name": "kv_set", "arguments": {"key": "a", "value": "ws"}}})
+            self.assertIn("result", ws_recv_for(w, 2))
+
+            r = c.ctl(0, {"op": "drain", "node": "n0"})
+            self.assertTrue(r.get("ok"), r)
+
+            def moved():
+                st = c.status(1)
+                return all(c.member(st, "n%d" % i) for i in range(3)) and \
+                    c.member(st, "n0")["owned"] == 0
+            wait_for(moved, 20, 0.1, what="n0 owns nothing")
+            time.sleep(0.3)  # n0's workers see the new map
+            t.send({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                    "params": {"name": "kv_get", "arguments": {"key": "a"}}})
+            r = t.recv_for(3)[0]
+            self.assertEqual(r["result"]["structuredContent"]["value"], "tcp", r)
+            w.send({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                    "params": {"name": "kv_get", "arguments": {"key": "a"}}})
+            r = ws_recv_for(w, 3)
+            self.assertEqual(r["result"]["structuredContent"]["value"], "ws", r)
+            wait_for(lambda: c.metric(0, "cmcp_forwarded_requests_total") > 0, 5, 0.1,
+                     what="forwarded requests counted")
+            t.close()
+            w.close()
+
+    def test_sdk_client_through_a_node_that_does_not_own_the_session(self):
+        with Cluster(3, extra=RF2) as c:
+            c.wait_formed()
+            s = Session(c.http[0])
+            env = {k: v for k, v in os.environ.items() if not k.startswith("CMCP_")}
+            p = subprocess.run(["node", os.path.join(NODE_DIR, "sdk_client.mjs"), "http",
+                                "http://127.0.0.1:%d/mcp" % c.http[1], s.sid, PROTOCOL],
+                               capture_output=True, text=True, timeout=90, env=env, cwd=NODE_DIR)
+            self.assertEqual(p.returncode, 0, "sdk client failed:\n%s\n%s"
+                             % (p.stdout[-2000:], p.stderr[-3000:]))
+            report = json.loads(p.stdout.strip().splitlines()[-1])
+            steps = {x["name"]: x for x in report["steps"]}
+            self.assertEqual(steps["echo"]["text"], "hello from the SDK")
+            self.assertGreaterEqual(steps["sleep"]["progress"], 2)
+            self.assertTrue(steps["cancel"]["outcome"].startswith("rejected"), steps["cancel"])
+            self.assertIn("teal", steps["kv"]["text"])
+            self.assertIn("terminate", steps)
+
+
+if __name__ == "__main__":
+    main()
