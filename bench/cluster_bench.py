@@ -3,7 +3,8 @@
 cmcp cluster benchmarks: real nodes on loopback (tests/cluster/cluster_harness.py).
 
   python3 bench/cluster_bench.py [--bin-dir build/bin] [--trials 20]
-                                 [--only formation,detection,fence,leader,commit,replication] [--out DIR]
+                                 [--only formation,detection,fence,leader,commit,replication,forwarding]
+                                 [--out DIR]
 
 Sections (docs/benchmarks.md shows the results and how they were obtained):
 
@@ -25,6 +26,8 @@ Sections (docs/benchmarks.md shows the results and how they were obtained):
              measure it (proposal to applied here), in a formed 4-node cluster
   replication  kv_set throughput and latency through one node (16 client threads,
              a session each) with RF 1, RF 2 sync and RF 2 async, interleaved
+  forwarding tools/call echo (cmcp-bench, 32 connections): sessions made at n0 and
+             used through n0 (their owner) or through n1 (forwarded), interleaved
 
 Results: DIR/raw.json and DIR/summary.md, DIR defaulting to
 BIN_DIR/../bench-results/cluster-<time>. Loopback only; every process it
@@ -291,6 +294,38 @@ def replication(Cluster, wait_for, seconds, clients=16, rounds=2):
     return res
 
 
+def forwarding(Cluster, wait_for, seconds, bin_dir, conns=32, rounds=3):
+    """tools/call echo with cmcp-bench (closed loop, one session per connection): sessions
+    made at n0 and used through n0 (the owner) or through n1 (forwarded to n0), interleaved
+    in one 3-node cluster."""
+    import subprocess
+    out = {"owner": [], "forwarded": []}
+    with Cluster(3) as c:
+        c.wait_formed()
+        init = "http://127.0.0.1:%d/mcp" % c.http[0]
+        for _ in range(rounds):
+            for name, port, extra in (("owner", c.http[0], []),
+                                      ("forwarded", c.http[1], ["--init-url", init])):
+                argv = [os.path.join(bin_dir, "cmcp-bench"), "--quiet", "--json", "-", "-c",
+                        str(conns), "-d", str(seconds)] + extra + \
+                    ["http://127.0.0.1:%d/mcp" % port]
+                p = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120)
+                try:
+                    j = json.loads(p.stdout)
+                except ValueError:
+                    j = {"rps": 0, "errors": -1, "stderr": p.stderr[-500:]}
+                log("  %s: %.0f req/s" % (name, j.get("rps") or 0))
+                out[name].append(j)
+    res = {}
+    for name, runs in out.items():
+        res[name] = {"rps": [r.get("rps") or 0 for r in runs],
+                     "p50_ms": [r.get("latency_ms", {}).get("p50") for r in runs],
+                     "p99_ms": [r.get("latency_ms", {}).get("p99") for r in runs],
+                     "errors": sum((r.get("errors") or 0) if isinstance(r.get("errors"), int)
+                                   else sum((r.get("errors") or {}).values()) for r in runs)}
+    return res
+
+
 # ------------------------------------------------------------------- report --
 
 def fmt_ms(s):
@@ -357,6 +392,19 @@ def report(res, env):
                 name, v["ops_per_s"], v["ops_per_s"] / base, v["latency_s"]["p50"] * 1000,
                 v["latency_s"]["p99"] * 1000, v["errors"]))
         lines.append("")
+    if "forwarding" in res:
+        r = res["forwarding"]
+        lines += ["## Forwarding cost (tools/call echo, 32 connections, 3 nodes)", "",
+                  "| round | owner req/s | forwarded req/s | ratio | owner p50/p99 ms | "
+                  "forwarded p50/p99 ms |", "|---|---|---|---|---|---|"]
+        o, f = r["owner"], r["forwarded"]
+        for k in range(len(o["rps"])):
+            lines.append("| %d | %.0f | %.0f | %.2f× | %s / %s | %s / %s |" % (
+                k + 1, o["rps"][k], f["rps"][k], f["rps"][k] / (o["rps"][k] or 1),
+                o["p50_ms"][k], o["p99_ms"][k], f["p50_ms"][k], f["p99_ms"][k]))
+        lines.append("")
+        lines.append("errors: owner %s, forwarded %s" % (o["errors"], f["errors"]))
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -366,7 +414,8 @@ def main():
     ap.add_argument("--trials", type=int, default=20,
                     help="trials of detection (formation, fence and leader: half as many, "
                          "at least 5)")
-    ap.add_argument("--only", default="formation,detection,fence,leader,commit,replication")
+    ap.add_argument("--only",
+                    default="formation,detection,fence,leader,commit,replication,forwarding")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if not os.path.exists(os.path.join(args.bin_dir, "cmcpd")):
@@ -401,6 +450,9 @@ def main():
     if "replication" in only:
         log("replication")
         res["replication"] = replication(Cluster, wait_for, 5)
+    if "forwarding" in only:
+        log("forwarding")
+        res["forwarding"] = forwarding(Cluster, wait_for, 5, args.bin_dir)
     env["loadavg_at_end"] = os.getloadavg()[0]
     with open(os.path.join(out, "raw.json"), "w") as f:
         json.dump({"machine": env, "results": res}, f, indent=1)

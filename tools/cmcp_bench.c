@@ -38,6 +38,8 @@ static void usage(FILE *f)
         "      --ramp-timeout S    the ramp ends after S seconds whatever its state (60)\n"
         "      --ramp-calls K      requests each session makes right after its setup (0)\n"
         "      --no-init           no initialize: plain requests (for a static responder)\n"
+        "      --init-url URL      make each session at URL (another cluster member), then\n"
+        "                          send the load to the main URL (HTTP; forwarding cost)\n"
         "      --source-addrs N    bind connections to N source addresses from\n"
         "                          --source-base (127.0.0.1) on: ~28K connections per address\n"
         "load:\n"
@@ -400,7 +402,7 @@ static int raise_nofile(long need)
 }
 
 enum {
-    OPT_RAMP_RATE = 256, OPT_RAMP_CONC, OPT_RAMP_TIMEOUT, OPT_RAMP_CALLS, OPT_NO_INIT,
+    OPT_RAMP_RATE = 256, OPT_RAMP_CONC, OPT_RAMP_TIMEOUT, OPT_RAMP_CALLS, OPT_NO_INIT, OPT_INIT_URL,
     OPT_SOURCE_ADDRS, OPT_SOURCE_BASE, OPT_DEPTH, OPT_HOLD, OPT_HOLD_CHECK, OPT_HOLD_UNTIL, OPT_READY_FILE,
     OPT_METHOD, OPT_TOOL, OPT_ARGS, OPT_PARAMS, OPT_ACCEPT, OPT_PV, OPT_REQ_TIMEOUT, OPT_MAX_RECONNECTS,
     OPT_TIME_LIMIT, OPT_JSON, OPT_CSV, OPT_ALLOW_REMOTE, OPT_HELP
@@ -443,7 +445,7 @@ int main(int argc, char **argv)
         {"connections", 1, 0, 'c'}, {"active", 1, 0, 'a'},
         {"ramp-rate", 1, 0, OPT_RAMP_RATE}, {"ramp-concurrency", 1, 0, OPT_RAMP_CONC},
         {"ramp-timeout", 1, 0, OPT_RAMP_TIMEOUT}, {"ramp-calls", 1, 0, OPT_RAMP_CALLS},
-        {"no-init", 0, 0, OPT_NO_INIT}, {"source-addrs", 1, 0, OPT_SOURCE_ADDRS},
+        {"no-init", 0, 0, OPT_NO_INIT}, {"init-url", 1, 0, OPT_INIT_URL}, {"source-addrs", 1, 0, OPT_SOURCE_ADDRS},
         {"source-base", 1, 0, OPT_SOURCE_BASE}, {"duration", 1, 0, 'd'}, {"warmup", 1, 0, 'w'},
         {"rate", 1, 0, 'r'}, {"depth", 1, 0, OPT_DEPTH}, {"max-requests", 1, 0, 'n'},
         {"threads", 1, 0, 't'}, {"hold", 1, 0, OPT_HOLD}, {"hold-check", 0, 0, OPT_HOLD_CHECK}, {"hold-until", 1, 0, OPT_HOLD_UNTIL},
@@ -464,6 +466,7 @@ int main(int argc, char **argv)
         case OPT_RAMP_TIMEOUT: O.ramp_timeout = num("ramp-timeout", optarg, 0.1, 86400); break;
         case OPT_RAMP_CALLS: O.ramp_calls = (int)num("ramp-calls", optarg, 0, 1000); break;
         case OPT_NO_INIT: O.no_init = true; break;
+        case OPT_INIT_URL: O.init_url = optarg; break;
         case OPT_SOURCE_ADDRS: O.source_addrs = (int)num("source-addrs", optarg, 1, 250); break;
         case OPT_SOURCE_BASE:
             if (inet_pton(AF_INET, optarg, &O.source_base) != 1) {
@@ -504,8 +507,23 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (O.init_url) {
+        if (parse_url(O.init_url) != 0)
+            return 2;
+        if (O.transport != T_HTTP) {
+            fprintf(stderr, "cmcp-bench: --init-url needs HTTP URLs (a TCP session is its "
+                            "connection)\n");
+            return 2;
+        }
+        memcpy(&O.init_addr, &O.addr, sizeof(O.addr));
+        O.init_addrlen = O.addrlen;
+    }
     if (parse_url(argv[optind]) != 0)
         return 2;
+    if (O.init_url && O.transport != T_HTTP) {
+        fprintf(stderr, "cmcp-bench: --init-url needs HTTP URLs\n");
+        return 2;
+    }
     if (O.source_addrs > 1) {
         uint32_t last = ntohl(O.source_base.s_addr) + (uint32_t)O.source_addrs - 1;
         if ((ntohl(O.source_base.s_addr) >> 24) != 127 || (last >> 24) != 127) {

@@ -76,6 +76,9 @@ struct opts {
     bool source_set; /* --source-base given: bind even to one address */
     const char *hold_until; /* the hold ends early when this file exists */
     bool no_init;
+    const char *init_url; /* sessions are made there, then used at url (HTTP) */
+    struct sockaddr_storage init_addr;
+    socklen_t init_addrlen;
     double request_timeout;
     double time_limit;
     int max_reconnects;
@@ -133,6 +136,7 @@ struct conn {
     uint16_t ramp_calls_left;
     uint32_t gen; /* bumped when the socket goes: handlers check it after callbacks */
     char *sid;
+    bool at_init; /* connected to --init-url to make its session */
     char *rbuf;
     uint32_t rlen, rcap;
     char *wbuf;

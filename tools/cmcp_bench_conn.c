@@ -762,6 +762,12 @@ static void after_setup_step(struct conn *c)
         conn_send(c, R_RAMPCALL, now_ns());
         return;
     }
+    if (c->at_init && c->sid) {
+        /* made at --init-url: the session is used from a connection to the main URL */
+        conn_kill(c);
+        conn_start(c);
+        return;
+    }
     conn_ready(c);
 }
 
@@ -937,7 +943,9 @@ void conn_start(struct conn *c)
     c->want_write = true;
     ev_init(&c->tmo, conn_tmo_cb);
     c->tmo.data = c;
-    if (connect(fd, (struct sockaddr *)&O.addr, O.addrlen) != 0 && errno != EINPROGRESS) {
+    c->at_init = O.init_url && !c->sid;
+    const struct sockaddr *to = (const struct sockaddr *)(c->at_init ? &O.init_addr : &O.addr);
+    if (connect(fd, to, c->at_init ? O.init_addrlen : O.addrlen) != 0 && errno != EINPROGRESS) {
         conn_fail(c, E_CONNECT);
         return;
     }
