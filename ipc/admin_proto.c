@@ -38,9 +38,11 @@ const struct admin_cmd admin_cmds[] = {
     {ADMIN_CLUSTER_STATUS, "cluster_status", "cluster status",
      "leader, term, map version and hash, this node fenced or not and why, partitions per node"},
     {ADMIN_VERIFY_STATE, "verify_state", "verify_state",
-     "every member holds the same map version and hash (differences listed)"},
+     "every member holds the same map version and hash, and every partition's in-sync copies "
+     "the same history (epoch, seq, chain) as its owner (differences listed)"},
     {ADMIN_RECONCILE_STATE, "reconcile_state", "reconcile_state",
-     "wait (up to 10 s) until every member has caught up with the map, then verify"},
+     "wait (up to 10 s) until every member has caught up with the map and every in-sync copy "
+     "with its owner, then verify"},
     {ADMIN_REBALANCE, "rebalance", "rebalance",
      "move partitions to their preferred members, a few at a time (for 30 s)"},
     {ADMIN_FORCE_LEADER, "force_leader", "force_leader",

@@ -249,18 +249,35 @@ static void nonce_of(unsigned char n[crypto_aead_xchacha20poly1305_ietf_NPUBBYTE
         n[crypto_aead_xchacha20poly1305_ietf_NPUBBYTES - 8 + i] = (unsigned char)(ctr >> (8 * i));
 }
 
+size_t dlink_seal_payload(const unsigned char key[DLINK_KEY_BYTES], uint64_t n,
+                          unsigned char *buf, size_t len)
+{
+    unsigned char nonce[crypto_aead_xchacha20poly1305_ietf_NPUBBYTES];
+    unsigned long long clen;
+    nonce_of(nonce, n);
+    crypto_aead_xchacha20poly1305_ietf_encrypt(buf, &clen, buf, len, NULL, 0, NULL, nonce, key);
+    return (size_t)clen;
+}
+
+int dlink_open_payload(const unsigned char key[DLINK_KEY_BYTES], uint64_t n, unsigned char *buf,
+                       size_t len, size_t *outlen)
+{
+    unsigned char nonce[crypto_aead_xchacha20poly1305_ietf_NPUBBYTES];
+    unsigned long long mlen;
+    nonce_of(nonce, n);
+    if (len < DLINK_SEAL_TAG || crypto_aead_xchacha20poly1305_ietf_decrypt(
+                                    buf, &mlen, NULL, buf, len, NULL, 0, nonce, key) != 0)
+        return -1;
+    *outlen = (size_t)mlen;
+    return 0;
+}
+
 void dlink_commit(struct dlink *l, size_t payload_len)
 {
-    if (l->seal) {
-        /* in place: the ciphertext over the payload, the tag after it (reserved) */
-        unsigned char nonce[crypto_aead_xchacha20poly1305_ietf_NPUBBYTES];
-        unsigned long long clen;
-        unsigned char *p = (unsigned char *)l->obuf + l->olen + DLINK_HDR;
-        nonce_of(nonce, ++l->seal->sctr);
-        crypto_aead_xchacha20poly1305_ietf_encrypt(p, &clen, p, payload_len, NULL, 0, NULL,
-                                                   nonce, l->seal->ks);
-        payload_len = (size_t)clen;
-    }
+    if (l->seal) /* in place: the ciphertext over the payload, the tag after it (reserved) */
+        payload_len = dlink_seal_payload(l->seal->ks, ++l->seal->sctr,
+                                         (unsigned char *)l->obuf + l->olen + DLINK_HDR,
+                                         payload_len);
     dlink_frame_prefix(l->obuf + l->olen, payload_len);
     l->olen += DLINK_HDR + payload_len;
     l->queued += DLINK_HDR + payload_len;
@@ -281,19 +298,15 @@ static void deliver(struct dlink *l)
         char *p = l->ibuf + l->ioff + DLINK_HDR;
         l->ioff += DLINK_HDR + (size_t)n;
         if (l->seal) {
-            unsigned char nonce[crypto_aead_xchacha20poly1305_ietf_NPUBBYTES];
-            unsigned long long mlen;
-            nonce_of(nonce, l->seal->rctr + 1);
-            if (n < DLINK_SEAL_TAG ||
-                crypto_aead_xchacha20poly1305_ietf_decrypt((unsigned char *)p, &mlen, NULL,
-                                                           (unsigned char *)p, n, NULL, 0, nonce,
-                                                           l->seal->kr) != 0) {
+            size_t m;
+            if (dlink_open_payload(l->seal->kr, l->seal->rctr + 1, (unsigned char *)p, n, &m) !=
+                0) {
                 link_fail(l, "a sealed frame did not open (altered, replayed, out of order, or "
                              "sealed with other keys)");
                 return;
             }
             l->seal->rctr++;
-            n = (uint32_t)mlen;
+            n = (uint32_t)m;
         }
         l->ops->frame(l, p, n);
     }

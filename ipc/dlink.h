@@ -61,6 +61,13 @@ struct dlink *dlink_new(int fd, const struct dlink_ops *ops, void *ud);
 int dlink_seal(struct dlink *l, const unsigned char k_send[DLINK_KEY_BYTES],
                const unsigned char k_recv[DLINK_KEY_BYTES]);
 bool dlink_sealed(const struct dlink *l);
+/* A sealed link's n-th payload of a direction, sealed in place (buf holds len + DLINK_SEAL_TAG
+ * bytes; returns the sealed length) or opened in place (0, or -1: it does not open): for a
+ * blocking client of a sealed link (ipc/peer.h: peer_call). */
+size_t dlink_seal_payload(const unsigned char key[DLINK_KEY_BYTES], uint64_t n,
+                          unsigned char *buf, size_t len);
+int dlink_open_payload(const unsigned char key[DLINK_KEY_BYTES], uint64_t n, unsigned char *buf,
+                       size_t len, size_t *outlen);
 /* Hands the link to another owner: its frames and end go to ops with ud from now on. */
 void dlink_set_ops(struct dlink *l, const struct dlink_ops *ops, void *ud);
 void *dlink_ud(const struct dlink *l);

@@ -89,6 +89,19 @@ void *peer_ud(const struct peer_link *l);
  * link (request forwarding uses this: ipc/dlink.h). NULL when not up.
  */
 struct dlink *peer_detach(struct peer_link *l, const struct dlink_ops *ops, void *ud);
+
+/*
+ * One blocking call to an acceptor that detaches its links (a shard's
+ * forward port, workers/shard/forward.c), for processes without a loop of
+ * their own to spare (the admin worker): dials host:port, does the
+ * handshake as `self`, sends req as the first sealed frame, then hands each
+ * sealed frame that comes back to on_frame until it returns non-zero.
+ * Everything within timeout_ms. 0, or -1 with a sentence in err.
+ */
+int peer_call(const struct auth_key *key, const struct peer_ident *self, const char *host,
+              int port, const void *req, size_t reqlen,
+              int (*on_frame)(void *ud, const char *data, size_t len), void *ud,
+              int timeout_ms, char *err, size_t errlen);
 void peer_set_ud(struct peer_link *l, void *ud);
 
 #endif

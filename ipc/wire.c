@@ -24,6 +24,7 @@ static const char *const op_names[WIRE_OP_COUNT] = {
     [WIRE_SESSION_KILL] = "session_kill",
     [WIRE_TOOL_FETCH] = "tool_fetch",
     [WIRE_TOOL_RESULT] = "tool_result",
+    [WIRE_POSITIONS] = "positions",
 };
 
 const char *wire_op_name(enum wire_op op)

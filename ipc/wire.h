@@ -49,6 +49,7 @@ enum wire_op {
     WIRE_SESSION_KILL,
     WIRE_TOOL_FETCH, /* a tool run asks for its call's arguments */
     WIRE_TOOL_RESULT, /* ...and hands over its result */
+    WIRE_POSITIONS,   /* verify_state: where each partition this shard stores stands */
     WIRE_OP_COUNT,
 };
 const char *wire_op_name(enum wire_op op);
@@ -101,6 +102,7 @@ struct wire_reply {
      *   STREAM        the events replayed, [[stream, seq, message-text], ...]
      *   SESSION_LIST  {"shard": I, "count": N, "sessions": [summary, ...]}
      *   SESSION_SHOW  the session's summary and state
+     *   POSITIONS     {"shard": I, "node": ID, "partitions": [[P, epoch, seq, "chain"], ...]}
      */
     json_t *data;
     const char *body; /* a JSON-RPC response, an error, a tool run's arguments */

@@ -52,7 +52,8 @@ def peer_port(shards=2):
     raise RuntimeError("no run of free ports for a node's peer and replica ports")
 
 
-def node_config(i, ports, http, tcp, seeds, cookie_file, expect, extra="", metrics=0):
+def node_config(i, ports, http, tcp, seeds, cookie_file, expect, extra="", metrics=0,
+                admin=0):
     return """
 [node]
 name = n%d
@@ -62,7 +63,7 @@ tcp_port = %d
 [metrics]
 port = %d
 [admin]
-endpoint =
+endpoint = %s
 cookie_file = %s
 [cluster]
 node_id = n%d
@@ -72,20 +73,23 @@ bootstrap_expect = %d
 %s
 [tree.shard]
 count = 2
-""" % (i, http, tcp, metrics, cookie_file, i, ports[i], ", ".join(seeds), expect, extra)
+""" % (i, http, tcp, metrics, "tcp://127.0.0.1:%d" % admin if admin else "", cookie_file, i,
+       ports[i], ", ".join(seeds), expect, extra)
 
 
 class Cluster:
     """n nodes n0..n(n-1); extra is text added to every node's [cluster] section; with
     metrics, each node serves /metrics and /health on self.metrics[i]."""
 
-    def __init__(self, n, expect=None, extra="", cookie=COOKIE, start=None, metrics=False):
+    def __init__(self, n, expect=None, extra="", cookie=COOKIE, start=None, metrics=False,
+                 admin=False):
         self.n = n
         self.first = list(range(n)) if start is None else start  # started on entering
         self.peer_ports = [peer_port() for _ in range(n)]
         self.http = [free_port() for _ in range(n)]
         self.tcp = [free_port() for _ in range(n)]
         self.metrics = [free_port() if metrics else 0 for _ in range(n)]
+        self.admin = [free_port() if admin else 0 for _ in range(n)]
         self.expect = expect or n
         self.extra = extra
         self.cookie = cookie
@@ -106,7 +110,7 @@ class Cluster:
         seeds = seeds or ["127.0.0.1:%d" % p for p in self.peer_ports[:max(self.expect, 1)]]
         return node_config(i, self.peer_ports, self.http[i], self.tcp[i], seeds,
                            self._cookie_file(i, cookie or self.cookie), self.expect,
-                           self.extra + "\n" + extra, self.metrics[i])
+                           self.extra + "\n" + extra, self.metrics[i], self.admin[i])
 
     def start(self, i, cookie=None, data_dir=None, seeds=None, extra=""):
         """Starts node i; seeds and extra ([cluster] lines) for this node alone."""
@@ -217,6 +221,23 @@ class Cluster:
             if line.startswith(name + " ") or line.startswith(name + "{"):
                 total += float(line.rsplit(" ", 1)[1])
         return total
+
+    def admin_cmd(self, i, *args, timeout=45.0):
+        """cmcpctl --json ARGS against node i's admin socket (needs admin=True): the parsed
+        answer; raises with cmcpctl's words when it fails."""
+        import subprocess
+        from ops_client import cmcpctl_path
+        argv = [cmcpctl_path(), "-n", "tcp://127.0.0.1:%d" % self.admin[i], "--cookie-file",
+                self.cookies[-1], "--json"] + list(args)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CMCP_")}
+        p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
+                           env=env)
+        out = p.stdout.decode(errors="replace")
+        try:
+            return json.loads(out)
+        except ValueError:
+            raise AssertionError("cmcpctl %s failed (%d): %s %s" % (
+                " ".join(args), p.returncode, out[-1000:], p.stderr.decode()[-1000:]))
 
     def member(self, st, node_id):
         for m in st["map"]["nodes"]:

@@ -44,6 +44,11 @@ static ev_timer retry_w, state_w, shutdown_w;
 static ev_signal sigterm_w, sigint_w;
 static struct auth_key key;
 static struct auth_server authsrv;
+
+const struct auth_key *admin_cookie_key(void)
+{
+    return &key;
+}
 static char endpoint[512];
 static int listen_failures;
 static bool level_set; /* log_level was set by an admin (broadcast it; else leave levels be) */

@@ -26,6 +26,7 @@
 #include <stddef.h>
 
 #include "base/proc.h"
+#include "ipc/auth.h"
 #include "ipc/wire.h"
 #include "workers/admin/admin.h"
 
@@ -57,6 +58,12 @@ json_t *admin_cluster_call(json_t *req, char *err, size_t errlen); /* req stolen
  * body), or -1 with err. */
 int admin_shard_call(int shard, const struct wire_req *req, struct wire_reply *r, json_t **keep,
                      char *err, size_t errlen);
+/* The same op to shard `shard` of the member whose peer endpoint is given (host:port), over
+ * a sealed link to its forward port (ipc/peer.h: peer_call). As admin_shard_call. */
+int admin_remote_shard_call(const char *endpoint, int shard, const struct wire_req *req,
+                            struct wire_reply *r, json_t **keep, char *err, size_t errlen);
+/* admin.c: the node's cookie, which also seals links to other members. */
+const struct auth_key *admin_cookie_key(void);
 /* GET path from the metrics worker's HTTP server: body (malloc'd) and status. */
 char *admin_metrics_get(const char *path, int *status, char *err, size_t errlen);
 

@@ -20,6 +20,8 @@
 #include "base/cmcp.h"
 #include "ipc/addr.h"
 #include "ipc/ipc.h"
+#include "ipc/dlink.h"
+#include "ipc/peer.h"
 #include "base/log.h"
 
 /* One request, one reply, on a fresh req socket; *reply is the caller's (nng_msg). */
@@ -139,6 +141,63 @@ int admin_shard_call(int shard, const struct wire_req *req, struct wire_reply *r
         return -1;
     }
     return 0;
+}
+
+struct remote_reply {
+    struct wire_reply *r;
+    json_t **keep;
+    bool got;
+};
+
+/* A frame from the remote shard: its reply to our token 1 ends the call; events (its
+ * sessions' notifications go to every link) are skipped. */
+static int remote_frame(void *ud, const char *data, size_t len)
+{
+    struct remote_reply *rr = ud;
+    struct wire_reply r;
+    struct wire_event e;
+    json_t *keep = NULL;
+    int kind = wire_from_shard_parse(data, len, &r, &e, &keep);
+    if (kind == WIRE_REPLY && r.tok == 1) {
+        *rr->r = r;
+        rr->r->body = NULL; /* it was in the frame */
+        rr->r->blen = 0;
+        *rr->keep = keep;
+        rr->got = true;
+        return 1;
+    }
+    json_decref(keep);
+    return 0;
+}
+
+int admin_remote_shard_call(const char *endpoint, int shard, const struct wire_req *req,
+                            struct wire_reply *r, json_t **keep, char *err, size_t errlen)
+{
+    *keep = NULL;
+    const char *colon = endpoint ? strrchr(endpoint, ':') : NULL;
+    if (!colon) {
+        snprintf(err, errlen, "no peer endpoint");
+        return -1;
+    }
+    char host[PEER_ENDPOINT_MAX];
+    snprintf(host, sizeof(host), "%.*s", (int)(colon - endpoint), endpoint);
+    int port = atoi(colon + 1) + 1 + admin_g.nshards + shard;
+    struct wire_req q = *req;
+    q.tok = 1;
+    size_t len, body_off;
+    char *frame = wire_req_frame(&q, &len, &body_off);
+    if (!frame) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    struct peer_ident me = {0};
+    snprintf(me.node, sizeof(me.node), "%s", admin_g.a->node);
+    snprintf(me.endpoint, sizeof(me.endpoint), "admin");
+    struct remote_reply rr = {r, keep, false};
+    int rc = peer_call(admin_cookie_key(), &me, host, port, frame + DLINK_HDR, len - DLINK_HDR,
+                       remote_frame, &rr, admin_g.timeout_ms, err, errlen);
+    free(frame);
+    return rc == 0 && rr.got ? 0 : -1;
 }
 
 char *admin_metrics_get(const char *path, int *status, char *err, size_t errlen)

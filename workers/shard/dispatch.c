@@ -338,6 +338,16 @@ static void op_session_show(struct slot *sl, const struct wire_req *req)
     shard_reply(sl, &r, NULL, NULL);
 }
 
+/* verify_state: where each partition this shard's store holds stands (owned or a copy). */
+static void op_positions(struct slot *sl)
+{
+    const struct cview *v = cview_get();
+    struct wire_reply r = {.st = 200};
+    r.data = json_pack("{s:i,s:s,s:o}", "shard", shard_g.index, "node", v->self_id,
+                       "partitions", durable_positions());
+    shard_reply(sl, &r, NULL, NULL);
+}
+
 /* A toolrun asks for its call's arguments, or hands over its result. */
 static void op_tool(struct slot *sl, const struct wire_req *req)
 {
@@ -413,6 +423,9 @@ void shard_dispatch(struct slot *sl, const struct wire_req *req)
     case WIRE_TOOL_FETCH:
     case WIRE_TOOL_RESULT:
         op_tool(sl, req);
+        return;
+    case WIRE_POSITIONS:
+        op_positions(sl);
         return;
     case WIRE_OP_NONE:
     case WIRE_OP_COUNT:

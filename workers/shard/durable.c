@@ -404,3 +404,20 @@ void durable_close(void)
     store_close(D.store);
     D.store = NULL;
 }
+
+json_t *durable_positions(void)
+{
+    json_t *arr = json_array();
+    const struct cview *v = cview_get();
+    int npart = v->have_map ? v->npart : 0;
+    for (int p = shard_g.index; D.store && p < npart; p += shard_g.nshards) {
+        uint64_t epoch = 0, seq = 0, chain = 0;
+        if (store_position_chain(D.store, p, &epoch, &seq, &chain) != 0 || seq == 0)
+            continue;
+        char hex[17];
+        snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)chain);
+        json_array_append_new(arr, json_pack("[i,I,I,s]", p, (json_int_t)epoch,
+                                             (json_int_t)seq, hex));
+    }
+    return arr;
+}

@@ -184,6 +184,8 @@ void durable_unlist(struct sess *s);
 void durable_flush(void);
 /* Events of one stream after `after` as [[stream, seq, text], ...]; *done when it has ended. */
 json_t *durable_replay(struct sess *s, int stream, int64_t after, bool *done);
+/* [[partition, epoch, seq, "chain"], ...] of every partition this shard's store holds. */
+json_t *durable_positions(void);
 void durable_touch(struct sess *s, const json_t *msg);
 /* A stored session back into memory (recovery, a promotion). */
 void durable_restore(const char *sid, json_t *rec);

@@ -134,15 +134,23 @@ void store__pos_committed(struct store *s)
         s->pos[i].staged = false;
 }
 
-int store_position(struct store *s, int partition, uint64_t *epoch, uint64_t *seq)
+int store_position_chain(struct store *s, int partition, uint64_t *epoch, uint64_t *seq,
+                         uint64_t *chain)
 {
     struct store_pos *p;
     int rc = pos_get(s, partition, &p);
     if (rc == 0) {
         *epoch = p->epoch;
         *seq = p->seq;
+        *chain = p->chain;
     }
     return rc;
+}
+
+int store_position(struct store *s, int partition, uint64_t *epoch, uint64_t *seq)
+{
+    uint64_t chain;
+    return store_position_chain(s, partition, epoch, seq, &chain);
 }
 
 /* ---- the chain ---- */

@@ -157,6 +157,9 @@ struct store_change_info {
 int store_change_peek(const char *change, size_t len, struct store_change_info *info);
 /* The partition's position: staged if a change of it is staged, else committed (0, 0 if none). */
 int store_position(struct store *s, int partition, uint64_t *epoch, uint64_t *seq);
+/* ...and its chain value: two copies with the same (seq, chain) hold the same history. */
+int store_position_chain(struct store *s, int partition, uint64_t *epoch, uint64_t *seq,
+                         uint64_t *chain);
 
 struct store_stats {
     long sessions, events;
