@@ -20,7 +20,9 @@ const struct admin_cmd admin_cmds[] = {
     {ADMIN_START_CHILD, "start_child", "start_child SUP --args A...",
      "simple_one_for_one: a new child with these arguments"},
     {ADMIN_DELETE_CHILD, "delete_child", "delete_child SUP ID", "forget a stopped child's spec"},
-    {ADMIN_SESSIONS, "sessions", "sessions [--shard N]", "the sessions the shards hold"},
+    {ADMIN_SESSIONS, "sessions", "sessions [--shard N | --cluster]",
+     "the sessions this node's shards hold; --cluster: every member's, with each session's "
+     "owner and in-sync replicas"},
     {ADMIN_SESSION_SHOW, "session_show", "session show ID",
      "everything a shard knows of one session"},
     {ADMIN_SESSION_KILL, "session_kill", "session kill ID",

@@ -172,8 +172,12 @@ static void fmt_num(char *buf, size_t len, json_t *v, const char *fmt)
 static void print_sessions(json_t *r)
 {
     json_t *list = json_object_get(r, "sessions");
-    printf("%-30s %-5s %-11s %-24s %8s %8s %7s\n", "SESSION", "SHARD", "PROTOCOL", "CLIENT",
-           "IDLE_S", "REQUESTS", "PENDING");
+    bool cluster = json_is_true(json_object_get(r, "cluster"));
+    if (cluster)
+        printf("%-30s %-12s %-16s ", "SESSION", "OWNER", "REPLICAS");
+    else
+        printf("%-30s %-5s ", "SESSION", "SHARD");
+    printf("%-11s %-24s %8s %8s %7s\n", "PROTOCOL", "CLIENT", "IDLE_S", "REQUESTS", "PENDING");
     size_t i;
     json_t *s;
     json_array_foreach(list, i, s)
@@ -187,9 +191,28 @@ static void print_sessions(json_t *r)
         fmt_num(idle, sizeof(idle), json_object_get(s, "idle_s"), "%.1f");
         fmt_num(reqs, sizeof(reqs), json_object_get(s, "requests"), "%.0f");
         fmt_num(pending, sizeof(pending), json_object_get(s, "pending"), "%.0f");
-        printf("%-30s %-5lld %-11s %-24s %8s %8s %7s\n", str(s, "sid", "?"),
-               (long long)json_integer_value(json_object_get(s, "shard")),
-               str(s, "protocol", "-"), client, idle, reqs, pending);
+        if (cluster) {
+            char reps[64] = "";
+            size_t k;
+            json_t *rp;
+            json_array_foreach(json_object_get(s, "replicas"), k, rp)
+            {
+                size_t used = strlen(reps);
+                snprintf(reps + used, sizeof(reps) - used, "%s%s", k ? "," : "",
+                         json_is_string(rp) ? json_string_value(rp) : "?");
+            }
+            printf("%-30s %-12s %-16s ", str(s, "sid", "?"), str(s, "owner", "?"),
+                   reps[0] ? reps : "-");
+        } else {
+            printf("%-30s %-5lld ", str(s, "sid", "?"),
+                   (long long)json_integer_value(json_object_get(s, "shard")));
+        }
+        printf("%-11s %-24s %8s %8s %7s\n", str(s, "protocol", "-"), client, idle, reqs, pending);
+    }
+    json_array_foreach(json_object_get(r, "members"), i, s)
+    {
+        if (json_object_get(s, "error"))
+            printf("warning: member %s: %s\n", str(s, "member", "?"), str(s, "error", ""));
     }
     json_array_foreach(json_object_get(r, "shards"), i, s)
     {
@@ -448,8 +471,10 @@ static int parse(int argc, char **argv, const struct admin_cmd **cmd, json_t *ar
             if (*end || n < 0)
                 return usage_error("--shard wants a shard number, not '%s'", argv[2]);
             json_object_set_new(args, "shard", json_integer(n));
+        } else if (argc == 2 && !strcmp(argv[1], "--cluster")) {
+            json_object_set_new(args, "cluster", json_true());
         } else if (argc != 1) {
-            return usage_error("usage: %s [--shard N]", c);
+            return usage_error("usage: %s [--shard N | --cluster]", c);
         }
         break;
     case ADMIN_SESSION_SHOW:

@@ -59,7 +59,7 @@ class ForwardingTest(Timed):
         s.port = c.http[node]
 
     def test_http_session_through_every_node(self):
-        with Cluster(3, extra=RF2, metrics=True) as c:
+        with Cluster(3, extra=RF2, metrics=True, admin=True) as c:
             st = c.wait_formed()
             s = Session(c.http[0])
             part = int(s.sid.split("-")[0])
@@ -73,6 +73,14 @@ class ForwardingTest(Timed):
                 self.at(s, c, (node + 1) % 3)
                 value, got = kv_value(s, "k")
                 self.assertEqual(value, "v%d" % n, got)
+            # the admin shell of any member lists it with its owner and replica
+            r = c.admin_cmd(2, "sessions", "--cluster")
+            mine = [x for x in r["sessions"] if x["sid"] == s.sid]
+            self.assertEqual(len(mine), 1, r)
+            self.assertEqual(mine[0]["owner"], "n0")
+            self.assertEqual(len(mine[0]["replicas"]), 1, mine)
+            self.assertNotIn("n0", mine[0]["replicas"])
+            self.assertFalse([m for m in r["members"] if "error" in m], r["members"])
             wait_for(lambda: c.metric(1, "cmcp_forwarded_requests_total") > 0 and
                      c.metric(2, "cmcp_forwarded_requests_total") > 0, 5, 0.1,
                      what="forwarded requests counted")

@@ -202,9 +202,13 @@ static json_t *cmd_status(const struct admin_cmd *c, json_t *args)
 
 /* ---- sessions ---- */
 
+static json_t *cluster_sessions(void);
+
 static json_t *cmd_sessions(const struct admin_cmd *c, json_t *args)
 {
     (void)c;
+    if (json_is_true(json_object_get(args, "cluster")))
+        return cluster_sessions();
     json_t *shard = json_object_get(args, "shard");
     int from = 0, to = admin_g.nshards - 1;
     if (shard) {
@@ -646,6 +650,76 @@ static json_t *verify(bool *consistent)
                           "copies_compared", copies, "data_differences", data);
     json_decref(st);
     return admin_reply_ok(r);
+}
+
+/*
+ * sessions --cluster: every up member's sessions (each member's shards over sealed links to
+ * their forward ports; this node's over IPC), each with the member that owns it and its
+ * in-sync replicas as the map says. A member that does not answer is listed, not hidden.
+ */
+static json_t *cluster_sessions(void)
+{
+    json_t *fail = NULL, *st = cluster_ask(json_pack("{s:s}", "op", "status"), &fail);
+    if (!st)
+        return fail;
+    json_t *map = json_object_get(st, "map");
+    json_t *nodes = json_object_get(map, "nodes"), *owners = json_object_get(map, "owners");
+    json_t *replicas = json_object_get(map, "replicas");
+    const char *me = arg_str(st, "node") ?: "";
+    json_t *sessions = json_array(), *members = json_array();
+    size_t i;
+    json_t *n;
+    json_array_foreach(nodes, i, n)
+    {
+        const char *id = arg_str(n, "id") ?: "";
+        const char *state = arg_str(n, "state") ?: "";
+        if (strcmp(state, "up") != 0 && strcmp(state, "draining") != 0)
+            continue;
+        int count = 0;
+        char err[600] = "";
+        for (int k = 0; k < admin_g.nshards; k++) {
+            struct wire_req req = {.op = WIRE_SESSION_LIST};
+            struct wire_reply r;
+            json_t *keep = NULL;
+            int rc = strcmp(id, me) == 0
+                         ? admin_shard_call(k, &req, &r, &keep, err, sizeof(err))
+                         : admin_remote_shard_call(arg_str(n, "endpoint"), k, &req, &r, &keep,
+                                                   err, sizeof(err));
+            if (rc != 0 || r.st != 200) {
+                if (rc == 0)
+                    snprintf(err, sizeof(err), "shard %d answered %d", k, r.st);
+                json_decref(keep);
+                break;
+            }
+            size_t j;
+            json_t *s;
+            json_array_foreach(json_object_get(r.data, "sessions"), j, s)
+            {
+                int p = route_session_owner(arg_str(s, "sid") ?: "");
+                json_int_t o = p >= 0 ? json_integer_value(json_array_get(owners, (size_t)p)) : -1;
+                json_t *copy = json_deep_copy(s), *reps = json_array();
+                size_t q;
+                json_t *rv;
+                json_array_foreach(p >= 0 ? json_array_get(replicas, (size_t)p) : NULL, q, rv)
+                    json_array_append_new(reps, json_string(arg_str(json_array_get(
+                                              nodes, (size_t)json_integer_value(rv)), "id") ?: "?"));
+                json_object_set_new(copy, "shard", json_integer(k));
+                json_object_set_new(copy, "member", json_string(id));
+                json_object_set_new(copy, "owner", json_string(
+                    arg_str(json_array_get(nodes, (size_t)o), "id") ?: "?"));
+                json_object_set_new(copy, "replicas", reps);
+                json_array_append_new(sessions, copy);
+                count++;
+            }
+            json_decref(keep);
+        }
+        json_array_append_new(members, err[0] ? json_pack("{s:s,s:s}", "member", id, "error", err)
+                                              : json_pack("{s:s,s:i}", "member", id, "count",
+                                                          count));
+    }
+    json_decref(st);
+    return admin_reply_ok(json_pack("{s:b,s:o,s:o,s:o}", "cluster", 1, "sessions", sessions,
+                                    "members", members, "shards", json_array()));
 }
 
 static json_t *cmd_verify_state(const struct admin_cmd *c, json_t *args)
