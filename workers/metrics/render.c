@@ -73,6 +73,14 @@ static const struct {
     {"cmcp_replication_unknown_total",
      "Commits whose replies said the outcome is unknown (the node lost the partition or its "
      "lease before the replicas acknowledged)"},
+    {"cmcp_partitions_under_replicated",
+     "Partitions this node owns with fewer in-sync replicas than the replication factor"},
+    {"cmcp_replication_catchups_total",
+     "Catch-ups of a replica (snapshot, then the changes since) that ended, by result: "
+     "rejoined (back in the in-sync set) or aborted (started over)"},
+    {"cmcp_replication_snapshot_bytes_total", "Bytes of partition snapshots built for catch-ups"},
+    {"cmcp_replication_snapshots_installed_total",
+     "Partition snapshots a shard installed as a replica"},
     {"cmcp_cluster_nodes", "Members of the cluster map, by state (as this node's map says)"},
     {"cmcp_cluster_leader", "1 on the node that is the Raft leader"},
     {"cmcp_cluster_raft_term", "This node's Raft term"},
