@@ -624,6 +624,8 @@ void repl_round(struct gbatch *b)
             if (buf_add(&c->q, &len, 4) == 0 && buf_add(&c->q, R.pend[i].data, R.pend[i].len) == 0) {
                 c->nq++;
                 c->q_upto = c->last_round = r->id;
+                if (c->q.len > R.snap_max)
+                    c->stalled = true; /* it falls further behind than a snapshot: start over */
             } else {
                 c->q.len = mark;
                 c->stalled = true; /* out of memory: the catch-up ends at the next tick */
