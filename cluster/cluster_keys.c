@@ -12,6 +12,10 @@ const struct cfg_key cluster_cfg_keys[] = {
     {"cluster", "replication_factor", CFG_INT, NULL, 1, 5},
     {"cluster", "replication", CFG_ENUM, "sync|async", 0, 0},
     {"cluster", "replica_ack_timeout_ms", CFG_INT, NULL, 20, 60000},
+    /* catch-ups (a replica rebuilt from a snapshot): at once per shard, chunk size, limit */
+    {"cluster", "replica_catchups", CFG_INT, NULL, 1, 64},
+    {"cluster", "replica_snapshot_chunk_bytes", CFG_INT, NULL, 4096, 16777216},
+    {"cluster", "replica_snapshot_max_bytes", CFG_INT, NULL, 65536, 4294967296},
     {"cluster", "split_brain_strategy", CFG_ENUM, "winner_takes_all|oldest_node|configured_master",
      0, 0},
     {"cluster", "master", CFG_STR, NULL, 0, 0},

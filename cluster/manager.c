@@ -627,6 +627,28 @@ static json_t *ctl_request(json_t *req)
                    (json_int_t)json_integer_value(epoch));
         return json_pack("{s:b,s:b}", "ok", 1, "submitted", 1);
     }
+    if (strcmp(op, "isr_add") == 0) {
+        /* an owner's shard: a replica it caught up (snapshot, then every change since) joins
+         * the in-sync set; the map checks epoch, state and room when it applies */
+        json_t *part = json_object_get(req, "part"), *epoch = json_object_get(req, "epoch");
+        const char *node = json_string_value(json_object_get(req, "node"));
+        const char *inc_s = json_string_value(json_object_get(req, "inc"));
+        uint64_t inc = inc_s && strlen(inc_s) == 16 ? strtoull(inc_s, NULL, 16) : 0;
+        if (!json_is_integer(part) || !json_is_integer(epoch) || !node)
+            return json_pack("{s:b,s:s,s:s}", "ok", 0, "error", "badarg", "message",
+                             "isr_add needs part, epoch and node");
+        char *cmd = map_cmd_isr_add((int)json_integer_value(part),
+                                    (uint64_t)json_integer_value(epoch), node, inc);
+        int rc = mgr_propose(cmd);
+        free(cmd);
+        if (rc != 0)
+            return json_pack("{s:b,s:s,s:s}", "ok", 0, "error", "unavailable", "message",
+                             "no leader to take the change now; retry");
+        log_notice("cluster_isr_add_asked", "{s:I,s:s,s:I}", "partition",
+                   (json_int_t)json_integer_value(part), "replica", node, "epoch",
+                   (json_int_t)json_integer_value(epoch));
+        return json_pack("{s:b,s:b}", "ok", 1, "submitted", 1);
+    }
     if (strcmp(op, "rebalance") == 0) {
         const char *l = mgr_leader();
         if (!l || mgr_send_control(l, json_pack("{s:s}", "op", "rebalance")) != 0)

@@ -545,6 +545,33 @@ static enum map_result apply_isr_drop(struct cluster_map *m, const json_t *c)
     return MAP_NOOP;
 }
 
+static enum map_result apply_isr_add(struct cluster_map *m, const json_t *c)
+{
+    json_t *p = json_object_get(c, "part"), *e = json_object_get(c, "epoch");
+    if (m->rf < 2 || !json_is_integer(p) || json_integer_value(p) < 0 ||
+        json_integer_value(p) >= m->npart || !json_is_integer(e))
+        return MAP_BAD;
+    uint64_t inc = 0;
+    json_t *ji = json_object_get(c, "inc");
+    if (ji && !u64_parse(ji, &inc))
+        return MAP_BAD;
+    int i = map_node_find(m, json_string_value(json_object_get(c, "node")));
+    if (i < 0)
+        return MAP_UNKNOWN;
+    struct map_partition *pp = &m->parts[json_integer_value(p)];
+    if ((uint64_t)json_integer_value(e) != pp->epoch || pp->owner < 0)
+        return MAP_STALE; /* the partition moved since its owner caught the replica up */
+    if (m->nodes[i].state != MAP_UP || (inc && m->nodes[i].incarnation != inc))
+        return MAP_STALE; /* down, leaving, draining or restarted since */
+    if (pp->owner == i || map_is_replica(m, (int)json_integer_value(p), i))
+        return MAP_NOOP;
+    if (pp->nrep >= m->rf - 1 || pp->nrep >= MAP_MAX_REPLICAS)
+        return MAP_FULL; /* another replica filled the set first */
+    pp->rep[pp->nrep++] = (int16_t)i;
+    m->version++;
+    return MAP_OK;
+}
+
 char *map_cmd_place(const struct cluster_map *m, const struct map_move *mv, int n)
 {
     json_t *a = json_array();
@@ -563,6 +590,15 @@ char *map_cmd_isr_drop(int part, uint64_t epoch, const char *node)
 {
     return dump(json_pack("{s:s,s:i,s:I,s:s}", "op", "isr_drop", "part", part, "epoch",
                           (json_int_t)epoch, "node", node));
+}
+
+char *map_cmd_isr_add(int part, uint64_t epoch, const char *node, uint64_t inc)
+{
+    json_t *o = json_pack("{s:s,s:i,s:I,s:s}", "op", "isr_add", "part", part, "epoch",
+                          (json_int_t)epoch, "node", node);
+    if (o && inc)
+        json_object_set_new(o, "inc", u64_json(inc));
+    return dump(o);
 }
 
 enum map_result map_apply(struct cluster_map *m, const char *cmd, size_t len, uint64_t index)
@@ -587,6 +623,8 @@ enum map_result map_apply(struct cluster_map *m, const char *cmd, size_t len, ui
         r = apply_place(m, c);
     } else if (strcmp(op, "isr_drop") == 0) {
         r = apply_isr_drop(m, c);
+    } else if (strcmp(op, "isr_add") == 0) {
+        r = apply_isr_add(m, c);
     } else if (!id) {
         r = MAP_BAD;
     } else if (strcmp(op, "join") == 0) {

@@ -115,6 +115,14 @@ struct map_move {
 char *map_cmd_place(const struct cluster_map *m, const struct map_move *mv, int n);
 /* Takes node out of partition part's in-sync replicas (if part is still at epoch). */
 char *map_cmd_isr_drop(int part, uint64_t epoch, const char *node);
+/*
+ * Puts node back into partition part's in-sync replicas: its owner brought it up to date
+ * (a snapshot, then every change since) and waits for it on every write from now on. Applies
+ * only if part is still at epoch, node is up (and still incarnation inc, when inc != 0: a
+ * restart since the catch-up started is no proof of a copy), neither the owner nor a replica
+ * already (NOOP), and the set has room (nrep < rf - 1; else MAP_FULL).
+ */
+char *map_cmd_isr_add(int part, uint64_t epoch, const char *node, uint64_t inc);
 
 /* ---- reading the map ---- */
 

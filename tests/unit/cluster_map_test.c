@@ -208,6 +208,68 @@ static void test_replicas_promotion_and_isr(void **state)
     assert_int_equal(apply_text(&one, map_cmd_place(&one, &x, 1), 3), MAP_BAD);
 }
 
+/* isr_add: an owner puts a replica it caught up back into the in-sync set */
+static void test_isr_add(void **state)
+{
+    (void)state;
+    static struct cluster_map m;
+    map_init(&m);
+    uint64_t ix = 1;
+    assert_int_equal(apply_text(&m, map_cmd_init(16, 2), ix++), MAP_OK);
+    for (int i = 0; i < 3; i++) {
+        char id[8];
+        snprintf(id, sizeof(id), "n%d", i);
+        assert_int_equal(apply_text(&m, map_cmd_join(id, (uint64_t)(10 + i), "h:1"), ix++), MAP_OK);
+    }
+    assert_int_equal(place_plan(&m, MAP_PLAN_FAILOVER, 0, &ix), 16);
+    int owner = m.parts[3].owner, rep = m.parts[3].rep[0], other = 3 - owner - rep;
+    const char *rid = m.nodes[rep].id, *oid = m.nodes[other].id;
+    uint64_t e = m.parts[3].epoch;
+    /* full: the set already holds rf - 1 replicas */
+    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e, oid, 0), ix++), MAP_FULL);
+    /* already a replica, or the owner: nothing to do */
+    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e, rid, 0), ix++), MAP_NOOP);
+    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e, m.nodes[owner].id, 0), ix++), MAP_NOOP);
+    assert_int_equal(apply_text(&m, map_cmd_isr_drop(3, e, rid), ix++), MAP_OK);
+    assert_int_equal(m.parts[3].nrep, 0);
+    /* refused: a stale epoch, an unknown node, a node of another incarnation */
+    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e + 1, rid, 0), ix++), MAP_STALE);
+    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e - 1, rid, 0), ix++), MAP_STALE);
+    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e, "nobody", 0), ix++), MAP_UNKNOWN);
+    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e, rid, 12345), ix++), MAP_STALE);
+    assert_int_equal(apply_text(&m, map_cmd_isr_add(99, e, rid, 0), ix++), MAP_BAD);
+    assert_int_equal(m.parts[3].nrep, 0);
+    /* accepted: the replica counts again, and the map says so (version, hash) */
+    uint64_t v = m.version;
+    char h1[17], h2[17];
+    map_hash(&m, h1);
+    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e, rid, m.nodes[rep].incarnation), ix++),
+                     MAP_OK);
+    assert_int_equal(m.parts[3].nrep, 1);
+    assert_int_equal(m.parts[3].rep[0], rep);
+    assert_true(m.version > v);
+    map_hash(&m, h2);
+    assert_string_not_equal(h1, h2);
+    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e, rid, 0), ix++), MAP_NOOP);
+    /* a node that is down may not come back in */
+    assert_int_equal(apply_text(&m, map_cmd_isr_drop(3, e, rid), ix++), MAP_OK);
+    assert_int_equal(apply_text(&m, map_cmd_down(rid, m.nodes[rep].incarnation, 0), ix++), MAP_OK);
+    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e, rid, 0), ix++), MAP_STALE);
+    /* nor one draining; the third member, up, may */
+    assert_int_equal(apply_text(&m, map_cmd_drain(oid, true), ix++), MAP_OK);
+    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e, oid, 0), ix++), MAP_STALE);
+    assert_int_equal(apply_text(&m, map_cmd_drain(oid, false), ix++), MAP_OK);
+    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e, oid, 0), ix++), MAP_OK);
+    assert_true(map_is_replica(&m, 3, other));
+    /* a map without replicas has no in-sync sets */
+    static struct cluster_map one;
+    map_init(&one);
+    apply_text(&one, map_cmd_init(4, 1), 1);
+    apply_text(&one, map_cmd_join("a", 1, "h:1"), 2);
+    apply_text(&one, map_cmd_join("b", 2, "h:1"), 3);
+    assert_int_equal(apply_text(&one, map_cmd_isr_add(0, 0, "b", 0), 4), MAP_BAD);
+}
+
 static void test_commands_that_do_not_fit(void **state)
 {
     (void)state;
@@ -523,6 +585,7 @@ int main(void)
         cmocka_unit_test(test_membership_and_placement),
         cmocka_unit_test(test_commands_that_do_not_fit),
         cmocka_unit_test(test_replicas_promotion_and_isr),
+        cmocka_unit_test(test_isr_add),
         cmocka_unit_test(test_renewal_and_mark_down_race),
         cmocka_unit_test(test_json_round_trip_and_hash),
         cmocka_unit_test(test_replicated_formation),

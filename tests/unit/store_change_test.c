@@ -192,6 +192,93 @@ static void test_owner_to_replica(void **state)
     assert_value(e->replica, "7-bbb", "five");
 }
 
+static int count_events(void *ud, int stream, int64_t seq, bool final, const char *text)
+{
+    (void)stream, (void)seq, (void)final, (void)text;
+    (*(int *)ud)++;
+    return 0;
+}
+
+/* a catch-up: a replica that holds another history (and sessions the owner no longer has) is
+ * rebuilt from the owner's snapshot of one partition, then takes the changes after it */
+static void test_snapshot(void **state)
+{
+    struct env *e = *state;
+    owner_write(e->owner, "3-aaa", "one");
+    owner_write(e->owner, "3-aaa", "two");
+    owner_write(e->owner, "3-bbb", "three");
+    owner_write(e->owner, "31-zzz", "other partition, same digits");
+    owner_write(e->owner, "4-ccc", "four");
+    /* the third store went its own way on partitions 3 and 4 (a deposed owner's tail) */
+    int mark = nsent;
+    owner_write(e->third, "3-aaa", "diverged");
+    owner_write(e->third, "3-old", "gone at the owner");
+    owner_write(e->third, "4-keep", "untouched");
+    while (nsent > mark) /* the third's own changes go nowhere */
+        free(sent[--nsent].bytes);
+
+    char *snap = NULL;
+    size_t len = 0;
+    struct store_snapshot_info in;
+    assert_int_equal(store_snapshot(e->owner, 3, "3-", part_of, 0, &snap, &len, &in), 0);
+    assert_int_equal(in.sessions, 2);
+    assert_int_equal(in.events, 3);
+    assert_int_equal(in.seq, 3);
+    assert_int_equal(in.epoch, 1);
+    struct store_snapshot_info pk;
+    assert_int_equal(store_snapshot_peek(snap, len, &pk), 0);
+    assert_int_equal(pk.partition, 3);
+    assert_int_equal(pk.seq, 3);
+    /* a bound below its size is refused */
+    char *big = NULL;
+    size_t blen = 0;
+    assert_int_equal(store_snapshot(e->owner, 3, "3-", part_of, 40, &big, &blen, &in), -EFBIG);
+    assert_null(big);
+
+    /* a change of it does not apply on the diverged copy... */
+    owner_write(e->owner, "3-aaa", "after the snapshot");
+    int after = nsent - 1;
+    assert_int_equal(store_change_stage(e->third, sent[after].bytes, sent[after].len), -EAGAIN);
+    store_discard(e->third);
+    /* ...the snapshot replaces the partition in one commit, then the change applies */
+    assert_int_equal(store_snapshot_stage(e->third, snap, len, "3-", part_of), 0);
+    assert_int_equal(store_commit(e->third), 0);
+    assert_value(e->third, "3-aaa", "two");
+    assert_value(e->third, "3-bbb", "three");
+    assert_null(store_session_get(e->third, "3-old"));
+    assert_int_equal(store_last_seq(e->third, "3-old"), 0);
+    assert_value(e->third, "4-keep", "untouched"); /* other partitions stay */
+    assert_null(store_session_get(e->third, "31-zzz"));
+    int nev = 0;
+    assert_int_equal(store_events_foreach(e->third, "3-aaa", -1, 0, count_events, &nev), 0);
+    assert_int_equal(nev, 2);
+    uint64_t ep, sq;
+    assert_int_equal(store_position(e->third, 3, &ep, &sq), 0);
+    assert_int_equal(sq, 3);
+    assert_int_equal(store_change_stage(e->third, sent[after].bytes, sent[after].len), 0);
+    assert_int_equal(store_commit(e->third), 0);
+    assert_value(e->third, "3-aaa", "after the snapshot");
+    /* applying the same snapshot again goes back to its position: apply is by (epoch, seq) */
+    assert_int_equal(store_snapshot_stage(e->third, snap, len, "3-", part_of), 0);
+    assert_int_equal(store_commit(e->third), 0);
+    assert_value(e->third, "3-aaa", "two");
+    assert_int_equal(store_change_stage(e->third, sent[after].bytes, sent[after].len), 0);
+    assert_int_equal(store_commit(e->third), 0);
+    /* damage and a record of another partition are refused, nothing staged */
+    snap[len - 1] ^= 1;
+    assert_int_equal(store_snapshot_stage(e->third, snap, len, "3-", part_of), -EINVAL);
+    snap[len - 1] ^= 1;
+    assert_int_equal(store_snapshot_stage(e->third, snap, len, "4-", part_of), -EINVAL);
+    assert_false(store_has_staged(e->third));
+    free(snap);
+    /* an empty partition's snapshot empties the copy */
+    assert_int_equal(store_snapshot(e->owner, 9, "9-", part_of, 0, &snap, &len, &in), 0);
+    assert_int_equal(in.nops, 0);
+    assert_int_equal(store_snapshot_stage(e->third, snap, len, "9-", part_of), 0);
+    assert_int_equal(store_commit(e->third), 0);
+    free(snap);
+}
+
 static void test_refusals(void **state)
 {
     struct env *e = *state;
@@ -270,6 +357,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_owner_to_replica, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot, setup, teardown),
         cmocka_unit_test_setup_teardown(test_discard_keeps_positions, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -30,6 +30,28 @@
  * sessions in memory; when the map makes this node a partition's owner
  * (a promotion), the shard loads that partition's sessions from its store
  * (sessions that it no longer owns leave memory, never the store).
+ *
+ * Catch-up (docs/cluster.md, "Replication and failover"). An owner whose
+ * partition has fewer in-sync replicas than rf - 1 picks an up member that
+ * holds no copy (ring order from the owner, shifted by the partition, so
+ * the load spreads) and rebuilds it: after a commit (nothing staged), a
+ * snapshot of the partition read in one transaction (store_snapshot: every
+ * session and stored event, with the partition's position), sent in chunks
+ * over the same sealed channel; the replica replaces its copy of the
+ * partition in one commit. Every change of the partition committed after
+ * the snapshot (its rounds are numbered above the last round before it) is
+ * queued for the target apart from the in-sync replicas' traffic and sent
+ * once the snapshot is in, so nothing is missed or doubled (a resend applies
+ * once, by (epoch, seq)). When the target has acknowledged every change so
+ * far, the owner asks the failover manager for isr_add and from that moment
+ * waits for the target on every write of the partition (so the map never
+ * names a replica that lacks an acknowledged write); the map's change makes
+ * it an in-sync replica like the others. A catch-up that fails (refused,
+ * the target gone, no isr_add in time) ends, asks isr_drop in case its
+ * isr_add still commits, and starts again later. At most
+ * [cluster] replica_catchups run at once per shard, one more at most every
+ * tick, and snapshot chunks take turns with the in-sync replicas' changes
+ * on each link.
  */
 #define _GNU_SOURCE
 #include "workers/shard/shard_int.h"
@@ -50,6 +72,9 @@
 #include "ipc/stats.h"
 
 #define REPL_MAGIC "CMCPREPL"
+#define SNAP_MAGIC "CMCPSNAP" /* a chunk of a partition's snapshot (a catch-up) */
+#define CU_MAX 64
+#define CU_TICK_S 0.1
 #define REPL_MAX_PEERS 64
 #define REPL_MAX_MSG (64u << 20)
 
@@ -95,6 +120,49 @@ struct rpeer {
     bool receiving;      /* the aio waits for an answer (else it sends) */
     bool broken;         /* it refused a change (out of sync): no more sends until dropped */
     char last_error[200];
+    /* what the request in flight carries: the in-sync traffic, or a catch-up's */
+    int inflight_kind; /* SEND_MAIN, SEND_CU (changes), SEND_SNAP (a chunk) */
+    struct catchup *inflight_cu;
+    size_t inflight_chunk;
+    bool last_main; /* the last request was SEND_MAIN: a catch-up goes next if it can */
+};
+
+enum { SEND_MAIN, SEND_CU, SEND_SNAP };
+
+/* A catch-up: partition part's copy on node `node`, rebuilt by a snapshot, then fed the
+ * partition's changes until the map names it an in-sync replica again. */
+enum cu_state {
+    CU_SNAP,   /* the snapshot is on its way */
+    CU_STREAM, /* installed; the changes since follow */
+    CU_ASKED,  /* every change so far acknowledged, isr_add asked: writes wait for it */
+    CU_MEMBER, /* in the map's in-sync set; changes still queued here go first */
+};
+
+struct catchup {
+    bool active;
+    enum cu_state state;
+    int part, node;
+    uint64_t epoch; /* the partition's epoch when it started */
+    char inc[17];   /* the target's incarnation then (hex, as the map publishes it) */
+    struct rpeer *peer;
+    uint64_t snap_id;
+    char *snap;
+    size_t snap_len, snap_off;
+    uint64_t snap_round; /* rounds up to this one are in the snapshot */
+    struct buf q;        /* the partition's changes since: (u32 length, bytes)... */
+    uint32_t nq;
+    uint64_t q_upto;
+    struct buf inflight;
+    uint32_t ninflight;
+    uint64_t inflight_upto;
+    uint64_t acked_upto; /* rounds up to this one: the target has the partition's changes */
+    uint64_t last_round; /* the newest round whose change of the partition went this way */
+    double started, asked_at, last_ask;
+    bool stalled; /* a write waited too long for it while isr_add was pending */
+    /* ended, but the map names it (or may, isr_add asked): the slot stays so that writes wait
+     * for what it acknowledged until the map drops it, and nothing more goes to it */
+    bool dead;
+    double dead_at;
 };
 
 /* One commit's changes on their way. */
@@ -142,6 +210,22 @@ static struct {
     bool mgr_open;
     struct stats_metric *lag;
     struct store *store;
+    /* catch-ups (the owner) */
+    struct catchup cu[CU_MAX];
+    int cu_max, cu_rr;
+    size_t chunk_bytes, snap_max;
+    double cu_retry[CVIEW_MAX_PARTITIONS]; /* ms: no new catch-up of the partition before */
+    ev_timer cu_w;
+    struct stats_metric *under, *snap_bytes;
+    /* snapshots coming in (the replica) */
+    struct snapin {
+        char owner[64];
+        int part;
+        uint64_t id, total;
+        struct buf b;
+        bool used, done;
+        double at;
+    } in[4];
 } R = {.rounds_tail = &R.rounds};
 
 bool repl_active(void)
@@ -207,6 +291,11 @@ void repl_collect_abort(void)
 
 static void peer_io(struct ipc_item *it);
 static void repl_check(void);
+static struct catchup *cu_work(struct rpeer *p);
+static void cu_send(struct rpeer *p, struct catchup *c);
+static void cu_answer(struct rpeer *p, json_t *o);
+static void cu_failed(struct rpeer *p);
+static struct catchup *cu_of(int part);
 
 static void aio_cb(void *arg)
 {
@@ -288,9 +377,11 @@ static void peer_kick(struct rpeer *p)
         return;
     uint8_t *out = NULL;
     size_t outlen = 0;
+    bool main_work = p->nqueued > 0 && !p->broken;
+    struct catchup *c = cu_work(p);
+    if (!main_work && !c)
+        return; /* connect when there is something to send */
     if (p->phase == 0) {
-        if (p->nqueued == 0 || p->broken)
-            return; /* connect when there is something to send */
         auth_client_init(&p->ac, &R.key);
         if (auth_client_hello(&p->ac, &out, &outlen) != AUTH_OK)
             return;
@@ -298,8 +389,13 @@ static void peer_kick(struct rpeer *p)
         peer_send(p, out, outlen);
         return;
     }
-    if (p->nqueued == 0 || p->broken)
+    if (c && (!main_work || p->last_main)) {
+        p->last_main = false;
+        cu_send(p, c);
         return;
+    }
+    p->last_main = true;
+    p->inflight_kind = SEND_MAIN;
     struct buf msg = {0};
     const char *self = cview_get()->self_id;
     uint16_t idlen = htons((uint16_t)strlen(self));
@@ -334,6 +430,8 @@ static void peer_failed(struct rpeer *p, const char *why)
         log_warn("replica_unreachable", "{s:s,s:s,s:i}", "node", p->id, "error", why, "shard",
                  shard_g.index);
     snprintf(p->last_error, sizeof(p->last_error), "%s", why);
+    if (p->inflight_kind != SEND_MAIN)
+        cu_failed(p);
     if (p->ninflight) {
         struct buf b = p->inflight;
         if (buf_add(&b, p->queued.p, p->queued.len) == 0) {
@@ -394,6 +492,17 @@ static void peer_answer(struct rpeer *p, const uint8_t *in, size_t len)
     }
     json_t *o = json_loadb((const char *)pt, ptlen, 0, NULL);
     free(pt);
+    if (p->inflight_kind != SEND_MAIN) {
+        p->phase = 3;
+        if (p->last_error[0])
+            log_info("replica_reachable", "{s:s,s:i}", "node", p->id, "shard", shard_g.index);
+        p->last_error[0] = '\0';
+        cu_answer(p, o);
+        json_decref(o);
+        repl_check();
+        peer_kick(p);
+        return;
+    }
     json_t *rs = json_object_get(o, "r");
     bool all_ok = json_is_array(rs) && json_array_size(rs) == p->ninflight;
     int bad = 0;
@@ -506,8 +615,26 @@ void repl_round(struct gbatch *b)
         r->parts[r->nparts] = part;
         r->epochs[r->nparts++] = v->epoch[part];
         uint32_t len = htonl((uint32_t)R.pend[i].len);
+        struct catchup *c = cu_of(part);
+        /* a catch-up's target gets the partition's changes its own way until all of them are
+         * in (after its snapshot, and ahead of what the in-sync traffic carries later) */
+        bool via_cu = c && !c->dead && (c->state != CU_MEMBER || c->nq || c->ninflight);
+        if (via_cu) {
+            size_t mark = c->q.len;
+            if (buf_add(&c->q, &len, 4) == 0 && buf_add(&c->q, R.pend[i].data, R.pend[i].len) == 0) {
+                c->nq++;
+                c->q_upto = c->last_round = r->id;
+                if (c->q.len > R.snap_max)
+                    c->stalled = true; /* it falls further behind than a snapshot: start over */
+            } else {
+                c->q.len = mark;
+                c->stalled = true; /* out of memory: the catch-up ends at the next tick */
+            }
+        }
         for (int k = 0; k < v->nrep[part]; k++) {
             int node = v->rep[part][k];
+            if (c && node == c->node && (via_cu || c->dead))
+                continue;
             const char *id = cview_node_id(node);
             struct rpeer *p = id ? peer_get(id, cview_node_endpoint(node)) : NULL;
             if (!p || p->broken)
@@ -581,14 +708,27 @@ static void repl_check(void)
                 fail = why;
                 break;
             }
+            struct catchup *c = cu_of(part);
+            bool c_named = false;
             for (int k = 0; k < v->nrep[part]; k++) {
                 const char *id = cview_node_id(v->rep[part][k]);
                 struct rpeer *p = peer_find(id);
-                if (p && p->acked_upto >= r->id)
+                if (c && c->node == v->rep[part][k]) {
+                    c_named = true;
+                    if (c->dead || r->id <= c->last_round ? r->id <= c->acked_upto
+                                                          : p && p->acked_upto >= r->id)
+                        continue;
+                } else if (p && p->acked_upto >= r->id)
                     continue;
                 waiting++;
                 if (r->b && now - r->started > R.ack_timeout_ms && now - r->asked_at > R.ack_timeout_ms)
                     ask_drop(part, r->epochs[i], id ? id : "?");
+            }
+            /* isr_add asked: the map may name it any moment, so no write goes without it */
+            if (c && !c_named && !c->dead && c->state == CU_ASKED && r->id > c->acked_upto) {
+                waiting++;
+                if (now - r->started > R.ack_timeout_ms)
+                    c->stalled = true;
             }
         }
         if (fail && r->b) {
@@ -623,6 +763,423 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
     repl_check();
     if (!R.rounds)
         ev_timer_stop(loop, w);
+}
+
+/* ---- the owner: catch-ups ---- */
+
+static struct catchup *cu_of(int part)
+{
+    for (int i = 0; i < CU_MAX; i++)
+        if (R.cu[i].active && R.cu[i].part == part)
+            return &R.cu[i];
+    return NULL;
+}
+
+static bool in_rep(const struct cview *v, int part, int node)
+{
+    for (int k = 0; k < v->nrep[part]; k++)
+        if (v->rep[part][k] == node)
+            return true;
+    return false;
+}
+
+/* A catch-up with something to send to p (round robin among them), or NULL. */
+static struct catchup *cu_work(struct rpeer *p)
+{
+    for (int n = 0; n < CU_MAX; n++) {
+        struct catchup *c = &R.cu[(R.cu_rr + n) % CU_MAX];
+        if (!c->active || c->dead || c->peer != p)
+            continue;
+        if (c->state == CU_SNAP ? c->snap_off < c->snap_len : c->nq > 0) {
+            R.cu_rr = (R.cu_rr + n + 1) % CU_MAX;
+            return c;
+        }
+    }
+    return NULL;
+}
+
+static void put_u64(struct buf *b, uint64_t x, int *rc)
+{
+    uint32_t w[2] = {htonl((uint32_t)(x >> 32)), htonl((uint32_t)x)};
+    *rc |= buf_add(b, w, 8);
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+    uint32_t w[2];
+    memcpy(w, p, 8);
+    return (uint64_t)ntohl(w[0]) << 32 | ntohl(w[1]);
+}
+
+/* Sends c's next chunk of its snapshot, or the changes queued for it since. */
+static void cu_send(struct rpeer *p, struct catchup *c)
+{
+    struct buf msg = {0};
+    const char *self = cview_get()->self_id;
+    uint16_t idlen = htons((uint16_t)strlen(self));
+    int rc = 0;
+    size_t chunk = 0;
+    if (c->state == CU_SNAP) {
+        chunk = c->snap_len - c->snap_off;
+        if (chunk > R.chunk_bytes)
+            chunk = R.chunk_bytes;
+        uint32_t part = htonl((uint32_t)c->part);
+        rc |= buf_add(&msg, SNAP_MAGIC, 8) | buf_add(&msg, &idlen, 2) |
+              buf_add(&msg, self, strlen(self)) | buf_add(&msg, &part, 4);
+        put_u64(&msg, c->epoch, &rc);
+        put_u64(&msg, c->snap_id, &rc);
+        put_u64(&msg, c->snap_len, &rc);
+        put_u64(&msg, c->snap_off, &rc);
+        rc |= buf_add(&msg, c->snap + c->snap_off, chunk);
+    } else {
+        uint32_t n = htonl(c->nq);
+        rc |= buf_add(&msg, REPL_MAGIC, 8) | buf_add(&msg, &idlen, 2) |
+              buf_add(&msg, self, strlen(self)) | buf_add(&msg, &n, 4) |
+              buf_add(&msg, c->q.p, c->q.len);
+    }
+    uint8_t *out = NULL;
+    size_t outlen = 0;
+    if (rc != 0 || auth_seal(&p->ac.s, AUTH_REQUEST, 0, msg.p, msg.len, &out, &outlen) < 0) {
+        free(msg.p);
+        p->phase = 0;
+        p->retry_at = cmcp_now_ms() + 100;
+        return;
+    }
+    free(msg.p);
+    p->inflight_cu = c;
+    if (c->state == CU_SNAP) {
+        p->inflight_kind = SEND_SNAP;
+        p->inflight_chunk = chunk;
+    } else {
+        p->inflight_kind = SEND_CU;
+        free(c->inflight.p);
+        c->inflight = c->q;
+        c->ninflight = c->nq;
+        c->inflight_upto = c->q_upto;
+        c->q = (struct buf){0};
+        c->nq = 0;
+    }
+    p->phase = 4;
+    peer_send(p, out, outlen);
+}
+
+static void cu_free(struct catchup *c)
+{
+    if (c->peer && c->peer->inflight_cu == c)
+        c->peer->inflight_cu = NULL;
+    free(c->snap);
+    free(c->q.p);
+    free(c->inflight.p);
+    memset(c, 0, sizeof(*c));
+}
+
+static void ask_mgr(const char *op, int part, uint64_t epoch, const char *node, const char *inc)
+{
+    if (!R.mgr_open)
+        return;
+    json_t *o = json_pack("{s:s,s:i,s:I,s:s}", "op", op, "part", part, "epoch",
+                          (json_int_t)epoch, "node", node);
+    if (inc && inc[0])
+        json_object_set_new(o, "inc", json_string(inc));
+    char *t = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (t) /* no answer awaited: the map tells what happened (asked again until it does) */
+        nng_send(R.mgr, t, strlen(t), NNG_FLAG_NONBLOCK);
+    free(t);
+}
+
+/* Ends a catch-up; it starts again later (from a new snapshot). */
+static void cu_abort(struct catchup *c, const char *why)
+{
+    const struct cview *v = cview_get();
+    bool named = c->part < v->npart && in_rep(v, c->part, c->node) &&
+                 v->epoch[c->part] == c->epoch;
+    bool maybe = named || c->state == CU_ASKED || c->state == CU_MEMBER;
+    log_notice("replica_catchup_aborted", "{s:i,s:s,s:s,s:s,s:i}", "partition", c->part,
+               "replica", c->peer ? c->peer->id : "?", "state",
+               c->state == CU_SNAP     ? "snapshot"
+               : c->state == CU_STREAM ? "stream"
+               : c->state == CU_ASKED  ? "asked"
+                                       : "member",
+               "error", why, "shard", shard_g.index);
+    stats_counter("cmcp_replication_catchups_total", "result=\"aborted\"")->value += 1;
+    R.cu_retry[c->part] = cmcp_now_ms() + 1000;
+    if (maybe && c->peer) /* its isr_add may still commit: have it taken out again */
+        ask_mgr("isr_drop", c->part, c->epoch, c->peer->id, NULL);
+    if (maybe && !c->dead) {
+        c->dead = true;
+        c->dead_at = cmcp_now_ms();
+        free(c->snap);
+        c->snap = NULL;
+        free(c->q.p);
+        c->q = (struct buf){0};
+        c->nq = 0;
+        return;
+    }
+    cu_free(c);
+}
+
+/* After an acknowledgement: once the target holds every change so far, isr_add. */
+static void cu_progress(struct catchup *c)
+{
+    if (c->state != CU_STREAM || c->nq || c->ninflight)
+        return;
+    c->state = CU_ASKED;
+    c->asked_at = c->last_ask = cmcp_now_ms();
+    log_info("replica_caught_up", "{s:i,s:s,s:I,s:f,s:i}", "partition", c->part, "replica",
+             c->peer->id, "round", (json_int_t)c->acked_upto, "ms", c->asked_at - c->started,
+             "shard", shard_g.index);
+    ask_mgr("isr_add", c->part, c->epoch, c->peer->id, c->inc);
+}
+
+static void cu_failed(struct rpeer *p)
+{
+    struct catchup *c = p->inflight_cu;
+    if (c && p->inflight_kind == SEND_CU && c->ninflight) {
+        /* the changes go back in front of those queued since */
+        struct buf b = c->inflight;
+        if (buf_add(&b, c->q.p, c->q.len) == 0) {
+            free(c->q.p);
+            c->q = b;
+            c->nq += c->ninflight;
+            if (c->inflight_upto > c->q_upto)
+                c->q_upto = c->inflight_upto;
+        } else {
+            free(b.p);
+            c->stalled = true;
+        }
+        c->inflight = (struct buf){0};
+        c->ninflight = 0;
+    }
+    /* a chunk is sent again from the same offset; a replica that lost its part says so */
+    p->inflight_cu = NULL;
+    p->inflight_kind = SEND_MAIN;
+}
+
+static void cu_answer(struct rpeer *p, json_t *o)
+{
+    struct catchup *c = p->inflight_cu;
+    int kind = p->inflight_kind;
+    p->inflight_cu = NULL;
+    p->inflight_kind = SEND_MAIN;
+    if (!c || !c->active || c->dead)
+        return; /* ended meanwhile */
+    json_t *rs = json_object_get(o, "r");
+    const char *why = json_string_value(json_object_get(o, "error"));
+    bool ok = json_is_array(rs) && json_array_size(rs) > 0;
+    size_t k;
+    json_t *x;
+    int bad = 0;
+    json_array_foreach(rs, k, x)
+    {
+        json_int_t r = json_integer_value(x);
+        if (r != 0 && r != 1) {
+            ok = false;
+            bad = (int)r;
+        }
+    }
+    char msg[300];
+    if (!ok) {
+        snprintf(msg, sizeof(msg), "the replica refused the %s (%s)%s%s",
+                 kind == SEND_SNAP ? "snapshot" : "changes after it",
+                 bad ? strerror(-bad) : "malformed answer", why ? ": " : "", why ? why : "");
+        cu_abort(c, msg);
+        return;
+    }
+    if (kind == SEND_SNAP) {
+        c->snap_off += p->inflight_chunk;
+        bool done = json_is_true(json_object_get(o, "done"));
+        if (c->snap_off < c->snap_len && !done)
+            return;
+        if (!done || c->snap_off != c->snap_len) {
+            cu_abort(c, "the replica did not install the snapshot");
+            return;
+        }
+        log_info("replica_snapshot_sent", "{s:i,s:s,s:I,s:f,s:i}", "partition", c->part,
+                 "replica", p->id, "bytes", (json_int_t)c->snap_len, "ms",
+                 cmcp_now_ms() - c->started, "shard", shard_g.index);
+        free(c->snap);
+        c->snap = NULL;
+        if (c->snap_round > c->acked_upto)
+            c->acked_upto = c->snap_round;
+        c->state = CU_STREAM;
+    } else {
+        if (c->inflight_upto > c->acked_upto)
+            c->acked_upto = c->inflight_upto;
+        free(c->inflight.p);
+        c->inflight = (struct buf){0};
+        c->ninflight = 0;
+    }
+    cu_progress(c);
+}
+
+static const char *node_inc(int i)
+{
+    const struct cview *v = cview_get();
+    json_t *n = v->nodes ? json_array_get(v->nodes, (size_t)i) : NULL;
+    const char *inc = json_string_value(json_object_get(n, "incarnation"));
+    return inc ? inc : "";
+}
+
+/* A member to rebuild a copy of part on: up, not the owner, not in sync yet; ring order
+ * from the owner shifted by the partition. -1: none. */
+static int cu_target(const struct cview *v, int part)
+{
+    int nn = v->nodes ? (int)json_array_size(v->nodes) : 0;
+    for (int k = 0; k < nn; k++) {
+        int j = (v->self + 1 + part / shard_g.nshards + k) % nn;
+        if (j == v->self || j == v->owner[part] || in_rep(v, part, j) || !cview_node_up(j) ||
+            !cview_node_id(j) || !cview_node_endpoint(j))
+            continue;
+        return j;
+    }
+    return -1;
+}
+
+static bool cu_start(const struct cview *v, int part, int node)
+{
+    struct catchup *c = NULL;
+    for (int i = 0; i < R.cu_max && !c; i++)
+        if (!R.cu[i].active)
+            c = &R.cu[i];
+    struct rpeer *p = c ? peer_get(cview_node_id(node), cview_node_endpoint(node)) : NULL;
+    if (!p)
+        return false;
+    /* a commit boundary: everything committed so far has a round numbered up to next_round,
+     * and is in the snapshot; every later change goes to the target after it */
+    durable_flush();
+    if (store_has_staged(R.store))
+        return false;
+    char prefix[16];
+    snprintf(prefix, sizeof(prefix), "%d-", part);
+    char *snap = NULL;
+    size_t len = 0;
+    struct store_snapshot_info info;
+    double t0 = cmcp_now_ms();
+    int rc = store_snapshot(R.store, part, prefix, cview_partition_of, R.snap_max, &snap, &len,
+                            &info);
+    if (rc != 0) {
+        log_error("replica_snapshot_failed", "{s:i,s:s,s:s}", "partition", part, "replica",
+                  p->id, "error", store_errmsg(R.store));
+        R.cu_retry[part] = t0 + 5000;
+        return false;
+    }
+    memset(c, 0, sizeof(*c));
+    c->active = true;
+    c->state = CU_SNAP;
+    c->part = part;
+    c->node = node;
+    c->epoch = v->epoch[part];
+    snprintf(c->inc, sizeof(c->inc), "%s", node_inc(node));
+    c->peer = p;
+    c->snap = snap;
+    c->snap_len = len;
+    c->snap_id = ((uint64_t)random() << 32) ^ (uint64_t)random() ^ (uint64_t)(t0 * 1000.0);
+    c->snap_round = c->last_round = R.next_round;
+    c->started = t0;
+    R.snap_bytes->value += (double)len;
+    log_info("replica_catchup_started",
+             "{s:i,s:s,s:I,s:I,s:I,s:I,s:I,s:f,s:i}", "partition", part, "replica", p->id,
+             "epoch", (json_int_t)c->epoch, "seq", (json_int_t)info.seq, "sessions",
+             (json_int_t)info.sessions, "events", (json_int_t)info.events, "bytes",
+             (json_int_t)len, "snapshot_ms", cmcp_now_ms() - t0, "shard", shard_g.index);
+    peer_kick(p);
+    return true;
+}
+
+/* Catch-ups against the map held: end those it overtook, note those it took in, start one
+ * more where a partition of this shard lacks copies. */
+static void cu_tick(void)
+{
+    const struct cview *v = cview_get();
+    if (!R.store || !R.have_key || !v->have_map || v->rf <= 1 || v->self < 0)
+        return;
+    double now = cmcp_now_ms();
+    double ask_window = R.ack_timeout_ms * 10 > 3000 ? R.ack_timeout_ms * 10 : 3000;
+    for (int i = 0; i < CU_MAX; i++) {
+        struct catchup *c = &R.cu[i];
+        if (!c->active)
+            continue;
+        int part = c->part;
+        bool named = part < v->npart && in_rep(v, part, c->node);
+        if (c->dead) {
+            /* kept while the map names it, or its isr_add may still come, or writes from before
+             * its end wait */
+            if (!named && now - c->dead_at > ask_window &&
+                (!R.rounds || R.rounds->id > c->last_round))
+                cu_free(c);
+            continue;
+        }
+        if (part >= v->npart || !cview_owns(part) || v->epoch[part] != c->epoch) {
+            cu_abort(c, "the partition moved");
+            continue;
+        }
+        if (!cview_node_up(c->node) || strcmp(node_inc(c->node), c->inc) != 0) {
+            cu_abort(c, "the replica went down or restarted");
+            continue;
+        }
+        if (c->stalled) {
+            cu_abort(c, "a write waited too long for it");
+            continue;
+        }
+        if (named && c->state != CU_MEMBER) {
+            c->state = CU_MEMBER;
+            stats_counter("cmcp_replication_catchups_total", "result=\"rejoined\"")->value += 1;
+            log_notice("replica_rejoined", "{s:i,s:s,s:I,s:f,s:i}", "partition", part,
+                       "replica", c->peer->id, "epoch", (json_int_t)c->epoch, "ms",
+                       now - c->started, "shard", shard_g.index);
+        } else if (!named && c->state == CU_MEMBER) {
+            cu_abort(c, "taken out of the in-sync set again");
+            continue;
+        }
+        if (c->state == CU_ASKED && now - c->asked_at > ask_window) {
+            cu_abort(c, "isr_add did not commit in time");
+            continue;
+        }
+        if (c->state == CU_ASKED && now - c->last_ask > 500) {
+            c->last_ask = now; /* a request the manager may have missed (the socket keeps one) */
+            ask_mgr("isr_add", part, c->epoch, c->peer->id, c->inc);
+        }
+        if (c->state == CU_MEMBER && !c->nq && !c->ninflight &&
+            (!R.rounds || R.rounds->id > c->last_round))
+            cu_free(c); /* a replica like the others now */
+    }
+    /* partitions of this shard that lack copies; one new catch-up per tick at most */
+    int under = 0, running = 0;
+    for (int i = 0; i < CU_MAX; i++)
+        running += R.cu[i].active && !R.cu[i].dead;
+    bool started = false;
+    char why[200];
+    bool may = cview_may_write(now, why, sizeof(why));
+    for (int part = shard_g.index; part < v->npart; part += shard_g.nshards) {
+        if (v->owner[part] != v->self || v->nrep[part] >= v->rf - 1)
+            continue;
+        under++;
+        if (started || !may || running >= R.cu_max || cu_of(part) || now < R.cu_retry[part])
+            continue;
+        int node = cu_target(v, part);
+        if (node < 0)
+            continue;
+        if (cu_start(v, part, node)) {
+            started = true;
+            running++;
+        } else if (now >= R.cu_retry[part]) {
+            R.cu_retry[part] = now + 1000;
+        }
+    }
+    if (R.under)
+        R.under->value = under;
+}
+
+static void cu_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+    cu_tick();
+    repl_check();
+    for (int i = 0; i < R.npeers; i++)
+        peer_kick(R.peers[i]);
 }
 
 /* ---- the replica: serving an owner's changes ---- */
@@ -703,6 +1260,111 @@ static json_t *apply_changes(const uint8_t *pt, size_t len, const char *peer)
     return o;
 }
 
+/* ---- the replica: a snapshot coming in ---- */
+
+static json_t *snap_reply(int rc, bool done, const char *error)
+{
+    json_t *o = json_pack("{s:[i],s:b}", "r", rc, "done", done);
+    if (error)
+        json_object_set_new(o, "error", json_string(error));
+    return o;
+}
+
+static json_t *apply_snapshot_chunk(const uint8_t *pt, size_t len)
+{
+    if (len < 10)
+        return snap_reply(-EINVAL, false, "truncated");
+    uint16_t idlen;
+    memcpy(&idlen, pt + 8, 2);
+    idlen = ntohs(idlen);
+    size_t off = 10u + idlen;
+    if (off + 4 + 32 > len)
+        return snap_reply(-EINVAL, false, "truncated");
+    char owner[64];
+    snprintf(owner, sizeof(owner), "%.*s", (int)(idlen < 63 ? idlen : 63), (const char *)pt + 10);
+    uint32_t part;
+    memcpy(&part, pt + off, 4);
+    part = ntohl(part);
+    uint64_t epoch = get_u64(pt + off + 4), id = get_u64(pt + off + 12),
+             total = get_u64(pt + off + 20), at = get_u64(pt + off + 28);
+    const uint8_t *chunk = pt + off + 36;
+    size_t clen = len - off - 36;
+    const struct cview *v = cview_get();
+    if (part >= CVIEW_MAX_PARTITIONS || (int)(part % (uint32_t)shard_g.nshards) != shard_g.index)
+        return snap_reply(-EREMOTE, false,
+                          "this node runs another number of shards ([tree.shard] count must be "
+                          "the same on every node)");
+    if (v->have_map && (int)part < v->npart &&
+        (v->epoch[part] > epoch || (cview_owns((int)part) && v->epoch[part] >= epoch)))
+        return snap_reply(-ESTALE, false, "the map moved on: the sender no longer owns it");
+    if (total > R.snap_max || at + clen > total)
+        return snap_reply(-EFBIG, false, "larger than [cluster] replica_snapshot_max_bytes here");
+    double now = cmcp_now_ms();
+    struct snapin *e = NULL, *lru = &R.in[0];
+    for (size_t i = 0; i < sizeof(R.in) / sizeof(R.in[0]); i++) {
+        struct snapin *x = &R.in[i];
+        if (x->used && x->id == id && x->part == (int)part && strcmp(x->owner, owner) == 0)
+            e = x;
+        if (!x->used || (lru->used && x->at < lru->at))
+            lru = x;
+    }
+    if (e && e->done) /* a resend after it was installed */
+        return snap_reply(0, at + clen == total, NULL);
+    if (!e && at != 0)
+        return snap_reply(-ESRCH, false, "an unknown snapshot (this node restarted?)");
+    if (!e) {
+        e = lru;
+        free(e->b.p);
+        memset(e, 0, sizeof(*e));
+        e->used = true;
+        snprintf(e->owner, sizeof(e->owner), "%s", owner);
+        e->part = (int)part;
+        e->id = id;
+        e->total = total;
+    }
+    e->at = now;
+    if (at + clen <= e->b.len) /* a resend of a chunk it has */
+        return snap_reply(0, false, NULL);
+    if (at != e->b.len || total != e->total)
+        return snap_reply(-ESRCH, false, "a chunk out of order");
+    if (buf_add(&e->b, chunk, clen) != 0) {
+        free(e->b.p);
+        memset(e, 0, sizeof(*e));
+        return snap_reply(-ENOMEM, false, "out of memory");
+    }
+    if (e->b.len < total)
+        return snap_reply(0, false, NULL);
+    /* all of it: the partition's copy is replaced in one commit */
+    struct store_snapshot_info info;
+    char prefix[16];
+    snprintf(prefix, sizeof(prefix), "%u-", part);
+    durable_flush(); /* this node's own staged writes go in their own commit */
+    int rc = store_snapshot_peek(e->b.p, e->b.len, &info);
+    if (rc == 0 && info.partition != (int)part)
+        rc = -EINVAL;
+    if (rc == 0)
+        rc = store_snapshot_stage(R.store, e->b.p, e->b.len, prefix, cview_partition_of);
+    if (rc == 0)
+        rc = store_commit(R.store);
+    else
+        store_discard(R.store);
+    free(e->b.p);
+    e->b = (struct buf){0};
+    if (rc != 0) {
+        const char *why = store_errmsg(R.store);
+        log_error("replica_snapshot_refused", "{s:s,s:i,s:s}", "owner", owner, "partition",
+                  (int)part, "error", why && *why ? why : strerror(-rc));
+        memset(e, 0, sizeof(*e));
+        return snap_reply(rc, false, why && *why ? why : strerror(-rc));
+    }
+    e->done = true;
+    stats_counter("cmcp_replication_snapshots_installed_total", "")->value += 1;
+    log_info("replica_snapshot_installed", "{s:s,s:i,s:I,s:I,s:I,s:i}", "owner", owner,
+             "partition", (int)part, "seq", (json_int_t)info.seq, "records",
+             (json_int_t)info.nops, "bytes", (json_int_t)total, "shard", shard_g.index);
+    return snap_reply(0, true, NULL);
+}
+
 static void serve(const uint8_t *in, size_t len, uint8_t **out, size_t *outlen)
 {
     double now = ev_now(shard_g.loop);
@@ -730,7 +1392,9 @@ static void serve(const uint8_t *in, size_t len, uint8_t **out, size_t *outlen)
                 /* the owner's own staged writes go first: a replica's commit carries only
                  * the changes it was sent */
                 durable_flush();
-                json_t *o = apply_changes(pt, ptlen, "owner");
+                json_t *o = ptlen >= 8 && memcmp(pt, SNAP_MAGIC, 8) == 0
+                                ? apply_snapshot_chunk(pt, ptlen)
+                                : apply_changes(pt, ptlen, "owner");
                 free(pt);
                 char *t = json_dumps(o, JSON_COMPACT);
                 json_decref(o);
@@ -842,6 +1506,7 @@ void repl_map_changed(void)
                    "partitions", np, "sessions", (json_int_t)(shard_g.nsessions - before), "ms",
                    cmcp_now_ms() - t0);
     }
+    cu_tick();
     repl_check();
 }
 
@@ -854,7 +1519,17 @@ int repl_start(struct store *st, char *err, size_t errlen)
     R.sync = strcmp(cfg_get(c, "cluster", "replication", "sync"), "async") != 0;
     R.ack_timeout_ms = (double)cfg_get_long(c, "cluster", "replica_ack_timeout_ms", 300);
     R.lag = stats_gauge("cmcp_session_replication_lag_seconds", "");
+    R.under = stats_gauge("cmcp_partitions_under_replicated", "");
+    R.snap_bytes = stats_counter("cmcp_replication_snapshot_bytes_total", "");
+    R.cu_max = (int)cfg_get_long(c, "cluster", "replica_catchups", 4);
+    if (R.cu_max < 1)
+        R.cu_max = 1;
+    if (R.cu_max > CU_MAX)
+        R.cu_max = CU_MAX;
+    R.chunk_bytes = (size_t)cfg_get_long(c, "cluster", "replica_snapshot_chunk_bytes", 1 << 20);
+    R.snap_max = (size_t)cfg_get_long(c, "cluster", "replica_snapshot_max_bytes", 256L << 20);
     ev_timer_init(&R.tick_w, tick_cb, 0.02, 0.02);
+    ev_timer_init(&R.cu_w, cu_cb, CU_TICK_S, CU_TICK_S);
     /* the sessions loaded at open count as this node's until the map says otherwise */
     for (int p = 0; p < CVIEW_MAX_PARTITIONS; p++)
         R.owned[p] = true;
@@ -897,6 +1572,7 @@ int repl_start(struct store *st, char *err, size_t errlen)
         nng_dial(R.mgr, addr, NULL, NNG_FLAG_NONBLOCK);
         R.mgr_open = true;
     }
+    ev_timer_start(shard_g.loop, &R.cu_w);
     log_info("replica_serving", "{s:s,s:i,s:s}", "url", url, "shard", shard_g.index, "mode",
              R.sync ? "sync" : "async");
     return 0;
@@ -905,6 +1581,14 @@ int repl_start(struct store *st, char *err, size_t errlen)
 void repl_stop(void)
 {
     ev_timer_stop(shard_g.loop, &R.tick_w);
+    ev_timer_stop(shard_g.loop, &R.cu_w);
+    for (int i = 0; i < CU_MAX; i++)
+        if (R.cu[i].active)
+            cu_free(&R.cu[i]);
+    for (size_t i = 0; i < sizeof(R.in) / sizeof(R.in[0]); i++) {
+        free(R.in[i].b.p);
+        memset(&R.in[i], 0, sizeof(R.in[i]));
+    }
     for (int i = 0; i < R.npeers; i++) {
         struct rpeer *p = R.peers[i];
         nng_aio_stop(p->aio);

@@ -184,29 +184,37 @@ static int buf_room(struct buf *b, size_t n)
     return 0;
 }
 
-static int put_op(struct buf *b, const struct stage_op *op)
+static int put_raw(struct buf *b, enum stage_kind kind, bool final, int stream, int64_t seq,
+                   const char *sid, size_t sidlen, const char *payload, size_t len)
 {
-    if (buf_room(b, OP_HDR + op->sidlen + op->len) != 0)
+    if (buf_room(b, OP_HDR + sidlen + len) != 0)
         return -ENOMEM;
     unsigned char *h = (unsigned char *)b->p + b->len;
     memset(h, 0, OP_HDR);
-    h[0] = (unsigned char)op->kind;
-    h[1] = op->final;
-    store__put_u32(h + 4, (uint32_t)op->stream);
-    store__put_u64(h + 8, (uint64_t)op->seq);
-    store__put_u32(h + 16, (uint32_t)op->sidlen);
-    store__put_u32(h + 20, (uint32_t)op->len);
-    memcpy(h + OP_HDR, op->buf, op->sidlen);
-    memcpy(h + OP_HDR + op->sidlen, op->payload, op->len);
-    b->len += OP_HDR + op->sidlen + op->len;
+    h[0] = (unsigned char)kind;
+    h[1] = final;
+    store__put_u32(h + 4, (uint32_t)stream);
+    store__put_u64(h + 8, (uint64_t)seq);
+    store__put_u32(h + 16, (uint32_t)sidlen);
+    store__put_u32(h + 20, (uint32_t)len);
+    memcpy(h + OP_HDR, sid, sidlen);
+    if (len)
+        memcpy(h + OP_HDR + sidlen, payload, len);
+    b->len += OP_HDR + sidlen + len;
     return 0;
 }
 
-static void seal_header(char *c, size_t len, int partition, uint64_t epoch, uint64_t seq,
-                        uint64_t prev, uint32_t nops)
+static int put_op(struct buf *b, const struct stage_op *op)
+{
+    return put_raw(b, op->kind, op->final, op->stream, op->seq, op->buf, op->sidlen, op->payload,
+                   op->len);
+}
+
+static void seal_as(const char *magic, char *c, size_t len, int partition, uint64_t epoch,
+                    uint64_t seq, uint64_t prev, uint32_t nops)
 {
     unsigned char *h = (unsigned char *)c;
-    memcpy(h, CH_MAGIC, 4);
+    memcpy(h, magic, 4);
     h[4] = CH_VERSION;
     h[5] = h[6] = h[7] = 0;
     store__put_u32(h + 8, (uint32_t)partition);
@@ -217,6 +225,12 @@ static void seal_header(char *c, size_t len, int partition, uint64_t epoch, uint
     store__put_u32(h + 40, 0);
     store__put_u32(h + 44, 0);
     store__put_u32(h + 40, store__crc32c(0, c + 44, len - 44) ^ store__crc32c(0, c, 40));
+}
+
+static void seal_header(char *c, size_t len, int partition, uint64_t epoch, uint64_t seq,
+                        uint64_t prev, uint32_t nops)
+{
+    seal_as(CH_MAGIC, c, len, partition, epoch, seq, prev, nops);
 }
 
 int store_changes(struct store *s, int (*part_of)(const char *sid), uint64_t (*epoch_of)(int),
@@ -299,6 +313,45 @@ int store_changes(struct store *s, int (*part_of)(const char *sid), uint64_t (*e
 
 /* ---- decoding and applying (a replica) ---- */
 
+/* Whether the ops after the header are well formed: NULL, or what is wrong. */
+static const char *ops_check(const char *c, size_t len, uint32_t nops)
+{
+    size_t off = CH_HDR;
+    for (uint32_t i = 0; i < nops; i++) {
+        const unsigned char *h = (const unsigned char *)c + off;
+        if (len - off < OP_HDR)
+            return "is truncated";
+        uint32_t sl = store__get_u32(h + 16), pl = store__get_u32(h + 20);
+        if (h[0] > STAGE_EVENT || sl == 0 || sl > STORE_SID_MAX || pl > len ||
+            len - off - OP_HDR < (size_t)sl + pl)
+            return "holds a damaged write";
+        off += OP_HDR + sl + pl;
+    }
+    return off != len ? "has trailing bytes" : NULL;
+}
+
+/* Stages the ops (checked by ops_check). */
+static int ops_stage(struct store *s, const char *c, size_t len, uint32_t nops)
+{
+    (void)len;
+    size_t off = CH_HDR;
+    int rc = 0;
+    for (uint32_t i = 0; rc == 0 && i < nops; i++) {
+        const unsigned char *h = (const unsigned char *)c + off;
+        uint32_t sl = store__get_u32(h + 16), pl = store__get_u32(h + 20);
+        struct stage_op *op = NULL;
+        rc = store__stage(s, (enum stage_kind)h[0], (const char *)h + OP_HDR, sl,
+                          (const char *)h + OP_HDR + sl, pl, &op);
+        if (rc == 0) {
+            op->final = h[1] != 0;
+            op->stream = (int32_t)store__get_u32(h + 4);
+            op->seq = (int64_t)store__get_u64(h + 8);
+        }
+        off += OP_HDR + sl + pl;
+    }
+    return rc;
+}
+
 int store_change_peek(const char *c, size_t len, struct store_change_info *info)
 {
     const unsigned char *h = (const unsigned char *)c;
@@ -354,40 +407,244 @@ int store_change_stage(struct store *s, const char *c, size_t len)
                           "copy's; rebuild it from a snapshot",
                           in.partition, (unsigned long long)in.seq);
     /* decode every op before staging any: all or nothing */
-    size_t off = CH_HDR;
-    for (uint32_t i = 0; i < in.nops; i++) {
-        const unsigned char *h = (const unsigned char *)c + off;
-        if (len - off < OP_HDR)
-            return store__err(s, -EINVAL, "partition %d: change %llu is truncated",
-                              in.partition, (unsigned long long)in.seq);
-        uint32_t sl = store__get_u32(h + 16), pl = store__get_u32(h + 20);
-        if (h[0] > STAGE_EVENT || sl == 0 || sl > STORE_SID_MAX || pl > len ||
-            len - off - OP_HDR < (size_t)sl + pl)
-            return store__err(s, -EINVAL, "partition %d: change %llu holds a damaged write",
-                              in.partition, (unsigned long long)in.seq);
-        off += OP_HDR + sl + pl;
-    }
-    if (off != len)
-        return store__err(s, -EINVAL, "partition %d: change %llu has trailing bytes",
-                          in.partition, (unsigned long long)in.seq);
-    off = CH_HDR;
-    for (uint32_t i = 0; rc == 0 && i < in.nops; i++) {
-        const unsigned char *h = (const unsigned char *)c + off;
-        uint32_t sl = store__get_u32(h + 16), pl = store__get_u32(h + 20);
-        struct stage_op *op = NULL;
-        rc = store__stage(s, (enum stage_kind)h[0], (const char *)h + OP_HDR, sl,
-                          (const char *)h + OP_HDR + sl, pl, &op);
-        if (rc == 0) {
-            op->final = h[1] != 0;
-            op->stream = (int32_t)store__get_u32(h + 4);
-            op->seq = (int64_t)store__get_u64(h + 8);
-        }
-        off += OP_HDR + sl + pl;
-    }
-    if (rc != 0)
+    const char *bad = ops_check(c, len, in.nops);
+    if (bad)
+        return store__err(s, -EINVAL, "partition %d: change %llu %s", in.partition,
+                          (unsigned long long)in.seq, bad);
+    if ((rc = ops_stage(s, c, len, in.nops)) != 0)
         return rc; /* the caller discards what was staged */
     p->epoch = in.epoch;
     p->seq = in.seq;
     p->chain = mix(p->chain, c, len);
+    return pos_stage(s, in.partition, p);
+}
+
+/* ---- snapshots (a replica's catch-up) ---- */
+
+#define SN_MAGIC "CMSN"
+
+/* Whether the first keylen bytes of k are the id of a session of the partition. */
+static bool sid_of(const MDB_val *k, size_t sidlen, const char *prefix, size_t plen,
+                   int partition, int (*part_of)(const char *sid), char *sid)
+{
+    if (sidlen < plen || sidlen == 0 || sidlen > STORE_SID_MAX ||
+        memcmp(k->mv_data, prefix, plen) != 0)
+        return false;
+    memcpy(sid, k->mv_data, sidlen);
+    sid[sidlen] = '\0';
+    return part_of(sid) == partition;
+}
+
+/* Starts a cursor at the first key >= prefix; MDB rc. */
+static int seek(MDB_cursor *c, const char *prefix, size_t plen, MDB_val *k, MDB_val *v)
+{
+    k->mv_size = plen;
+    k->mv_data = (void *)prefix;
+    return mdb_cursor_get(c, k, v, MDB_SET_RANGE);
+}
+
+static bool has_prefix(const MDB_val *k, const char *prefix, size_t plen)
+{
+    return k->mv_size >= plen && memcmp(k->mv_data, prefix, plen) == 0;
+}
+
+int store_snapshot(struct store *s, int partition, const char *prefix,
+                   int (*part_of)(const char *sid), size_t max_bytes, char **out, size_t *outlen,
+                   struct store_snapshot_info *info)
+{
+    *out = NULL;
+    *outlen = 0;
+    memset(info, 0, sizeof(*info));
+    if (partition < 0 || partition >= STORE_PARTITIONS_MAX || !prefix || !*prefix)
+        return store__err(s, -EINVAL, "snapshot of partition %d: out of range", partition);
+    if (!s->env)
+        return store__err(s, -EIO, "closed after a fatal error; restart the shard");
+    if (s->pos && s->pos[partition].staged)
+        return store__err(s, -EBUSY,
+                          "snapshot of partition %d: a change of it is staged; commit first",
+                          partition);
+    size_t plen = strlen(prefix);
+    MDB_txn *txn = NULL;
+    MDB_cursor *c = NULL;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0)
+        return store__err(s, store__rc(rc), "snapshot: cannot start a read (%s)",
+                          mdb_strerror(rc));
+    s->touched = true;
+    /* the position, in the same transaction as the data: the snapshot is one commit's state */
+    uint64_t epoch = 0, seq = 0, chain = 0;
+    char kb[8];
+    MDB_val k = {pos_key(kb, partition), kb}, v;
+    rc = mdb_get(txn, s->db.meta, &k, &v);
+    if (rc == 0 && store__rec_check(&k, &v, STORE_HDR + 24, NULL) == 0) {
+        const char *b = (const char *)v.mv_data + STORE_HDR;
+        epoch = store__get_u64(b);
+        seq = store__get_u64(b + 8);
+        chain = store__get_u64(b + 16);
+    } else if (rc == 0) {
+        mdb_txn_abort(txn);
+        return store__err(s, -EIO, "snapshot: the position of partition %d is damaged",
+                          partition);
+    } else if (rc != MDB_NOTFOUND) {
+        mdb_txn_abort(txn);
+        return store__err(s, store__rc(rc), "snapshot: reading the position of partition %d: %s",
+                          partition, store__mdb_name(rc));
+    }
+    struct buf b = {0};
+    uint32_t nops = 0;
+    char sid[STORE_SID_MAX + 1];
+    rc = buf_room(&b, CH_HDR) ? ENOMEM : 0;
+    b.len = CH_HDR;
+    /* sessions, then their events */
+    MDB_dbi dbis[2] = {s->db.sess, s->db.ev};
+    for (int d = 0; rc == 0 && d < 2; d++) {
+        if ((rc = mdb_cursor_open(txn, dbis[d], &c)) != 0)
+            break;
+        int get;
+        for (get = seek(c, prefix, plen, &k, &v); get == 0 && has_prefix(&k, prefix, plen);
+             get = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+            uint8_t flags = 0;
+            if (d == 0) {
+                if (!sid_of(&k, k.mv_size, prefix, plen, partition, part_of, sid) ||
+                    store__rec_check(&k, &v, STORE_HDR + 1, NULL) != 0)
+                    continue; /* another partition's, or damaged: the owner has it no more */
+                rc = put_raw(&b, STAGE_PUT, false, 0, 0, sid, k.mv_size,
+                             (const char *)v.mv_data + STORE_HDR, v.mv_size - STORE_HDR - 1);
+                info->sessions++;
+            } else {
+                if (k.mv_size < 10 || !sid_of(&k, k.mv_size - 9, prefix, plen, partition, part_of, sid) ||
+                    store__rec_check(&k, &v, STORE_EV_HDR + 1, &flags) != 0)
+                    continue;
+                const char *p = v.mv_data;
+                rc = put_raw(&b, STAGE_EVENT, (flags & STORE_REC_FINAL) != 0,
+                             (int)store__get_u32(p + STORE_HDR), store__ev_key_seq(&k), sid,
+                             k.mv_size - 9, p + STORE_EV_HDR, v.mv_size - STORE_EV_HDR - 1);
+                info->events++;
+            }
+            if (rc != 0)
+                break;
+            nops++;
+            if (max_bytes && b.len > max_bytes) {
+                rc = EFBIG;
+                break;
+            }
+        }
+        mdb_cursor_close(c);
+        if (rc == 0 && get != 0 && get != MDB_NOTFOUND)
+            rc = get;
+    }
+    mdb_txn_abort(txn);
+    if (rc != 0) {
+        free(b.p);
+        if (rc == EFBIG)
+            return store__err(s, -EFBIG,
+                              "snapshot of partition %d: more than %zu bytes; raise the limit",
+                              partition, max_bytes);
+        if (rc == ENOMEM || rc == -ENOMEM)
+            return store__err(s, -ENOMEM, "snapshot of partition %d: out of memory", partition);
+        return store__err(s, store__rc(rc), "snapshot of partition %d: %s", partition,
+                          store__mdb_name(rc));
+    }
+    seal_as(SN_MAGIC, b.p, b.len, partition, epoch, seq, chain, nops);
+    info->partition = partition;
+    info->epoch = epoch;
+    info->seq = seq;
+    info->nops = nops;
+    *out = b.p;
+    *outlen = b.len;
+    store_trim(s);
+    return 0;
+}
+
+int store_snapshot_peek(const char *c, size_t len, struct store_snapshot_info *info)
+{
+    const unsigned char *h = (const unsigned char *)c;
+    if (len < CH_HDR || memcmp(h, SN_MAGIC, 4) != 0 || h[4] != CH_VERSION)
+        return -EINVAL;
+    uint32_t crc = store__crc32c(0, c + 44, len - 44) ^ store__crc32c(0, c, 40);
+    if (store__get_u32(h + 40) != crc)
+        return -EINVAL;
+    uint32_t part = store__get_u32(h + 8);
+    if (part >= STORE_PARTITIONS_MAX)
+        return -EINVAL;
+    memset(info, 0, sizeof(*info));
+    info->partition = (int)part;
+    info->epoch = store__get_u64(h + 12);
+    info->seq = store__get_u64(h + 20);
+    info->nops = store__get_u32(h + 36);
+    return 0;
+}
+
+int store_snapshot_stage(struct store *s, const char *c, size_t len, const char *prefix,
+                         int (*part_of)(const char *sid))
+{
+    struct store_snapshot_info in;
+    if (store_snapshot_peek(c, len, &in) != 0)
+        return store__err(s, -EINVAL, "a snapshot that is not one (damaged or of another version)");
+    const char *bad = ops_check(c, len, in.nops);
+    if (bad)
+        return store__err(s, -EINVAL, "the snapshot of partition %d %s", in.partition, bad);
+    size_t plen = prefix ? strlen(prefix) : 0;
+    if (!plen)
+        return store__err(s, -EINVAL, "snapshot: no prefix");
+    /* every record must be the partition's: a snapshot replaces that partition, nothing else */
+    char sid[STORE_SID_MAX + 1];
+    size_t off = CH_HDR;
+    for (uint32_t i = 0; i < in.nops; i++) {
+        const unsigned char *h = (const unsigned char *)c + off;
+        uint32_t sl = store__get_u32(h + 16), pl = store__get_u32(h + 20);
+        MDB_val k = {sl, (void *)(h + OP_HDR)};
+        if ((h[0] != STAGE_PUT && h[0] != STAGE_EVENT) ||
+            !sid_of(&k, sl, prefix, plen, in.partition, part_of, sid))
+            return store__err(s, -EINVAL,
+                              "the snapshot of partition %d holds a record of another partition",
+                              in.partition);
+        off += OP_HDR + sl + pl;
+    }
+    struct store_pos *p;
+    int rc = pos_get(s, in.partition, &p);
+    if (rc != 0)
+        return rc;
+    if (p->staged)
+        return store__err(s, -EBUSY,
+                          "snapshot of partition %d: a change of it is staged; commit first",
+                          in.partition);
+    /* what this copy holds of the partition goes, in the same commit */
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    if (!s->env)
+        return store__err(s, -EIO, "closed after a fatal error; restart the shard");
+    if ((rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn)) != 0)
+        return store__err(s, store__rc(rc), "snapshot: cannot start a read (%s)",
+                          mdb_strerror(rc));
+    s->touched = true;
+    MDB_dbi dbis[2] = {s->db.sess, s->db.evmeta};
+    for (int d = 0; rc == 0 && d < 2; d++) {
+        if ((rc = mdb_cursor_open(txn, dbis[d], &cur)) != 0)
+            break;
+        MDB_val k, v;
+        int get;
+        for (get = seek(cur, prefix, plen, &k, &v); rc == 0 && get == 0 && has_prefix(&k, prefix, plen);
+             get = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            if (!sid_of(&k, k.mv_size, prefix, plen, in.partition, part_of, sid))
+                continue;
+            MDB_val sv;
+            if (d == 1 && mdb_get(txn, s->db.sess, &k, &sv) == 0)
+                continue; /* deleted with its session already */
+            rc = store__stage(s, STAGE_DEL, sid, k.mv_size, NULL, 0, NULL);
+        }
+        mdb_cursor_close(cur);
+        if (rc == 0 && get != 0 && get != MDB_NOTFOUND)
+            rc = store__err(s, store__rc(get), "snapshot: reading partition %d: %s",
+                            in.partition, store__mdb_name(get));
+    }
+    mdb_txn_abort(txn);
+    if (rc == 0)
+        rc = ops_stage(s, c, len, in.nops);
+    if (rc != 0)
+        return rc; /* the caller discards what was staged */
+    p->epoch = in.epoch;
+    p->seq = in.seq;
+    p->chain = store__get_u64(c + 28);
     return pos_stage(s, in.partition, p);
 }

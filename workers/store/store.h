@@ -161,6 +161,33 @@ int store_position(struct store *s, int partition, uint64_t *epoch, uint64_t *se
 int store_position_chain(struct store *s, int partition, uint64_t *epoch, uint64_t *seq,
                          uint64_t *chain);
 
+/*
+ * Snapshots: how a replica that is behind, or holds another history, is rebuilt (a
+ * catch-up). store_snapshot() reads, in one read transaction, every record of the sessions
+ * of a partition (ids that start with prefix, e.g. "17-", and that part_of() places in it:
+ * their state and stored events) with the partition's committed position, into one malloc'd
+ * buffer (*out; -EFBIG past max_bytes, 0: no limit). Commit first: -EBUSY while a change of
+ * the partition is staged. Every change numbered after the snapshot's seq follows it.
+ *
+ * A replica: store_snapshot_stage() stages the deletion of everything this store holds of
+ * the partition, the snapshot's records and its position; store_commit makes the
+ * replacement durable at once (a crash leaves the old copy or the new, never a mix).
+ * -EINVAL: not a snapshot, or a record of another partition in it; -EBUSY: a change of the
+ * partition is staged. On any error the caller discards what was staged.
+ */
+struct store_snapshot_info {
+    int partition;
+    uint64_t epoch, seq; /* the position it is at */
+    uint32_t nops;
+    long sessions, events; /* store_snapshot only */
+};
+int store_snapshot(struct store *s, int partition, const char *prefix,
+                   int (*part_of)(const char *sid), size_t max_bytes, char **out, size_t *outlen,
+                   struct store_snapshot_info *info);
+int store_snapshot_peek(const char *snap, size_t len, struct store_snapshot_info *info);
+int store_snapshot_stage(struct store *s, const char *snap, size_t len, const char *prefix,
+                         int (*part_of)(const char *sid));
+
 struct store_stats {
     long sessions, events;
     size_t file_bytes; /* size of the data file */
