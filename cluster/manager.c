@@ -637,8 +637,10 @@ static json_t *ctl_request(json_t *req)
         if (!json_is_integer(part) || !json_is_integer(epoch) || !node)
             return json_pack("{s:b,s:s,s:s}", "ok", 0, "error", "badarg", "message",
                              "isr_add needs part, epoch and node");
+        json_t *gen = json_object_get(req, "gen");
         char *cmd = map_cmd_isr_add((int)json_integer_value(part),
-                                    (uint64_t)json_integer_value(epoch), node, inc);
+                                    (uint64_t)json_integer_value(epoch), node, inc,
+                                    json_is_integer(gen) ? json_integer_value(gen) : -1);
         int rc = mgr_propose(cmd);
         free(cmd);
         if (rc != 0)

@@ -75,6 +75,7 @@ static bool drop_replica_everywhere(struct cluster_map *m, int i)
             if (pp->rep[k] == i) {
                 memmove(&pp->rep[k], &pp->rep[k + 1], (size_t)(pp->nrep - k - 1) * sizeof(pp->rep[0]));
                 pp->nrep--;
+                pp->isr_gen++;
                 changed = true;
                 break;
             }
@@ -515,6 +516,7 @@ static enum map_result apply_place(struct cluster_map *m, const json_t *c)
         pp->nrep = nrep;
         for (int j = 0; j < nrep; j++)
             pp->rep[j] = (int16_t)rep[j];
+        pp->isr_gen++;
         changed++;
     }
     if (!changed)
@@ -539,10 +541,12 @@ static enum map_result apply_isr_drop(struct cluster_map *m, const json_t *c)
         if (pp->rep[k] == i) {
             memmove(&pp->rep[k], &pp->rep[k + 1], (size_t)(pp->nrep - k - 1) * sizeof(pp->rep[0]));
             pp->nrep--;
-            m->version++;
-            return MAP_OK;
+            break;
         }
-    return MAP_NOOP;
+    /* a member or not: an isr_add of it asked before this drop must not apply after it */
+    pp->isr_gen++;
+    m->version++;
+    return MAP_OK;
 }
 
 static enum map_result apply_isr_add(struct cluster_map *m, const json_t *c)
@@ -561,6 +565,9 @@ static enum map_result apply_isr_add(struct cluster_map *m, const json_t *c)
     struct map_partition *pp = &m->parts[json_integer_value(p)];
     if ((uint64_t)json_integer_value(e) != pp->epoch || pp->owner < 0)
         return MAP_STALE; /* the partition moved since its owner caught the replica up */
+    json_t *g = json_object_get(c, "gen");
+    if (g && (!json_is_integer(g) || (uint32_t)json_integer_value(g) != pp->isr_gen))
+        return MAP_STALE; /* the set changed since the owner asked (a later isr_drop) */
     if (m->nodes[i].state != MAP_UP || (inc && m->nodes[i].incarnation != inc))
         return MAP_STALE; /* down, leaving, draining or restarted since */
     if (pp->owner == i || map_is_replica(m, (int)json_integer_value(p), i))
@@ -568,6 +575,7 @@ static enum map_result apply_isr_add(struct cluster_map *m, const json_t *c)
     if (pp->nrep >= m->rf - 1 || pp->nrep >= MAP_MAX_REPLICAS)
         return MAP_FULL; /* another replica filled the set first */
     pp->rep[pp->nrep++] = (int16_t)i;
+    pp->isr_gen++;
     m->version++;
     return MAP_OK;
 }
@@ -592,12 +600,14 @@ char *map_cmd_isr_drop(int part, uint64_t epoch, const char *node)
                           (json_int_t)epoch, "node", node));
 }
 
-char *map_cmd_isr_add(int part, uint64_t epoch, const char *node, uint64_t inc)
+char *map_cmd_isr_add(int part, uint64_t epoch, const char *node, uint64_t inc, int64_t gen)
 {
     json_t *o = json_pack("{s:s,s:i,s:I,s:s}", "op", "isr_add", "part", part, "epoch",
                           (json_int_t)epoch, "node", node);
     if (o && inc)
         json_object_set_new(o, "inc", u64_json(inc));
+    if (o && gen >= 0)
+        json_object_set_new(o, "gen", json_integer(gen));
     return dump(o);
 }
 
@@ -690,7 +700,7 @@ enum map_result map_apply(struct cluster_map *m, const char *cmd, size_t len, ui
 json_t *map_to_json(const struct cluster_map *m)
 {
     json_t *nodes = json_array(), *owners = json_array(), *epochs = json_array(),
-           *replicas = json_array();
+           *replicas = json_array(), *gens = json_array();
     for (int i = 0; i < m->nnodes; i++) {
         const struct map_node *n = &m->nodes[i];
         json_array_append_new(nodes, json_pack("{s:s,s:o,s:s,s:s,s:I,s:I,s:i}", "id", n->id,
@@ -707,14 +717,15 @@ json_t *map_to_json(const struct cluster_map *m)
         for (int k = 0; k < m->parts[p].nrep; k++)
             json_array_append_new(r, json_integer(m->parts[p].rep[k]));
         json_array_append_new(replicas, r);
+        json_array_append_new(gens, json_integer(m->parts[p].isr_gen));
     }
     char hash[17];
     map_hash(m, hash);
-    return json_pack("{s:I,s:I,s:i,s:i,s:I,s:s,s:o,s:o,s:o,s:o}", "version",
+    return json_pack("{s:I,s:I,s:i,s:i,s:I,s:s,s:o,s:o,s:o,s:o,s:o}", "version",
                      (json_int_t)m->version, "applied", (json_int_t)m->applied, "partitions",
                      m->npart, "replication_factor", m->rf, "lost", (json_int_t)m->lost, "hash",
                      hash, "nodes", nodes, "owners", owners, "epochs", epochs, "replicas",
-                     replicas);
+                     replicas, "isr_gens", gens);
 }
 
 int map_from_json(struct cluster_map *m, const json_t *j)
@@ -777,6 +788,9 @@ int map_from_json(struct cluster_map *m, const json_t *j)
             else
                 t->parts[p].rep[t->parts[p].nrep++] = (int16_t)x;
         }
+        /* absent in maps written before it existed: 0 */
+        t->parts[p].isr_gen =
+            (uint32_t)json_integer_value(json_array_get(json_object_get(j, "isr_gens"), (size_t)p));
     }
     if (ok)
         memcpy(m, t, sizeof(*m));
@@ -802,6 +816,8 @@ void map_hash(const struct cluster_map *m, char out[17])
         h = mix(h, &m->parts[p].epoch, sizeof(m->parts[p].epoch));
         for (int k = 0; k < m->parts[p].nrep; k++)
             h = mix(h, &m->parts[p].rep[k], sizeof(m->parts[p].rep[k]));
+        if (m->parts[p].isr_gen) /* maps without in-sync changes hash as they always did */
+            h = mix(h, &m->parts[p].isr_gen, sizeof(m->parts[p].isr_gen));
     }
     if (m->rf > 1) /* a map without replication hashes as it always did */
         h = mix(h, &m->rf, sizeof(m->rf));

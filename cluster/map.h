@@ -58,6 +58,11 @@ struct map_partition {
      * one leaves the set only by a committed command (a mark-down, an isr_drop). */
     int nrep;
     int16_t rep[MAP_MAX_REPLICAS];
+    /* Grows at every change of the in-sync set and at every isr_drop of the partition's
+     * epoch (a member or not). An isr_add names the generation its owner saw when it asked:
+     * one that commits after a later isr_drop (the owner gave up on that replica and
+     * acknowledged writes without it) is refused, not applied late. */
+    uint32_t isr_gen;
 };
 
 struct cluster_map {
@@ -122,7 +127,7 @@ char *map_cmd_isr_drop(int part, uint64_t epoch, const char *node);
  * restart since the catch-up started is no proof of a copy), neither the owner nor a replica
  * already (NOOP), and the set has room (nrep < rf - 1; else MAP_FULL).
  */
-char *map_cmd_isr_add(int part, uint64_t epoch, const char *node, uint64_t inc);
+char *map_cmd_isr_add(int part, uint64_t epoch, const char *node, uint64_t inc, int64_t gen);
 
 /* ---- reading the map ---- */
 

@@ -61,6 +61,7 @@ int cview_apply_map(struct cview *v, const char *json, size_t len)
             v->self = (int)i;
     }
     json_t *rf = json_object_get(o, "replication_factor"), *reps = json_object_get(o, "replicas");
+    json_t *gens = json_object_get(o, "isr_gens");
     v->rf = rf ? (int)json_integer_value(rf) : 1;
     for (int p = 0; p < v->npart; p++) {
         v->owner[p] = (int16_t)json_integer_value(json_array_get(owners, (size_t)p));
@@ -69,6 +70,7 @@ int cview_apply_map(struct cview *v, const char *json, size_t len)
         v->nrep[p] = 0;
         for (size_t k = 0; k < json_array_size(r) && k < 4; k++)
             v->rep[p][v->nrep[p]++] = (int16_t)json_integer_value(json_array_get(r, k));
+        v->isr_gen[p] = (uint32_t)json_integer_value(json_array_get(gens, (size_t)p));
     }
     json_decref(v->nodes);
     v->nodes = json_incref(nodes);

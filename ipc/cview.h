@@ -44,6 +44,7 @@ struct cview {
     int rf;            /* the map's replication factor (1: owner only) */
     uint8_t nrep[CVIEW_MAX_PARTITIONS];     /* in-sync replicas of each partition */
     int16_t rep[CVIEW_MAX_PARTITIONS][4];   /* their node indexes */
+    uint32_t isr_gen[CVIEW_MAX_PARTITIONS]; /* each in-sync set's generation (an isr_add names it) */
     double lease_until; /* CLOCK_MONOTONIC ms */
     bool fenced;
     char reason[256];

@@ -152,7 +152,12 @@ static void test_replicas_promotion_and_isr(void **state)
     assert_int_equal(apply_text(&m, map_cmd_isr_drop(0, 1, m.nodes[p0_rep].id), ix++), MAP_OK);
     assert_int_equal(m.parts[0].nrep, 0);
     assert_true(m.version > v);
-    assert_int_equal(apply_text(&m, map_cmd_isr_drop(0, 1, m.nodes[p0_rep].id), ix++), MAP_NOOP);
+    /* again: nothing to take out, but the set's generation moves (a late isr_add of it from
+     * before this drop must not apply) */
+    uint32_t g = m.parts[0].isr_gen;
+    assert_int_equal(apply_text(&m, map_cmd_isr_drop(0, 1, m.nodes[p0_rep].id), ix++), MAP_OK);
+    assert_int_equal(m.parts[0].nrep, 0);
+    assert_true(m.parts[0].isr_gen == g + 1);
     /* a member marked down leaves every in-sync set in the same change; its partitions go to
      * their replicas under the next epoch, and keep their other copies */
     const char *victim = "n1";
@@ -226,48 +231,64 @@ static void test_isr_add(void **state)
     const char *rid = m.nodes[rep].id, *oid = m.nodes[other].id;
     uint64_t e = m.parts[3].epoch;
     /* full: the set already holds rf - 1 replicas */
-    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e, oid, 0), ix++), MAP_FULL);
+    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e, oid, 0, -1), ix++), MAP_FULL);
     /* already a replica, or the owner: nothing to do */
-    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e, rid, 0), ix++), MAP_NOOP);
-    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e, m.nodes[owner].id, 0), ix++), MAP_NOOP);
+    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e, rid, 0, -1), ix++), MAP_NOOP);
+    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e, m.nodes[owner].id, 0, -1), ix++), MAP_NOOP);
     assert_int_equal(apply_text(&m, map_cmd_isr_drop(3, e, rid), ix++), MAP_OK);
     assert_int_equal(m.parts[3].nrep, 0);
     /* refused: a stale epoch, an unknown node, a node of another incarnation */
-    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e + 1, rid, 0), ix++), MAP_STALE);
-    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e - 1, rid, 0), ix++), MAP_STALE);
-    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e, "nobody", 0), ix++), MAP_UNKNOWN);
-    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e, rid, 12345), ix++), MAP_STALE);
-    assert_int_equal(apply_text(&m, map_cmd_isr_add(99, e, rid, 0), ix++), MAP_BAD);
+    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e + 1, rid, 0, -1), ix++), MAP_STALE);
+    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e - 1, rid, 0, -1), ix++), MAP_STALE);
+    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e, "nobody", 0, -1), ix++), MAP_UNKNOWN);
+    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e, rid, 12345, -1), ix++), MAP_STALE);
+    assert_int_equal(apply_text(&m, map_cmd_isr_add(99, e, rid, 0, -1), ix++), MAP_BAD);
     assert_int_equal(m.parts[3].nrep, 0);
     /* accepted: the replica counts again, and the map says so (version, hash) */
     uint64_t v = m.version;
     char h1[17], h2[17];
     map_hash(&m, h1);
-    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e, rid, m.nodes[rep].incarnation), ix++),
+    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e, rid, m.nodes[rep].incarnation, -1), ix++),
                      MAP_OK);
     assert_int_equal(m.parts[3].nrep, 1);
     assert_int_equal(m.parts[3].rep[0], rep);
     assert_true(m.version > v);
     map_hash(&m, h2);
     assert_string_not_equal(h1, h2);
-    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e, rid, 0), ix++), MAP_NOOP);
+    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e, rid, 0, -1), ix++), MAP_NOOP);
     /* a node that is down may not come back in */
     assert_int_equal(apply_text(&m, map_cmd_isr_drop(3, e, rid), ix++), MAP_OK);
     assert_int_equal(apply_text(&m, map_cmd_down(rid, m.nodes[rep].incarnation, 0), ix++), MAP_OK);
-    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e, rid, 0), ix++), MAP_STALE);
+    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e, rid, 0, -1), ix++), MAP_STALE);
     /* nor one draining; the third member, up, may */
     assert_int_equal(apply_text(&m, map_cmd_drain(oid, true), ix++), MAP_OK);
-    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e, oid, 0), ix++), MAP_STALE);
+    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e, oid, 0, -1), ix++), MAP_STALE);
     assert_int_equal(apply_text(&m, map_cmd_drain(oid, false), ix++), MAP_OK);
-    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e, oid, 0), ix++), MAP_OK);
+    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e, oid, 0, -1), ix++), MAP_OK);
     assert_true(map_is_replica(&m, 3, other));
+    /* the race an owner's give-up closes: it asked isr_add (generation g), gave up on the
+     * replica and asked isr_drop, and acknowledged writes without it; the isr_add that
+     * commits after the drop is refused, so the map never names a copy that lacks them */
+    assert_int_equal(apply_text(&m, map_cmd_isr_drop(3, e, oid), ix++), MAP_OK);
+    int64_t g = m.parts[3].isr_gen;
+    assert_int_equal(apply_text(&m, map_cmd_isr_drop(3, e, oid), ix++), MAP_OK); /* not a member */
+    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e, oid, 0, g), ix++), MAP_STALE);
+    assert_false(map_is_replica(&m, 3, other));
+    /* asked with the current generation, it applies; the generation is in the map's JSON */
+    assert_int_equal(apply_text(&m, map_cmd_isr_add(3, e, oid, 0, m.parts[3].isr_gen), ix++),
+                     MAP_OK);
+    json_t *j = map_to_json(&m);
+    static struct cluster_map back;
+    assert_int_equal(map_from_json(&back, j), 0);
+    json_decref(j);
+    assert_int_equal(back.parts[3].isr_gen, m.parts[3].isr_gen);
     /* a map without replicas has no in-sync sets */
     static struct cluster_map one;
     map_init(&one);
     apply_text(&one, map_cmd_init(4, 1), 1);
     apply_text(&one, map_cmd_join("a", 1, "h:1"), 2);
     apply_text(&one, map_cmd_join("b", 2, "h:1"), 3);
-    assert_int_equal(apply_text(&one, map_cmd_isr_add(0, 0, "b", 0), 4), MAP_BAD);
+    assert_int_equal(apply_text(&one, map_cmd_isr_add(0, 0, "b", 0, -1), 4), MAP_BAD);
 }
 
 static void test_commands_that_do_not_fit(void **state)

@@ -144,6 +144,7 @@ struct catchup {
     int part, node;
     uint64_t epoch; /* the partition's epoch when it started */
     char inc[17];   /* the target's incarnation then (hex, as the map publishes it) */
+    uint32_t gen;   /* the in-sync set's generation when isr_add was first asked */
     struct rpeer *peer;
     uint64_t snap_id;
     char *snap;
@@ -873,7 +874,8 @@ static void cu_free(struct catchup *c)
     memset(c, 0, sizeof(*c));
 }
 
-static void ask_mgr(const char *op, int part, uint64_t epoch, const char *node, const char *inc)
+static void ask_mgr(const char *op, int part, uint64_t epoch, const char *node, const char *inc,
+                    int64_t gen)
 {
     if (!R.mgr_open)
         return;
@@ -881,6 +883,8 @@ static void ask_mgr(const char *op, int part, uint64_t epoch, const char *node, 
                           (json_int_t)epoch, "node", node);
     if (inc && inc[0])
         json_object_set_new(o, "inc", json_string(inc));
+    if (gen >= 0) /* isr_add: refused if the set changed since (an isr_drop of ours in between) */
+        json_object_set_new(o, "gen", json_integer(gen));
     char *t = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     if (t) /* no answer awaited: the map tells what happened (asked again until it does) */
@@ -905,7 +909,7 @@ static void cu_abort(struct catchup *c, const char *why)
     stats_counter("cmcp_replication_catchups_total", "result=\"aborted\"")->value += 1;
     R.cu_retry[c->part] = cmcp_now_ms() + 1000;
     if (maybe && c->peer) /* its isr_add may still commit: have it taken out again */
-        ask_mgr("isr_drop", c->part, c->epoch, c->peer->id, NULL);
+        ask_mgr("isr_drop", c->part, c->epoch, c->peer->id, NULL, -1);
     if (maybe && !c->dead) {
         c->dead = true;
         c->dead_at = cmcp_now_ms();
@@ -929,7 +933,8 @@ static void cu_progress(struct catchup *c)
     log_info("replica_caught_up", "{s:i,s:s,s:I,s:f,s:i}", "partition", c->part, "replica",
              c->peer->id, "round", (json_int_t)c->acked_upto, "ms", c->asked_at - c->started,
              "shard", shard_g.index);
-    ask_mgr("isr_add", c->part, c->epoch, c->peer->id, c->inc);
+    c->gen = cview_get()->isr_gen[c->part];
+    ask_mgr("isr_add", c->part, c->epoch, c->peer->id, c->inc, c->gen);
 }
 
 static void cu_failed(struct rpeer *p)
@@ -1138,7 +1143,7 @@ static void cu_tick(void)
         }
         if (c->state == CU_ASKED && now - c->last_ask > 500) {
             c->last_ask = now; /* a request the manager may have missed (the socket keeps one) */
-            ask_mgr("isr_add", part, c->epoch, c->peer->id, c->inc);
+            ask_mgr("isr_add", part, c->epoch, c->peer->id, c->inc, c->gen);
         }
         if (c->state == CU_MEMBER && !c->nq && !c->ninflight &&
             (!R.rounds || R.rounds->id > c->last_round))
