@@ -250,7 +250,7 @@ def replication(Cluster, wait_for, seconds, clients=16, rounds=2):
     RF 2 sync and RF 2 async, interleaved over `rounds` rounds."""
     import threading
     from mcp_client import Session
-    modes = (("rf1", ""), ("rf2_sync", "replication_factor = 2"),
+    modes = (("rf1", "replication_factor = 1"), ("rf2_sync", "replication_factor = 2"),
              ("rf2_async", "replication_factor = 2\nreplication = async"))
     out = {m: {"ops": 0, "seconds": 0.0, "lat": [], "errors": 0} for m, _ in modes}
     for _ in range(rounds):
@@ -300,7 +300,7 @@ def forwarding(Cluster, wait_for, seconds, bin_dir, conns=32, rounds=3):
     in one 3-node cluster."""
     import subprocess
     out = {"owner": [], "forwarded": []}
-    with Cluster(3) as c:
+    with Cluster(3, extra="replication_factor = 1") as c:
         c.wait_formed()
         init = "http://127.0.0.1:%d/mcp" % c.http[0]
         for _ in range(rounds):

@@ -9,7 +9,7 @@ const struct cfg_key cluster_cfg_keys[] = {
     {"cluster", "seeds", CFG_LIST, NULL, 0, 0},
     {"cluster", "bootstrap_expect", CFG_INT, NULL, 0, 64},
     {"cluster", "partitions", CFG_INT, NULL, 1, 4096},
-    {"cluster", "replication_factor", CFG_INT, NULL, 1, 5},
+    {"cluster", "replication_factor", CFG_INT, NULL, 0, 5},
     {"cluster", "replication", CFG_ENUM, "sync|async", 0, 0},
     {"cluster", "replica_ack_timeout_ms", CFG_INT, NULL, 20, 60000},
     /* catch-ups (a replica rebuilt from a snapshot): at once per shard, chunk size, limit */

@@ -121,7 +121,10 @@ int cluster_conf_load(struct cluster_conf *cc, struct cfg *c, char *err, size_t 
     if (cc->expect == 0)
         cc->expect = cc->bind_port ? 1 + cc->nseeds : 1;
     cc->partitions = (int)cfg_get_long(c, "cluster", "partitions", MAP_DEFAULT_PARTITIONS);
-    cc->rf = (int)cfg_get_long(c, "cluster", "replication_factor", 1);
+    /* two copies of everything once a cluster has two nodes: a write survives any one loss */
+    cc->rf = (int)cfg_get_long(c, "cluster", "replication_factor", 0);
+    if (cc->rf == 0)
+        cc->rf = cc->bind_port && (cc->nseeds > 0 || cc->expect >= 2) ? 2 : 1;
     if (cc->rf > 1 && !cc->bind_port)
         return bad(c, "replication_factor", err, errlen, "%s",
                    "copies live on other nodes: a replication factor above 1 needs [cluster] "

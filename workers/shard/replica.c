@@ -1540,10 +1540,11 @@ int repl_start(struct store *st, char *err, size_t errlen)
         R.owned[p] = true;
     repl_map_changed();
     const char *bind = cfg_get(c, "cluster", "bind", "");
-    long rf = cfg_get_long(c, "cluster", "replication_factor", 1);
     const char *colon = strrchr(bind, ':');
-    if (!bind[0] || !colon || rf <= 1)
-        return 0; /* no peers or no copies: nothing to serve */
+    if (!bind[0] || !colon)
+        return 0; /* no peers: nothing to serve */
+    /* a member serves copies whatever its own configuration says: the cluster map's
+     * replication factor (fixed when the cluster formed) decides who holds them */
     snprintf(R.bind_host, sizeof(R.bind_host), "%.*s", (int)(colon - bind), bind);
     R.base_port = atoi(colon + 1);
     const char *cookie = getenv("CMCP_COOKIE_FILE");
