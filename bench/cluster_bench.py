@@ -244,6 +244,23 @@ def commit(Cluster, wait_for, seconds):
     return out
 
 
+def cluster_cpu_s(c):
+    """CPU seconds (user + system) used so far by every live process of every node."""
+    hz = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for node in c.nodes:
+        if node is None:
+            continue
+        for pid in node.tree_pids():
+            try:
+                with open("/proc/%d/stat" % pid) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / hz
+            except (OSError, IndexError, ValueError):
+                pass
+    return total
+
+
 def replication(Cluster, wait_for, seconds, clients=16, rounds=2):
     """kv_set throughput and latency through one node's sessions (16 clients, each its own
     session and connection, Python threads: the generator shares the 2 cores) for RF 1,
@@ -252,7 +269,7 @@ def replication(Cluster, wait_for, seconds, clients=16, rounds=2):
     from mcp_client import Session
     modes = (("rf1", "replication_factor = 1"), ("rf2_sync", "replication_factor = 2"),
              ("rf2_async", "replication_factor = 2\nreplication = async"))
-    out = {m: {"ops": 0, "seconds": 0.0, "lat": [], "errors": 0} for m, _ in modes}
+    out = {m: {"ops": 0, "seconds": 0.0, "lat": [], "errors": 0, "cpu": 0.0} for m, _ in modes}
     for _ in range(rounds):
         for name, extra in modes:
             with Cluster(3, extra=extra) as c:
@@ -272,6 +289,7 @@ def replication(Cluster, wait_for, seconds, clients=16, rounds=2):
                         else:
                             lat[k].append(time.monotonic() - t)
                 threads = [threading.Thread(target=run, args=(k,)) for k in range(clients)]
+                cpu0 = cluster_cpu_s(c)
                 t0 = time.monotonic()
                 for t in threads:
                     t.start()
@@ -281,6 +299,7 @@ def replication(Cluster, wait_for, seconds, clients=16, rounds=2):
                     t.join(10)
                 took = time.monotonic() - t0
                 o = out[name]
+                o["cpu"] += cluster_cpu_s(c) - cpu0
                 for v in lat:
                     o["lat"] += v
                 o["ops"] += sum(len(v) for v in lat)
@@ -290,7 +309,8 @@ def replication(Cluster, wait_for, seconds, clients=16, rounds=2):
     res = {}
     for name, o in out.items():
         res[name] = {"ops_per_s": o["ops"] / o["seconds"] if o["seconds"] else 0,
-                     "errors": o["errors"], "latency_s": summary(o["lat"])}
+                     "errors": o["errors"], "latency_s": summary(o["lat"]),
+                     "node_cpu_us_per_op": o["cpu"] / o["ops"] * 1e6 if o["ops"] else 0}
     return res
 
 
@@ -384,13 +404,13 @@ def report(res, env):
         r = res["replication"]
         base = r["rf1"]["ops_per_s"] or 1
         lines += ["## Replication cost (kv_set through one node, 16 clients, 3 nodes)", "",
-                  "| mode | ops/s | vs RF 1 | p50 ms | p99 ms | errors |",
-                  "|---|---|---|---|---|---|"]
+                  "| mode | ops/s | vs RF 1 | p50 ms | p99 ms | nodes' CPU µs/op | errors |",
+                  "|---|---|---|---|---|---|---|"]
         for name in ("rf1", "rf2_sync", "rf2_async"):
             v = r[name]
-            lines.append("| %s | %.0f | %.2f× | %.2f | %.2f | %d |" % (
+            lines.append("| %s | %.0f | %.2f× | %.2f | %.2f | %.0f | %d |" % (
                 name, v["ops_per_s"], v["ops_per_s"] / base, v["latency_s"]["p50"] * 1000,
-                v["latency_s"]["p99"] * 1000, v["errors"]))
+                v["latency_s"]["p99"] * 1000, v.get("node_cpu_us_per_op", 0), v["errors"]))
         lines.append("")
     if "forwarding" in res:
         r = res["forwarding"]
