@@ -3,7 +3,7 @@
 cmcp cluster benchmarks: real nodes on loopback (tests/cluster/cluster_harness.py).
 
   python3 bench/cluster_bench.py [--bin-dir build/bin] [--trials 20]
-                                 [--only formation,detection,fence,leader,commit,replication,forwarding]
+                                 [--only formation,detection,fence,leader,commit,replication,forwarding,rto]
                                  [--out DIR]
 
 Sections (docs/benchmarks.md shows the results and how they were obtained):
@@ -26,6 +26,9 @@ Sections (docs/benchmarks.md shows the results and how they were obtained):
              measure it (proposal to applied here), in a formed 4-node cluster
   replication  kv_set throughput and latency through one node (16 client threads,
              a session each) with RF 1, RF 2 sync and RF 2 async, interleaved
+  rto        failover RTO: 3 nodes (RF 2), sessions of the victim written through a
+             surviving node; the victim (half the trials: the Raft leader) is SIGKILLed:
+             time until every session was written again; acknowledged writes read back
   forwarding tools/call echo (cmcp-bench, 32 connections): sessions made at n0 and
              used through n0 (their owner) or through n1 (forwarded), interleaved
 
@@ -314,6 +317,94 @@ def replication(Cluster, wait_for, seconds, clients=16, rounds=2):
     return res
 
 
+def rto(Cluster, wait_for, trials, writers=4):
+    """Failover RTO under write load: 3 nodes (RF 2 by default), `writers` sessions made at
+    the victim, each written in a loop through a surviving node (as behind a load balancer:
+    forwarded to the victim while it lives). The victim is SIGKILLed; a trial's RTO is the
+    time from the kill until every one of its sessions had a write acknowledged again (the
+    slowest session), and each session's own time is kept too. Half the trials kill the Raft
+    leader. Afterwards every acknowledged write is read back: lost ones are counted."""
+    import threading
+    from checker import _post
+    out = {"owner": [], "owner_leader": []}
+    per_session = {"owner": [], "owner_leader": []}
+    lost = {"owner": 0, "owner_leader": 0}
+    acked = {"owner": 0, "owner_leader": 0}
+    for t in range(trials * 2):
+        kind = "owner_leader" if t % 2 else "owner"
+        with Cluster(3) as c:
+            c.wait_formed()
+            wait_for(lambda: len(c.status(0)["raft"]["voters"]) == 3, 10, 0.05, what="voters")
+            lead = c.leader()
+            victim = lead if kind == "owner_leader" else (lead + 1) % 3
+            via = next(i for i in range(3) if i != victim)
+            ver = "2025-11-25"
+            sids = []
+            for k in range(writers):
+                st, msgs, sid = _post("127.0.0.1", c.http[victim], None, ver, {
+                    "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                        "protocolVersion": ver, "capabilities": {},
+                        "clientInfo": {"name": "rto", "version": "1"}}}, 10)
+                _post("127.0.0.1", c.http[victim], sid, ver,
+                      {"jsonrpc": "2.0", "method": "notifications/initialized"}, 10)
+                sids.append(sid)
+            stop = threading.Event()
+            kill_at = [None]
+            first_ok = [None] * writers
+            oks = [dict() for _ in range(writers)]
+
+            def run(k):
+                n = 0
+                deadline = time.monotonic() + 60
+                while not stop.is_set() and time.monotonic() < deadline:
+                    n += 1
+                    try:
+                        st, msgs, _ = _post("127.0.0.1", c.http[via], sids[k], ver, {
+                            "jsonrpc": "2.0", "id": n, "method": "tools/call",
+                            "params": {"name": "kv_set",
+                                       "arguments": {"key": "w%d" % n, "value": "v%d" % n}}},
+                            2.0)
+                    except OSError:
+                        continue
+                    m = msgs[-1] if msgs else {}
+                    if st == 200 and "result" in m and not m["result"].get("isError"):
+                        oks[k]["w%d" % n] = "v%d" % n
+                        if kill_at[0] is not None and first_ok[k] is None:
+                            first_ok[k] = time.monotonic()
+                    else:
+                        time.sleep(0.005)
+            threads = [threading.Thread(target=run, args=(k,)) for k in range(writers)]
+            for th in threads:
+                th.start()
+            time.sleep(1.0)
+            kill_at[0] = time.monotonic()
+            c.kill(victim)
+            wait_for(lambda: all(f is not None for f in first_ok), 30, 0.01,
+                     what="every session written again")
+            stop.set()
+            for th in threads:
+                th.join(10)
+            times = [f - kill_at[0] for f in first_ok]
+            out[kind].append(max(times))
+            per_session[kind] += times
+            for k in range(writers):
+                keys = list(oks[k])
+                acked[kind] += len(keys)
+                for key in keys:
+                    st, msgs, _ = _post("127.0.0.1", c.http[via], sids[k], ver, {
+                        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                        "params": {"name": "kv_get", "arguments": {"key": key}}}, 5)
+                    m = msgs[-1] if msgs else {}
+                    got = (m.get("result", {}).get("structuredContent") or {}).get("value")
+                    if got != oks[k][key]:
+                        lost[kind] += 1
+            log("  trial %d (%s): every session written again %.0f ms after the kill"
+                % (t + 1, kind, max(times) * 1000))
+    return {k: {"trials": len(out[k]), "rto_s": summary(out[k]),
+                "per_session_s": summary(per_session[k]), "acked": acked[k], "lost": lost[k]}
+            for k in out}
+
+
 def forwarding(Cluster, wait_for, seconds, bin_dir, conns=32, rounds=3):
     """tools/call echo with cmcp-bench (closed loop, one session per connection): sessions
     made at n0 and used through n0 (the owner) or through n1 (forwarded to n0), interleaved
@@ -412,6 +503,17 @@ def report(res, env):
                 name, v["ops_per_s"], v["ops_per_s"] / base, v["latency_s"]["p50"] * 1000,
                 v["latency_s"]["p99"] * 1000, v.get("node_cpu_us_per_op", 0), v["errors"]))
         lines.append("")
+    if "rto" in res:
+        lines += ["## Failover RTO (SIGKILL of the owner under writes through another node)", "",
+                  "| victim | trials | p50 ms | p99 ms | max ms | per session p50 / p99 ms | "
+                  "acknowledged writes | lost |", "|---|---|---|---|---|---|---|---|"]
+        for k, label in (("owner", "owner, not the leader"), ("owner_leader", "owner and leader")):
+            v = res["rto"][k]
+            lines.append("| %s | %d | %.0f | %.0f | %.0f | %.0f / %.0f | %d | %d |" % (
+                label, v["trials"], v["rto_s"]["p50"] * 1000, v["rto_s"]["p99"] * 1000,
+                v["rto_s"]["max"] * 1000, v["per_session_s"]["p50"] * 1000,
+                v["per_session_s"]["p99"] * 1000, v["acked"], v["lost"]))
+        lines.append("")
     if "forwarding" in res:
         r = res["forwarding"]
         lines += ["## Forwarding cost (tools/call echo, 32 connections, 3 nodes)", "",
@@ -435,7 +537,7 @@ def main():
                     help="trials of detection (formation, fence and leader: half as many, "
                          "at least 5)")
     ap.add_argument("--only",
-                    default="formation,detection,fence,leader,commit,replication,forwarding")
+                    default="formation,detection,fence,leader,commit,replication,forwarding,rto")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if not os.path.exists(os.path.join(args.bin_dir, "cmcpd")):
@@ -470,6 +572,9 @@ def main():
     if "replication" in only:
         log("replication")
         res["replication"] = replication(Cluster, wait_for, 5)
+    if "rto" in only:
+        log("rto")
+        res["rto"] = rto(Cluster, wait_for, args.trials)
     if "forwarding" in only:
         log("forwarding")
         res["forwarding"] = forwarding(Cluster, wait_for, 5, args.bin_dir)
