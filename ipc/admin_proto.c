@@ -32,7 +32,7 @@ const struct admin_cmd admin_cmds[] = {
      "show or set the log level of every process (debug info notice warning error)"},
     {ADMIN_DRAIN, "drain", "drain",
      "accept no new sessions; existing ones go on; /health answers 503; in a cluster, the node's "
-     "partitions move to other members"},
+     "partitions move to other members, and this waits (up to 20 s) until it owns none"},
     {ADMIN_UNDRAIN, "undrain", "undrain", "accept new sessions (and partitions) again"},
     {ADMIN_SHUTDOWN, "shutdown", "shutdown", "stop the node (the whole tree, in order)"},
     {ADMIN_NODES, "nodes", "nodes",
@@ -50,6 +50,9 @@ const struct admin_cmd admin_cmds[] = {
     {ADMIN_FORCE_LEADER, "force_leader", "force_leader",
      "Raft recovery: this node becomes the only voter (after a lost majority; can lose writes)"},
     {ADMIN_LEAVE, "leave", "leave [NODE]", "a member leaves the cluster (drain it first)"},
+    {ADMIN_SYNC_FROM_PEER, "sync_from_peer", "sync_from_peer NODE",
+     "copy NODE's partitions again: this node's copies of them leave the in-sync sets and NODE "
+     "rebuilds them from snapshots (here or on another member with room); waits up to 20 s"},
     {ADMIN_CMD_COUNT, NULL, NULL, NULL},
 };
 

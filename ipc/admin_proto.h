@@ -42,6 +42,7 @@ enum admin_cmd_id {
     ADMIN_REBALANCE,
     ADMIN_FORCE_LEADER,
     ADMIN_LEAVE,
+    ADMIN_SYNC_FROM_PEER,
     ADMIN_CMD_COUNT,
 };
 

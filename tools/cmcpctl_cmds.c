@@ -364,6 +364,7 @@ static void print_result(const struct admin_cmd *c, json_t *r)
     case ADMIN_REBALANCE:
     case ADMIN_FORCE_LEADER:
     case ADMIN_LEAVE:
+    case ADMIN_SYNC_FROM_PEER:
     case ADMIN_CMD_COUNT:
         break;
     }
@@ -415,6 +416,11 @@ static int parse(int argc, char **argv, const struct admin_cmd **cmd, json_t *ar
         break;
     case ADMIN_LEAVE:
         return optional_arg(argc, argv, args, "node", "usage: %s [NODE]");
+    case ADMIN_SYNC_FROM_PEER:
+        if (argc != 2)
+            return usage_error("usage: %s NODE (the member whose partitions to copy again)", c);
+        json_object_set_new(args, "node", json_string(argv[1]));
+        return 0;
     case ADMIN_STATUS:
     case ADMIN_METRICS:
     case ADMIN_DRAIN:

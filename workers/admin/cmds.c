@@ -764,6 +764,110 @@ static json_t *cmd_cluster_op(const struct admin_cmd *c, json_t *args)
     return cluster_op(c->name, args);
 }
 
+/*
+ * sync_from_peer NODE: this node's copies of the partitions NODE owns are rebuilt from it.
+ * They leave the in-sync sets (isr_drop, by committed map changes), so NODE's shards rebuild
+ * a copy (snapshot, then the changes since) and put it back (isr_add): the catch-up every
+ * owner runs for partitions below their replication factor. Waits, bounded, until each of
+ * them has its full set of copies again.
+ */
+static json_t *cmd_sync_from_peer(const struct admin_cmd *c, json_t *args)
+{
+    (void)c;
+    const char *peer = arg_str(args, "node");
+    if (!peer || !*peer)
+        return admin_reply_fail("badarg", "sync_from_peer needs the member to copy from");
+    json_t *fail = NULL, *st = cluster_ask(json_pack("{s:s}", "op", "status"), &fail);
+    if (!st)
+        return fail;
+    json_t *map = json_object_get(st, "map");
+    json_t *nodes = json_object_get(map, "nodes");
+    int me = -1, from = -1;
+    size_t i;
+    json_t *n;
+    json_array_foreach(nodes, i, n)
+    {
+        if (strcmp(arg_str(n, "id") ?: "", arg_str(st, "node") ?: "") == 0)
+            me = (int)i;
+        if (strcmp(arg_str(n, "id") ?: "", peer) == 0)
+            from = (int)i;
+    }
+    int rf = (int)json_integer_value(json_object_get(map, "replication_factor"));
+    if (from < 0 || me < 0 || from == me || rf < 2) {
+        json_t *e = admin_reply_fail("badarg", "%s",
+                                     rf < 2     ? "this cluster keeps one copy of each partition: "
+                                                  "there is nothing to copy again"
+                                     : from < 0 ? "no such member (cmcpctl nodes lists them)"
+                                                : "name another member than this one");
+        json_decref(st);
+        return e;
+    }
+    json_t *owners = json_object_get(map, "owners"), *reps = json_object_get(map, "replicas");
+    json_t *epochs = json_object_get(map, "epochs");
+    int asked = 0, refused = 0;
+    json_t *parts = json_array();
+    for (size_t p = 0; p < json_array_size(owners); p++) {
+        if (json_integer_value(json_array_get(owners, p)) != from)
+            continue;
+        bool mine = false;
+        size_t k;
+        json_t *rv;
+        json_array_foreach(json_array_get(reps, p), k, rv) mine |= json_integer_value(rv) == me;
+        if (!mine)
+            continue;
+        json_t *f = NULL, *r = cluster_ask(
+            json_pack("{s:s,s:i,s:O,s:s}", "op", "isr_drop", "part", (int)p, "epoch",
+                      json_array_get(epochs, p), "node", arg_str(st, "node")), &f);
+        if (r) {
+            asked++;
+            /* [partition, the set's generation before: a rebuilt copy is two changes on] */
+            json_array_append_new(parts, json_pack("[i,O]", (int)p, json_array_get(json_object_get(
+                                                                    map, "isr_gens"), p)));
+        } else {
+            refused++;
+        }
+        json_decref(r);
+        json_decref(f);
+    }
+    json_decref(st);
+    /* the owner rebuilds each copy; wait until every one of them is back in its set */
+    double t0 = cmcp_now_ms();
+    int missing = asked;
+    for (int k = 0; asked && k < 200 && cmcp_now_ms() - t0 < 20000; k++) {
+        usleep(100000);
+        json_t *f = NULL, *s2 = cluster_ask(json_pack("{s:s}", "op", "status"), &f);
+        json_decref(f);
+        if (!s2)
+            continue;
+        json_t *m2 = json_object_get(s2, "map");
+        missing = 0;
+        size_t j;
+        json_t *pv;
+        json_array_foreach(parts, j, pv)
+        {
+            size_t p = (size_t)json_integer_value(json_array_get(pv, 0));
+            json_int_t gen0 = json_integer_value(json_array_get(pv, 1));
+            json_int_t gen = json_integer_value(
+                json_array_get(json_object_get(m2, "isr_gens"), p));
+            /* taken out (one change) and a copy put back (another), and the set full */
+            if (gen < gen0 + 2 ||
+                (int)json_array_size(json_array_get(json_object_get(m2, "replicas"), p)) < rf - 1)
+                missing++;
+        }
+        json_decref(s2);
+        if (missing == 0)
+            break;
+    }
+    json_t *r = json_pack("{s:s,s:i,s:i,s:i,s:f,s:o}", "from", peer, "partitions", asked,
+                          "refused", refused, "not_yet_in_sync", missing, "waited_ms",
+                          cmcp_now_ms() - t0, "partitions_list", parts);
+    if (missing)
+        json_object_set_new(r, "message",
+                            json_string("copies are still being rebuilt: cmcpctl verify_state "
+                                        "says when they are in sync"));
+    return admin_reply_ok(r);
+}
+
 static json_t *cmd_drain(const struct admin_cmd *c, json_t *args)
 {
     (void)args;
@@ -779,6 +883,39 @@ static json_t *cmd_drain(const struct admin_cmd *c, json_t *args)
     json_object_set_new(r, "cluster", cl ? cl : json_pack("{s:O?}", "error",
                                                           json_object_get(fail, "message")));
     json_decref(fail);
+    if (drain && cl) {
+        /* its partitions move (a few at a time, to members holding copies): wait, bounded,
+         * until this node owns none, and say how it ended */
+        double t0 = cmcp_now_ms();
+        int owned = -1, members_up = 0;
+        for (int k = 0; k < 200; k++) {
+            json_t *f = NULL, *st = cluster_ask(json_pack("{s:s}", "op", "status"), &f);
+            json_decref(f);
+            owned = -1;
+            members_up = 0;
+            size_t i;
+            json_t *n;
+            json_array_foreach(json_object_get(json_object_get(st, "map"), "nodes"), i, n)
+            {
+                const char *state = arg_str(n, "state") ?: "";
+                members_up += strcmp(state, "up") == 0;
+                if (strcmp(arg_str(n, "id") ?: "", arg_str(st, "node") ?: "") == 0)
+                    owned = (int)json_integer_value(json_object_get(n, "owned"));
+            }
+            json_decref(st);
+            if (owned == 0 || members_up == 0 || cmcp_now_ms() - t0 > 20000)
+                break;
+            usleep(100000);
+        }
+        json_object_set_new(r, "owned_left", json_integer(owned));
+        json_object_set_new(r, "waited_ms", json_real(cmcp_now_ms() - t0));
+        if (owned > 0)
+            json_object_set_new(
+                r, "message",
+                json_string(members_up ? "partitions are still moving: run drain again to wait "
+                                         "more, or see cmcpctl nodes"
+                                       : "no other member is up to take this node's partitions"));
+    }
     return admin_reply_ok(r);
 }
 
@@ -813,6 +950,7 @@ static json_t *(*const handlers[ADMIN_CMD_COUNT])(const struct admin_cmd *c, jso
     [ADMIN_REBALANCE] = cmd_cluster_op,
     [ADMIN_FORCE_LEADER] = cmd_cluster_op,
     [ADMIN_LEAVE] = cmd_cluster_op,
+    [ADMIN_SYNC_FROM_PEER] = cmd_sync_from_peer,
 };
 
 json_t *admin_run(const char *cmd, json_t *args)
