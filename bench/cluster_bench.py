@@ -3,7 +3,7 @@
 cmcp cluster benchmarks: real nodes on loopback (tests/cluster/cluster_harness.py).
 
   python3 bench/cluster_bench.py [--bin-dir build/bin] [--trials 20]
-                                 [--only formation,detection,fence,leader,commit,replication,forwarding,rto]
+                                 [--only formation,detection,fence,leader,commit,replication,forwarding,rto,scale]
                                  [--out DIR]
 
 Sections (docs/benchmarks.md shows the results and how they were obtained):
@@ -29,6 +29,10 @@ Sections (docs/benchmarks.md shows the results and how they were obtained):
   rto        failover RTO: 3 nodes (RF 2), sessions of the victim written through a
              surviving node; the victim (half the trials: the Raft leader) is SIGKILLed:
              time until every session was written again; acknowledged writes read back
+  scale      (only when asked: --only scale) 100K sessions over 4 nodes, RF 2: memory per
+             node, tools/call through all nodes with every request forwarded, then one
+             node SIGKILLed under checker writes: sessions and writes lost, time until
+             the survivors hold every session
   forwarding tools/call echo (cmcp-bench, 32 connections): sessions made at n0 and
              used through n0 (their owner) or through n1 (forwarded), interleaved
 
@@ -358,6 +362,7 @@ def rto(Cluster, wait_for, trials, writers=4):
                 deadline = time.monotonic() + 60
                 while not stop.is_set() and time.monotonic() < deadline:
                     n += 1
+                    invoked = time.monotonic()
                     try:
                         st, msgs, _ = _post("127.0.0.1", c.http[via], sids[k], ver, {
                             "jsonrpc": "2.0", "id": n, "method": "tools/call",
@@ -369,7 +374,9 @@ def rto(Cluster, wait_for, trials, writers=4):
                     m = msgs[-1] if msgs else {}
                     if st == 200 and "result" in m and not m["result"].get("isError"):
                         oks[k]["w%d" % n] = "v%d" % n
-                        if kill_at[0] is not None and first_ok[k] is None:
+                        # a write sent after the kill: one in flight before it proves nothing
+                        if kill_at[0] is not None and invoked > kill_at[0] and \
+                                first_ok[k] is None:
                             first_ok[k] = time.monotonic()
                     else:
                         time.sleep(0.005)
@@ -403,6 +410,127 @@ def rto(Cluster, wait_for, trials, writers=4):
     return {k: {"trials": len(out[k]), "rto_s": summary(out[k]),
                 "per_session_s": summary(per_session[k]), "acked": acked[k], "lost": lost[k]}
             for k in out}
+
+
+def rss_kib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/status" % pid) as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def node_sessions(c, i):
+    """Sessions node i's shards hold in memory (it owns them), from its admin status."""
+    st = c.admin_cmd(i, "status")
+    return sum(x.get("sessions") or 0 for x in st.get("shards", []))
+
+
+def scale(Cluster, wait_for, bin_dir, sessions=100000, nodes=4, per_process=12500):
+    """The headline: `sessions` HTTP sessions over `nodes` nodes (RF 2, the default), each
+    made and used once by cmcp-bench (connections closed afterwards: a Streamable HTTP session
+    outlives its connection); memory per node; tools/call throughput through all nodes at once
+    with every request forwarded; then one node SIGKILLed while checker clients write through
+    every node: sessions lost, acknowledged writes lost, time until the survivors hold every
+    session again."""
+    import subprocess
+    import tempfile
+    from checker import Workload
+    extra = "[tree.listener]\ncount = 2\n"  # 2 listeners: a node holds 25K connections at once
+    res = {"sessions_asked": sessions, "nodes": nodes}
+    with Cluster(nodes, extra=extra, admin=True) as c:
+        c.wait_formed(timeout=60)
+        base_rss = {i: rss_kib(c.nodes[i].tree_pids()) for i in range(nodes)}
+        tmp = tempfile.mkdtemp(prefix="cmcp-scale-")
+        procs = []
+        per_node = sessions // nodes
+        t0 = time.monotonic()
+        k = 0
+        for i in range(nodes):
+            left = per_node
+            while left > 0:
+                share = min(per_process, left)
+                left -= share
+                argv = [os.path.join(bin_dir, "cmcp-bench"), "--quiet", "--json", "-", "-c",
+                        str(share), "--ramp-concurrency", "48", "--ramp-timeout", "600",
+                        "--ramp-calls", "1", "-d", "0", "--source-base", "127.0.%d.1" % (10 + k),
+                        "--request-timeout", "60", "http://127.0.0.1:%d/mcp" % c.http[i]]
+                procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE,
+                                              stderr=subprocess.PIPE))
+                k += 1
+        made = 0
+        for p in procs:
+            out, err = p.communicate(timeout=900)
+            try:
+                made += json.loads(out).get("ramp", {}).get("sessions_ok", 0)
+            except ValueError:
+                log("  a generator failed: %s" % err.decode(errors="replace")[-500:])
+        res["sessions_made"] = made
+        res["create_s"] = time.monotonic() - t0
+        log("  %d sessions made in %.1f s" % (made, res["create_s"]))
+        time.sleep(2.0)
+        held = {i: node_sessions(c, i) for i in range(nodes)}
+        res["held_per_node"] = held
+        res["rss_mib_per_node"] = {i: rss_kib(c.nodes[i].tree_pids()) / 1024.0
+                                   for i in range(nodes)}
+        res["idle_rss_mib_per_node"] = {i: base_rss[i] / 1024.0 for i in range(nodes)}
+        # throughput through every node at once, every request forwarded (sessions made at
+        # the next node): what a load balancer without affinity gives
+        procs = []
+        for i in range(nodes):
+            argv = [os.path.join(bin_dir, "cmcp-bench"), "--quiet", "--json", "-", "-c", "32",
+                    "-d", "8", "--init-url", "http://127.0.0.1:%d/mcp" % c.http[(i + 1) % nodes],
+                    "--source-base", "127.0.%d.1" % (60 + i),
+                    "http://127.0.0.1:%d/mcp" % c.http[i]]
+            procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        rps, errors = 0.0, 0
+        for p in procs:
+            out, _ = p.communicate(timeout=300)
+            try:
+                j = json.loads(out)
+                rps += j.get("rps") or 0
+                e = j.get("errors")
+                errors += e if isinstance(e, int) else sum((e or {}).values())
+            except ValueError:
+                errors += 1
+        res["forwarded_rps_all_nodes"] = rps
+        res["forwarded_errors"] = errors
+        log("  tools/call through all %d nodes, forwarded: %.0f req/s" % (nodes, rps))
+        total = sum(node_sessions(c, i) for i in range(nodes))
+        res["sessions_before_kill"] = total
+        # one node killed while clients write through every node
+        w = Workload([("127.0.0.1", c.http[i]) for i in range(nodes)], nclients=4)
+        w.start()
+        time.sleep(1.0)
+        victim = nodes - 1
+        t_kill = time.monotonic()
+        c.kill(victim)
+        live = [i for i in range(nodes) if i != victim]
+
+        def all_back():
+            try:
+                return sum(node_sessions(c, i) for i in live) >= total
+            except Exception:  # noqa: BLE001 - a node busy taking partitions answers later
+                return False
+        wait_for(all_back, 120, 0.2, what="every session held by a survivor")
+        res["all_sessions_back_s"] = time.monotonic() - t_kill
+        time.sleep(1.0)
+        w.stop()
+        res["sessions_after_kill"] = sum(node_sessions(c, i) for i in live)
+        passed, lost, unexpected, summ = w.check(live)
+        res["writes"] = {"acknowledged_checked": passed, "lost": len(lost),
+                         "failed_visible": len(unexpected), "summary": summ}
+        res["rss_mib_after_kill"] = {i: rss_kib(c.nodes[i].tree_pids()) / 1024.0 for i in live}
+        log("  after the kill: %d of %d sessions held again after %.1f s; writes: %s"
+            % (res["sessions_after_kill"], total, res["all_sessions_back_s"], summ))
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
+    return res
 
 
 def forwarding(Cluster, wait_for, seconds, bin_dir, conns=32, rounds=3):
@@ -503,6 +631,27 @@ def report(res, env):
                 name, v["ops_per_s"], v["ops_per_s"] / base, v["latency_s"]["p50"] * 1000,
                 v["latency_s"]["p99"] * 1000, v.get("node_cpu_us_per_op", 0), v["errors"]))
         lines.append("")
+    if "scale" in res:
+        r = res["scale"]
+        lines += ["## %d sessions over %d nodes (RF 2)" % (r["sessions_asked"], r["nodes"]), "",
+                  "sessions made: %d in %.1f s; held per node: %s" % (
+                      r["sessions_made"], r["create_s"], r["held_per_node"]),
+                  "", "| node | idle RSS MiB | RSS MiB with the sessions | after the kill |",
+                  "|---|---|---|---|"]
+        for i in sorted(r["rss_mib_per_node"], key=int):
+            after = r["rss_mib_after_kill"].get(i, r["rss_mib_after_kill"].get(str(i)))
+            lines.append("| n%s | %.0f | %.0f | %s |" % (
+                i, r["idle_rss_mib_per_node"][i], r["rss_mib_per_node"][i],
+                "%.0f" % after if after is not None else "killed"))
+        lines += ["", "tools/call echo through all nodes at once, every request forwarded: "
+                  "%.0f req/s, %d errors" % (r["forwarded_rps_all_nodes"],
+                                            r["forwarded_errors"]),
+                  "", "one node SIGKILLed: sessions %d before, %d after (lost %d); every session "
+                  "held by a survivor %.1f s after the kill; writes: %s, lost %d, failed "
+                  "visible %d" % (r["sessions_before_kill"], r["sessions_after_kill"],
+                                  r["sessions_before_kill"] - r["sessions_after_kill"],
+                                  r["all_sessions_back_s"], r["writes"]["summary"],
+                                  r["writes"]["lost"], r["writes"]["failed_visible"]), ""]
     if "rto" in res:
         lines += ["## Failover RTO (SIGKILL of the owner under writes through another node)", "",
                   "| victim | trials | p50 ms | p99 ms | max ms | per session p50 / p99 ms | "
@@ -539,6 +688,7 @@ def main():
     ap.add_argument("--only",
                     default="formation,detection,fence,leader,commit,replication,forwarding,rto")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--sessions", type=int, default=100000, help="scale: sessions in all")
     args = ap.parse_args()
     if not os.path.exists(os.path.join(args.bin_dir, "cmcpd")):
         sys.exit("cluster_bench: no cmcpd in %s (build first, or give --bin-dir)" % args.bin_dir)
@@ -572,6 +722,9 @@ def main():
     if "replication" in only:
         log("replication")
         res["replication"] = replication(Cluster, wait_for, 5)
+    if "scale" in only:
+        log("scale")
+        res["scale"] = scale(Cluster, wait_for, args.bin_dir, sessions=args.sessions)
     if "rto" in only:
         log("rto")
         res["rto"] = rto(Cluster, wait_for, args.trials)

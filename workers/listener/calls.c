@@ -326,7 +326,14 @@ static void call_not_owner(struct call *c, const struct wire_reply *r)
 {
     if (!c->rerouted) {
         c->rerouted = true;
-        cview_fetch_map(listener_g.run_dir, 200);
+        /* the map may be newer than ours: ask for it now (at most every 50 ms: a failover
+         * refuses many calls at once, and the answer is the same for all of them) */
+        static double last_fetch;
+        double now = ev_now(listener_g.loop);
+        if (now - last_fetch > 0.05) {
+            last_fetch = now;
+            cview_fetch_map(listener_g.run_dir, 200);
+        }
         if (call_reroute(c)) {
             ev_timer_stop(listener_g.loop, &c->timer);
             ev_timer_set(&c->timer, listener_g.shard_wait, 0);
