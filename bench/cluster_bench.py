@@ -334,8 +334,13 @@ def rto(Cluster, wait_for, trials, writers=4):
     per_session = {"owner": [], "owner_leader": []}
     lost = {"owner": 0, "owner_leader": 0}
     acked = {"owner": 0, "owner_leader": 0}
+    import mcp_client
     for t in range(trials * 2):
         kind = "owner_leader" if t % 2 else "owner"
+        # the previous trial's nodes are gone: their ports may be handed out again (the
+        # harness never repeats a port within a process, and 40 clusters use up the runs of
+        # free ports the peer ports need)
+        mcp_client._handed_out.clear()
         with Cluster(3) as c:
             c.wait_formed()
             wait_for(lambda: len(c.status(0)["raft"]["voters"]) == 3, 10, 0.05, what="voters")

@@ -221,6 +221,42 @@ class ForwardingTest(Timed):
             t.close()
             w.close()
 
+    def test_server_requests_through_other_nodes(self):
+        """Elicitation and sampling: the tool's call goes through n1, the server's request to
+        the client comes back that way, and the client answers through n2; all forwarded to
+        the owner n0."""
+        packs = "[tools]\npacks = core,conformance\n"
+        with Cluster(3, extra=RF2 + "\n" + packs) as c:
+            c.wait_formed()
+            s = Session(c.http[0], capabilities={"elicitation": {}, "sampling": {}})
+            cases = (("test_elicitation", {"message": "who?"}, "elicitation/create",
+                      {"action": "accept", "content": {"username": "ada",
+                                                       "email": "ada@example.org"}}, "ada"),
+                     ("test_sampling", {"prompt": "hi"}, "sampling/createMessage",
+                      {"role": "assistant", "model": "m",
+                       "content": {"type": "text", "text": "fwd-ok"}}, "fwd-ok"))
+            for n, (tool, args, method, answer, expect) in enumerate(cases):
+                answered = []
+
+                def on_event(ev):
+                    m = json.loads(ev["data"])
+                    if m.get("method") == method and "id" in m:
+                        other = HttpConn(c.http[2])
+                        r = other.request("POST", {"jsonrpc": "2.0", "id": m["id"],
+                                                   "result": answer}, headers=s.headers())
+                        other.close()
+                        answered.append(r.status)
+                conn = HttpConn(c.http[1])
+                rid = 100 + n
+                r = conn.request("POST", {"jsonrpc": "2.0", "id": rid, "method": "tools/call",
+                                          "params": {"name": tool, "arguments": args}},
+                                 headers=s.headers(), on_event=on_event, timeout=20)
+                conn.close()
+                self.assertEqual(answered, [202], (tool, r))
+                final = [m for m in r.messages() if m.get("id") == rid]
+                self.assertEqual(len(final), 1, r.events)
+                self.assertIn(expect, json.dumps(final[0]), final[0])
+
     def test_sdk_client_through_a_node_that_does_not_own_the_session(self):
         with Cluster(3, extra=RF2) as c:
             c.wait_formed()
