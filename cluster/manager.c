@@ -576,6 +576,20 @@ static json_t *commit_json(void)
                      v[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1], "max", v[n - 1]);
 }
 
+/* An in-sync set change a shard asked for, proposed to Raft (cmd is freed); the answer. */
+static json_t *isr_propose(char *cmd, const char *event, json_t *part, const char *node,
+                           json_t *epoch)
+{
+    int rc = cmd ? mgr_propose(cmd) : -1;
+    free(cmd);
+    if (rc != 0)
+        return json_pack("{s:b,s:s,s:s}", "ok", 0, "error", "unavailable", "message",
+                         "no leader to take the change now; retry");
+    log_notice(event, "{s:I,s:s,s:I}", "partition", (json_int_t)json_integer_value(part),
+               "replica", node, "epoch", (json_int_t)json_integer_value(epoch));
+    return json_pack("{s:b,s:b}", "ok", 1, "submitted", 1);
+}
+
 static json_t *ctl_request(json_t *req)
 {
     const char *op = json_string_value(json_object_get(req, "op"));
@@ -615,17 +629,9 @@ static json_t *ctl_request(json_t *req)
         if (!json_is_integer(part) || !json_is_integer(epoch) || !node)
             return json_pack("{s:b,s:s,s:s}", "ok", 0, "error", "badarg", "message",
                              "isr_drop needs part, epoch and node");
-        char *cmd = map_cmd_isr_drop((int)json_integer_value(part),
-                                     (uint64_t)json_integer_value(epoch), node);
-        int rc = mgr_propose(cmd);
-        free(cmd);
-        if (rc != 0)
-            return json_pack("{s:b,s:s,s:s}", "ok", 0, "error", "unavailable", "message",
-                             "no leader to take the change now; retry");
-        log_notice("cluster_isr_drop_asked", "{s:I,s:s,s:I}", "partition",
-                   (json_int_t)json_integer_value(part), "replica", node, "epoch",
-                   (json_int_t)json_integer_value(epoch));
-        return json_pack("{s:b,s:b}", "ok", 1, "submitted", 1);
+        return isr_propose(map_cmd_isr_drop((int)json_integer_value(part),
+                                            (uint64_t)json_integer_value(epoch), node),
+                           "cluster_isr_drop_asked", part, node, epoch);
     }
     if (strcmp(op, "isr_add") == 0) {
         /* an owner's shard: a replica it caught up (snapshot, then every change since) joins
@@ -638,18 +644,10 @@ static json_t *ctl_request(json_t *req)
             return json_pack("{s:b,s:s,s:s}", "ok", 0, "error", "badarg", "message",
                              "isr_add needs part, epoch and node");
         json_t *gen = json_object_get(req, "gen");
-        char *cmd = map_cmd_isr_add((int)json_integer_value(part),
-                                    (uint64_t)json_integer_value(epoch), node, inc,
-                                    json_is_integer(gen) ? json_integer_value(gen) : -1);
-        int rc = mgr_propose(cmd);
-        free(cmd);
-        if (rc != 0)
-            return json_pack("{s:b,s:s,s:s}", "ok", 0, "error", "unavailable", "message",
-                             "no leader to take the change now; retry");
-        log_notice("cluster_isr_add_asked", "{s:I,s:s,s:I}", "partition",
-                   (json_int_t)json_integer_value(part), "replica", node, "epoch",
-                   (json_int_t)json_integer_value(epoch));
-        return json_pack("{s:b,s:b}", "ok", 1, "submitted", 1);
+        return isr_propose(map_cmd_isr_add((int)json_integer_value(part),
+                                           (uint64_t)json_integer_value(epoch), node, inc,
+                                           json_is_integer(gen) ? json_integer_value(gen) : -1),
+                           "cluster_isr_add_asked", part, node, epoch);
     }
     if (strcmp(op, "rebalance") == 0) {
         const char *l = mgr_leader();

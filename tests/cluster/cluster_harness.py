@@ -34,13 +34,15 @@ def peer_port(shards=2):
     """A free port whose next 2 * `shards` ports are free too: a node's shards serve replicas
     at its peer port + 1 + shard index, and forwarded requests at + 1 + shards + index."""
     import socket
-    for _ in range(50):
+    for _ in range(200):
         p = free_port()
         if p + 2 * shards >= 65536:
             continue
         ok = True
         for k in range(1, 2 * shards + 1):
             s = socket.socket()
+            # as the node binds them: a port whose old connections linger in TIME_WAIT is free
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", p + k))
             except OSError:

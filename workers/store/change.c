@@ -352,16 +352,24 @@ static int ops_stage(struct store *s, const char *c, size_t len, uint32_t nops)
     return rc;
 }
 
-int store_change_peek(const char *c, size_t len, struct store_change_info *info)
+/* The 48-byte header shared by changes and snapshots: magic, version, checksum, partition. */
+static int header_check(const char *c, size_t len, const char *magic, uint32_t *part)
 {
     const unsigned char *h = (const unsigned char *)c;
-    if (len < CH_HDR || memcmp(h, CH_MAGIC, 4) != 0 || h[4] != CH_VERSION)
+    if (len < CH_HDR || memcmp(h, magic, 4) != 0 || h[4] != CH_VERSION)
         return -EINVAL;
     uint32_t crc = store__crc32c(0, c + 44, len - 44) ^ store__crc32c(0, c, 40);
     if (store__get_u32(h + 40) != crc)
         return -EINVAL;
-    uint32_t part = store__get_u32(h + 8);
-    if (part >= STORE_PARTITIONS_MAX)
+    *part = store__get_u32(h + 8);
+    return *part >= STORE_PARTITIONS_MAX ? -EINVAL : 0;
+}
+
+int store_change_peek(const char *c, size_t len, struct store_change_info *info)
+{
+    const unsigned char *h = (const unsigned char *)c;
+    uint32_t part;
+    if (header_check(c, len, CH_MAGIC, &part) != 0)
         return -EINVAL;
     info->partition = (int)part;
     info->epoch = store__get_u64(h + 12);
@@ -559,13 +567,8 @@ int store_snapshot(struct store *s, int partition, const char *prefix,
 int store_snapshot_peek(const char *c, size_t len, struct store_snapshot_info *info)
 {
     const unsigned char *h = (const unsigned char *)c;
-    if (len < CH_HDR || memcmp(h, SN_MAGIC, 4) != 0 || h[4] != CH_VERSION)
-        return -EINVAL;
-    uint32_t crc = store__crc32c(0, c + 44, len - 44) ^ store__crc32c(0, c, 40);
-    if (store__get_u32(h + 40) != crc)
-        return -EINVAL;
-    uint32_t part = store__get_u32(h + 8);
-    if (part >= STORE_PARTITIONS_MAX)
+    uint32_t part;
+    if (header_check(c, len, SN_MAGIC, &part) != 0)
         return -EINVAL;
     memset(info, 0, sizeof(*info));
     info->partition = (int)part;
