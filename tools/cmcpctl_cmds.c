@@ -405,6 +405,7 @@ static int parse(int argc, char **argv, const struct admin_cmd **cmd, json_t *ar
 {
     const char *c = argv[0];
     const struct admin_cmd *ac = by_word(c);
+    *cmd = NULL; /* set on every path: a caller reads it only on CTL_OK */
     if (!ac)
         return usage_error("unknown command '%s'", c);
     *cmd = ac;
@@ -494,7 +495,7 @@ static int parse(int argc, char **argv, const struct admin_cmd **cmd, json_t *ar
 
 int ctl_run(int argc, char **argv)
 {
-    const struct admin_cmd *cmd;
+    const struct admin_cmd *cmd = NULL;
     json_t *args = json_object();
     if (parse(argc, argv, &cmd, args) != CTL_OK) {
         json_decref(args);
