@@ -1,46 +1,69 @@
 # cmcp: the two commands of the quick start are `make run` and `make test`.
-# Both install missing Debian packages (tools/install-deps.sh) and build with CMake.
+# Both install missing Debian packages (tools/install-deps.sh) and build with CMake:
+# `make run` only what builds and runs the node and cmcpctl, `make test` also the
+# test tools (and builds everything).
 
 BUILD      ?= build
 BUILD_ASAN ?= build-asan
 BUILD_FUZZ ?= build-fuzz
+BUILD_RELEASE ?= build-release
 FUZZ_SECONDS ?= 20
 JOBS       ?= $(shell nproc)
 CTEST_ARGS ?=
 
-.PHONY: all deps node-deps build build-asan build-fuzz run test test-fast fuzz-smoke bench clean help
+.PHONY: all deps deps-test node-deps build build-node build-asan build-fuzz build-release run test \
+	test-fast fuzz-smoke bench clean help
 
 all: build
 
 help:
-	@echo "make run    - install deps, build, run one node in the foreground (Ctrl-C stops it)"
-	@echo "make test   - install deps, build, run every test (plain and ASan+UBSan builds)"
+	@echo "make run    - install what the node needs, build it and cmcpctl, run one node in the"
+	@echo "              foreground (Ctrl-C stops it)"
+	@echo "make test   - install the test tools too, build everything, run every test (plain and"
+	@echo "              ASan+UBSan builds, fuzzers briefly, a Release build)"
 	@echo "make bench  - benchmarks (docs/benchmarks.md)"
 	@echo "make clean  - remove build directories"
 
+# What builds and runs the node and cmcpctl.
 deps:
-	@./tools/install-deps.sh
+	@./tools/install-deps.sh run
+
+# That and the test and benchmark tools.
+deps-test:
+	@./tools/install-deps.sh test
 
 # The official MCP clients and conformance suite the tests drive cmcp with.
-node-deps: deps
+node-deps: deps-test
 	@./tools/install-node-deps.sh
 
-$(BUILD)/Makefile: CMakeLists.txt
-	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+# Configured on every call (a second or two): a tree first configured by `make run`,
+# before the test tools were installed, then finds cmocka and python3.
+CONFIGURE = cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 
-build: deps $(BUILD)/Makefile
+# The node and cmcpctl only.
+build-node: deps
+	$(CONFIGURE)
+	cmake --build $(BUILD) -j $(JOBS) --target cmcpd cmcpctl
+
+# Everything: the node, the tools, the unit tests, the benchmark programs.
+build: deps-test
+	$(CONFIGURE)
 	cmake --build $(BUILD) -j $(JOBS)
 
-$(BUILD_ASAN)/Makefile: CMakeLists.txt
-	cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DCMCP_SANITIZE=ON
-
-build-asan: deps $(BUILD_ASAN)/Makefile
+build-asan: deps-test
+	cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DCMCP_SANITIZE=ON >/dev/null
 	cmake --build $(BUILD_ASAN) -j $(JOBS)
+
+# The build type a packager types: it must compile warning-free (-Werror) at -O3 too
+# (make test checks it with ctest's build/release, in $(BUILD)/release-check).
+build-release: deps-test
+	cmake -S . -B $(BUILD_RELEASE) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake --build $(BUILD_RELEASE) -j $(JOBS)
 
 $(BUILD_FUZZ)/Makefile: CMakeLists.txt
 	CC=clang cmake -S . -B $(BUILD_FUZZ) -DCMAKE_BUILD_TYPE=Debug -DCMCP_FUZZ=ON
 
-build-fuzz: deps $(BUILD_FUZZ)/Makefile
+build-fuzz: deps-test $(BUILD_FUZZ)/Makefile
 	cmake --build $(BUILD_FUZZ) -j $(JOBS) --target fuzzers
 
 # Each libFuzzer target runs briefly from its seed corpus; a crash fails the run.
@@ -55,11 +78,12 @@ fuzz-smoke: build-fuzz
 	  grep -E 'stat::number_of_executed_units|Done' $$work.log | tail -n 2; \
 	done
 
-run: build
+run: build-node
 	exec $(BUILD)/bin/cmcpd $(if $(CONFIG),-c $(CONFIG))
 
 # Everything: the plain build's tests, then the sanitizer build's unit and
-# integration tests.
+# integration tests, and the fuzzers briefly. The plain build's ctest includes
+# build/release: the tree compiles warning-free as a Release build (tests/build/).
 test: build build-asan node-deps
 	cd $(BUILD) && ctest --output-on-failure $(CTEST_ARGS)
 	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
@@ -74,8 +98,8 @@ test-fast: build node-deps
 # SDK server, nginx and a minimal echo server, in interleaved rounds. Needs nginx,
 # wrk and node; BENCH_ARGS passes options to bench/run.py (--quick, --only ...).
 BENCH_ARGS ?=
-bench: build
+bench: build node-deps
 	python3 bench/run.py --bin-dir $(BUILD)/bin $(BENCH_ARGS)
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ)
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ) $(BUILD_RELEASE)

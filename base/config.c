@@ -386,6 +386,100 @@ static void env_name(char *out, size_t len, const char *section, const char *key
     out[j] = '\0';
 }
 
+/*
+ * The CMCP_ variables that are not settings (docs/configuration.md, "Other environment
+ * variables"): every other CMCP_ name must be a setting's.
+ */
+const char *const cfg_env_extra[] = {
+    "CMCP_LOG_LEVEL",   /* the log level of every process, over [node] log_level */
+    "CMCP_COOKIE_FILE", /* the admin cookie file cmcpctl and the node's processes use */
+    /* set by the node for its own processes */
+    "CMCP_ROOT_PID", "CMCP_INCARNATION", "CMCP_STDIO",
+    /* set by the test harness (tests/), which every process it starts inherits */
+    "CMCP_BIN_DIR", "CMCP_SOURCE_DIR", "CMCP_TEST_TAG", "CMCP_KEEP_TMP", "CMCP_TEST_SEED",
+    "CMCP_CHAOS_KILLS",
+    NULL,
+};
+
+bool cfg_env_is_extra(const char *name)
+{
+    for (const char *const *x = cfg_env_extra; *x; x++)
+        if (strcmp(*x, name) == 0)
+            return true;
+    return false;
+}
+
+/* Whether name is CMCP_<SECTION>_<KEY> for a key of one of the sections. */
+static bool env_known(const char *name, char **sections, int ns)
+{
+    for (int s = 0; s < ns; s++)
+        FOREACH_KEY(d)
+        {
+            if (!section_matches(d->section, sections[s]))
+                continue;
+            char full[160];
+            env_name(full, sizeof(full), sections[s], d->key);
+            if (strcmp(full, name) == 0)
+                return true;
+        }
+    return false;
+}
+
+/* Edit distance of two short names (at most 159 bytes each). */
+static int edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la >= 160 || lb >= 160)
+        return 1000;
+    int row[160];
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = (int)j;
+    for (size_t i = 1; i <= la; i++) {
+        int diag = row[0];
+        row[0] = (int)i;
+        for (size_t j = 1; j <= lb; j++) {
+            int up = row[j];
+            int best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+/* The setting's or extra name closest to name, if it is a likely typo of it (else NULL). */
+static const char *env_nearest(const char *name, char **sections, int ns)
+{
+    static char best[160];
+    int bestd = 3; /* at most two edits */
+    best[0] = '\0';
+    for (int s = 0; s < ns; s++)
+        FOREACH_KEY(d)
+        {
+            if (!section_matches(d->section, sections[s]))
+                continue;
+            char full[160];
+            env_name(full, sizeof(full), sections[s], d->key);
+            int dist = edit_distance(name, full);
+            if (dist < bestd) {
+                bestd = dist;
+                snprintf(best, sizeof(best), "%s", full);
+            }
+        }
+    for (const char *const *x = cfg_env_extra; *x; x++) {
+        int dist = edit_distance(name, *x);
+        if (dist < bestd) {
+            bestd = dist;
+            snprintf(best, sizeof(best), "%s", *x);
+        }
+    }
+    return best[0] ? best : NULL;
+}
+
 /* Applies CMCP_<SECTION>_<KEY> for every key the schema allows in every section present. */
 static int load_env(struct cfg *c)
 {
@@ -440,54 +534,30 @@ static int load_env(struct cfg *c)
             }
         }
     }
-    /* A variable that looks like a setting but names none (a typo, or a [tree.*] section
-     * that does not exist) is an error, not silently nothing. */
+    /* Every other CMCP_ variable is a typo (in the section or the key, or a [tree.*] section
+     * that does not exist) and an error, not silently nothing; only the names of
+     * cfg_env_extra are not settings. */
     extern char **environ;
     for (char **e = environ; rc == 0 && e && *e; e++) {
+        if (strncmp(*e, "CMCP_", 5) != 0)
+            continue;
         const char *eq = strchr(*e, '=');
-        size_t vlen = eq ? (size_t)(eq - *e) : strlen(*e);
+        int vlen = (int)(eq ? (size_t)(eq - *e) : strlen(*e));
         char var[160];
-        if (vlen >= sizeof(var))
+        snprintf(var, sizeof(var), "%.*s", vlen, *e);
+        if (vlen < (int)sizeof(var) && (cfg_env_is_extra(var) || env_known(var, sections, ns)))
             continue;
-        memcpy(var, *e, vlen);
-        var[vlen] = '\0';
-        bool looks = false;
-        char prefix[160];
-        FOREACH_KEY(d)
-        {
-            size_t sl = strlen(d->section);
-            if (looks || sl == 0 || d->section[sl - 1] != '.')
-                continue;
-            char sec[80];
-            snprintf(sec, sizeof(sec), "%.*s", (int)(sl - 1), d->section);
-            env_name(prefix, sizeof(prefix), sec, "");
-            looks = strncmp(var, prefix, strlen(prefix)) == 0;
-        }
-        for (int s = 0; s < ns && !looks; s++) {
-            env_name(prefix, sizeof(prefix), sections[s], "");
-            looks = strncmp(var, prefix, strlen(prefix)) == 0;
-        }
-        if (!looks)
-            continue;
-        bool known = false;
-        for (int s = 0; s < ns && !known; s++)
-            FOREACH_KEY(d)
-            {
-                if (known || !section_matches(d->section, sections[s]))
-                    continue;
-                char name[160];
-                env_name(name, sizeof(name), sections[s], d->key);
-                known = strcmp(name, var) == 0;
-            }
-        if (!known) {
-            snprintf(c->err, sizeof(c->err),
-                     "environment variable %s names no setting: no section and key of the "
-                     "configuration make that name (CMCP_<SECTION>_<KEY>, e.g. "
-                     "CMCP_LISTENER_HTTP_PORT; a [tree.NAME] section must exist in the file or "
-                     "the defaults)",
-                     var);
-            rc = -1;
-        }
+        char hint[200] = "";
+        const char *near = env_nearest(var, sections, ns);
+        if (near)
+            snprintf(hint, sizeof(hint), " (did you mean %s?)", near);
+        snprintf(c->err, sizeof(c->err),
+                 "environment variable %s names no setting%s: a setting is "
+                 "CMCP_<SECTION>_<KEY> for a key of docs/configuration.md (e.g. "
+                 "CMCP_LISTENER_HTTP_PORT), and a [tree.NAME] section must exist in the file or "
+                 "the defaults; correct or unset it",
+                 var, hint);
+        rc = -1;
     }
     for (int s = 0; s < ns; s++)
         free(sections[s]);

@@ -9,7 +9,8 @@
  * wrong. The node refuses to start on one.
  *
  * Environment overrides: CMCP_<SECTION>_<KEY>, upper case, '.' and '-' as '_'
- * (e.g. CMCP_TOOLS_PACKS, CMCP_NODE_RUN_DIR, CMCP_TREE_SHARD_COUNT).
+ * (e.g. CMCP_TOOLS_PACKS, CMCP_NODE_RUN_DIR, CMCP_TREE_SHARD_COUNT); any other CMCP_
+ * variable, but for the few of cfg_env_is_extra, is refused by name.
  */
 #ifndef CMCP_CONFIG_H
 #define CMCP_CONFIG_H
@@ -55,6 +56,15 @@ struct cfg {
     char *path; /* the file given with -c, or NULL */
     char err[512];
 };
+
+/*
+ * Whether name is one of the CMCP_ variables that are not settings (CMCP_LOG_LEVEL,
+ * CMCP_COOKIE_FILE, those the node sets for its own processes and the test harness's;
+ * docs/configuration.md): any other CMCP_ variable that names no setting is refused.
+ */
+bool cfg_env_is_extra(const char *name);
+/* Those names, ending with NULL (cmcpd --config-env lists them). */
+extern const char *const cfg_env_extra[];
 
 /* Loads defaults, then path (may be NULL), then the environment. 0 or -1 with c->err set. */
 int cfg_load(struct cfg *c, const char *path);

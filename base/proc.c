@@ -3,7 +3,9 @@
 #include "base/cmcp.h"
 #include "base/log.h"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +86,9 @@ void proc_apply_log_level(const struct cfg *c)
     const char *lv = cfg_get(c, "node", "log_level", NULL);
     if (lv && log_level_parse(lv, &lvl) == 0 && !getenv("CMCP_LOG_LEVEL"))
         log_set_level(lvl);
+    enum log_format fmt;
+    if (log_format_parse(cfg_get(c, "node", "log_format", "auto"), &fmt) == 0)
+        log_set_format(fmt);
 }
 
 int proc_child_setup(struct proc_args *a)
@@ -101,4 +106,51 @@ int proc_child_setup(struct proc_args *a)
         return CMCP_EXIT_USAGE;
     }
     return 0;
+}
+
+static void start_error_path(char *out, size_t len, const char *run_dir)
+{
+    snprintf(out, len, "%s/start-error", run_dir);
+}
+
+void proc_start_error(const char *fmt, ...)
+{
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "cmcpd: %s\n", msg);
+    const char *run_dir = getenv("CMCP_NODE_RUN_DIR");
+    if (!run_dir || !*run_dir)
+        return;
+    char path[4096];
+    start_error_path(path, sizeof(path), run_dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return; /* another process's came first: that one is the cause */
+    ssize_t w = write(fd, msg, strlen(msg));
+    (void)w;
+    close(fd);
+}
+
+const char *proc_start_error_read(const char *run_dir, char *buf, size_t len)
+{
+    char path[4096];
+    start_error_path(path, sizeof(path), run_dir);
+    buf[0] = '\0';
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return buf;
+    size_t n = fread(buf, 1, len - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+void proc_start_error_clear(const char *run_dir)
+{
+    char path[4096];
+    start_error_path(path, sizeof(path), run_dir);
+    unlink(path);
 }

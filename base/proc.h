@@ -33,7 +33,8 @@ enum proc_parse proc_parse_args(int argc, char **argv, struct proc_args *a);
  * log level. 0, or an exit status after saying why.
  */
 int proc_child_setup(struct proc_args *a);
-/* The [node] log_level of c, unless CMCP_LOG_LEVEL overrides it (log.c reads that). */
+/* The [node] log_level of c, unless CMCP_LOG_LEVEL overrides it (log.c reads that), and
+ * its log_format. */
 void proc_apply_log_level(const struct cfg *c);
 
 /*
@@ -41,6 +42,16 @@ void proc_apply_log_level(const struct cfg *c);
  * ignores SIGPIPE, and initialises libsodium. Call before any nng call.
  */
 void proc_init_signals(void);
+
+/*
+ * Why this process cannot start, for a person: prints "cmcpd: MSG" on stderr and
+ * keeps MSG in the run directory (start-error, the first one only) for the root
+ * supervisor, which repeats it as the last line when the node did not start.
+ */
+void proc_start_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The first start error kept in run_dir since the last clear, or "" (buf). */
+const char *proc_start_error_read(const char *run_dir, char *buf, size_t len);
+void proc_start_error_clear(const char *run_dir);
 
 /* Tells the supervisor we are ready: a newline on the readiness fd, once. */
 void proc_notify_ready(struct proc_args *a);

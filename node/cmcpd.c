@@ -54,6 +54,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: cmcpd [-c FILE] [--stdio] [--check-config]\n"
             "       cmcpd --config-keys               (every setting, its type and range)\n"
+            "       cmcpd --config-env                (the CMCP_ variables that are not settings)\n"
             "       cmcpd --role ROLE --id ID [...]   (how supervisors start children)\n"
             "\n"
             "Runs a cmcp node: the root supervisor of a tree of processes described by the\n"
@@ -67,6 +68,8 @@ static void usage(FILE *f)
             "      --check-config  load and validate the configuration, print the tree, exit\n"
             "      --config-keys   list every setting the configuration may hold (with its\n"
             "                      type and range; docs/configuration.md explains each)\n"
+            "      --config-env    list the CMCP_ environment variables that are not settings\n"
+            "                      (any other CMCP_ variable that names no setting is refused)\n"
             "  -h, --help          this text\n"
             "  -V, --version       print the version\n"
             "\n"
@@ -100,6 +103,11 @@ int main(int argc, char **argv)
     node_schema_add();
     if (argc == 2 && strcmp(argv[1], "--config-keys") == 0) {
         cfg_schema_print(stdout);
+        return 0;
+    }
+    if (argc == 2 && strcmp(argv[1], "--config-env") == 0) {
+        for (const char *const *x = cfg_env_extra; *x; x++)
+            printf("%s\n", *x);
         return 0;
     }
     switch (proc_parse_args(argc, argv, &a)) {

@@ -23,6 +23,7 @@
 #include "base/cmcp.h"
 #include "base/log.h"
 #include "supervisor/sup.h"
+#include "supervisor/sup_internal.h"
 
 /* One root per run directory: a second node there would fight over its sockets. */
 static int lock_run_dir(const char *run_dir)
@@ -187,9 +188,108 @@ int sup_root_main(struct proc_args *a, sup_role_known_fn role_known, sup_config_
         return CMCP_EXIT_FAILURE;
     log_info("node_starting", "{s:s,s:s,s:s}", "version", CMCP_VERSION, "run_dir", abs_run,
              "config", a->config ? a->config : "embedded defaults");
+    proc_start_error_clear(abs_run);
     int code = sup_run(&a->cfg, &o);
+    if (code == CMCP_EXIT_START) {
+        /* The cause, as the last line a person sees, not somewhere above. */
+        char why[600];
+        if (*proc_start_error_read(abs_run, why, sizeof(why)))
+            fprintf(stderr, "cmcpd: the node did not start: %s\n", why);
+        else
+            fprintf(stderr, "cmcpd: the node did not start: a process failed to start (its error "
+                            "is above; docs/operations.md lists the exit statuses)\n");
+    }
+    proc_start_error_clear(abs_run);
     close(lock);
     if (a->stdio && strncmp(abs_run, "/tmp/cmcp-stdio-", 16) == 0)
         remove_private_run_dir(abs_run);
     return code;
+}
+
+/* Whether a worker of role `role` runs in the tree under supervisor `name`. */
+static bool tree_has_role(struct cfg *c, const char *name, const char *role,
+                          sup_role_known_fn role_known, int depth)
+{
+    struct sup_spec *spec = calloc(1, sizeof(*spec));
+    if (!spec || depth > 16 || sup_spec_from_cfg(c, name, spec, role_known) != 0) {
+        free(spec);
+        return false;
+    }
+    bool found = false;
+    for (int i = 0; i < spec->nchildren && !found; i++) {
+        const struct child_spec *cs = &spec->children[i];
+        if (cs->type == SUP_SUPERVISOR)
+            found = tree_has_role(c, cs->id, role, role_known, depth + 1);
+        else
+            found = strcmp(cs->role, role) == 0;
+    }
+    if (!found && spec->has_template)
+        found = spec->tmpl.type == SUP_WORKER && strcmp(spec->tmpl.role, role) == 0;
+    sup_spec_free(spec);
+    free(spec);
+    return found;
+}
+
+/* HOST:PORT, with an IPv6 address in brackets. */
+static void host_port(char *out, size_t len, const char *host, long port)
+{
+    snprintf(out, len, strchr(host, ':') ? "[%s]:%ld" : "%s:%ld", host, port);
+}
+
+void sup_root_ready_summary(struct cfg *c, sup_role_known_fn role_known, char *buf, size_t len)
+{
+    char err_keep[sizeof(c->err)];
+    memcpy(err_keep, c->err, sizeof(err_keep)); /* the walk must not change what c says */
+    size_t j = (size_t)snprintf(buf, len, "cmcp ready:");
+    const char *sep = " ";
+    char hp[300];
+#define ADD(...)                                                                               \
+    do {                                                                                       \
+        if (j < len) {                                                                         \
+            int n_ = snprintf(buf + j, len - j, __VA_ARGS__);                                  \
+            j += n_ > 0 ? (size_t)n_ : 0;                                                      \
+        }                                                                                      \
+    } while (0)
+    if (tree_has_role(c, "root", "listener", role_known, 0)) {
+        long http = cfg_get_long(c, "listener", "http_port", 8080);
+        long tcp = cfg_get_long(c, "listener", "tcp_port", 8081);
+        if (http > 0) {
+            host_port(hp, sizeof(hp), cfg_get(c, "listener", "http_bind", "127.0.0.1"), http);
+            ADD("%sMCP on http://%s/mcp (also WebSocket /mcp/ws, HTTP+SSE /sse)", sep, hp);
+            sep = ", ";
+        }
+        if (tcp > 0) {
+            host_port(hp, sizeof(hp), cfg_get(c, "listener", "tcp_bind", "127.0.0.1"), tcp);
+            ADD("%sMCP over TCP %s", sep, hp);
+            sep = ", ";
+        }
+        if (getenv("CMCP_STDIO")) {
+            ADD("%sMCP on stdin/stdout", sep);
+            sep = ", ";
+        }
+    }
+    if (tree_has_role(c, "root", "metrics", role_known, 0)) {
+        long port = cfg_get_long(c, "metrics", "port", 9090);
+        if (port > 0) {
+            host_port(hp, sizeof(hp), cfg_get(c, "metrics", "bind", "127.0.0.1"), port);
+            ADD("%smetrics http://%s/metrics", sep, hp);
+            sep = ", ";
+        }
+    }
+    if (tree_has_role(c, "root", "admin", role_known, 0)) {
+        const char *ep = cfg_get(c, "admin", "endpoint", "");
+        if (*ep) {
+            ADD("%sadmin %s (cmcpctl)", sep, ep);
+            sep = ", ";
+        }
+    }
+    const char *peers = cfg_get(c, "cluster", "bind", "");
+    if (*peers) {
+        ADD("%scluster links %s", sep, peers);
+        sep = ", ";
+    }
+    if (strcmp(sep, " ") == 0)
+        ADD(" no endpoints (the tree runs no listener, metrics or admin worker)");
+#undef ADD
+    memcpy(c->err, err_keep, sizeof(err_keep));
 }

@@ -578,8 +578,16 @@ static void job_finished(struct sup *s, bool ok)
     }
     if (kind == JOB_INIT) {
         s->init_done = true;
-        log_info(s->o->is_root ? "node_ready" : "supervisor_ready", "{s:s,s:i}", "strategy",
-                 sup_strategy_name(s->spec->strategy), "children", s->nkids);
+        if (s->o->is_root) {
+            /* In text, the line a person reads; in JSON, one more field of the event. */
+            char summary[700];
+            sup_root_ready_summary(s->cfg, s->o->role_known, summary, sizeof(summary));
+            log_info("node_ready", "{s:s,s:i,s:s}", "strategy",
+                     sup_strategy_name(s->spec->strategy), "children", s->nkids, "msg", summary);
+        } else {
+            log_info("supervisor_ready", "{s:s,s:i}", "strategy",
+                     sup_strategy_name(s->spec->strategy), "children", s->nkids);
+        }
         write_ready(s);
     }
     if (kind == JOB_CTL)

@@ -116,4 +116,8 @@ void sup_ctl_stats(struct sup *s);
 /* A restart of c happened: cmcp_supervisor_restarts_total{supervisor,child}. */
 void sup_ctl_count_restart(struct sup *s, struct sup_child *c);
 
+/* The root's one line at ready naming every endpoint the tree serves ("cmcp ready: MCP on
+ * http://127.0.0.1:8080/mcp ..."), into buf. */
+void sup_root_ready_summary(struct cfg *c, sup_role_known_fn role_known, char *buf, size_t len);
+
 #endif

@@ -6,7 +6,7 @@ const struct cfg_key sup_cfg_keys[] = {
     {"tree.", "role", CFG_STR, NULL, 0, 0},
     {"tree.", "exec", CFG_STR, NULL, 0, 0},
     {"tree.", "args", CFG_STR, NULL, 0, 0},
-    {"tree.", "count", CFG_INT, NULL, 0, 4096},
+    {"tree.", "count", CFG_INT, NULL, 1, 4096}, /* 0 would start none: leave it out of children instead */
     {"tree.", "restart", CFG_ENUM, "permanent|transient|temporary", 0, 0},
     {"tree.", "shutdown", CFG_MS, "brutal_kill|infinity", 0, 86400000},
     {"tree.", "start_timeout", CFG_MS, "infinity", 1, 86400000},

@@ -24,7 +24,7 @@
 #include "base/config.h"
 #include "node/schema.h"
 
-struct ctl_opts O = {NULL, NULL, false, 30.0};
+struct ctl_opts O = {NULL, NULL, false, 30.0, false};
 
 static nng_socket sock;
 static bool sock_open;

@@ -23,6 +23,7 @@ struct ctl_opts {
     const char *cookie_file;
     bool json;
     double timeout_s;
+    bool in_shell; /* running lines of `cmcpctl shell`: errors point to `help` */
 };
 extern struct ctl_opts O;
 

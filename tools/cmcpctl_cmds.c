@@ -230,6 +230,66 @@ static void print_json(json_t *v)
     free(t);
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* A scalar as text: strings bare, the rest as JSON. */
+static void print_scalar(json_t *v)
+{
+    if (json_is_string(v)) {
+        printf("%s", json_string_value(v));
+        return;
+    }
+    char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    printf("%s", t ? t : "?");
+    free(t);
+}
+
+/* An object as "key: value" lines in key order, nested ones indented under their key. */
+static void print_fields(json_t *o, int indent)
+{
+    size_t n = json_object_size(o), k = 0;
+    const char **keys = calloc(n ? n : 1, sizeof(char *));
+    if (!keys)
+        return;
+    const char *key;
+    json_t *v;
+    json_object_foreach(o, key, v)
+        keys[k++] = key;
+    qsort(keys, n, sizeof(char *), cmp_str);
+    for (k = 0; k < n; k++) {
+        v = json_object_get(o, keys[k]);
+        printf("%*s%s:", indent, "", keys[k]);
+        if (json_is_object(v)) {
+            printf(json_object_size(v) ? "\n" : " -\n");
+            print_fields(v, indent + 2);
+        } else if (json_is_array(v)) {
+            size_t i;
+            json_t *item;
+            if (json_array_size(v) == 0)
+                printf(" -");
+            json_array_foreach(v, i, item)
+            {
+                if (json_is_object(item)) {
+                    printf("\n%*s- item %zu\n", indent + 2, "", i);
+                    print_fields(item, indent + 4);
+                } else {
+                    printf("%s", i ? ", " : " ");
+                    print_scalar(item);
+                }
+            }
+            printf("\n");
+        } else {
+            printf(" ");
+            print_scalar(v);
+            printf("\n");
+        }
+    }
+    free(keys);
+}
+
 static void print_nodes(json_t *r)
 {
     printf("%-20s %-16s %-9s %-8s %10s %12s  %s\n", "NODE", "INCARNATION", "STATE", "RAFT",
@@ -329,7 +389,7 @@ static void print_result(const struct admin_cmd *c, json_t *r)
         print_sessions(r);
         return;
     case ADMIN_SESSION_SHOW:
-        print_json(json_object_get(r, "session"));
+        print_fields(json_object_get(r, "session"), 0); /* --json prints it as it came */
         return;
     case ADMIN_SESSION_KILL:
         printf("killed session %s (shard %lld)\n", str(r, "killed", "?"),
@@ -377,7 +437,8 @@ static int usage_error(const char *fmt, const char *arg)
 {
     fprintf(stderr, "cmcpctl: ");
     fprintf(stderr, fmt, arg);
-    fprintf(stderr, " (cmcpctl --help lists the commands)\n");
+    /* In the shell, `help` (cmcpctl --help would start another program). */
+    fprintf(stderr, O.in_shell ? " (help lists the commands)\n" : " (cmcpctl --help lists the commands)\n");
     return CTL_USAGE;
 }
 
@@ -406,6 +467,7 @@ static int parse(int argc, char **argv, const struct admin_cmd **cmd, json_t *ar
 {
     const char *c = argv[0];
     const struct admin_cmd *ac = by_word(c);
+    *cmd = NULL; /* set on every path: a caller reads it only on CTL_OK */
     if (!ac)
         return usage_error("unknown command '%s'", c);
     *cmd = ac;
@@ -500,7 +562,7 @@ static int parse(int argc, char **argv, const struct admin_cmd **cmd, json_t *ar
 
 int ctl_run(int argc, char **argv)
 {
-    const struct admin_cmd *cmd;
+    const struct admin_cmd *cmd = NULL;
     json_t *args = json_object();
     if (parse(argc, argv, &cmd, args) != CTL_OK) {
         json_decref(args);

@@ -151,16 +151,32 @@ static unsigned char complete(EditLine *el, int ch)
     return CC_REDISPLAY;
 }
 
+/* Lines from a pipe or a file: every line runs; the status is the first failed line's, so
+ * that a script's caller sees a failure (and the count of them on stderr). */
 static int shell_plain(void)
 {
     Tokenizer *tok = tok_init(NULL);
     char line[8192];
-    int last = CTL_OK;
-    while (fgets(line, sizeof(line), stdin))
-        if (!run_line(tok, line, &last))
+    int status = CTL_OK, failed = 0, first = 0, lineno = 0;
+    while (fgets(line, sizeof(line), stdin)) {
+        int last = CTL_OK;
+        lineno++;
+        bool more = run_line(tok, line, &last);
+        if (last != CTL_OK) {
+            if (!failed++) {
+                status = last;
+                first = lineno;
+            }
+        }
+        if (!more)
             break;
+    }
     tok_end(tok);
-    return last;
+    if (failed)
+        fprintf(stderr, "cmcpctl: %d line%s of the script failed (the first: line %d); exit "
+                        "status %d\n",
+                failed, failed == 1 ? "" : "s", first, status);
+    return status;
 }
 
 int ctl_shell(void)
@@ -168,6 +184,7 @@ int ctl_shell(void)
     int rc = ctl_connect();
     if (rc != CTL_OK)
         return rc;
+    O.in_shell = true;
     if (!isatty(STDIN_FILENO))
         return shell_plain();
     snprintf(prompt_buf, sizeof(prompt_buf), "cmcp@%s> ", ctl_node_name());

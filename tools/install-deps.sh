@@ -1,30 +1,70 @@
 #!/usr/bin/env bash
-# Installs the Debian packages cmcp builds and tests with, only those missing.
-# Runs `apt-get update` once per call, and only when something is missing.
+# Installs the Debian packages cmcp needs, only those missing, without their
+# recommends. Runs `apt-get update` once per call, and only when something is missing.
+#
+#   install-deps.sh run    what builds and runs the node and cmcpctl (make run)
+#   install-deps.sh test   that and the test and benchmark tools (make test, make bench)
+#
+# Nothing installed starts a service: promtool (for `promtool check metrics` in the
+# tests) comes out of Debian's prometheus package without installing the package,
+# whose service would otherwise start a Prometheus server on :9090 on a systemd host,
+# the node's own metrics port.
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config git
-      libev-dev libsodium-dev libnng-dev libjansson-dev libinih-dev
-      libhttp-parser-dev libwslay-dev nettle-dev liblmdb-dev libedit-dev libraft-dev
-      libcmocka-dev uthash-dev clang libclang-rt-14-dev python3
-      wrk prometheus libsqlite3-dev nftables iproute2)
+mode=${1:-run}
+run_pkgs=(build-essential cmake pkg-config
+          libev-dev libsodium-dev libnng-dev libjansson-dev libinih-dev
+          libhttp-parser-dev libwslay-dev nettle-dev liblmdb-dev libedit-dev libraft-dev
+          uthash-dev)
+test_pkgs=(python3 git libcmocka-dev clang libclang-rt-14-dev
+           wrk libsqlite3-dev nftables iproute2)
+case "$mode" in
+run) pkgs=("${run_pkgs[@]}") ;;
+test) pkgs=("${run_pkgs[@]}" "${test_pkgs[@]}") ;;
+*)
+    echo "usage: $0 run|test" >&2
+    exit 2
+    ;;
+esac
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
-# Node.js and npm run the official MCP clients and the conformance suite. A
-# machine may already carry them from another source (whose nodejs package
-# bundles npm and conflicts with Debian's npm), so look for the commands.
-command -v node >/dev/null 2>&1 || missing+=(nodejs)
-command -v npm >/dev/null 2>&1 || missing+=(npm)
-if [ ${#missing[@]} -eq 0 ]; then
+need_promtool=false
+if [ "$mode" = test ]; then
+    # Node.js and npm run the official MCP clients and the conformance suite. A
+    # machine may already carry them from another source (whose nodejs package
+    # bundles npm and conflicts with Debian's npm), so look for the commands.
+    command -v node >/dev/null 2>&1 || missing+=(nodejs)
+    command -v npm >/dev/null 2>&1 || missing+=(npm)
+    command -v promtool >/dev/null 2>&1 || need_promtool=true
+fi
+if [ ${#missing[@]} -eq 0 ] && ! $need_promtool; then
     exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
-    echo "cmcp: missing Debian packages: ${missing[*]}" >&2
-    echo "cmcp: run 'make deps' as root (or: sudo apt-get install -y ${missing[*]})" >&2
+    all=("${missing[@]}")
+    $need_promtool && all+=("promtool (from Debian's prometheus package)")
+    echo "cmcp: missing: ${all[*]}" >&2
+    echo "cmcp: run 'make deps' (or 'make deps-test') as root, or: sudo ./tools/install-deps.sh $mode" >&2
     exit 1
 fi
-echo "cmcp: installing Debian packages: ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
-apt-get install -y -q "${missing[@]}"
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "cmcp: installing Debian packages: ${missing[*]}" >&2
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+if $need_promtool; then
+    # Only the promtool binary (static) out of the package, into /usr/local/bin: no
+    # service, no system user, none of the web console's dependencies.
+    echo "cmcp: installing promtool from Debian's prometheus package (without the server)" >&2
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    chmod 0755 "$tmp"
+    # apt downloads as the _apt user where it can write.
+    id _apt >/dev/null 2>&1 && chown _apt "$tmp"
+    (cd "$tmp" && apt-get download -q prometheus)
+    dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"
+    install -m 0755 "$tmp/x/usr/bin/promtool" /usr/local/bin/promtool
+    promtool --version >&2
+fi

@@ -215,6 +215,14 @@ class CmcpctlTest(unittest.TestCase):
         shown = self.jok("session", "show", mine[0].sid)
         self.assertEqual(shown["shard"], int(mine[0].sid.split("-")[0]) % 2)
         self.assertIsInstance(shown["session"], dict)
+        # without --json: text, "key: value" a line, nested objects indented
+        text = self.ok("session", "show", mine[0].sid)
+        with self.assertRaises(ValueError):
+            json.loads(text)
+        self.assertNotIn("{", text)
+        self.assertIn("cmcp-test", text)
+        for k in shown["session"]:
+            self.assertRegex(text, r"(?m)^%s:" % k)
         self.assertIn("killed", self.ok("session", "kill", mine[1].sid))
         r = mine[1].post({"jsonrpc": "2.0", "id": 9, "method": "ping"})
         self.assertEqual(r.status, 404)
@@ -349,6 +357,33 @@ class CmcpctlTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn(b"specs 6", p.stdout)
         self.assertIn(b"shard-1", p.stdout)
+
+
+    def run_script(self, script):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CMCP_")}
+        return subprocess.run([cmcpctl_path(), "-n", "tcp://127.0.0.1:%d" % self.p.admin,
+                               "--cookie-file", os.path.join(self.node.dir, "var", "cookie"),
+                               "shell"], input=script, capture_output=True, timeout=20, env=env)
+
+    def test_shell_script_with_a_failed_line_fails(self):
+        # a failed line does not stop the script, but its status is the script's: a
+        # usage error (2) ...
+        p = self.run_script(b"count_children\nfrobnicate\nwhich_children shard_sup\n")
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn(b"shard-1", p.stdout)  # the line after it ran
+        err = p.stderr.decode()
+        self.assertIn("unknown command 'frobnicate' (help lists the commands)", err)
+        self.assertNotIn("--help", err)
+        self.assertIn("1 line of the script failed (the first: line 2)", err)
+        # ... or a command that failed on the node (1), when later lines succeed
+        p = self.run_script(b"session show 0-aaaaaaaaaaaaaaaaaaaaaaaaaa\ncount_children\n"
+                            b"count_children a b\n")
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn(b"2 lines of the script failed (the first: line 1)", p.stderr)
+        # and a clean script still exits 0, saying nothing on stderr
+        p = self.run_script(b"count_children\n\nhelp\n")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stderr, b"")
 
 
 class ShutdownTest(unittest.TestCase):

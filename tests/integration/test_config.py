@@ -42,6 +42,22 @@ class Reference(Timed):
                    if sec not in blocks or "`%s`" % key not in blocks[sec]]
         self.assertEqual(missing, [], "keys docs/configuration.md does not explain")
 
+    def test_other_env_names_documented_exactly(self):
+        # the CMCP_ names that are not settings: cmcpd --config-env and the table of
+        # docs/configuration.md name the same ones, no more, no fewer
+        out = subprocess.run([cmcpd_path(), "--config-env"], capture_output=True, text=True,
+                             timeout=10, check=True).stdout
+        names = set(out.split())
+        self.assertIn("CMCP_LOG_LEVEL", names)
+        self.assertIn("CMCP_COOKIE_FILE", names)
+        root = os.environ.get("CMCP_SOURCE_DIR") or os.path.join(
+            os.path.dirname(os.path.abspath(__file__)), "..", "..")
+        with open(os.path.join(root, "docs", "configuration.md")) as f:
+            doc = f.read()
+        part = doc.split("\n## Other environment variables\n", 1)[1].split("\n## ", 1)[0]
+        documented = set(re.findall(r"^\| `(CMCP_[A-Z_]+)` \|", part, re.M))
+        self.assertEqual(names, documented)
+
 
 class Errors(Timed):
     def assert_error(self, text, needle, *words, env=None, check=False):
@@ -60,6 +76,33 @@ class Errors(Timed):
                           env={"CMCP_TREE_NOSUCH_COUNT": "3"})
         self.assert_error(GOOD, None, "CMCP_LISTENER_HTTP_PROT", "names no setting",
                           env={"CMCP_LISTENER_HTTP_PROT": "8080"})
+
+    def test_env_with_a_misspelt_section_is_an_error(self):
+        # the section part wrong: refused by name, with the setting it was probably meant as
+        err = self.assert_error(GOOD, None, "CMCP_LISTNER_HTTP_PORT", "names no setting",
+                                env={"CMCP_LISTNER_HTTP_PORT": "8080"})
+        self.assertIn("did you mean CMCP_LISTENER_HTTP_PORT?", err)
+        err = self.assert_error(GOOD, None, "CMCP_METRIC_PORT", "names no setting",
+                                env={"CMCP_METRIC_PORT": "9999"})
+        self.assertIn("did you mean CMCP_METRICS_PORT?", err)
+        self.assert_error(GOOD, None, "CMCP_NOSUCHTHING", "names no setting",
+                          env={"CMCP_NOSUCHTHING": "1"}, check=True)
+        # also the documented extra names, misspelt
+        err = self.assert_error(GOOD, None, "CMCP_LOGLEVEL", "names no setting",
+                                env={"CMCP_LOGLEVEL": "debug"})
+        self.assertIn("did you mean CMCP_LOG_LEVEL?", err)
+
+    def test_documented_extra_env_names_are_accepted(self):
+        code, out, err, _ = run_config_check(GOOD, check=True,
+                                             env={"CMCP_LOG_LEVEL": "debug",
+                                                  "CMCP_COOKIE_FILE": "/tmp/nonexistent"})
+        self.assertEqual(code, 0, err)
+
+    def test_zero_shards_is_refused(self):
+        text = GOOD + "[tree.x]\ncount = 0\n"
+        self.assert_error(text, "count = 0", "count", "out of range [1, 4096]")
+        self.assert_error(GOOD, None, "CMCP_TREE_SHARD_COUNT", "out of range [1, 4096]",
+                          env={"CMCP_TREE_SHARD_COUNT": "0"})
 
     def test_unknown_key(self):
         self.assert_error(GOOD + "[tree.a]\nrestrat = permanent\n", "restrat", "unknown key")

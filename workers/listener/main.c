@@ -44,10 +44,11 @@ int listener_listen(struct sock_acceptor *a, const char *bind_addr, int port, co
     if (fd < 0) {
         log_error("listen_failed", "{s:s,s:s,s:i,s:s}", "transport", what, "bind", bind_addr,
                   "port", port, "error", err);
-        fprintf(stderr,
-                "cmcpd: listener: cannot listen for %s on %s:%d: %s (is another program using "
-                "the port? set [listener] %s_port)\n",
-                what, bind_addr, port, err, what);
+        proc_start_error("cannot serve MCP over %s on %s:%d: %s. Is another program using the "
+                         "port? (`ss -ltnp 'sport = :%d'` shows it.) Stop it, or give cmcp "
+                         "another port: [listener] %s_port, or CMCP_LISTENER_%s_PORT",
+                         strcmp(what, "http") == 0 ? "HTTP" : "TCP", bind_addr, port, err, port,
+                         what, strcmp(what, "http") == 0 ? "HTTP" : "TCP");
         return -1;
     }
     sock_acceptor_start(a, listener_g.loop, fd, 64, on_fd, NULL);

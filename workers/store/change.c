@@ -61,6 +61,7 @@ static int pos_table(struct store *s)
 /* The partition's position: staged if a change of it is staged, else committed. */
 static int pos_get(struct store *s, int partition, struct store_pos **out)
 {
+    *out = NULL; /* defined on every path, so a caller never reads an unset pointer */
     if (partition < 0 || partition >= STORE_PARTITIONS_MAX)
         return store__err(s, -EINVAL, "partition %d out of range (0..%d)", partition,
                           STORE_PARTITIONS_MAX - 1);
@@ -137,7 +138,7 @@ void store__pos_committed(struct store *s)
 int store_position_chain(struct store *s, int partition, uint64_t *epoch, uint64_t *seq,
                          uint64_t *chain)
 {
-    struct store_pos *p;
+    struct store_pos *p = NULL;
     int rc = pos_get(s, partition, &p);
     if (rc == 0) {
         *epoch = p->epoch;
