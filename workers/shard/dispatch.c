@@ -223,8 +223,8 @@ static void op_msg(struct slot *sl, const char *sid, const char *tr, const char 
             s = NULL;
         } else {
             snprintf(r.sid, sizeof(r.sid), "%s", s->id);
-            log_info("session_created", "{s:s,s:s}", "sid", s->id, "protocol",
-                     mcp_session_protocol(s->ms) ? mcp_session_protocol(s->ms) : "?");
+            log_debug("session_created", "{s:s,s:s}", "sid", s->id, "protocol",
+                      mcp_session_protocol(s->ms) ? mcp_session_protocol(s->ms) : "?");
         }
     }
     shard_reply(sl, &r, resp, s);
