@@ -298,7 +298,9 @@ void links_stop(void)
         struct dpeer *p = K.peers;
         K.peers = p->next;
         dlink_close(p->dl);
-        p->dl = NULL; /* the slots that refer to it are not freed: the process ends */
+        p->dl = NULL;
+        if (p->refs == 0)
+            free(p); /* one that slots still refer to stays: the process ends */
     }
     for (int i = 0; i < SHARD_SLOTS; i++)
         nng_aio_free(K.slots[i].aio);

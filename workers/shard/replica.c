@@ -85,6 +85,8 @@ struct buf {
 
 static int buf_add(struct buf *b, const void *d, size_t n)
 {
+    if (n == 0)
+        return 0; /* nothing to copy (d may be the NULL of an empty buffer) */
     if (b->len + n > b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 4096;
         while (cap < b->len + n)
@@ -1595,16 +1597,25 @@ void repl_stop(void)
         free(R.in[i].b.p);
         memset(&R.in[i], 0, sizeof(R.in[i]));
     }
+    /* Sockets first (that aborts what is in flight), then the aios. The peers themselves are
+     * not freed: an nng thread may still be finishing a callback that names one (seen under
+     * ASan), and the process ends right after this; they stay reachable from R.peers. */
+    for (int i = 0; i < R.npeers; i++)
+        nng_close(R.peers[i]->sock);
     for (int i = 0; i < R.npeers; i++) {
         struct rpeer *p = R.peers[i];
         nng_aio_stop(p->aio);
-        nng_aio_free(p->aio);
-        nng_close(p->sock);
+        /* a send cut short, or an answer never collected, leaves its message with us (nng
+         * takes the aio's message off it when a send succeeds) */
+        nng_msg *left = nng_aio_get_msg(p->aio);
+        if (left) {
+            nng_aio_set_msg(p->aio, NULL);
+            nng_msg_free(left);
+        }
         free(p->queued.p);
         free(p->inflight.p);
-        free(p);
+        p->queued = p->inflight = (struct buf){0};
     }
-    R.npeers = 0;
     while (R.rounds) {
         struct round *r = R.rounds;
         R.rounds = r->next;
