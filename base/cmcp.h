@@ -6,6 +6,8 @@
 #include <stdint.h>
 
 #define CMCP_VERSION "0.1.0"
+/* The source revision of this build (a git commit, or "unknown"). */
+extern const char cmcp_revision[];
 
 /*
  * Exit statuses of cmcpd processes. A supervisor reads them to tell a

@@ -13,12 +13,15 @@
 #define _GNU_SOURCE
 #include "ipc/stats.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <nng/nng.h>
 #include <nng/protocol/pubsub0/pub.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 #include <uthash.h>
 
@@ -48,6 +51,7 @@ static struct {
     struct ipc_keep keep; /* the dial to the metrics worker */
     char role[32], id[64];
     double started_ms;
+    double started_wall; /* seconds since the epoch when it started (process_start_time_seconds) */
     unsigned long seq;
     json_t *info;
 } S;
@@ -144,6 +148,19 @@ static double rss_bytes(void)
     return n == 2 ? (double)resident * (double)sysconf(_SC_PAGESIZE) : 0;
 }
 
+/* Descriptors this process has open (/proc/self/fd), or -1. */
+static int open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n - 1; /* the one opendir holds */
+}
+
 json_t *stats_snapshot(void)
 {
     json_t *arr = json_array();
@@ -164,10 +181,16 @@ json_t *stats_snapshot(void)
         }
         json_array_append_new(arr, o);
     }
-    json_t *snap = json_pack("{s:s,s:s,s:i,s:f,s:f,s:I,s:o}", "role", S.role, "id", S.id, "pid",
-                             (int)getpid(), "rss", rss_bytes(), "uptime_s",
+    struct rusage ru;
+    double cpu = getrusage(RUSAGE_SELF, &ru) == 0
+                     ? (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6
+                     : 0;
+    json_t *snap = json_pack("{s:s,s:s,s:i,s:f,s:f,s:I,s:o,s:f,s:i,s:f}", "role", S.role, "id",
+                             S.id, "pid", (int)getpid(), "rss", rss_bytes(), "uptime_s",
                              S.started_ms > 0 ? (cmcp_now_ms() - S.started_ms) / 1000.0 : 0.0,
-                             "seq", (json_int_t)S.seq, "metrics", arr);
+                             "seq", (json_int_t)S.seq, "metrics", arr, "cpu_s", cpu, "fds",
+                             open_fds(), "start_time", S.started_wall);
     if (snap && S.info)
         json_object_set(snap, "info", S.info);
     return snap;
@@ -211,6 +234,9 @@ void stats_init(struct ev_loop *loop, const char *run_dir, const char *role, con
     snprintf(S.role, sizeof(S.role), "%s", role ? role : "?");
     snprintf(S.id, sizeof(S.id), "%s", id ? id : "?");
     S.started_ms = cmcp_now_ms();
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    S.started_wall = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
     char addr[512];
     ipc_addr_stats(addr, sizeof(addr), run_dir);
     int rv = nng_pub0_open(&S.pub);

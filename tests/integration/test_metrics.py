@@ -78,6 +78,44 @@ class MetricsTest(unittest.TestCase):
                 continue  # published once listeners and shards call stats_init
             self.assertGreater(m[key], 100000, key)
 
+    def test_build_info_and_process_series(self):
+        m = metrics(self.p.metrics)
+        info = [labels for (n, labels), v in m.items() if n == "cmcp_build_info" and v == 1]
+        self.assertEqual(len(info), 1, info)
+        self.assertIn('version="0.1.0"', info[0])
+        self.assertRegex(info[0], r'revision="([0-9a-f]{7,}|unknown)"')
+        key = 'role="admin",id="admin"'
+        for name in ("process_cpu_seconds_total", "process_open_fds",
+                     "process_resident_memory_bytes", "process_start_time_seconds"):
+            self.assertIn((name, key), m, name)
+        self.assertGreater(m[("process_open_fds", key)], 2)
+        self.assertGreater(m[("process_start_time_seconds", key)], 1.7e9)
+        self.assertLess(m[("process_start_time_seconds", key)], time.time() + 1)
+        self.assertGreaterEqual(m[("process_cpu_seconds_total", key)], 0)
+
+    def test_every_family_has_help_and_a_row_in_the_docs(self):
+        Session(self.p.http).close()  # traffic, so the request families exist
+        time.sleep(1.2)  # one more snapshot of every process
+        _, _, body = http_get(self.p.metrics, "/metrics")
+        src = os.environ.get("CMCP_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+        docs = ""
+        for f in ("operations.md", "cluster.md"):
+            with open(os.path.join(src, "docs", f)) as fh:
+                docs += fh.read()
+        missing_help, missing_doc = [], []
+        for line in body.decode().splitlines():
+            if not line.startswith("# HELP "):
+                continue
+            name, help_text = line[7:].split(" ", 1)
+            if "no description registered" in help_text:
+                missing_help.append(name)
+            if "`%s`" % name not in docs and not (name.startswith("cmcp_cluster_") and
+                                                 "`cmcp_cluster_*`" in docs):
+                missing_doc.append(name)
+        self.assertEqual(missing_help, [], "families without a HELP of their own")
+        self.assertEqual(missing_doc, [], "families without a row in docs/operations.md or "
+                                          "docs/cluster.md")
+
     def test_promtool_accepts(self):
         promtool = shutil.which("promtool")
         self.assertTrue(promtool, "promtool missing: make deps installs Debian's prometheus")

@@ -58,6 +58,12 @@ static const struct {
     {"cmcp_supervisor_children", "Children of a supervisor, by state"},
     {"cmcp_process_resident_memory_bytes", "Resident memory of a process of the node"},
     {"cmcp_process_uptime_seconds", "Seconds since a process of the node started"},
+    {"cmcp_build_info", "1, labelled with the version and source revision of this build"},
+    {"process_cpu_seconds_total", "User and system CPU time a process of the node used"},
+    {"process_open_fds", "Open file descriptors of a process of the node"},
+    {"process_resident_memory_bytes", "Resident memory of a process of the node"},
+    {"process_start_time_seconds", "When a process of the node started, in seconds since the "
+                                   "epoch"},
     {"cmcp_metrics_processes", "Processes whose metrics the metrics worker holds"},
     {"cmcp_node_draining", "1 while the node accepts no new sessions (cmcpctl drain)"},
     {"cmcp_admin_commands_total", "Admin commands executed, by command and outcome"},
@@ -253,6 +259,9 @@ static void collect(struct family **fams)
     add_value(fams, "cmcp_up", STAT_GAUGE, "", 1);
     add_value(fams, "cmcp_ready", STAT_GAUGE, "", ready == 200 ? 1 : 0);
     add_value(fams, "cmcp_metrics_processes", STAT_GAUGE, "", HASH_COUNT(metrics_g.procs));
+    char bl[160];
+    snprintf(bl, sizeof(bl), "version=\"%s\",revision=\"%s\"", CMCP_VERSION, cmcp_revision);
+    add_value(fams, "cmcp_build_info", STAT_GAUGE, bl, 1);
     for (struct mproc *p = metrics_g.procs; p; p = p->hh.next) {
         char pl[400];
         proc_labels(pl, sizeof(pl), p);
@@ -260,6 +269,17 @@ static void collect(struct family **fams)
                   json_number_value(json_object_get(p->snap, "rss")));
         add_value(fams, "cmcp_process_uptime_seconds", STAT_GAUGE, pl,
                   json_number_value(json_object_get(p->snap, "uptime_s")));
+        /* the standard process_* series (client libraries' names), one per process */
+        add_value(fams, "process_resident_memory_bytes", STAT_GAUGE, pl,
+                  json_number_value(json_object_get(p->snap, "rss")));
+        json_t *cpu = json_object_get(p->snap, "cpu_s"), *fds = json_object_get(p->snap, "fds");
+        json_t *st = json_object_get(p->snap, "start_time");
+        if (cpu)
+            add_value(fams, "process_cpu_seconds_total", STAT_COUNTER, pl, json_number_value(cpu));
+        if (fds && json_integer_value(fds) >= 0)
+            add_value(fams, "process_open_fds", STAT_GAUGE, pl, json_number_value(fds));
+        if (st && json_number_value(st) > 0)
+            add_value(fams, "process_start_time_seconds", STAT_GAUGE, pl, json_number_value(st));
         size_t i;
         json_t *m;
         json_array_foreach(json_object_get(p->snap, "metrics"), i, m)
