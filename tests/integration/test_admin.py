@@ -10,7 +10,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from cmcp_harness import Node, main, run_config_check  # noqa: E402
-from ops_client import (Ports, Proxy, TcpReq, auth_error_text, get_json,  # noqa: E402
+from ops_client import (Ports, Proxy, TcpReq, auth_error_text, get_json, metrics,  # noqa: E402
                         run_ctl)
 
 
@@ -202,6 +202,39 @@ class AdminStartTest(unittest.TestCase):
             self.assertFalse(os.path.exists(os.path.join(node.dir, "var", "cookie")))
             rc, _, err = run_ctl(node, p.admin, "status")
             self.assertEqual(rc, 2, err)  # no cookie file to read either
+
+
+class AuthThrottleTest(unittest.TestCase):
+    """Wrong-cookie proofs are rate-limited per host: after 10 in 10 s the host's handshakes
+    are refused (with the reason) for 10 s, even with the right cookie, and counted."""
+
+    def test_wrong_cookie_storm_is_throttled(self):
+        p = Ports()
+        node = Node(p.config()).start()
+        self.addCleanup(node.cleanup)
+        node.wait_event("admin_listening", 5)
+        bad = os.path.join(node.dir, "other-cookie")
+        with open(bad, "w") as f:
+            f.write("not-the-node-cookie-0123456789abcdef\n")
+        os.chmod(bad, 0o600)
+        for _ in range(10):
+            rc, _, err = run_ctl(node, p.admin, "status", cookie=bad)
+            self.assertEqual(rc, 4, err)
+            self.assertNotIn("too many", err)
+        rc, _, err = run_ctl(node, p.admin, "status", cookie=bad)
+        self.assertEqual(rc, 4, err)
+        self.assertIn("too many failed authentications", err)
+        rc, _, err = run_ctl(node, p.admin, "status")  # the right cookie, same host: waits too
+        self.assertNotEqual(rc, 0)
+        self.assertIn("too many failed authentications", err)
+        node.wait_event("admin_auth_throttled", 5)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            m = metrics(p.metrics)
+            if m.get(("cmcp_admin_auth_throttled_total", ""), 0) >= 2:
+                break
+            time.sleep(0.2)
+        self.assertGreaterEqual(m.get(("cmcp_admin_auth_throttled_total", ""), 0), 2)
 
 
 if __name__ == "__main__":

@@ -173,10 +173,74 @@ static const char *reason_code(int rc)
     }
 }
 
+/*
+ * Failed proofs (a wrong cookie) are rate-limited per source host: after THROTTLE_FAILS in
+ * THROTTLE_WINDOW seconds, that host's handshakes are refused until the window has passed,
+ * so the cookie cannot be guessed at the speed of the socket. Other hosts are not affected.
+ */
+#define THROTTLE_FAILS 10
+#define THROTTLE_WINDOW 10.0
+#define THROTTLE_HOSTS 32
+
+static struct throttle {
+    char host[64];
+    double first, until;
+    int fails;
+} thr[THROTTLE_HOSTS];
+
+static void host_of(const char *peer, char *host, size_t len)
+{
+    const char *colon = strrchr(peer, ':');
+    size_t n = colon ? (size_t)(colon - peer) : strlen(peer);
+    snprintf(host, len, "%.*s", (int)n, peer);
+}
+
+static struct throttle *throttle_find(const char *peer, bool create, double now)
+{
+    char host[64];
+    host_of(peer, host, sizeof(host));
+    struct throttle *oldest = &thr[0];
+    for (int i = 0; i < THROTTLE_HOSTS; i++) {
+        if (thr[i].host[0] && strcmp(thr[i].host, host) == 0)
+            return &thr[i];
+        if (thr[i].first < oldest->first)
+            oldest = &thr[i];
+    }
+    if (!create)
+        return NULL;
+    memset(oldest, 0, sizeof(*oldest));
+    snprintf(oldest->host, sizeof(oldest->host), "%s", host);
+    oldest->first = now;
+    return oldest;
+}
+
+static void note_failed_proof(const char *peer, double now)
+{
+    struct throttle *t = throttle_find(peer, true, now);
+    if (now - t->first > THROTTLE_WINDOW) {
+        t->first = now;
+        t->fails = 0;
+    }
+    if (++t->fails >= THROTTLE_FAILS && t->until < now) {
+        t->until = now + THROTTLE_WINDOW;
+        log_warn("admin_auth_throttled", "{s:s,s:i,s:f,s:f}", "host", t->host, "failures",
+                 t->fails, "window_s", THROTTLE_WINDOW, "refused_for_s", THROTTLE_WINDOW);
+    }
+}
+
+/* Seconds this peer's host must still wait, or 0. */
+static double throttled_for(const char *peer, double now)
+{
+    struct throttle *t = throttle_find(peer, false, now);
+    return t && t->until > now ? t->until - now : 0;
+}
+
 /* Logs and counts a refusal; the answer is a clear ERROR (nothing else can be trusted). */
 static void refuse(int rc, const unsigned char *sid, const char *peer, uint8_t **out,
                    size_t *outlen)
 {
+    if (rc == AUTH_E_PROOF)
+        note_failed_proof(peer, ev_now(loop));
     const char *code = reason_code(rc);
     char labels[64];
     snprintf(labels, sizeof(labels), "reason=\"%s\"", code);
@@ -233,6 +297,17 @@ static void handle(const uint8_t *in, size_t len, const char *peer, uint8_t **ou
     int rc = auth_header_parse(in, len, &h);
     if (rc != AUTH_OK) {
         refuse(rc, NULL, peer, out, outlen);
+        return;
+    }
+    double wait = (h.type == AUTH_HELLO || h.type == AUTH_AUTH) ? throttled_for(peer, now) : 0;
+    if (wait > 0) {
+        stats_counter("cmcp_admin_auth_throttled_total", "")->value += 1;
+        char text[300];
+        snprintf(text, sizeof(text),
+                 "refused: too many failed authentications from this host (at least %d in "
+                 "%.0f s); wait %.0f s, and check the cookie file",
+                 THROTTLE_FAILS, THROTTLE_WINDOW, wait + 0.5);
+        auth_error_msg(h.sid, text, out, outlen);
         return;
     }
     switch (h.type) {
@@ -431,6 +506,9 @@ int admin_main(struct proc_args *a)
         log_notice("admin_socket_off", "{s:s}", "hint", "set [admin] endpoint to use cmcpctl");
     }
     stats_init(loop, a->run_dir, "admin", a->id);
+    /* counters an alert reads are there at 0 from the start */
+    stats_counter("cmcp_admin_auth_failures_total", "reason=\"wrong_cookie\"");
+    stats_counter("cmcp_admin_auth_throttled_total", "");
     cview_subscribe(loop, a->run_dir, NULL); /* the fence, for cluster status */
     stats_gauge("cmcp_node_draining", "")->value = admin_g.draining ? 1 : 0;
     ev_timer_init(&state_w, state_cb, 1.0, 1.0);

@@ -85,6 +85,9 @@ int listener_main(struct proc_args *a)
     listener_g.loop = ev_default_loop(EVFLAG_SIGNALFD);
     dlink_init(listener_g.loop);
     stats_init(listener_g.loop, a->run_dir, "listener", a->id);
+    /* counters an alert reads are there at 0 from the start, not after their first event */
+    stats_counter("cmcp_shard_link_drops_total", "");
+    stats_counter("cmcp_forwarded_requests_total", "");
     control_subscribe(listener_g.loop, a->run_dir, NULL); /* drain/undrain, log_level */
     cview_subscribe(listener_g.loop, a->run_dir, listener_map_changed); /* who owns what */
     cview_fetch_map(a->run_dir, 500);

@@ -58,6 +58,8 @@ static const struct {
     {"cmcp_supervisor_children", "Children of a supervisor, by state"},
     {"cmcp_process_resident_memory_bytes", "Resident memory of a process of the node"},
     {"cmcp_process_uptime_seconds", "Seconds since a process of the node started"},
+    {"cmcp_admin_auth_throttled_total",
+     "Admin handshakes refused because their host failed too many authentications"},
     {"cmcp_build_info", "1, labelled with the version and source revision of this build"},
     {"process_cpu_seconds_total", "User and system CPU time a process of the node used"},
     {"process_open_fds", "Open file descriptors of a process of the node"},

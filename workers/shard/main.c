@@ -85,6 +85,17 @@ int shard_main(struct proc_args *a)
     shard_g.loop = ev_default_loop(EVFLAG_SIGNALFD);
     ipc_bridge_init(&shard_g.bridge, shard_g.loop);
     stats_init(shard_g.loop, a->run_dir, "shard", a->id);
+    /* counters an alert reads are there at 0 from the start, not after their first event */
+    static const char *const zero[][2] = {
+        {"cmcp_sessions_created_total", ""},
+        {"cmcp_store_commit_failures_total", ""},
+        {"cmcp_writes_refused_total", "reason=\"fenced\""},
+        {"cmcp_writes_refused_total", "reason=\"not_owner\""},
+        {"cmcp_replication_unknown_total", ""},
+        {"cmcp_replication_changes_applied_total", ""},
+    };
+    for (size_t i = 0; i < sizeof(zero) / sizeof(zero[0]); i++)
+        stats_counter(zero[i][0], zero[i][1]);
     control_subscribe(shard_g.loop, a->run_dir, NULL); /* log_level from cmcpctl */
     /* The cluster: which partitions this node owns, and its lease (writes need both). The
      * cluster's processes start before the shards; their next publications arrive within a
