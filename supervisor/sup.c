@@ -20,6 +20,7 @@
 #include "base/cmcp.h"
 #include "ipc/control.h"
 #include "base/log.h"
+#include "base/notify.h"
 #include "supervisor/spawn.h"
 #include "ipc/stats.h"
 
@@ -584,6 +585,9 @@ static void job_finished(struct sup *s, bool ok)
             sup_root_ready_summary(s->cfg, s->o->role_known, summary, sizeof(summary));
             log_info("node_ready", "{s:s,s:i,s:s}", "strategy",
                      sup_strategy_name(s->spec->strategy), "children", s->nkids, "msg", summary);
+            char state[800];
+            snprintf(state, sizeof(state), "READY=1\nSTATUS=%s", summary);
+            notify_send(state); /* systemd's Type=notify: up once the whole tree is */
         } else {
             log_info("supervisor_ready", "{s:s,s:i}", "strategy",
                      sup_strategy_name(s->spec->strategy), "children", s->nkids);
@@ -608,6 +612,8 @@ void sup_shutdown(struct sup *s, int exit_code, const char *reason)
         return;
     s->stopping = true;
     s->exit_code = exit_code;
+    if (s->o->is_root)
+        notify_send("STOPPING=1");
     log_notice("supervisor_shutdown", "{s:s,s:i,s:i}", "reason", reason, "exit_code", exit_code,
                "children", s->nkids);
     ev_timer_stop(s->loop, &s->delay_w);
@@ -646,6 +652,15 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
     sup_shutdown(s, CMCP_EXIT_OK, w->signum == SIGINT ? "SIGINT" : "SIGTERM");
 }
 
+/* The root's loop turns: systemd's watchdog is fed (a hung root is restarted by systemd). */
+static void watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+    notify_send("WATCHDOG=1");
+}
+
 int sup_run(struct cfg *cfg, const struct sup_run_opts *o)
 {
     struct sup *s = calloc(1, sizeof(*s));
@@ -659,6 +674,14 @@ int sup_run(struct cfg *cfg, const struct sup_run_opts *o)
     }
     s->loop = ev_default_loop(EVFLAG_SIGNALFD);
     sup_intensity_init(&s->intensity, s->spec->intensity, s->spec->period_s);
+    if (o->is_root) {
+        /* under systemd: readiness and the watchdog are the root's; children never see them */
+        long long wd = notify_init();
+        ev_timer_init(&s->watchdog_w, watchdog_cb, wd / 2e6, wd / 2e6);
+        s->watchdog_w.data = s;
+        if (wd > 0)
+            ev_timer_start(s->loop, &s->watchdog_w);
+    }
     ev_timer_init(&s->delay_w, delay_cb, 0, 0);
     s->delay_w.data = s;
     ev_signal *sw[] = {&s->sigterm_w, &s->sigint_w, &s->sighup_w};
@@ -688,6 +711,8 @@ int sup_run(struct cfg *cfg, const struct sup_run_opts *o)
         sup_ctl_stats(s);
     }
     int code = s->exit_code;
+    if (o->is_root)
+        ev_timer_stop(s->loop, &s->watchdog_w);
     log_info(o->is_root ? "node_stopped" : "supervisor_stopped", "{s:i}", "exit_code", code);
     sup_ctl_close(s);
     control_unsubscribe();

@@ -68,6 +68,7 @@ struct sup {
     bool delay_retry; /* the delay timer retries the current step instead of advancing */
     int exit_code;
     ev_timer delay_w;
+    ev_timer watchdog_w; /* the root under systemd with WatchdogSec: WATCHDOG=1 */
 
     struct sup_child *deaths[SUP_MAX_CHILDREN];
     int ndeaths;

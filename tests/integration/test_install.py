@@ -1,0 +1,114 @@
+"""What `cmake --install` lays down and how the node runs under systemd: the files
+(binaries, /etc/cmcp/cmcp.conf, the unit, the docs and monitoring files) in a temporary
+prefix, the unit accepted by `systemd-analyze verify` (skipped with a message where it is
+missing), and the readiness protocol spoken to a socket of the test's own: READY=1 with a
+status once the tree is up, WATCHDOG=1 every half of WATCHDOG_USEC, STOPPING=1 on SIGTERM,
+and no child of the node told about the socket."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from cmcp_harness import BIN_DIR, Node, main  # noqa: E402
+from mcp_client import free_port, node_config  # noqa: E402
+
+BUILD = os.path.dirname(os.path.abspath(BIN_DIR))
+
+
+class InstallTest(unittest.TestCase):
+    def test_install_into_a_prefix(self):
+        prefix = tempfile.mkdtemp(prefix="cmcp-install-")
+        self.addCleanup(shutil.rmtree, prefix, True)
+        p = subprocess.run(["cmake", "--install", BUILD, "--prefix", prefix],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        for f in ("bin/cmcpd", "bin/cmcpctl", "etc/cmcp/cmcp.conf", "lib/systemd/system/cmcp.service",
+                  "share/doc/cmcp/README.md", "share/doc/cmcp/operations.md",
+                  "share/doc/cmcp/monitoring/cmcp-alerts.yml"):
+            self.assertTrue(os.path.exists(os.path.join(prefix, f)), f)
+        r = subprocess.run([os.path.join(prefix, "bin", "cmcpd"), "--help"], capture_output=True,
+                           text=True, timeout=10)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # the installed configuration is the documented defaults, and it checks
+        r = subprocess.run([os.path.join(prefix, "bin", "cmcpd"), "--check-config", "-c",
+                            os.path.join(prefix, "etc", "cmcp", "cmcp.conf")],
+                           capture_output=True, text=True, timeout=10,
+                           env={k: v for k, v in os.environ.items() if not k.startswith("CMCP_")})
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        with open(os.path.join(prefix, "lib", "systemd", "system", "cmcp.service")) as f:
+            unit = f.read()
+        for want in ("Type=notify", "WatchdogSec=", "CMCP_NODE_DATA_DIR=/var/lib/cmcp",
+                     "CMCP_NODE_RUN_DIR=/run/cmcp", "StateDirectory=cmcp"):
+            self.assertIn(want, unit)
+        analyze = shutil.which("systemd-analyze")
+        if not analyze:
+            print("  systemd-analyze is not installed: the unit's syntax was not verified")
+            return
+        # verify checks that ExecStart exists: point it at this prefix
+        unit_dir = tempfile.mkdtemp(prefix="cmcp-unit-")
+        self.addCleanup(shutil.rmtree, unit_dir, True)
+        exec_line = [ln for ln in unit.splitlines() if ln.startswith("ExecStart=")][0]
+        local = unit.replace(exec_line, "ExecStart=%s -c %s" % (
+            os.path.join(prefix, "bin", "cmcpd"), os.path.join(prefix, "etc", "cmcp", "cmcp.conf")))
+        path = os.path.join(unit_dir, "cmcp.service")
+        with open(path, "w") as f:
+            f.write(local)
+        v = subprocess.run([analyze, "verify", path], capture_output=True, text=True, timeout=60)
+        problems = [ln for ln in (v.stdout + v.stderr).splitlines()
+                    if "cmcp.service" in ln and "Documentation" not in ln]
+        self.assertEqual(problems, [], v.stdout + v.stderr)
+
+    def test_readiness_watchdog_and_stopping(self):
+        d = tempfile.mkdtemp(prefix="cmcp-notify-")
+        self.addCleanup(shutil.rmtree, d, True)
+        sock_path = os.path.join(d, "notify.sock")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        s.bind(sock_path)
+        self.addCleanup(s.close)
+        s.settimeout(0.2)
+        http, tcp = free_port(), free_port()
+        node = Node(node_config(http, tcp), env={"NOTIFY_SOCKET": sock_path,
+                                                 "WATCHDOG_USEC": "300000"})
+        node.start()
+        self.addCleanup(node.cleanup)
+        got = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (
+                any(m.startswith("READY=1") for m in got) and
+                sum("WATCHDOG=1" in m for m in got) >= 2):
+            try:
+                got.append(s.recv(4096).decode())
+            except socket.timeout:
+                pass
+        ready = [m for m in got if m.startswith("READY=1")]
+        self.assertEqual(len(ready), 1, got)
+        self.assertIn("STATUS=cmcp ready", ready[0])
+        self.assertGreaterEqual(sum("WATCHDOG=1" in m for m in got), 2, got)
+        # only the root talks to systemd: its children do not know the socket
+        for pid in node.tree_pids():
+            if pid == node.proc.pid:
+                continue
+            try:
+                with open("/proc/%d/environ" % pid, "rb") as f:
+                    self.assertNotIn(b"NOTIFY_SOCKET=", f.read(), pid)
+            except OSError:
+                pass
+        node.signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        stopping = False
+        while time.monotonic() < deadline and not stopping:
+            try:
+                stopping = s.recv(4096).decode().startswith("STOPPING=1")
+            except socket.timeout:
+                pass
+        self.assertTrue(stopping, "no STOPPING=1 after SIGTERM")
+
+
+if __name__ == "__main__":
+    main()
