@@ -409,22 +409,6 @@ bool cfg_env_is_extra(const char *name)
     return false;
 }
 
-/* Whether name is CMCP_<SECTION>_<KEY> for a key of one of the sections. */
-static bool env_known(const char *name, char **sections, int ns)
-{
-    for (int s = 0; s < ns; s++)
-        FOREACH_KEY(d)
-        {
-            if (!section_matches(d->section, sections[s]))
-                continue;
-            char full[160];
-            env_name(full, sizeof(full), sections[s], d->key);
-            if (strcmp(full, name) == 0)
-                return true;
-        }
-    return false;
-}
-
 /* Edit distance of two short names (at most 159 bytes each). */
 static int edit_distance(const char *a, const char *b)
 {
@@ -451,33 +435,50 @@ static int edit_distance(const char *a, const char *b)
     return row[lb];
 }
 
-/* The setting's or extra name closest to name, if it is a likely typo of it (else NULL). */
-static const char *env_nearest(const char *name, char **sections, int ns)
+/*
+ * The setting's environment name (of a key of one of the sections) or extra name closest to
+ * name, into best (when within max_dist edits); returns that distance, or max_dist + 1.
+ */
+static int env_scan(const char *name, char **sections, int ns, int max_dist, char *best,
+                    size_t bestlen)
 {
-    static char best[160];
-    int bestd = 3; /* at most two edits */
+    int bestd = max_dist + 1;
     best[0] = '\0';
-    for (int s = 0; s < ns; s++)
+    for (int s = 0; s < ns && bestd > 0; s++)
         FOREACH_KEY(d)
         {
             if (!section_matches(d->section, sections[s]))
                 continue;
             char full[160];
             env_name(full, sizeof(full), sections[s], d->key);
-            int dist = edit_distance(name, full);
+            int dist = strcmp(full, name) == 0 ? 0 : max_dist ? edit_distance(name, full) : 1;
             if (dist < bestd) {
                 bestd = dist;
-                snprintf(best, sizeof(best), "%s", full);
+                snprintf(best, bestlen, "%s", full);
             }
         }
-    for (const char *const *x = cfg_env_extra; *x; x++) {
-        int dist = edit_distance(name, *x);
+    for (const char *const *x = cfg_env_extra; *x && bestd > 0; x++) {
+        int dist = strcmp(*x, name) == 0 ? 0 : max_dist ? edit_distance(name, *x) : 1;
         if (dist < bestd) {
             bestd = dist;
-            snprintf(best, sizeof(best), "%s", *x);
+            snprintf(best, bestlen, "%s", *x);
         }
     }
-    return best[0] ? best : NULL;
+    return bestd;
+}
+
+/* Whether name is CMCP_<SECTION>_<KEY> for a key of one of the sections. */
+static bool env_known(const char *name, char **sections, int ns)
+{
+    char best[160];
+    return env_scan(name, sections, ns, 0, best, sizeof(best)) == 0;
+}
+
+/* The setting's or extra name closest to name, if it is a likely typo of it (else NULL). */
+static const char *env_nearest(const char *name, char **sections, int ns)
+{
+    static char best[160];
+    return env_scan(name, sections, ns, 2, best, sizeof(best)) <= 2 ? best : NULL;
 }
 
 /* Applies CMCP_<SECTION>_<KEY> for every key the schema allows in every section present. */
