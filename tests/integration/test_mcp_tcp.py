@@ -1,5 +1,6 @@
 """Newline-delimited JSON-RPC over TCP, and stdio with a raw pipe."""
 import json
+import socket
 import os
 import subprocess
 import sys
@@ -136,6 +137,51 @@ class StdioTest(unittest.TestCase):
                 p.wait()
             p.stdout.close()
             p.stderr.close()
+
+
+class EndOfInputTest(unittest.TestCase):
+    """A client that writes its messages and closes its side at once still gets every
+    answer: `printf '<init>\\n<initialized>\\n<call>\\n' | cmcpd --stdio`, and a TCP
+    client that half-closes."""
+
+    MSGS = [INIT, {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+                "name": "echo", "arguments": {"text": "after the end"}}},
+            {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+                "name": "sleep", "arguments": {"ms": 200}}}]
+
+    def check(self, out):
+        got = {}
+        for line in out.splitlines():
+            m = json.loads(line)
+            got[m.get("id")] = m
+        self.assertIn("result", got.get(1, {}), out)
+        self.assertEqual(got[2]["result"]["content"][0]["text"], "after the end")
+        self.assertIn("result", got.get(3, {}), out)
+
+    def test_stdio_pipe_answers_everything_before_it_stops(self):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CMCP_")}
+        data = "".join(json.dumps(m) + "\n" for m in self.MSGS).encode()
+        p = subprocess.run([cmcpd_path(), "--stdio"], input=data, capture_output=True,
+                           timeout=30, env=env)
+        self.assertEqual(p.returncode, 0, p.stderr.decode()[-2000:])
+        self.check(p.stdout.decode())
+
+    def test_tcp_half_close_answers_everything(self):
+        http, tcp = free_port(), free_port()
+        with Node(node_config(http, tcp)):
+            s = socket.create_connection(("127.0.0.1", tcp), timeout=10)
+            s.sendall("".join(json.dumps(m) + "\n" for m in self.MSGS).encode())
+            s.shutdown(socket.SHUT_WR)
+            out = b""
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break  # the node closed its side once everything was answered
+                out += chunk
+            s.close()
+            self.check(out.decode())
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ struct lconn {
     size_t out_len, out_off, out_cap;
     char sid[64];
     bool init_pending, closing, dead;
+    bool eof; /* the client closed its side (stdin at EOF, a TCP half-close): answer, then end */
     int inflight;      /* requests sent to the shard and not yet answered */
     bool paused;       /* not read while inflight is at LINE_MAX_INFLIGHT */
     bool dirty;        /* has output to write at the end of this loop turn */
@@ -273,6 +274,26 @@ static void lconn_close(struct lconn *c, const char *why)
 
 static void send_line(struct lconn *c, const char *line, size_t len);
 
+/*
+ * After the client closed its side: once every message it sent has been answered (nothing
+ * in flight, nothing held for the session id, no whole line left unread), the connection
+ * ends when its answers have been written. `printf '…\n…\n' | cmcpd --stdio` prints
+ * every answer before the node stops.
+ */
+static void lconn_eof_check(struct lconn *c)
+{
+    if (!c->eof || c->dead || c->closing)
+        return;
+    if (c->inflight > 0 || c->init_pending || c->queued || c->in_busy ||
+        (c->in_len && memchr(c->in, '\n', c->in_len)))
+        return;
+    if (c->out_len == 0) {
+        lconn_close(c, "end of input");
+        return;
+    }
+    c->closing = true; /* lconn_flush closes it once the answers are out */
+}
+
 static void line_event(struct call *call, const struct wire_event *e)
 {
     lconn_write_line((struct lconn *)call->conn, e->body, e->blen);
@@ -312,11 +333,12 @@ static void line_done(struct call *call, const struct wire_reply *r)
     if (c->paused && c->inflight < LINE_MAX_INFLIGHT && !c->queued && !c->dead) {
         /* Answers went out: read the client again, starting with what waits in `in`. */
         c->paused = false;
-        if (!c->closing)
+        if (!c->closing && !c->eof)
             ev_io_start(listener_g.loop, &c->rw);
         lconn_process(c);
         in_release(c);
     }
+    lconn_eof_check(c);
 }
 
 static const struct call_ops line_ops = {line_event, line_done};
@@ -406,6 +428,15 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
     ssize_t n = read(c->in_fd, buf, sizeof(buf));
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
+    if (n == 0 && !c->ws) {
+        /* the client's side is closed: what it sent is still answered, then the end */
+        c->eof = true;
+        ev_io_stop(listener_g.loop, &c->rw);
+        lconn_process(c);
+        in_release(c);
+        lconn_eof_check(c);
+        return;
+    }
     if (n <= 0) {
         lconn_close(c, n == 0 ? "end of input" : "read failed");
         return;
