@@ -456,12 +456,9 @@ static void connect_cb(struct ev_loop *loop, ev_io *w, int revents)
     start_dialer(l);
 }
 
-struct peer_link *peer_dial(struct peer_env *env, const char *host, int port, void *ud)
+/* Resolves host:port and starts a non-blocking connect: the socket, or -1 with why. */
+static int connect_start(const char *host, int port, char *why, size_t whylen)
 {
-    struct peer_link *l = link_new(env, true, ud);
-    if (!l)
-        return NULL;
-    snprintf(l->addr, sizeof(l->addr), "%s:%d", host, port);
     struct addrinfo hints = {0}, *ai = NULL;
     char ps[16];
     snprintf(ps, sizeof(ps), "%d", port);
@@ -469,20 +466,31 @@ struct peer_link *peer_dial(struct peer_env *env, const char *host, int port, vo
     hints.ai_flags = AI_NUMERICSERV;
     int rc = getaddrinfo(host, ps, &hints, &ai);
     if (rc != 0) {
-        char why[300];
-        snprintf(why, sizeof(why), "cannot resolve %s: %s", host, gai_strerror(rc));
-        finish(l, why, true);
-        return l;
+        snprintf(why, whylen, "cannot resolve %s: %s", host, gai_strerror(rc));
+        return -1;
     }
-    l->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (l->fd < 0 || (connect(l->fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS)) {
-        char why[200];
-        snprintf(why, sizeof(why), "cannot connect: %s", strerror(errno));
-        freeaddrinfo(ai);
-        finish(l, why, true);
-        return l;
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 || (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS)) {
+        snprintf(why, whylen, "cannot connect: %s", strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        fd = -1;
     }
     freeaddrinfo(ai);
+    return fd;
+}
+
+struct peer_link *peer_dial(struct peer_env *env, const char *host, int port, void *ud)
+{
+    struct peer_link *l = link_new(env, true, ud);
+    if (!l)
+        return NULL;
+    snprintf(l->addr, sizeof(l->addr), "%s:%d", host, port);
+    char why[300];
+    if ((l->fd = connect_start(host, port, why, sizeof(why))) < 0) {
+        finish(l, why, true);
+        return l;
+    }
     l->state = HS_CONNECTING;
     ev_io_init(&l->conn_w, connect_cb, l->fd, EV_WRITE);
     l->conn_w.data = l;
@@ -669,19 +677,10 @@ int peer_call(const struct auth_key *key, const struct peer_ident *self, const c
     unsigned char ks[DLINK_KEY_BYTES], kr[DLINK_KEY_BYTES];
     const char *why = "out of memory";
     char *me = NULL;
-    struct addrinfo hints = {0}, *ai = NULL;
-    char ps[16];
-    snprintf(ps, sizeof(ps), "%d", port);
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICSERV;
+    char cwhy[300];
     auth_client_init(&ac, key);
-    if (getaddrinfo(host, ps, &hints, &ai) != 0) {
-        why = "cannot resolve the host";
-        goto out;
-    }
-    fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0 || (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS)) {
-        why = "cannot connect";
+    if ((fd = connect_start(host, port, cwhy, sizeof(cwhy))) < 0) {
+        why = cwhy;
         goto out;
     }
     int soerr = 0;
@@ -743,8 +742,6 @@ int peer_call(const struct auth_key *key, const struct peer_ident *self, const c
 out:
     if (rc != 0 && err)
         snprintf(err, errlen, "%s:%d: %s", host, port, why);
-    if (ai)
-        freeaddrinfo(ai);
     if (fd >= 0)
         close(fd);
     free(in);
