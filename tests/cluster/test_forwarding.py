@@ -221,6 +221,28 @@ class ForwardingTest(Timed):
             t.close()
             w.close()
 
+    def test_new_sessions_through_a_node_that_owns_nothing(self):
+        """A node killed and started again comes back owning no partition (until a
+        rebalance): behind a load balancer it still takes new sessions, made by the
+        members that own partitions, and serves them."""
+        with Cluster(3, extra=RF2) as c:
+            c.wait_formed()
+            c.kill(2)
+            wait_for(lambda: c.member(c.status(0), "n2") is None or
+                     c.member(c.status(0), "n2")["owned"] == 0, 20, 0.1,
+                     what="n2's partitions given away")
+            c.start(2, data_dir=c.data_dir(2))
+            c.wait_formed()
+            st = c.status(0)
+            self.assertEqual(c.member(st, "n2")["owned"], 0, st)
+            for k in range(4):
+                s = Session(c.http[2])
+                owner = owner_of(c.status(0), int(s.sid.split("-")[0]))
+                self.assertNotEqual(owner, 2, s.sid)
+                r = s.tool("kv_set", {"key": "k", "value": "v%d" % k})
+                self.assertIn("result", r)
+                self.assertEqual(kv_value(s, "k")[0], "v%d" % k)
+
     def test_server_requests_through_other_nodes(self):
         """Elicitation and sampling: the tool's call goes through n1, the server's request to
         the client comes back that way, and the client answers through n2; all forwarded to

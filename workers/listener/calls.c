@@ -445,16 +445,45 @@ static bool shard_hosts_owned(int shard)
     return false;
 }
 
+/*
+ * A new session when this node owns no partition at all (it has just rejoined and
+ * owns nothing until a rebalance, or it is draining): the member that owns the next
+ * partition in turn makes it, in that partition's shard. NULL without a map or
+ * forwarding, or when no other member owns one.
+ */
+static struct shard_link *new_session_elsewhere(int *shard)
+{
+    static int rr_part;
+    const struct cview *v = cview_get();
+    if (!FW.on || !v->have_map || v->self < 0 || v->npart <= 0)
+        return NULL;
+    for (int k = 0; k < v->npart; k++) {
+        int p = rr_part;
+        rr_part = (rr_part + 1) % v->npart;
+        int o = v->owner[p];
+        const char *node = o >= 0 && o != v->self ? cview_node_id(o) : NULL;
+        struct shard_link *l = node ? remote_link(node, p % listener_g.nshards) : NULL;
+        if (l) {
+            *shard = p % listener_g.nshards;
+            return l;
+        }
+    }
+    return NULL;
+}
+
 struct call *listener_call(struct conn *conn, int shard, struct wire_req *req,
                            const struct call_ops *ops, void *tdata)
 {
+    struct shard_link *target = NULL;
     if (shard < 0) {
-        for (int k = 0; k < listener_g.nshards; k++) {
+        bool owned = false;
+        for (int k = 0; k < listener_g.nshards && !owned; k++) {
             shard = rr_next;
             rr_next = (rr_next + 1) % listener_g.nshards;
-            if (shard_hosts_owned(shard))
-                break;
+            owned = shard_hosts_owned(shard);
         }
+        if (!owned)
+            target = new_session_elsewhere(&shard);
     }
     struct call *c = calloc(1, sizeof(*c));
     if (!c)
@@ -485,7 +514,7 @@ struct call *listener_call(struct conn *conn, int shard, struct wire_req *req,
     ev_timer_start(listener_g.loop, &c->timer);
     snprintf(c->rsid, sizeof(c->rsid), "%s", req->sid);
     /* Queued until the frame has left; sent now when the shard is up. */
-    struct shard_link *l = link_for(req->sid, shard);
+    struct shard_link *l = target ? target : link_for(req->sid, shard);
     if (l->remote) {
         static struct stats_metric *fwd;
         if (!fwd)
