@@ -55,6 +55,11 @@ enum proc_parse proc_parse_args(int argc, char **argv, struct proc_args *a)
             return PROC_ARGS_VERSION;
         } else if (!strcmp(o, "--check-config")) {
             a->check_config = true;
+        } else if ((!strcmp(o, "--health-check") || !strcmp(o, "--health-check=ready")) &&
+                   !a->role) {
+            a->health_check = "/ready";
+        } else if (!strcmp(o, "--health-check=serving") && !a->role) {
+            a->health_check = "/health";
         } else if (!strcmp(o, "--stdio") && !a->role) {
             a->stdio = true;
         } else if (TAKE("--role")) {

@@ -20,6 +20,7 @@ struct proc_args {
     const char *node;
     bool stdio;        /* root: --stdio */
     bool check_config; /* root: --check-config */
+    const char *health_check; /* root: --health-check[=serving]: "/ready" or "/health" */
 };
 
 /* What proc_parse_args found. */

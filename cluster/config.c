@@ -3,7 +3,9 @@
 #include "cluster/config.h"
 
 #include <ctype.h>
+#include <arpa/inet.h>
 #include <inttypes.h>
+#include <netdb.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +56,49 @@ static bool name_ok(const char *s)
     return true;
 }
 
+/*
+ * advertise = auto:PORT: the first address other than loopback that this host's
+ * own name resolves to (in a container, the address the engine wrote into
+ * /etc/hosts for it: what the other tasks reach it at). 0, or -1 with why.
+ */
+static int advertise_auto(int port, char *out, size_t outlen, char *why, size_t whylen)
+{
+    char hn[256] = "";
+    if (gethostname(hn, sizeof(hn) - 1) != 0 || !hn[0]) {
+        snprintf(why, whylen, "this host has no name to resolve");
+        return -1;
+    }
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+    int rc = getaddrinfo(hn, NULL, &hints, &res);
+    if (rc != 0) {
+        snprintf(why, whylen, "host name '%s' does not resolve (%s)", hn, gai_strerror(rc));
+        return -1;
+    }
+    int found = -1;
+    for (struct addrinfo *ai = res; ai && found != 0; ai = ai->ai_next) {
+        char ip[INET6_ADDRSTRLEN];
+        if (ai->ai_family == AF_INET) {
+            const struct in_addr *a = &((struct sockaddr_in *)ai->ai_addr)->sin_addr;
+            if ((ntohl(a->s_addr) >> 24) == 127)
+                continue;
+            inet_ntop(AF_INET, a, ip, sizeof(ip));
+            snprintf(out, outlen, "%s:%d", ip, port);
+            found = 0;
+        } else if (ai->ai_family == AF_INET6) {
+            const struct in6_addr *a = &((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
+            if (IN6_IS_ADDR_LOOPBACK(a) || IN6_IS_ADDR_LINKLOCAL(a))
+                continue;
+            inet_ntop(AF_INET6, a, ip, sizeof(ip));
+            snprintf(out, outlen, "[%s]:%d", ip, port);
+            found = 0;
+        }
+    }
+    freeaddrinfo(res);
+    if (found != 0)
+        snprintf(why, whylen, "host name '%s' resolves only to loopback addresses", hn);
+    return found;
+}
+
 static int bad(struct cfg *c, const char *key, char *err, size_t errlen, const char *fmt,
                const char *v)
 {
@@ -94,7 +139,14 @@ int cluster_conf_load(struct cluster_conf *cc, struct cfg *c, char *err, size_t 
     int ap;
     if (*adv && cluster_split_hostport(adv, ah, sizeof(ah), &ap) != 0)
         return bad(c, "advertise", err, errlen, "'%s' is not HOST:PORT", adv);
-    if (*adv)
+    if (*adv && strcmp(ah, "auto") == 0) {
+        char why[300], msg[400];
+        if (advertise_auto(ap, cc->advertise, sizeof(cc->advertise), why, sizeof(why)) != 0) {
+            snprintf(msg, sizeof(msg), "'%%s': %s; give the address the other nodes dial "
+                     "(advertise = HOST:PORT)", why);
+            return bad(c, "advertise", err, errlen, msg, adv);
+        }
+    } else if (*adv)
         snprintf(cc->advertise, sizeof(cc->advertise), "%s", adv);
     else if (cc->bind_port && strcmp(cc->bind_host, "0.0.0.0") && strcmp(cc->bind_host, "::") &&
              cc->bind_host[0])

@@ -13,6 +13,7 @@
 #include "base/cmcp.h"
 #include "base/proc.h"
 #include "cluster/cluster.h"
+#include "node/health_check.h"
 #include "node/schema.h"
 #include "supervisor/spawn.h"
 #include "supervisor/sup.h"
@@ -52,7 +53,7 @@ static bool role_known(const char *name)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: cmcpd [-c FILE] [--stdio] [--check-config]\n"
+            "usage: cmcpd [-c FILE] [--stdio] [--check-config | --health-check[=serving]]\n"
             "       cmcpd --config-keys               (every setting, its type and range)\n"
             "       cmcpd --config-env                (the CMCP_ variables that are not settings)\n"
             "       cmcpd --role ROLE --id ID [...]   (how supervisors start children)\n"
@@ -66,6 +67,12 @@ static void usage(FILE *f)
             "                      logs stay on stderr; network listeners are off unless\n"
             "                      configured; stops when stdin closes\n"
             "      --check-config  load and validate the configuration, print the tree, exit\n"
+            "      --health-check  ask the running node configured so for GET /ready on its\n"
+            "                      metrics port (its processes are up): exit 0 on 200, 1\n"
+            "                      otherwise; a container's HEALTHCHECK, no shell or curl needed\n"
+            "      --health-check=serving\n"
+            "                      the same with GET /health (it serves: not fenced, forming,\n"
+            "                      draining or restarting a child), what load balancers check\n"
             "      --config-keys   list every setting the configuration may hold (with its\n"
             "                      type and range; docs/configuration.md explains each)\n"
             "      --config-env    list the CMCP_ environment variables that are not settings\n"
@@ -121,6 +128,13 @@ int main(int argc, char **argv)
         return CMCP_EXIT_USAGE;
     case PROC_ARGS_OK:
         break;
+    }
+    if (a.health_check && !a.role) {
+        if (cfg_load(&a.cfg, a.config) != 0) {
+            fprintf(stderr, "cmcpd: configuration error: %s\n", a.cfg.err);
+            return CMCP_EXIT_USAGE;
+        }
+        return node_health_check(&a.cfg, a.health_check, 2500);
     }
     if (!a.role)
         return sup_root_main(&a, role_known, cluster_conf_check);
