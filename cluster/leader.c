@@ -417,6 +417,34 @@ static void plan_replicated(double now, enum map_plan_mode mode)
         log_error("cluster_partitions_lost", "{s:i,s:s}", "partitions", lost, "effect",
                   "no member holding a copy of them is up: they start empty on a new owner "
                   "(their sessions are gone)");
+    /* Partitions whose only up-to-date copy is on their owner, which is down: they wait for
+     * it (map_plan_replicated); said once per change of their number. */
+    static int waiting_said;
+    int waiting = 0;
+    const char *whose = "";
+    for (int p = 0; p < m->npart; p++) {
+        const struct map_partition *pp = &m->parts[p];
+        if (pp->owner < 0 || m->nodes[pp->owner].state != MAP_DOWN)
+            continue;
+        bool copy = false;
+        for (int k = 0; k < pp->nrep && !copy; k++)
+            copy = m->nodes[pp->rep[k]].state == MAP_UP;
+        if (!copy) {
+            waiting++;
+            whose = m->nodes[pp->owner].id;
+        }
+    }
+    if (waiting != waiting_said) {
+        if (waiting)
+            log_warn("cluster_partitions_waiting", "{s:i,s:s,s:s}", "partitions", waiting,
+                     "owner", whose, "effect",
+                     "their only up-to-date copy is on a member that is down: their sessions "
+                     "are unavailable until it is back (cmcpctl leave NODE gives them up: they "
+                     "start empty)");
+        else
+            log_info("cluster_partitions_waiting", "{s:i}", "partitions", 0);
+        waiting_said = waiting;
+    }
 }
 
 static void plan(double now)

@@ -207,6 +207,10 @@ int map_plan_replicated(const struct cluster_map *m, int min_up, enum map_plan_m
                     x.owner = order[k];
             if (x.owner < 0 && drain)
                 continue; /* no copy to hand over to: it stays until one exists */
+            if (x.owner < 0 && o >= 0 && m->nodes[o].state != MAP_LEFT)
+                continue; /* its only up-to-date copy is on its owner, which is down (or cut
+                           * off): it waits for it to come back with its store; `leave` of
+                           * that member gives it up instead */
             if (x.owner < 0) {
                 x.owner = order[0]; /* nothing left anywhere: a fresh start, counted as lost */
             } else {
@@ -385,7 +389,8 @@ static enum map_result apply_join(struct cluster_map *m, const char *id, uint64_
         changed = true;
     }
     if (n->state == MAP_DOWN || n->state == MAP_LEFT) {
-        n->state = MAP_UP; /* back after a heal or a restart; its old partitions are elsewhere */
+        n->state = MAP_UP; /* back after a heal or a restart: it owns again only what waited for
+                            * it (no other copy was up), the rest is elsewhere */
         changed = true;
     }
     if (strcmp(n->endpoint, ep) != 0) {

@@ -117,6 +117,7 @@ class Client:
     def read_all(self, nodes, keys):
         """{key: text or None} for keys, read through the given live nodes in turn."""
         got = {}
+        last = None
         for i, key in enumerate(keys):
             for attempt in range(40):
                 host, port = self.addrs[nodes[(i + attempt) % len(nodes)]]
@@ -124,10 +125,12 @@ class Client:
                     st, msgs, _ = _post(host, port, self.sid, self.VERSION, {
                         "jsonrpc": "2.0", "id": 1, "method": "tools/call",
                         "params": {"name": "kv_get", "arguments": {"key": key}}}, 5)
-                except (OSError, http.client.HTTPException):
+                except (OSError, http.client.HTTPException) as e:
+                    last = repr(e)
                     time.sleep(0.1)
                     continue
                 m = msgs[-1] if msgs else {}
+                last = (st, m)
                 if st == 200 and "result" in m:
                     res = m["result"]
                     got[key] = None if res.get("isError") else \
@@ -135,7 +138,8 @@ class Client:
                     break
                 time.sleep(0.1)  # 503 while a partition moves: read again
             else:
-                raise AssertionError("cannot read %s of session %s" % (key, self.sid))
+                raise AssertionError("cannot read %s of session %s (last answer: %r)"
+                                     % (key, self.sid, last))
         return got
 
 
