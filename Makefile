@@ -12,7 +12,7 @@ JOBS       ?= $(shell nproc)
 CTEST_ARGS ?=
 
 .PHONY: all deps deps-test node-deps build build-node build-asan build-fuzz build-release run test \
-	test-fast fuzz-smoke bench clean help
+	test-fast test-swarm fuzz-smoke bench clean help
 
 all: build
 
@@ -21,6 +21,7 @@ help:
 	@echo "              foreground (Ctrl-C stops it)"
 	@echo "make test   - install the test tools too, build everything, run every test (plain and"
 	@echo "              ASan+UBSan builds, fuzzers briefly, a Release build)"
+	@echo "make test-swarm - the Docker Swarm stack on an engine of its own (docs/deployment.md)"
 	@echo "make bench  - benchmarks (docs/benchmarks.md)"
 	@echo "make clean  - remove build directories"
 
@@ -90,6 +91,11 @@ test: build build-asan node-deps
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -L 'unit|integration' $(CTEST_ARGS)
 	$(MAKE) fuzz-smoke
+
+# The Docker Swarm stack on a dockerd of its own (make test runs it too, or says why
+# it skipped): containers/, docs/deployment.md.
+test-swarm: build node-deps
+	cd $(BUILD) && ctest --output-on-failure -L swarm $(CTEST_ARGS)
 
 test-fast: build node-deps
 	cd $(BUILD) && ctest --output-on-failure $(CTEST_ARGS)

@@ -8,7 +8,8 @@
 # Nothing installed starts a service: promtool (for `promtool check metrics` in the
 # tests) comes out of Debian's prometheus package without installing the package,
 # whose service would otherwise start a Prometheus server on :9090 on a systemd host,
-# the node's own metrics port.
+# the node's own metrics port. docker.io and haproxy (the swarm test's engine and
+# the stack's load balancer) are installed with their services held back.
 set -euo pipefail
 mode=${1:-run}
 run_pkgs=(build-essential cmake pkg-config
@@ -16,7 +17,8 @@ run_pkgs=(build-essential cmake pkg-config
           libhttp-parser-dev libwslay-dev nettle-dev liblmdb-dev libedit-dev libraft-dev
           uthash-dev)
 test_pkgs=(python3 git libcmocka-dev clang libclang-rt-14-dev
-           wrk libsqlite3-dev nftables iproute2)
+           wrk libsqlite3-dev nftables iproute2
+           docker.io haproxy tini python3-yaml)
 case "$mode" in
 run) pkgs=("${run_pkgs[@]}") ;;
 test) pkgs=("${run_pkgs[@]}" "${test_pkgs[@]}") ;;
@@ -52,7 +54,19 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 if [ ${#missing[@]} -gt 0 ]; then
     echo "cmcp: installing Debian packages: ${missing[*]}" >&2
-    apt-get install -y -q --no-install-recommends "${missing[@]}"
+    # docker.io and haproxy would start their services on install: the swarm test
+    # starts a dockerd of its own (and skips while another engine runs), and the
+    # stack runs HAProxy in a container. policy-rc.d tells the packages not to.
+    own_policy=false
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        own_policy=true
+    fi
+    rc=0
+    apt-get install -y -q --no-install-recommends "${missing[@]}" || rc=$?
+    if $own_policy; then rm -f /usr/sbin/policy-rc.d; fi
+    [ $rc -eq 0 ] || exit $rc
 fi
 if $need_promtool; then
     # Only the promtool binary (static) out of the package, into /usr/local/bin: no
