@@ -5,6 +5,8 @@ client sees (status, headers, SSE events with ids) and can also send broken
 input. Tcp speaks newline-delimited JSON-RPC. Every read is bounded in time.
 """
 import json
+import os
+import random
 import socket
 import time
 
@@ -15,16 +17,43 @@ ACCEPT = "application/json, text/event-stream"
 _handed_out = set()
 
 
+_rng = random.Random(os.getpid() ^ int(time.time() * 1000))
+
+
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port():
-    """A loopback port nobody listens on, never the same twice in one test process."""
-    for _ in range(100):
+    """A loopback port nobody listens on, never the same twice in one test process. Taken
+    below the kernel's ephemeral range where there is room: a port from that range can be
+    taken by any outgoing connection between this probe and the node's bind (a node that
+    then failed to start with "Address already in use" was seen in CI)."""
+    low = _ephemeral_low()
+    rng = _rng
+    for _ in range(200):
+        if low > 12000:
+            port = rng.randrange(10000, low - 64)
+        else:
+            probe = socket.socket()
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+            probe.close()
+        if port in _handed_out:
+            continue
         s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        _handed_out.add(port)
+        return port
     raise RuntimeError("no free port found")
 
 

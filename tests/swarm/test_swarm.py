@@ -18,7 +18,11 @@ HAProxy only:
      0 acknowledged writes lost; failed requests are counted and shown;
   5. docker service scale to 4 and back to 3 (the fourth drained and left
      first, as docs/deployment.md says), under load, 0 lost;
-  6. a task with another cookie secret is refused by every member.
+  6. a task with another cookie secret is refused by every member;
+  7. the cookie rotated as docs/deployment.md says (a new secret, all tasks at
+     once): the cluster forms again and nothing acknowledged is lost;
+  8. containers/docker-compose.yml with Debian's docker-compose: a local
+     three-node cluster behind HAProxy on the same engine.
 
 Exits 77 (CTest: skipped) with the reason when no engine can run here: not
 root, dockerd missing, another engine running on this host, or dockerd not
@@ -29,7 +33,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +47,7 @@ sys.path.insert(0, os.path.join(SRC, "tests", "integration"))
 
 from checker import Workload  # noqa: E402
 from cmcp_harness import Timed, wait_for  # noqa: E402
+from mcp_client import free_port  # noqa: E402
 
 CONTAINERS = os.path.join(SRC, "containers")
 NODE_DIR = os.path.join(SRC, "tests", "node")
@@ -51,14 +55,6 @@ BIN_DIR = os.environ.get("CMCP_BIN_DIR", os.path.join(SRC, "build", "bin"))
 STACK = "cmcpt"
 SERVICE = STACK + "_cmcp"
 SKIP = 77
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def other_engine():
@@ -424,6 +420,93 @@ class SwarmTest(Timed):
             eng.docker("service", "rm", STACK + "_intruder", check=False)
         print("  the task with another cookie was refused (peer_refused) in %.1f s"
               % (time.monotonic() - t0))
+
+
+    def test_7_cookie_rotated_in_one_step(self):
+        """docs/deployment.md's rotation: a new secret, every task restarted with it at once;
+        sessions and their values survive (they are on the tasks' volumes)."""
+        st, eng = self.st, self.eng
+        w = Workload([("127.0.0.1", st.http)], nclients=2, homes=[0, 0], pause=0.02,
+                     max_ops=60)
+        w.start()
+        w.stop_ev.wait(2)
+        w.stop()
+        eng.docker("secret", "create", STACK + "_cookie_v2", "-", input=os.urandom(36).hex())
+        t0 = time.monotonic()
+        eng.docker("service", "update", "-d", "--update-parallelism", "0", "--secret-rm",
+                   STACK + "_cookie_v1", "--secret-add",
+                   "source=%s_cookie_v2,target=cmcp_cookie,uid=10001,gid=10001,mode=0400"
+                   % STACK, SERVICE)
+        state = wait_for(lambda: self.update_state() in ("completed", "rollback_completed",
+                                                         "paused", "rollback_paused")
+                         and self.update_state(), timeout=300, interval=2.0,
+                         what="the rotation's update to end")
+        self.assertEqual(state, "completed")
+        st.wait_formed(3, timeout=180)
+        took = time.monotonic() - t0
+        mounted = eng.docker("service", "inspect", "-f",
+                             "{{range .Spec.TaskTemplate.ContainerSpec.Secrets}}"
+                             "{{.SecretName}} {{end}}", SERVICE).stdout.split()
+        self.assertEqual(mounted, [STACK + "_cookie_v2"])
+        print("  cookie rotated (all tasks at once) and the cluster formed again in %.1f s"
+              % took)
+        self.assert_nothing_lost("rotation", w, t0)
+
+    def test_8_compose_file_runs_a_local_cluster(self):
+        """containers/docker-compose.yml with Debian's docker-compose: three nodes and
+        HAProxy on this engine, one cluster, writes read back through HAProxy."""
+        compose = shutil.which("docker-compose")
+        if not compose:
+            self.skipTest("docker-compose is not installed (apt-get install docker-compose)")
+        eng = self.eng
+        cookie = os.path.join(eng.dir, "compose-cookie")
+        with open(cookie, "w") as f:
+            f.write(os.urandom(36).hex())
+        os.chown(cookie, 10001, 10001)
+        os.chmod(cookie, 0o400)
+        http, tcp, stats = free_port(), free_port(), free_port()
+        env = dict(os.environ, DOCKER_HOST="unix://" + eng.sock, CMCP_IMAGE="cmcp:test-b",
+                   CMCP_HAPROXY_IMAGE="cmcp-haproxy:test", CMCP_HTTP_PORT=str(http),
+                   CMCP_TCP_PORT=str(tcp), CMCP_STATS_PORT=str(stats), CMCP_COOKIE_PATH=cookie)
+        base = [compose, "-p", "cmcpc", "-f", os.path.join(CONTAINERS, "docker-compose.yml")]
+
+        def run(*args, timeout=240):
+            p = subprocess.run(base + list(args), capture_output=True, text=True, env=env,
+                               timeout=timeout, cwd=CONTAINERS)
+            self.assertEqual(p.returncode, 0, "docker-compose %s: %s %s"
+                             % (" ".join(args), p.stdout[-1500:], p.stderr[-1500:]))
+            return p
+        t0 = time.monotonic()
+        run("up", "-d")
+        try:
+            def formed():
+                p = eng.docker("exec", "cmcpc_cmcp-1_1", "cmcpctl", "--json", "nodes",
+                               check=False, timeout=20)
+                if p.returncode != 0:
+                    return False
+                up = [n for n in json.loads(p.stdout).get("nodes", []) if n["state"] == "up"]
+                return len(up) == 3 and sum(int(n.get("partitions", 0)) for n in up) == 256
+            wait_for(formed, timeout=120, interval=1.0, what="the compose cluster formed")
+
+            def behind_haproxy():
+                try:
+                    with urllib.request.urlopen("http://127.0.0.1:%d/stats;csv" % stats,
+                                                timeout=3) as r:
+                        rows = r.read().decode().splitlines()
+                except OSError:
+                    return False
+                return len([x for x in rows if x.startswith("cmcp_http,cmcp")
+                            and x.split(",")[17] == "UP"]) == 3
+            wait_for(behind_haproxy, timeout=60, interval=1.0, what="3 nodes UP in HAProxy")
+            print("  compose: 3 nodes formed behind HAProxy in %.1f s" % (time.monotonic() - t0))
+            w = Workload([("127.0.0.1", http)], nclients=3, homes=[0] * 3, pause=0.01,
+                         max_ops=100)
+            w.start()
+            w.stop_ev.wait(3)
+            w.stop()
+            self.assert_nothing_lost("compose", w, t0)
+        finally:
+            run("down", "-v", timeout=180)
 
 
 ENGINE = None
