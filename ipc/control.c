@@ -39,12 +39,21 @@ static long root_pid(void)
     return p ? atol(p) : 0;
 }
 
+/* This start of the node: random at each start of the root. Its pid alone does not tell
+ * starts apart where pids repeat (a container's root is the same pid every time). */
+static const char *incarnation(void)
+{
+    const char *p = getenv("CMCP_INCARNATION");
+    return p ? p : "";
+}
+
 int control_state_write(const char *run_dir, bool drain, const char *log_level)
 {
     char path[600], tmp[620];
     state_path(path, sizeof(path), run_dir);
     snprintf(tmp, sizeof(tmp), "%s.%d", path, (int)getpid());
-    json_t *o = json_pack("{s:b,s:I}", "drain", drain, "root_pid", (json_int_t)root_pid());
+    json_t *o = json_pack("{s:b,s:I,s:s}", "drain", drain, "root_pid", (json_int_t)root_pid(),
+                          "incarnation", incarnation());
     json_object_set_new(o, "log_level", log_level ? json_string(log_level) : json_null());
     char *text = json_dumps(o, JSON_COMPACT);
     json_decref(o);
@@ -73,7 +82,9 @@ json_t *control_state_read(const char *run_dir)
     char path[600];
     state_path(path, sizeof(path), run_dir);
     json_t *o = json_load_file(path, 0, NULL);
-    if (!json_is_object(o) || json_integer_value(json_object_get(o, "root_pid")) != root_pid()) {
+    const char *inc = json_string_value(json_object_get(o, "incarnation"));
+    if (!json_is_object(o) || json_integer_value(json_object_get(o, "root_pid")) != root_pid() ||
+        strcmp(inc ? inc : "", incarnation()) != 0) {
         json_decref(o);
         return NULL;
     }
