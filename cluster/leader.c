@@ -195,6 +195,20 @@ static int remove_left(void)
         }
         return 1;
     }
+    /* A drained leader (its partitions all handed over: it is about to be stopped, e.g. a
+     * drain on stop) hands leadership on too, so the others' leases are renewed without
+     * waiting for an election after it goes. */
+    if (me >= 0 && m->nodes[me].state == MAP_DRAINING && map_owned(m, me) == 0 &&
+        !mgr.transfer_pending && map_up(m) > 0) {
+        struct raft_transfer *req = calloc(1, sizeof(*req));
+        if (req && raft_transfer(&mgr.raft, req, 0, transfer_done) == 0) {
+            mgr.transfer_pending = true;
+            log_notice("cluster_leader_transfer", "{s:s,s:s}", "member", mgr.cc.node_id, "why",
+                       "this node is drained");
+        } else {
+            free(req);
+        }
+    }
     for (unsigned k = 0; k < mgr.raft.configuration.n; k++) {
         const struct raft_server *s = &mgr.raft.configuration.servers[k];
         int i = map_node_find(m, s->address);

@@ -387,6 +387,10 @@ static enum map_result apply_join(struct cluster_map *m, const char *id, uint64_
         n->beat = 0;
         drop_replica_everywhere(m, i);
         changed = true;
+        /* a drain belongs to the process that asked for it (a drain on stop, or its admin's
+         * flag, which a restart clears too) */
+        if (n->state == MAP_DRAINING)
+            n->state = MAP_UP;
     }
     if (n->state == MAP_DOWN || n->state == MAP_LEFT) {
         n->state = MAP_UP; /* back after a heal or a restart: it owns again only what waited for

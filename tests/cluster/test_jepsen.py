@@ -109,6 +109,36 @@ class JepsenTest(Timed):
             self.settle(c, list(range(3)))
             self.verdict("owner SIGKILL + restart", w, list(range(3)), verify=(c, 0))
 
+    def test_owner_stopped_drains_first_then_back(self):
+        """SIGTERM with [admin] drain_on_stop_ms (what a rolling update sends): the node
+        hands its partitions over before it stops, and comes back as a new incarnation
+        that is not left draining."""
+        extra = ("replication_factor = 2\n[admin]\ndrain_on_stop_ms = 10000\n"
+                 "[tree.admin]\nshutdown = 15000")
+        with Cluster(3, extra=extra, admin=True) as c:
+            c.wait_formed()
+            w = Workload(self.addrs(c))
+            victim = self.most_owned(c, w)
+            w.start()
+            time.sleep(1.0)
+            c.kill(victim, signal.SIGTERM)
+            self.assertEqual(c.nodes[victim].wait_exit(20), 0)
+            log = c.nodes[victim].stderr_text()
+            drained = [json.loads(x) for x in log.splitlines()
+                       if '"node_drain_on_stop"' in x and x.startswith("{")]
+            self.assertTrue(drained, log[-3000:])
+            self.assertEqual(drained[-1]["owned_left"], 0, drained)
+            live = [i for i in range(3) if i != victim]
+            self.settle(c, live)
+            c.start(victim, data_dir=c.data_dir(victim))
+            c.wait_formed()
+            self.assertEqual(c.member(c.status(live[0]), "n%d" % victim)["state"], "up")
+            time.sleep(1.0)
+            w.stop()
+            self.settle(c, list(range(3)))
+            self.verdict("owner SIGTERM (drain on stop) + restart", w, list(range(3)),
+                         verify=(c, 0))
+
     def test_replica_killed(self):
         with Cluster(3, extra="replication_factor = 2", admin=True) as c:
             c.wait_formed()

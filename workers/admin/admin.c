@@ -421,6 +421,51 @@ static void on_signal(struct ev_loop *l, ev_signal *w, int revents)
     ev_break(l, EVBREAK_ALL);
 }
 
+/*
+ * The node is stopping (its root supervisor says it is shutting down, and stops the admin
+ * worker first): with [admin] drain_on_stop_ms, a clustered node first stops taking new
+ * sessions (/health 503, so load balancers stop sending) and hands its partitions to
+ * members holding copies, for at most that long, while its listeners and shards still
+ * serve. A stop of the admin worker alone (restart_child) does not drain.
+ */
+static void drain_on_stop(void)
+{
+    long max_ms = cfg_get_long(&admin_g.a->cfg, "admin", "drain_on_stop_ms", 0);
+    if (max_ms <= 0)
+        return;
+    char err[300];
+    json_t *r = admin_sup_call("root", json_pack("{s:s}", "op", "status"), err, sizeof(err),
+                               NULL);
+    bool stopping = json_is_true(json_object_get(r, "stopping"));
+    json_decref(r);
+    if (!stopping)
+        return;
+    admin_set_drain(true);
+    double t0 = cmcp_now_ms();
+    json_t *fail = NULL, *d = admin_cluster_drain((double)max_ms, &fail);
+    if (!d) {
+        log_info("node_drain_on_stop", "{s:s,s:O?}", "result", "not in a cluster", "why",
+                 json_object_get(fail, "message"));
+        json_decref(fail);
+        return;
+    }
+    json_int_t left = json_integer_value(json_object_get(d, "owned_left"));
+    if (left > 0 && json_real_value(json_object_get(d, "waited_ms")) == 0.0) {
+        log_info("node_drain_on_stop", "{s:s}", "result", "no other member is up");
+        json_decref(d);
+        return;
+    }
+    /* A load balancer checking /health (HAProxy: every second, out after two 503s) takes
+     * the node out before it stops listening: requests keep reaching a node that serves. */
+    double linger = max_ms < 3000 ? (double)max_ms : 3000.0;
+    while (cmcp_now_ms() - t0 < linger)
+        usleep(50000);
+    log_event(left == 0 ? LOG_NOTICE : LOG_WARNING, "node_drain_on_stop", "{s:I,s:O,s:s}",
+              "owned_left", left, "waited_ms", json_object_get(d, "waited_ms"), "result",
+              left == 0 ? "every partition handed over" : "stopping with partitions still owned");
+    json_decref(d);
+}
+
 /* Restores drain and log level of this run of the node (a restarted admin worker). */
 static void restore_state(void)
 {
@@ -523,6 +568,7 @@ int admin_main(struct proc_args *a)
     stats_publish_now();
     ev_run(loop, 0);
 
+    drain_on_stop();
     ev_timer_stop(loop, &retry_w);
     stats_shutdown();
     if (rep_open)

@@ -43,6 +43,11 @@ extern struct admin_state admin_g;
 /* cmds.c: runs one command (a name ipc/admin_proto.h knows); returns the answer (new). */
 json_t *admin_run(const char *cmd, json_t *args);
 
+/* cmds.c: asks the failover manager to move this node's partitions away and waits, for at
+ * most max_ms, until it owns none: {"owned_left", "waited_ms"[, "message"]}, or NULL with
+ * *fail set (not in a cluster, or the manager refused). */
+json_t *admin_cluster_drain(double max_ms, json_t **fail);
+
 /* admin.c: node-wide state changes (broadcast, persisted, published as metrics). */
 void admin_set_drain(bool drain);
 int admin_set_log_level(const char *level);

@@ -6,5 +6,7 @@ const struct cfg_key admin_cfg_keys[] = {
     {"admin", "endpoint", CFG_STR, NULL, 0, 0},
     {"admin", "cookie_file", CFG_STR, NULL, 0, 0},
     {"admin", "timeout_ms", CFG_INT, NULL, 100, 5000},
+    /* On the node's stop, a clustered node drains first, for at most this long. */
+    {"admin", "drain_on_stop_ms", CFG_INT, NULL, 0, 600000},
     {NULL, NULL, 0, NULL, 0, 0},
 };

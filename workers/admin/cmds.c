@@ -868,54 +868,84 @@ static json_t *cmd_sync_from_peer(const struct admin_cmd *c, json_t *args)
     return admin_reply_ok(r);
 }
 
+json_t *admin_cluster_drain(double max_ms, json_t **fail)
+{
+    /* alone (no other member up), there is nobody to hand partitions to */
+    json_t *st0 = cluster_ask(json_pack("{s:s}", "op", "status"), fail);
+    if (!st0)
+        return NULL;
+    int others = 0, mine = -1;
+    size_t i0;
+    json_t *n0;
+    json_array_foreach(json_object_get(json_object_get(st0, "map"), "nodes"), i0, n0)
+    {
+        bool self = strcmp(arg_str(n0, "id") ?: "", arg_str(st0, "node") ?: "") == 0;
+        if (self)
+            mine = (int)json_integer_value(json_object_get(n0, "owned"));
+        else
+            others += strcmp(arg_str(n0, "state") ?: "", "up") == 0;
+    }
+    json_decref(st0);
+    if (!others)
+        return json_pack("{s:{},s:i,s:f,s:s}", "cluster", "owned_left", mine, "waited_ms", 0.0,
+                         "message", "no other member is up to take this node's partitions");
+    json_t *cl = cluster_ask(json_pack("{s:s}", "op", "drain"), fail);
+    if (!cl)
+        return NULL;
+    /* its partitions move (a few at a time, to members holding copies): wait, bounded,
+     * until this node owns none, and say how it ended */
+    double t0 = cmcp_now_ms();
+    int owned = -1, members_up = 0;
+    for (int k = 0; k < 6000; k++) {
+        json_t *f = NULL, *st = cluster_ask(json_pack("{s:s}", "op", "status"), &f);
+        json_decref(f);
+        owned = -1;
+        members_up = 0;
+        size_t i;
+        json_t *n;
+        json_array_foreach(json_object_get(json_object_get(st, "map"), "nodes"), i, n)
+        {
+            const char *state = arg_str(n, "state") ?: "";
+            members_up += strcmp(state, "up") == 0;
+            if (strcmp(arg_str(n, "id") ?: "", arg_str(st, "node") ?: "") == 0)
+                owned = (int)json_integer_value(json_object_get(n, "owned"));
+        }
+        json_decref(st);
+        if (owned == 0 || members_up == 0 || cmcp_now_ms() - t0 > max_ms)
+            break;
+        usleep(100000);
+    }
+    json_t *r = json_pack("{s:o,s:i,s:f}", "cluster", cl, "owned_left", owned, "waited_ms",
+                          cmcp_now_ms() - t0);
+    if (owned > 0)
+        json_object_set_new(
+            r, "message",
+            json_string(members_up ? "partitions are still moving: run drain again to wait "
+                                     "more, or see cmcpctl nodes"
+                                   : "no other member is up to take this node's partitions"));
+    return r;
+}
+
 static json_t *cmd_drain(const struct admin_cmd *c, json_t *args)
 {
     (void)args;
     bool drain = c->id == ADMIN_DRAIN;
     bool was = admin_g.draining;
     admin_set_drain(drain);
-    /* in a cluster, the node's partitions move too (the map says who owns them) */
-    json_t *fail = NULL, *cl = cluster_ask(json_pack("{s:s}", "op", drain ? "drain" : "undrain"),
-                                            &fail);
     json_t *r = json_pack("{s:b,s:b}", "draining", admin_g.draining, "changed",
                           was != admin_g.draining);
-    /* the node drains whether or not the cluster could take the change (say which) */
-    json_object_set_new(r, "cluster", cl ? cl : json_pack("{s:O?}", "error",
-                                                          json_object_get(fail, "message")));
-    json_decref(fail);
-    if (drain && cl) {
-        /* its partitions move (a few at a time, to members holding copies): wait, bounded,
-         * until this node owns none, and say how it ended */
-        double t0 = cmcp_now_ms();
-        int owned = -1, members_up = 0;
-        for (int k = 0; k < 200; k++) {
-            json_t *f = NULL, *st = cluster_ask(json_pack("{s:s}", "op", "status"), &f);
-            json_decref(f);
-            owned = -1;
-            members_up = 0;
-            size_t i;
-            json_t *n;
-            json_array_foreach(json_object_get(json_object_get(st, "map"), "nodes"), i, n)
-            {
-                const char *state = arg_str(n, "state") ?: "";
-                members_up += strcmp(state, "up") == 0;
-                if (strcmp(arg_str(n, "id") ?: "", arg_str(st, "node") ?: "") == 0)
-                    owned = (int)json_integer_value(json_object_get(n, "owned"));
-            }
-            json_decref(st);
-            if (owned == 0 || members_up == 0 || cmcp_now_ms() - t0 > 20000)
-                break;
-            usleep(100000);
-        }
-        json_object_set_new(r, "owned_left", json_integer(owned));
-        json_object_set_new(r, "waited_ms", json_real(cmcp_now_ms() - t0));
-        if (owned > 0)
-            json_object_set_new(
-                r, "message",
-                json_string(members_up ? "partitions are still moving: run drain again to wait "
-                                         "more, or see cmcpctl nodes"
-                                       : "no other member is up to take this node's partitions"));
+    /* in a cluster, the node's partitions move too (the map says who owns them); the node
+     * drains whether or not the cluster could take the change (say which) */
+    json_t *fail = NULL, *cl = drain ? admin_cluster_drain(20000, &fail)
+                                     : cluster_ask(json_pack("{s:s}", "op", "undrain"), &fail);
+    if (cl && drain) {
+        json_object_update(r, cl); /* cluster (the manager's answer), owned_left, waited_ms */
+        json_decref(cl);
+    } else {
+        json_object_set_new(r, "cluster", cl ? cl : json_pack("{s:O?}", "error",
+                                                              json_object_get(fail, "message")));
     }
+    json_decref(fail);
     return admin_reply_ok(r);
 }
 
