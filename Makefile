@@ -7,7 +7,7 @@ BUILD      ?= build
 BUILD_ASAN ?= build-asan
 BUILD_FUZZ ?= build-fuzz
 BUILD_RELEASE ?= build-release
-FUZZ_SECONDS ?= 20
+FUZZ_SECONDS ?= 12
 JOBS       ?= $(shell nproc)
 CTEST_ARGS ?=
 
