@@ -870,7 +870,7 @@ static json_t *cmd_sync_from_peer(const struct admin_cmd *c, json_t *args)
 
 json_t *admin_cluster_drain(double max_ms, json_t **fail)
 {
-    /* alone (no other member up), there is nobody to hand partitions to */
+    /* alone (no other member up), there is nobody to hand partitions to: no wait */
     json_t *st0 = cluster_ask(json_pack("{s:s}", "op", "status"), fail);
     if (!st0)
         return NULL;
@@ -886,12 +886,12 @@ json_t *admin_cluster_drain(double max_ms, json_t **fail)
             others += strcmp(arg_str(n0, "state") ?: "", "up") == 0;
     }
     json_decref(st0);
-    if (!others)
-        return json_pack("{s:{},s:i,s:f,s:s}", "cluster", "owned_left", mine, "waited_ms", 0.0,
-                         "message", "no other member is up to take this node's partitions");
     json_t *cl = cluster_ask(json_pack("{s:s}", "op", "drain"), fail);
     if (!cl)
         return NULL;
+    if (!others)
+        return json_pack("{s:o,s:i,s:f,s:s}", "cluster", cl, "owned_left", mine, "waited_ms",
+                         0.0, "message", "no other member is up to take this node's partitions");
     /* its partitions move (a few at a time, to members holding copies): wait, bounded,
      * until this node owns none, and say how it ended */
     double t0 = cmcp_now_ms();
