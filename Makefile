@@ -7,7 +7,7 @@ BUILD      ?= build
 BUILD_ASAN ?= build-asan
 BUILD_FUZZ ?= build-fuzz
 BUILD_RELEASE ?= build-release
-FUZZ_SECONDS ?= 12
+FUZZ_SECONDS ?= 10
 JOBS       ?= $(shell nproc)
 CTEST_ARGS ?=
 
@@ -87,6 +87,8 @@ run: build-node
 # build/release: the tree compiles warning-free as a Release build (tests/build/).
 test: build build-asan node-deps
 	cd $(BUILD) && ctest --output-on-failure $(CTEST_ARGS)
+	@if [ -f $(BUILD)/swarm-skipped.txt ]; then \
+	  echo "swarm/test_swarm was SKIPPED: $$(cat $(BUILD)/swarm-skipped.txt)"; fi
 	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -L 'unit|integration' $(CTEST_ARGS)
@@ -96,6 +98,8 @@ test: build build-asan node-deps
 # it skipped): containers/, docs/deployment.md.
 test-swarm: build node-deps
 	cd $(BUILD) && ctest --output-on-failure -L swarm $(CTEST_ARGS)
+	@if [ -f $(BUILD)/swarm-skipped.txt ]; then \
+	  echo "swarm/test_swarm was SKIPPED: $$(cat $(BUILD)/swarm-skipped.txt)"; fi
 
 test-fast: build node-deps
 	cd $(BUILD) && ctest --output-on-failure $(CTEST_ARGS)
