@@ -176,6 +176,20 @@ static void transfer_done(struct raft_transfer *req)
     free(req);
 }
 
+/* Hands leadership to another voter (libraft picks the most up to date), once at a time. */
+static void hand_leadership_on(const char *why)
+{
+    if (mgr.transfer_pending)
+        return;
+    struct raft_transfer *req = calloc(1, sizeof(*req));
+    if (req && raft_transfer(&mgr.raft, req, 0, transfer_done) == 0) {
+        mgr.transfer_pending = true;
+        log_notice("cluster_leader_transfer", "{s:s,s:s}", "member", mgr.cc.node_id, "why", why);
+    } else {
+        free(req);
+    }
+}
+
 /* Members that left: a leader that left hands leadership on; the others, once they no longer
  * vote, leave Raft's configuration too (1 when a change was started). */
 static int remove_left(void)
@@ -183,32 +197,14 @@ static int remove_left(void)
     const struct cluster_map *m = &mgr.fsm.map;
     int me = map_node_find(m, mgr.cc.node_id);
     if (me >= 0 && m->nodes[me].state == MAP_LEFT) {
-        if (mgr.transfer_pending)
-            return 1;
-        struct raft_transfer *req = calloc(1, sizeof(*req));
-        if (req && raft_transfer(&mgr.raft, req, 0, transfer_done) == 0) {
-            mgr.transfer_pending = true;
-            log_notice("cluster_leader_transfer", "{s:s,s:s}", "member", mgr.cc.node_id, "why",
-                       "this node left the cluster");
-        } else {
-            free(req);
-        }
+        hand_leadership_on("this node left the cluster");
         return 1;
     }
     /* A drained leader (its partitions all handed over: it is about to be stopped, e.g. a
      * drain on stop) hands leadership on too, so the others' leases are renewed without
      * waiting for an election after it goes. */
-    if (me >= 0 && m->nodes[me].state == MAP_DRAINING && map_owned(m, me) == 0 &&
-        !mgr.transfer_pending && map_up(m) > 0) {
-        struct raft_transfer *req = calloc(1, sizeof(*req));
-        if (req && raft_transfer(&mgr.raft, req, 0, transfer_done) == 0) {
-            mgr.transfer_pending = true;
-            log_notice("cluster_leader_transfer", "{s:s,s:s}", "member", mgr.cc.node_id, "why",
-                       "this node is drained");
-        } else {
-            free(req);
-        }
-    }
+    if (me >= 0 && m->nodes[me].state == MAP_DRAINING && map_owned(m, me) == 0 && map_up(m) > 0)
+        hand_leadership_on("this node is drained");
     for (unsigned k = 0; k < mgr.raft.configuration.n; k++) {
         const struct raft_server *s = &mgr.raft.configuration.servers[k];
         int i = map_node_find(m, s->address);
