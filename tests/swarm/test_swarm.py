@@ -348,11 +348,7 @@ class SwarmTest(Timed):
             time.sleep(2)
             self.eng.docker("service", "update", "-d", "--image", "cmcp:test-b",
                             "--update-monitor", "5s", "--update-delay", "2s", SERVICE)
-            state = wait_for(lambda: self.update_state() in ("completed", "rollback_completed",
-                                                             "paused", "rollback_paused")
-                             and self.update_state(), timeout=400, interval=2.0,
-                             what="the rolling update to end")
-            self.assertEqual(state, "completed", "the update did not complete: %s" % state)
+            self.wait_update_completed(400)
             st.wait_formed(3, timeout=120)
             images = self.eng.docker("service", "ps", SERVICE, "--filter",
                                      "desired-state=running", "--format", "{{.Image}}").stdout
@@ -366,6 +362,13 @@ class SwarmTest(Timed):
     def update_state(self):
         return self.eng.docker("service", "inspect", "-f", "{{if .UpdateStatus}}"
                                "{{.UpdateStatus.State}}{{end}}", SERVICE).stdout.strip()
+
+    def wait_update_completed(self, timeout):
+        """Until the service's update ends; it must end completed (not rolled back)."""
+        ended = ("completed", "rollback_completed", "paused", "rollback_paused")
+        state = wait_for(lambda: self.update_state() in ended and self.update_state(),
+                         timeout=timeout, interval=2.0, what="the service update to end")
+        self.assertEqual(state, "completed", "the update did not complete: %s" % state)
 
     def test_5_scale_up_and_down(self):
         st = self.st
@@ -437,11 +440,7 @@ class SwarmTest(Timed):
                    STACK + "_cookie_v1", "--secret-add",
                    "source=%s_cookie_v2,target=cmcp_cookie,uid=10001,gid=10001,mode=0400"
                    % STACK, SERVICE)
-        state = wait_for(lambda: self.update_state() in ("completed", "rollback_completed",
-                                                         "paused", "rollback_paused")
-                         and self.update_state(), timeout=300, interval=2.0,
-                         what="the rotation's update to end")
-        self.assertEqual(state, "completed")
+        self.wait_update_completed(300)
         st.wait_formed(3, timeout=180)
         took = time.monotonic() - t0
         mounted = eng.docker("service", "inspect", "-f",
