@@ -225,7 +225,7 @@ class ForwardingTest(Timed):
         """A node killed and started again comes back owning no partition (until a
         rebalance): behind a load balancer it still takes new sessions, made by the
         members that own partitions, and serves them."""
-        with Cluster(3, extra=RF2) as c:
+        with Cluster(3, extra=RF2, metrics=True) as c:
             c.wait_formed()
             c.kill(2)
             wait_for(lambda: c.member(c.status(0), "n2") is None or
@@ -233,6 +233,8 @@ class ForwardingTest(Timed):
                      what="n2's partitions given away")
             c.start(2, data_dir=c.data_dir(2))
             c.wait_formed()
+            # what a load balancer waits for before it sends the node requests
+            wait_for(lambda: c.health(2)[0] == 200, 10, 0.05, what="n2's /health 200")
             st = c.status(0)
             self.assertEqual(c.member(st, "n2")["owned"], 0, st)
             for k in range(4):
