@@ -40,6 +40,42 @@ static enum wire_op op_parse(const char *s)
     return WIRE_OP_NONE;
 }
 
+/* ---- method labels ---- */
+
+const char *const wire_methods[] = {
+    "", "initialize", "ping", "tools/list", "tools/call", "resources/list", "resources/read",
+    "resources/templates/list", "resources/subscribe", "resources/unsubscribe", "prompts/list",
+    "prompts/get", "completion/complete", "logging/setLevel", "server/discover",
+    "notifications/initialized", "notifications/cancelled", "notifications/roots/list_changed",
+    "batch", "response", "invalid", "other",
+};
+const int wire_method_count = (int)(sizeof(wire_methods) / sizeof(wire_methods[0]));
+
+int wire_method_index(const char *label)
+{
+    for (int i = 1; label && i < wire_method_count; i++)
+        if (wire_methods[i] == label)
+            return i;
+    for (int i = 1; label && i < wire_method_count; i++)
+        if (strcmp(wire_methods[i], label) == 0)
+            return i;
+    return 0;
+}
+
+const char *wire_method_label(const json_t *msg)
+{
+    /* the table's own strings (the last four are batch, response, invalid, other), so
+     * that callers may compare labels by address */
+    const int other = wire_method_count - 1;
+    if (json_is_array(msg))
+        return wire_methods[other - 3];
+    const char *m = json_string_value(json_object_get(msg, "method"));
+    if (!m)
+        return wire_methods[json_object_get(msg, "id") ? other - 2 : other - 1];
+    int i = wire_method_index(m);
+    return wire_methods[i > 0 && i < other - 3 ? i : other];
+}
+
 /* ---- compact records ---- */
 
 static void put_u64(char *p, uint64_t v)
@@ -312,6 +348,8 @@ static bool reply_is_plain(const struct wire_reply *r)
 static json_t *reply_header(const struct wire_reply *r, bool link)
 {
     json_t *h = json_pack("{s:i}", "st", r->st);
+    if (r->method > 0 && r->method < wire_method_count)
+        json_object_set_new(h, "mi", json_integer(r->method));
     if (link)
         json_object_set_new(h, "tok", json_integer((json_int_t)r->tok));
     set_str(h, "sid", r->sid);
@@ -339,10 +377,12 @@ int wire_reply_send(struct dlink *l, const struct wire_reply *r)
     size_t sl = strnlen(r->sid, WIRE_SID_MAX);
     if (sl >= WIRE_SID_MAX)
         return -1;
-    char *p = dlink_reserve(l, REC_HEAD + 1 + sl + r->blen);
+    char *p = dlink_reserve(l, REC_HEAD + 2 + sl + r->blen);
     if (!p)
         return -1;
-    char *q = put_str(put_head(p, REC_REPLY, r->tok, r->st), r->sid, sl);
+    char *q = put_head(p, REC_REPLY, r->tok, r->st);
+    *q++ = (char)(r->method > 0 && r->method < wire_method_count ? r->method : 0);
+    q = put_str(q, r->sid, sl);
     if (r->blen)
         memcpy(q, r->body, r->blen);
     dlink_commit(l, (size_t)(q - p) + r->blen);
@@ -377,8 +417,10 @@ int wire_from_shard_parse(const char *data, size_t len, struct wire_reply *r,
     if (len > 0 && data[0] == REC_REPLY) {
         memset(r, 0, sizeof(*r));
         const char *p = data + REC_HEAD, *end = data + len;
-        if (get_head(data, len, REC_REPLY, &r->tok, &r->st) != 0 ||
-            get_str(&p, end, r->sid, sizeof(r->sid)) != 0)
+        if (get_head(data, len, REC_REPLY, &r->tok, &r->st) != 0 || p >= end)
+            return -1;
+        r->method = (unsigned char)*p++;
+        if (r->method >= wire_method_count || get_str(&p, end, r->sid, sizeof(r->sid)) != 0)
             return -1;
         r->body = p;
         r->blen = (size_t)(end - p);
@@ -408,6 +450,8 @@ int wire_from_shard_parse(const char *data, size_t len, struct wire_reply *r,
         return -1;
     r->tok = get_tok(h);
     r->st = (int)json_integer_value(st);
+    json_int_t mi = json_integer_value(json_object_get(h, "mi"));
+    r->method = mi > 0 && mi < wire_method_count ? (int)mi : 0;
     r->stream = (int)json_integer_value(json_object_get(h, "stream"));
     r->seq = (int64_t)json_integer_value(json_object_get(h, "seq"));
     r->cancelled = json_is_true(json_object_get(h, "cancelled"));

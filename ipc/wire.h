@@ -15,7 +15,7 @@
  *   - compact records for the hot path: a plain client message (WIRE_MSG)
  *     and a reply that says no more than a status and a session id;
  *       0x01 MSG    tok u64, lid u16, transport (u8 length + bytes), session (u8 + bytes), body
- *       0x02 REPLY  tok u64, status u16, session (u8 length + bytes), body
+ *       0x02 REPLY  tok u64, status u16, method u8, session (u8 length + bytes), body
  *     (integers little-endian);
  *   - everything else is an envelope: a compact JSON header, '\n', the body
  *     (raw JSON-RPC text, possibly empty), passed through untouched so that
@@ -89,9 +89,25 @@ nng_msg *wire_req_msg(const struct wire_req *r);
  */
 int wire_req_parse(const char *data, size_t len, struct wire_req *r, json_t **keep);
 
+/*
+ * JSON-RPC method names as metric labels: a fixed set, so that a client sending
+ * made-up names cannot make the metrics grow. Index 0 is "" (not known: the
+ * request was not a JSON-RPC message, or no shard read it); then the methods
+ * a shard serves, and "batch", "response", "invalid", "other". A reply carries
+ * its request's index, so that the listener, which times requests but does not
+ * parse them, labels the duration by method.
+ */
+extern const char *const wire_methods[];
+extern const int wire_method_count;
+/* The label of a parsed message (an entry of wire_methods, never NULL). */
+const char *wire_method_label(const json_t *msg);
+/* The index of a label, 0 when it is not one of wire_methods. */
+int wire_method_index(const char *label);
+
 struct wire_reply {
     uint64_t tok;           /* the request's token (data links) */
     int st;                 /* HTTP-like: 200 response in body, 202 none, 400, 404, 503, 504 */
+    int method;             /* the request's method as a metric label: wire_methods[method] */
     char sid[WIRE_SID_MAX]; /* a session this request made (initialize, OPEN), or "" */
     int stream;             /* the request streamed: its stream number (0: it did not) */
     int64_t seq;            /* ...and its final event's sequence number (0: none) */

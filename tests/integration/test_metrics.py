@@ -93,6 +93,47 @@ class MetricsTest(unittest.TestCase):
         self.assertLess(m[("process_start_time_seconds", key)], time.time() + 1)
         self.assertGreaterEqual(m[("process_cpu_seconds_total", key)], 0)
 
+    def test_counters_present_at_zero_from_start(self):
+        # Every label value a process can produce is there before its first event, so
+        # rate() and alerts see the series from the first scrape. Only the error counts
+        # (by method and code) and admin commands (by command) appear with their first use.
+        expected = [("cmcp_requests_total", 'method="%s",transport="%s"' % (m, t))
+                    for m in ("initialize", "tools/call", "ping", "other", "batch")
+                    for t in ("http", "sse", "websocket", "tcp")]
+        expected += [("cmcp_sessions_closed_total", 'reason="%s"' % r)
+                     for r in ("deleted", "idle", "abandoned", "initialize failed", "not saved")]
+        expected += [(n, 'transport="%s"' % t)
+                     for n in ("cmcp_transport_messages_received_total",
+                               "cmcp_transport_messages_sent_total", "cmcp_transport_connections")
+                     for t in ("http", "sse", "websocket", "tcp")]
+        expected += [("cmcp_metrics_scrapes_total", 'path="%s"' % p)
+                     for p in ("/metrics", "/health", "/ready", "/status", "other")]
+        expected += [("cmcp_admin_auth_failures_total", 'reason="%s"' % r)
+                     for r in ("wrong_cookie", "unknown_session", "replay", "tampered",
+                               "out_of_sequence", "malformed")]
+        expected += [("cmcp_writes_refused_total", 'reason="fenced"'),
+                     ("cmcp_writes_refused_total", 'reason="not_owner"'),
+                     ("cmcp_replication_catchups_total", 'result="rejoined"'),
+                     ("cmcp_replication_catchups_total", 'result="aborted"')]
+        expected += [(n, "") for n in (
+            "cmcp_sessions_created_total", "cmcp_sessions_recovered_total",
+            "cmcp_store_commit_failures_total", "cmcp_replication_unknown_total",
+            "cmcp_replication_changes_applied_total", "cmcp_replication_snapshots_installed_total",
+            "cmcp_shard_link_drops_total", "cmcp_forwarded_requests_total",
+            "cmcp_admin_auth_throttled_total")]
+        deadline = time.monotonic() + 5  # every process publishes within a second of its start
+        while True:
+            m = metrics(self.p.metrics)
+            missing = [k for k in expected if k not in m]
+            if not missing:
+                break
+            self.assertLess(time.monotonic(), deadline, "series not there from the start: %s"
+                            % missing)
+            time.sleep(0.1)
+        # no stdio transport on a node that was not started with --stdio
+        self.assertNotIn(("cmcp_transport_connections", 'transport="stdio"'), m)
+        self.assertEqual(m[("cmcp_writes_refused_total", 'reason="fenced"')], 0)
+
     def test_every_family_has_help_and_a_row_in_the_docs(self):
         Session(self.p.http).close()  # traffic, so the request families exist
         time.sleep(1.2)  # one more snapshot of every process
@@ -153,6 +194,17 @@ class MetricsTest(unittest.TestCase):
             after = metrics(self.p.metrics)
         self.assertGreaterEqual(sum(v for (n, _), v in after.items()
                                     if n == "cmcp_sessions_active"), 1)
+        # durations by method, which the shard names in its reply (the listener times)
+        dur = lambda m, meth: m.get(("cmcp_request_duration_seconds_count",  # noqa
+                                     'method="%s"' % meth), 0)
+        deadline = time.monotonic() + 5
+        while dur(after, "tools/call") < 5 or dur(after, "other") < 1:
+            self.assertLess(time.monotonic(), deadline, "durations by method: %s" % sorted(
+                k for k in after if k[0] == "cmcp_request_duration_seconds_count"))
+            time.sleep(0.1)
+            after = metrics(self.p.metrics)
+        self.assertNotIn(("cmcp_request_duration_seconds_count", ""), after)
+        self.assertNotIn(("cmcp_request_duration_seconds_count", 'method="no/such/method"'), after)
 
     def test_restart_counts_and_health_flips(self):
         label = 'supervisor="shard_sup",child="shard-1"'

@@ -148,10 +148,12 @@ static void test_replies_and_events_over_a_link(void **state)
     struct rx a = {0}, b = {0};
     struct dlink *la = dlink_new(sv[0], &rx_ops, &a);
     struct dlink *lb = dlink_new(sv[1], &rx_ops, &b);
-    struct wire_reply plain = {.tok = 10, .st = 200, .sid = SID, .body = "{}", .blen = 2};
+    int call = wire_method_index("tools/call");
+    struct wire_reply plain = {.tok = 10, .st = 200, .method = call, .sid = SID, .body = "{}",
+                               .blen = 2};
     json_t *events = json_pack("[[i,i,s]]", 2, 5, "{\"m\":1}");
-    struct wire_reply rich = {.tok = 11, .st = 200, .stream = 2, .seq = 6, .done = true,
-                              .data = events};
+    struct wire_reply rich = {.tok = 11, .st = 200, .method = wire_method_index("batch"),
+                              .stream = 2, .seq = 6, .done = true, .data = events};
     struct wire_reply none = {.tok = 12, .st = 202, .cancelled = true};
     struct wire_event ev = {.tok = 13, .sid = SID, .stream = 1, .seq = 4, .body = "{\"p\":1}",
                             .blen = 7};
@@ -175,12 +177,15 @@ static void test_replies_and_events_over_a_link(void **state)
     assert_int_equal(wire_from_shard_parse(b.data[0], b.len[0], &r, &e, &keep), WIRE_REPLY);
     assert_true(r.tok == 10);
     assert_int_equal(r.st, 200);
+    assert_int_equal(r.method, call);
+    assert_string_equal(wire_methods[r.method], "tools/call");
     assert_string_equal(r.sid, SID);
     assert_memory_equal(r.body, "{}", 2);
     json_decref(keep);
     assert_int_equal(wire_from_shard_parse(b.data[1], b.len[1], &r, &e, &keep), WIRE_REPLY);
     assert_true(r.tok == 11);
     assert_int_equal(r.stream, 2);
+    assert_string_equal(wire_methods[r.method], "batch");
     assert_true(r.seq == 6);
     assert_true(r.done);
     assert_int_equal(json_array_size(r.data), 1);
@@ -188,6 +193,7 @@ static void test_replies_and_events_over_a_link(void **state)
     json_decref(keep);
     assert_int_equal(wire_from_shard_parse(b.data[2], b.len[2], &r, &e, &keep), WIRE_REPLY);
     assert_int_equal(r.st, 202);
+    assert_int_equal(r.method, 0);
     assert_true(r.cancelled);
     assert_int_equal(r.blen, 0);
     json_decref(keep);
@@ -220,6 +226,34 @@ static void test_replies_and_events_over_a_link(void **state)
 }
 
 /* A control reply (nng) keeps what the admin shell reads. */
+/* Method labels are a fixed set; made-up names and odd messages fall in four buckets. */
+static void test_method_labels_bounded(void **state)
+{
+    (void)state;
+    const char *cases[][2] = {
+        {"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\"}", "tools/call"},
+        {"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}",
+         "notifications/initialized"},
+        {"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"made/up\"}", "other"},
+        {"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"batch\"}", "other"},
+        {"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}", "response"},
+        {"{\"jsonrpc\":\"2.0\"}", "invalid"},
+        {"[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}]", "batch"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *m = json_loads(cases[i][0], 0, NULL);
+        assert_non_null(m);
+        const char *label = wire_method_label(m);
+        assert_string_equal(label, cases[i][1]);
+        int k = wire_method_index(label);
+        assert_true(k > 0 && k < wire_method_count);
+        assert_ptr_equal(wire_methods[k], label); /* the table's own string */
+        json_decref(m);
+    }
+    assert_int_equal(wire_method_index("made/up"), 0);
+    assert_int_equal(wire_method_index(NULL), 0);
+}
+
 static void test_control_reply_message(void **state)
 {
     (void)state;
@@ -247,6 +281,7 @@ int main(void)
         cmocka_unit_test(test_envelopes_round_trip),
         cmocka_unit_test(test_malformed_requests_refused),
         cmocka_unit_test(test_replies_and_events_over_a_link),
+        cmocka_unit_test(test_method_labels_bounded),
         cmocka_unit_test(test_control_reply_message),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

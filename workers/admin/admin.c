@@ -552,7 +552,13 @@ int admin_main(struct proc_args *a)
     }
     stats_init(loop, a->run_dir, "admin", a->id);
     /* counters an alert reads are there at 0 from the start */
-    stats_counter("cmcp_admin_auth_failures_total", "reason=\"wrong_cookie\"");
+    static const char *const reasons[] = {"wrong_cookie", "unknown_session", "replay",
+                                          "tampered", "out_of_sequence", "malformed"};
+    for (size_t i = 0; i < CMCP_ARRAY_LEN(reasons); i++) {
+        char labels[64];
+        snprintf(labels, sizeof(labels), "reason=\"%s\"", reasons[i]);
+        stats_counter("cmcp_admin_auth_failures_total", labels);
+    }
     stats_counter("cmcp_admin_auth_throttled_total", "");
     cview_subscribe(loop, a->run_dir, NULL); /* the fence, for cluster status */
     stats_gauge("cmcp_node_draining", "")->value = admin_g.draining ? 1 : 0;

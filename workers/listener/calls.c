@@ -176,6 +176,33 @@ static void call_unlink(struct call *c)
     c->conn = NULL;
 }
 
+/*
+ * The duration histogram of a call: by its JSON-RPC method, which its reply names
+ * (the listener does not parse requests), or by the operation for what is no JSON-RPC
+ * message (a GET stream, a DELETE, a legacy SSE open).
+ */
+static struct stats_metric *duration_of(const struct call *c)
+{
+    static struct stats_metric *by_method[64], *by_op[WIRE_OP_COUNT];
+    char labels[80];
+    if (c->op == WIRE_MSG || c->op == WIRE_STATELESS || c->op <= WIRE_OP_NONE ||
+        c->op >= WIRE_OP_COUNT) {
+        int m = c->method > 0 && c->method < wire_method_count && c->method < 64
+                    ? c->method
+                    : wire_method_count - 1; /* "other" */
+        if (!by_method[m]) {
+            snprintf(labels, sizeof(labels), "method=\"%s\"", wire_methods[m]);
+            by_method[m] = stats_histogram("cmcp_request_duration_seconds", labels);
+        }
+        return by_method[m];
+    }
+    if (!by_op[c->op]) {
+        snprintf(labels, sizeof(labels), "method=\"%s\"", wire_op_name(c->op));
+        by_op[c->op] = stats_histogram("cmcp_request_duration_seconds", labels);
+    }
+    return by_op[c->op];
+}
+
 /* Ends a call with a reply (real or made here). */
 static void call_finish(struct call *c, const struct wire_reply *r)
 {
@@ -187,10 +214,9 @@ static void call_finish(struct call *c, const struct wire_reply *r)
      * will find no call); on a link that is down it is never sent. */
     queue_del(c);
     if (c->conn) {
-        static struct stats_metric *duration;
-        if (!duration)
-            duration = stats_histogram("cmcp_request_duration_seconds", "");
-        stats_observe(duration, (cmcp_now_ms() - c->t0) / 1000.0);
+        if (r->method > 0)
+            c->method = r->method;
+        stats_observe(duration_of(c), (cmcp_now_ms() - c->t0) / 1000.0);
         c->ops->done(c, r);
     }
     call_unlink(c);
@@ -200,11 +226,13 @@ static void call_finish(struct call *c, const struct wire_reply *r)
 static void call_fail(struct call *c, int st, int code, const char *msg)
 {
     /* Answer with the request's own id, so that line clients can match the error. */
-    if (!c->rid && c->body) {
+    if ((!c->rid || !c->method) && c->body) {
         json_t *req = json_loadb(c->body, c->body_len, 0, NULL);
         json_t *id = json_object_get(req, "id");
-        if (id)
+        if (id && !c->rid)
             c->rid = json_incref(id);
+        if (req)
+            c->method = wire_method_index(wire_method_label(req));
         json_decref(req);
     }
     char *body = listener_rpc_error(c->rid, code, msg);
@@ -490,6 +518,7 @@ struct call *listener_call(struct conn *conn, int shard, struct wire_req *req,
         return NULL;
     c->tok = next_tok++;
     c->t0 = cmcp_now_ms();
+    c->op = req->op;
     c->shard = shard;
     c->ops = ops;
     c->conn = conn;

@@ -77,6 +77,8 @@ struct call {
     int stream;        /* the SSE stream its events go to, once it has one */
     ev_timer timer;    /* shard wait, then the request timeout */
     double t0;         /* when it was sent (request duration) */
+    enum wire_op op;   /* what it asks (the duration's label when it is no JSON-RPC message) */
+    int method;        /* its method (wire_methods), once known */
 };
 
 /*

@@ -64,6 +64,37 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
     ev_break(loop, EVBREAK_ALL);
 }
 
+/*
+ * Counters (and the connection gauges) are there at 0 from the start, for every label
+ * value this listener can produce, not only after their first event: rate() and alerts
+ * see a series from its first scrape. Request durations are histograms by method and
+ * appear with a method's first request.
+ */
+static void zero_series(struct cfg *c)
+{
+    stats_counter("cmcp_shard_link_drops_total", "");
+    stats_counter("cmcp_forwarded_requests_total", "");
+    stats_gauge("cmcp_shard_links_up", "");
+    const char *tr[5];
+    int n = 0;
+    if (cfg_get_long(c, "listener", "http_port", 8080) > 0) {
+        tr[n++] = "http";
+        tr[n++] = "sse";
+        tr[n++] = "websocket";
+    }
+    if (cfg_get_long(c, "listener", "tcp_port", 8081) > 0)
+        tr[n++] = "tcp";
+    if (listener_g.index == 0 && getenv("CMCP_STDIO"))
+        tr[n++] = "stdio";
+    for (int i = 0; i < n; i++) {
+        char labels[64];
+        snprintf(labels, sizeof(labels), "transport=\"%s\"", tr[i]);
+        stats_counter("cmcp_transport_messages_received_total", labels);
+        stats_counter("cmcp_transport_messages_sent_total", labels);
+        stats_gauge("cmcp_transport_connections", labels);
+    }
+}
+
 int listener_main(struct proc_args *a)
 {
     struct cfg *c = &a->cfg;
@@ -85,9 +116,7 @@ int listener_main(struct proc_args *a)
     listener_g.loop = ev_default_loop(EVFLAG_SIGNALFD);
     dlink_init(listener_g.loop);
     stats_init(listener_g.loop, a->run_dir, "listener", a->id);
-    /* counters an alert reads are there at 0 from the start, not after their first event */
-    stats_counter("cmcp_shard_link_drops_total", "");
-    stats_counter("cmcp_forwarded_requests_total", "");
+    zero_series(c);
     control_subscribe(listener_g.loop, a->run_dir, NULL); /* drain/undrain, log_level */
     cview_subscribe(listener_g.loop, a->run_dir, listener_map_changed); /* who owns what */
     cview_fetch_map(a->run_dir, 500);

@@ -166,6 +166,13 @@ int metrics_main(struct proc_args *a)
         metrics_http_start(bind_addr, (int)port);
 
     stats_init(metrics_g.loop, a->run_dir, "metrics", a->id);
+    /* counters are there at 0 from the start, for every path label */
+    static const char *const paths[] = {"/metrics", "/health", "/ready", "/status", "other"};
+    for (size_t i = 0; i < CMCP_ARRAY_LEN(paths); i++) {
+        char labels[64];
+        snprintf(labels, sizeof(labels), "path=\"%s\"", paths[i]);
+        stats_counter("cmcp_metrics_scrapes_total", labels);
+    }
     control_subscribe(metrics_g.loop, a->run_dir, NULL);
     /* /health says when this node is fenced, judged on this process's own clock from the
      * lease the shards also hold: a hung cluster process cannot leave it saying "ok". */

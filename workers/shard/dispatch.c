@@ -20,30 +20,6 @@
 
 /* ---- metrics (docs/operations.md) ---- */
 
-/*
- * Method labels are a fixed set: a client sending made-up method names must not
- * make the metrics grow without bound.
- */
-static const char *const known_methods[] = {
-    "initialize", "ping", "tools/list", "tools/call", "resources/list", "resources/read",
-    "resources/templates/list", "resources/subscribe", "resources/unsubscribe", "prompts/list",
-    "prompts/get", "completion/complete", "logging/setLevel", "server/discover",
-    "notifications/initialized", "notifications/cancelled", "notifications/roots/list_changed",
-    NULL};
-
-static const char *method_label(const json_t *msg)
-{
-    if (json_is_array(msg))
-        return "batch";
-    const char *m = json_string_value(json_object_get(msg, "method"));
-    if (!m)
-        return json_object_get(msg, "id") ? "response" : "invalid";
-    for (int i = 0; known_methods[i]; i++)
-        if (strcmp(known_methods[i], m) == 0)
-            return known_methods[i];
-    return "other";
-}
-
 /* Transport labels are a fixed set too. */
 static const char *transport_label(const char *tr)
 {
@@ -105,6 +81,7 @@ json_t *shard_rpc_error(const json_t *id, int code, const char *msg)
 void shard_reply(struct slot *sl, struct wire_reply *r, json_t *body, struct sess *s)
 {
     count_error(sl->method, body);
+    r->method = wire_method_index(sl->method);
     sl->method = NULL;
     gate_reply(sl, r, body, s);
 }
@@ -142,7 +119,7 @@ static void op_msg(struct slot *sl, const char *sid, const char *tr, const char 
         reply_st(sl, 400, shard_rpc_error(NULL, -32700, m), NULL);
         return;
     }
-    sl->method = method_label(msg);
+    sl->method = wire_method_label(msg);
     count_request(sl->method, tr);
     struct sess *s = NULL;
     bool created = false;
@@ -271,7 +248,7 @@ static void op_stateless(struct slot *sl, const struct wire_req *req)
     snprintf(key, sizeof(key), "%d-%llu", req->lid, (unsigned long long)req->tok);
     struct mcp_stateless_ctx ctx = {req->http, req->pv, req->mm, req->mn, key, sl, NULL};
     json_t *parsed = json_loadb(req->body, req->blen, 0, NULL);
-    sl->method = method_label(parsed);
+    sl->method = wire_method_label(parsed);
     json_decref(parsed);
     count_request(sl->method, "http");
     sl->stateless = true;

@@ -63,6 +63,53 @@ static int start_failed(const char *err, int code)
     return code;
 }
 
+/*
+ * Counters are there at 0 from the start for every label value this shard can produce,
+ * not only after their first event: rate() and alerts see a series from its first
+ * scrape. Requests by method for each transport the node serves (the listeners' rule);
+ * errors by method and code appear with their first error (the codes are not a fixed set).
+ */
+static void zero_series(struct cfg *c)
+{
+    static const char *const unlabelled[] = {
+        "cmcp_sessions_created_total", "cmcp_store_commit_failures_total",
+        "cmcp_replication_unknown_total", "cmcp_replication_changes_applied_total",
+        "cmcp_sessions_recovered_total", "cmcp_replication_snapshots_installed_total"};
+    for (size_t i = 0; i < CMCP_ARRAY_LEN(unlabelled); i++)
+        stats_counter(unlabelled[i], "");
+    stats_counter("cmcp_replication_catchups_total", "result=\"rejoined\"");
+    stats_counter("cmcp_replication_catchups_total", "result=\"aborted\"");
+    static const char *const refused[] = {"fenced", "not_owner"};
+    static const char *const closed[] = {"deleted", "idle", "abandoned", "initialize failed",
+                                         "not saved"};
+    char labels[160];
+    for (size_t i = 0; i < CMCP_ARRAY_LEN(refused); i++) {
+        snprintf(labels, sizeof(labels), "reason=\"%s\"", refused[i]);
+        stats_counter("cmcp_writes_refused_total", labels);
+    }
+    for (size_t i = 0; i < CMCP_ARRAY_LEN(closed); i++) {
+        snprintf(labels, sizeof(labels), "reason=\"%s\"", closed[i]);
+        stats_counter("cmcp_sessions_closed_total", labels);
+    }
+    const char *tr[5];
+    int n = 0;
+    if (cfg_get_long(c, "listener", "http_port", 8080) > 0) {
+        tr[n++] = "http";
+        tr[n++] = "sse";
+        tr[n++] = "websocket";
+    }
+    if (cfg_get_long(c, "listener", "tcp_port", 8081) > 0)
+        tr[n++] = "tcp";
+    if (getenv("CMCP_STDIO"))
+        tr[n++] = "stdio";
+    for (int t = 0; t < n; t++)
+        for (int m = 1; m < wire_method_count; m++) {
+            snprintf(labels, sizeof(labels), "method=\"%s\",transport=\"%s\"", wire_methods[m],
+                     tr[t]);
+            stats_counter("cmcp_requests_total", labels);
+        }
+}
+
 int shard_main(struct proc_args *a)
 {
     memset(&shard_g, 0, sizeof(shard_g));
@@ -85,17 +132,7 @@ int shard_main(struct proc_args *a)
     shard_g.loop = ev_default_loop(EVFLAG_SIGNALFD);
     ipc_bridge_init(&shard_g.bridge, shard_g.loop);
     stats_init(shard_g.loop, a->run_dir, "shard", a->id);
-    /* counters an alert reads are there at 0 from the start, not after their first event */
-    static const char *const zero[][2] = {
-        {"cmcp_sessions_created_total", ""},
-        {"cmcp_store_commit_failures_total", ""},
-        {"cmcp_writes_refused_total", "reason=\"fenced\""},
-        {"cmcp_writes_refused_total", "reason=\"not_owner\""},
-        {"cmcp_replication_unknown_total", ""},
-        {"cmcp_replication_changes_applied_total", ""},
-    };
-    for (size_t i = 0; i < sizeof(zero) / sizeof(zero[0]); i++)
-        stats_counter(zero[i][0], zero[i][1]);
+    zero_series(&a->cfg);
     control_subscribe(shard_g.loop, a->run_dir, NULL); /* log_level from cmcpctl */
     /* The cluster: which partitions this node owns, and its lease (writes need both). The
      * cluster's processes start before the shards; their next publications arrive within a
