@@ -185,7 +185,7 @@ int sup_root_main(struct proc_args *a, sup_role_known_fn role_known, sup_config_
     }
     int lock = lock_run_dir(abs_run);
     if (lock < 0)
-        return CMCP_EXIT_FAILURE;
+        return CMCP_EXIT_START; /* the start failed: exit 3, as --help says */
     log_info("node_starting", "{s:s,s:s,s:s}", "version", CMCP_VERSION, "run_dir", abs_run,
              "config", a->config ? a->config : "embedded defaults");
     proc_start_error_clear(abs_run);

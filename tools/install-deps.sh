@@ -18,7 +18,7 @@ run_pkgs=(build-essential cmake pkg-config
           uthash-dev)
 test_pkgs=(python3 git libcmocka-dev clang libclang-rt-14-dev
            wrk libsqlite3-dev nftables iproute2
-           docker.io docker-compose haproxy tini python3-yaml)
+           docker.io docker-compose haproxy tini python3-yaml groff-base)
 case "$mode" in
 run) pkgs=("${run_pkgs[@]}") ;;
 test) pkgs=("${run_pkgs[@]}" "${test_pkgs[@]}") ;;

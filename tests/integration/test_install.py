@@ -5,6 +5,7 @@ missing), and the readiness protocol spoken to a socket of the test's own: READY
 status once the tree is up, WATCHDOG=1 every half of WATCHDOG_USEC, STOPPING=1 on SIGTERM,
 and no child of the node told about the socket."""
 import os
+import re
 import shutil
 import signal
 import socket
@@ -30,7 +31,8 @@ class InstallTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         for f in ("bin/cmcpd", "bin/cmcpctl", "etc/cmcp/cmcp.conf", "lib/systemd/system/cmcp.service",
                   "share/doc/cmcp/README.md", "share/doc/cmcp/operations.md",
-                  "share/doc/cmcp/monitoring/cmcp-alerts.yml"):
+                  "share/doc/cmcp/monitoring/cmcp-alerts.yml", "share/man/man8/cmcpd.8",
+                  "share/man/man1/cmcpctl.1"):
             self.assertTrue(os.path.exists(os.path.join(prefix, f)), f)
         r = subprocess.run([os.path.join(prefix, "bin", "cmcpd"), "--help"], capture_output=True,
                            text=True, timeout=10)
@@ -63,6 +65,39 @@ class InstallTest(unittest.TestCase):
         problems = [ln for ln in (v.stdout + v.stderr).splitlines()
                     if "cmcp.service" in ln and "Documentation" not in ln]
         self.assertEqual(problems, [], v.stdout + v.stderr)
+
+    def test_man_pages_match_the_binaries(self):
+        # The man pages are written by hand: every option and command --help names is in
+        # them, their version is the binaries', and groff renders them without a warning.
+        src = os.environ.get("CMCP_SOURCE_DIR",
+                             os.path.join(os.path.dirname(__file__), "..", ".."))
+        for binary, page in (("cmcpd", "cmcpd.8"), ("cmcpctl", "cmcpctl.1")):
+            with open(os.path.join(src, "docs", "man", page)) as f:
+                roff = f.read()
+            text = roff.replace("\\-", "-").replace("\\fR", "").replace("\\fP", "")
+            h = subprocess.run([os.path.join(BIN_DIR, binary), "--help"], capture_output=True,
+                               text=True, timeout=10)
+            self.assertEqual(h.returncode, 0, h.stderr)
+            options = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", h.stdout))
+            missing = sorted(o for o in options if o not in text)
+            self.assertEqual(missing, [], "%s: options --help names that %s lacks" % (binary, page))
+            if binary == "cmcpctl":
+                commands = re.findall(r"^  ([a-z_]+(?: (?:show|kill|status))?)\s", h.stdout.split(
+                    "Commands")[1], re.M)
+                self.assertGreater(len(commands), 20, h.stdout)
+                missing = [c for c in commands if c not in text]
+                self.assertEqual(missing, [], "commands --help names that cmcpctl.1 lacks")
+            v = subprocess.run([os.path.join(BIN_DIR, binary), "--version"], capture_output=True,
+                               text=True, timeout=10).stdout.split()[-1]
+            self.assertIn('"cmcp %s"' % v, roff.splitlines()[0], "%s: .TH names another version"
+                          % page)
+            groff = shutil.which("groff")
+            if not groff:
+                print("  groff is not installed: %s was not rendered" % page)
+                continue
+            r = subprocess.run([groff, "-man", "-Tutf8", "-ww", "-z", os.path.join(
+                src, "docs", "man", page)], capture_output=True, text=True, timeout=30)
+            self.assertEqual((r.returncode, r.stderr), (0, ""), page)
 
     def test_readiness_watchdog_and_stopping(self):
         d = tempfile.mkdtemp(prefix="cmcp-notify-")
