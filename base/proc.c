@@ -3,6 +3,8 @@
 #include "base/cmcp.h"
 #include "base/log.h"
 
+#include <errno.h>
+#include <ev.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -25,12 +27,42 @@ void proc_init_signals(void)
     signal(SIGPIPE, SIG_IGN);
 }
 
+static int beat_fd = -1;
+static ev_timer beat_w;
+
+static void beat_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    /* Never blocks: a full pipe (the supervisor itself is stuck) skips a beat. */
+    if (write(beat_fd, ".", 1) < 0 && errno != EAGAIN && errno != EINTR) {
+        ev_ref(loop); /* it was unref'd when started */
+        ev_timer_stop(loop, w); /* the supervisor is gone */
+        close(beat_fd);
+        beat_fd = -1;
+    }
+}
+
 void proc_notify_ready(struct proc_args *a)
 {
     if (a->ready_fd < 0)
         return;
     ssize_t w = write(a->ready_fd, "\n", 1);
     (void)w;
+    if (a->watchdog_ms > 0 && beat_fd < 0) {
+        beat_fd = a->ready_fd;
+        a->ready_fd = -1;
+        fcntl(beat_fd, F_SETFL, fcntl(beat_fd, F_GETFL) | O_NONBLOCK);
+        fcntl(beat_fd, F_SETFD, FD_CLOEXEC);
+        /* Five beats per limit: one late timer or a busy turn is not a miss. */
+        double every = (double)a->watchdog_ms / 5000.0;
+        if (every < 0.02)
+            every = 0.02;
+        struct ev_loop *loop = ev_default_loop(0);
+        ev_timer_init(&beat_w, beat_cb, every, every);
+        ev_timer_start(loop, &beat_w);
+        ev_unref(loop); /* the beat alone does not keep a loop running */
+        return;
+    }
     close(a->ready_fd);
     a->ready_fd = -1;
 }
@@ -74,6 +106,8 @@ enum proc_parse proc_parse_args(int argc, char **argv, struct proc_args *a)
             a->config = v;
         } else if (TAKE("--ready-fd")) {
             a->ready_fd = atoi(v);
+        } else if (TAKE("--watchdog")) {
+            a->watchdog_ms = atol(v);
         } else if (a->role) {
             a->argv[a->argc++] = argv[i]; /* the role's own arguments */
         } else {

@@ -13,6 +13,7 @@ struct proc_args {
     int index;          /* replica index, or -1 */
     const char *config; /* config file, or NULL for the embedded defaults */
     int ready_fd;       /* -1 when nobody waits for readiness */
+    long watchdog_ms;   /* > 0: beat on the readiness fd from the loop (--watchdog MS) */
     int argc;           /* role-specific arguments left over */
     char **argv;
     struct cfg cfg;     /* loaded configuration */
@@ -54,7 +55,13 @@ void proc_start_error(const char *fmt, ...) __attribute__((format(printf, 1, 2))
 const char *proc_start_error_read(const char *run_dir, char *buf, size_t len);
 void proc_start_error_clear(const char *run_dir);
 
-/* Tells the supervisor we are ready: a newline on the readiness fd, once. */
+/*
+ * Tells the supervisor we are ready: a newline on the readiness fd, once. With
+ * --watchdog MS the fd stays open and a timer on the default libev loop (the
+ * loop every role runs) writes a beat on it several times per MS: a loop that
+ * stops turning (a deadlock, a stalled fsync, SIGSTOP) stops beating, and the
+ * supervisor kills and restarts the process (docs/supervisor.md, "Watchdog").
+ */
 void proc_notify_ready(struct proc_args *a);
 
 #endif

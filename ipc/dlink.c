@@ -4,10 +4,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sodium.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -29,6 +31,7 @@ struct dlink {
     bool paused, dirty, dead;
     struct dlink_keys *seal; /* sealed: every frame from here on, both ways */
     int depth; /* >0 while the link's own callbacks run: freeing waits */
+    double drop_after_stall; /* > 0: see dlink_drop_unread_after_stall */
     struct dlink *dnext, *dprev; /* the flush list */
 };
 
@@ -42,6 +45,10 @@ struct dlink_keys {
 
 static struct ev_loop *dl_loop;
 static ev_prepare flush_w;
+static double prepared_at; /* when the loop last went to wait (ev_time) */
+/* The last long gap between two waits, and when it ended: a wait that a stop signal
+ * interrupted (EINTR) shows its stall here, one turn before the data is read. */
+static double gap_s, gap_end;
 static struct dlink *dirty_head;
 
 static void dirty_add(struct dlink *l)
@@ -161,6 +168,12 @@ static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
     (void)loop;
     (void)w;
     (void)revents;
+    double now = ev_time();
+    if (prepared_at > 0 && now - prepared_at > 1.0) {
+        gap_s = now - prepared_at;
+        gap_end = now;
+    }
+    prepared_at = now;
     /* One at a time from the list's head: a callback may free or re-queue any link. */
     for (int guard = 0; dirty_head && guard < 1000000; guard++) {
         struct dlink *l = dirty_head;
@@ -314,11 +327,42 @@ static void deliver(struct dlink *l)
         l->ioff = l->ilen = 0;
 }
 
+/* The peer closed its end, as a sender that gave up on what it sent does. Unix and TCP
+ * streams say so (POLLRDHUP) even while unread data waits. */
+static bool peer_hung_up(int fd, int *unread)
+{
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+    if (poll(&p, 1, 0) != 1 || !(p.revents & (POLLRDHUP | POLLHUP)))
+        return false;
+    if (ioctl(fd, FIONREAD, unread) != 0)
+        *unread = -1;
+    return true;
+}
+
 static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-    (void)loop;
     (void)revents;
     struct dlink *l = w->data;
+    int unread = 0;
+    double stall = ev_now(loop) - prepared_at;
+    if (ev_now(loop) - gap_end < 0.5 && gap_s > stall)
+        stall = gap_s;
+    if (l->drop_after_stall > 0 && stall > l->drop_after_stall &&
+        peer_hung_up(l->fd, &unread)) {
+        /* This process stalled, and meanwhile the sender gave up and closed: what waits
+         * unread was answered for by the sender (as failed). Not run late. */
+        char why[160];
+        snprintf(why, sizeof(why),
+                 "closed by the peer while this process stalled for %.1f s; %d unread bytes "
+                 "dropped (the peer answered for them)",
+                 stall, unread);
+        l->depth++;
+        link_fail(l, why);
+        l->depth--;
+        if (l->depth == 0)
+            link_free(l);
+        return;
+    }
     l->depth++;
     for (int i = 0; i < READS_PER_TURN && !l->dead && !l->paused; i++) {
         /* room for a chunk, or for the rest of a frame that is larger */
@@ -368,6 +412,11 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
     l->depth--;
     if (l->dead && l->depth == 0)
         link_free(l);
+}
+
+void dlink_drop_unread_after_stall(struct dlink *l, double stall_s)
+{
+    l->drop_after_stall = stall_s;
 }
 
 void dlink_init(struct ev_loop *loop)

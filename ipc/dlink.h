@@ -68,6 +68,16 @@ size_t dlink_seal_payload(const unsigned char key[DLINK_KEY_BYTES], uint64_t n,
                           unsigned char *buf, size_t len);
 int dlink_open_payload(const unsigned char key[DLINK_KEY_BYTES], uint64_t n, unsigned char *buf,
                        size_t len, size_t *outlen);
+/*
+ * For a receiver whose sender may give up on it (a listener whose heartbeats went
+ * unanswered): when this process's loop comes back from a stall longer than stall_s (it
+ * did not run: SIGSTOP, a blocking call) and finds the peer has closed its end, the data
+ * still unread is dropped and the link ends as closed, instead of being run late for a
+ * peer that already answered its clients. stall_s must exceed the longest wait of the loop
+ * when idle (its shortest periodic timer), so that idleness is never taken for a stall.
+ */
+void dlink_drop_unread_after_stall(struct dlink *l, double stall_s);
+
 /* Hands the link to another owner: its frames and end go to ops with ud from now on. */
 void dlink_set_ops(struct dlink *l, const struct dlink_ops *ops, void *ud);
 void *dlink_ud(const struct dlink *l);

@@ -25,6 +25,7 @@ static const char *const op_names[WIRE_OP_COUNT] = {
     [WIRE_TOOL_FETCH] = "tool_fetch",
     [WIRE_TOOL_RESULT] = "tool_result",
     [WIRE_POSITIONS] = "positions",
+    [WIRE_PING] = "ping",
 };
 
 const char *wire_op_name(enum wire_op op)

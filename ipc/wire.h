@@ -50,6 +50,7 @@ enum wire_op {
     WIRE_TOOL_FETCH, /* a tool run asks for its call's arguments */
     WIRE_TOOL_RESULT, /* ...and hands over its result */
     WIRE_POSITIONS,   /* verify_state: where each partition this shard stores stands */
+    WIRE_PING,        /* a listener's heartbeat: answered at once from the shard's loop */
     WIRE_OP_COUNT,
 };
 const char *wire_op_name(enum wire_op op);

@@ -52,6 +52,11 @@ static json_t *child_json(const struct sup_child *c)
                           shutdown_json(c->spec.shutdown_ms), "significant", c->spec.significant);
     json_object_set_new(o, "pid", c->pid ? json_integer(c->pid) : json_null());
     json_object_set_new(o, "role", json_string(c->spec.is_exec ? c->spec.argv[0] : c->spec.role));
+    if (c->silent && c->state == CS_RUNNING)
+        /* running, as far as its supervisor knows, but its loop has not turned for half its
+         * watchdog: /health is 503 until it beats again or is replaced */
+        json_object_set_new(o, "unresponsive",
+                            json_pack("{s:I}", "watchdog_ms", (json_int_t)c->spec.watchdog_ms));
     return o;
 }
 
@@ -65,6 +70,8 @@ static json_t *spec_json(const struct sup_child *c)
     json_object_set_new(o, "start_timeout", c->spec.start_timeout_ms < 0
                                                 ? json_string("infinity")
                                                 : json_integer(c->spec.start_timeout_ms));
+    json_object_set_new(o, "watchdog", c->spec.watchdog_ms > 0 ? json_integer(c->spec.watchdog_ms)
+                                                               : json_string("off"));
     return o;
 }
 
@@ -151,6 +158,19 @@ static json_t *spec_from_json(struct sup *s, json_t *j, struct child_spec *cs)
     const char *ready = json_string_value(json_object_get(j, "ready"));
     if (ready)
         cs->ready_by_exec = strcmp(ready, "exec") == 0;
+    json_t *wd = json_object_get(j, "watchdog");
+    if (cs->type == SUP_WORKER && !cs->is_exec && !cs->ready_by_exec)
+        cs->watchdog_ms = sup_watchdog_default(cs->role);
+    if (json_is_string(wd) && strcmp(json_string_value(wd), "off") == 0)
+        cs->watchdog_ms = 0;
+    else if (json_is_integer(wd) && json_integer_value(wd) >= 100 && cs->type == SUP_WORKER &&
+             !cs->is_exec && !cs->ready_by_exec)
+        cs->watchdog_ms = (long)json_integer_value(wd);
+    else if (wd) {
+        sup_child_spec_free(cs);
+        return admin_reply_fail("badarg", "spec.watchdog must be off or milliseconds (>= 100), "
+                                          "for a cmcpd role that reports ready by fd");
+    }
     return NULL;
 }
 
@@ -537,6 +557,7 @@ static unsigned long state_signature(struct sup *s)
             MIX(*p);
         MIX(c->pid);
         MIX(c->restarts);
+        MIX(c->silent);
     }
 #undef MIX
     return h;
@@ -560,6 +581,8 @@ void sup_ctl_stats(struct sup *s)
         snprintf(labels, sizeof(labels), "supervisor=\"%s\",child=\"%s\"", s->spec->name,
                  s->kids[i]->spec.id);
         stats_counter("cmcp_supervisor_restarts_total", labels);
+        if (s->kids[i]->spec.watchdog_ms > 0)
+            stats_counter("cmcp_supervisor_watchdog_kills_total", labels);
     }
     for (size_t k = 0; k < CMCP_ARRAY_LEN(stat_states); k++) {
         char labels[160];
@@ -582,4 +605,12 @@ void sup_ctl_count_restart(struct sup *s, struct sup_child *c)
     snprintf(labels, sizeof(labels), "supervisor=\"%s\",child=\"%s\"", s->spec->name,
              c->spec.id);
     stats_counter("cmcp_supervisor_restarts_total", labels)->value += 1;
+}
+
+void sup_ctl_count_watchdog_kill(struct sup *s, struct sup_child *c)
+{
+    char labels[200];
+    snprintf(labels, sizeof(labels), "supervisor=\"%s\",child=\"%s\"", s->spec->name,
+             c->spec.id);
+    stats_counter("cmcp_supervisor_watchdog_kills_total", labels)->value += 1;
 }

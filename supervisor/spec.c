@@ -82,7 +82,7 @@ static char *section_of(char *buf, size_t len, const char *name)
 static const char *const sup_only_keys[] = {"strategy", "intensity", "period", "children",
                                             "auto_shutdown", "backoff_min", "backoff_max",
                                             "backoff_stable"};
-static const char *const worker_only_keys[] = {"args", "ready", "count"};
+static const char *const worker_only_keys[] = {"args", "ready", "count", "watchdog"};
 
 static int check_keys_for_type(struct cfg *c, const char *sec, enum sup_ctype type)
 {
@@ -183,6 +183,25 @@ int sup_child_from_cfg(struct cfg *c, const char *name, struct child_spec *cs,
     const struct cfg_entry *ready = cfg_find(c, sec, "ready");
     if (ready)
         cs->ready_by_exec = strcmp(ready->value, "exec") == 0;
+    const struct cfg_entry *wd = cfg_find(c, sec, "watchdog");
+    if (wd && strcmp(wd->value, "off") != 0 && (cs->is_exec || cs->ready_by_exec))
+        return cfg_errorf(c, wd, "a watchdog needs a cmcpd role that beats on its readiness fd; "
+                                 "this child is %s",
+                          cs->is_exec ? "a foreign program (exec)" : "ready by exec");
+    if (wd)
+        cs->watchdog_ms = strcmp(wd->value, "off") == 0 ? 0 : atol(wd->value);
+    else if (cs->type == SUP_WORKER && !cs->is_exec && !cs->ready_by_exec)
+        cs->watchdog_ms = sup_watchdog_default(cs->role);
+    return 0;
+}
+
+long sup_watchdog_default(const char *role)
+{
+    static const char *const watched[] = {"listener", "shard", "cluster_monitor",
+                                          "split_brain_detector", "failover_manager"};
+    for (size_t i = 0; i < sizeof(watched) / sizeof(watched[0]); i++)
+        if (role && strcmp(role, watched[i]) == 0)
+            return 10000;
     return 0;
 }
 

@@ -34,6 +34,7 @@ struct child_spec {
     enum sup_restart restart;
     long shutdown_ms; /* >= 0, SUP_SHUTDOWN_BRUTAL or SUP_SHUTDOWN_INFINITY */
     long start_timeout_ms; /* < 0: infinity */
+    long watchdog_ms;      /* > 0: killed and restarted after this long without a beat */
     bool ready_by_exec;    /* ready as soon as exec succeeds (foreign programs) */
     bool is_exec;          /* argv is a whole command, not cmcpd args */
     enum sup_ctype type;
@@ -85,5 +86,8 @@ const char *sup_strategy_name(enum sup_strategy s);
 const char *sup_restart_name(enum sup_restart r);
 int sup_restart_parse(const char *s, enum sup_restart *out);
 int sup_shutdown_parse(const char *s, long *out);
+/* The watchdog a cmcpd role has when its section says nothing: 10 s for the roles that
+ * carry MCP traffic or the cluster (listener, shard, the cluster roles), else off (0). */
+long sup_watchdog_default(const char *role);
 
 #endif

@@ -124,6 +124,15 @@ static void became_ready(struct sup *s, struct sup_child *c)
     c->state = CS_RUNNING;
     c->ready_ms = cmcp_now_ms();
     ev_timer_stop(s->loop, &c->timer);
+    if (c->spec.watchdog_ms > 0 && c->ready_fd >= 0) {
+        /* From now on the timer is the watchdog: it looks at the last beat a few times
+         * per limit (timer_cb). */
+        c->beat_ms = c->ready_ms;
+        c->silent = false;
+        double every = (double)c->spec.watchdog_ms / 4000.0;
+        ev_timer_set(&c->timer, every, every);
+        ev_timer_start(s->loop, &c->timer);
+    }
     log_info("child_ready", "{s:s,s:i,s:f,s:f}", "child", c->spec.id, "child_pid", (int)c->pid,
              "start_ms", c->ready_ms - c->started_ms, "t_mono", c->ready_ms);
     if (s->busy && s->cur < s->nsteps && s->steps[s->cur].op == OP_START && s->steps[s->cur].c == c)
@@ -156,16 +165,85 @@ static void ready_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void)loop;
     (void)revents;
     struct sup_child *c = w->data;
-    char buf[64];
+    char buf[256];
     ssize_t n = read(c->ready_fd, buf, sizeof(buf));
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
     bool ready = n > 0 && memchr(buf, '\n', (size_t)n) != NULL;
-    if (ready || n <= 0)
+    bool watched = c->spec.watchdog_ms > 0;
+    if (n <= 0 || (ready && !watched))
         close_watch(c->sup, &c->ready_w, &c->ready_fd);
+    /* EOF without a newline: the child gave up its fd; its exit or the start timeout decides
+     * (a watched child that closed it stops beating: its watchdog decides). */
+    if (n <= 0)
+        return;
     if (ready)
         became_ready(c->sup, c);
-    /* EOF without a newline: the child gave up its fd; its exit or the start timeout decides. */
+    if (watched && c->state == CS_RUNNING) {
+        /* a beat: its loop turns */
+        c->beat_ms = cmcp_now_ms();
+        if (c->silent) {
+            c->silent = false;
+            log_notice("child_responsive", "{s:s,s:i}", "child", c->spec.id, "child_pid",
+                       (int)c->pid);
+        }
+    }
+}
+
+/* What the kernel says a process is doing: its state letter, spelt out, and where it
+ * sleeps in the kernel (wchan), for the log line of a watchdog kill. */
+static void proc_state(pid_t pid, char *buf, size_t len)
+{
+    char path[64], stat[512] = "", wchan[64] = "";
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (!fgets(stat, sizeof(stat), f))
+            stat[0] = '\0';
+        fclose(f);
+    }
+    snprintf(path, sizeof(path), "/proc/%d/wchan", (int)pid);
+    f = fopen(path, "r");
+    if (f) {
+        if (!fgets(wchan, sizeof(wchan), f))
+            wchan[0] = '\0';
+        fclose(f);
+    }
+    const char *rp = strrchr(stat, ')'); /* the command name may hold spaces */
+    char st = rp && rp[1] == ' ' ? rp[2] : '?';
+    const char *what = st == 'R'   ? "running (spinning?)"
+                       : st == 'S' ? "sleeping (waiting on something)"
+                       : st == 'D' ? "in uninterruptible sleep (disk or kernel I/O)"
+                       : st == 'T' || st == 't' ? "stopped (SIGSTOP or a debugger)"
+                       : st == 'Z' ? "a zombie"
+                                   : "unknown";
+    snprintf(buf, len, "%c: %s%s%s", st, what, wchan[0] && strcmp(wchan, "0") ? ", in " : "",
+             wchan[0] && strcmp(wchan, "0") ? wchan : "");
+}
+
+/* The watchdog of a running child: half its limit silent is a warning (and /health says
+ * so); the whole limit is a kill, and the exit is a crash by the usual rules. */
+static void watchdog_check(struct sup *s, struct sup_child *c)
+{
+    double silent = cmcp_now_ms() - c->beat_ms;
+    if (silent >= (double)c->spec.watchdog_ms) {
+        char st[160];
+        proc_state(c->pid, st, sizeof(st));
+        log_error("child_hung", "{s:s,s:i,s:f,s:I,s:s,s:s}", "child", c->spec.id, "child_pid",
+                  (int)c->pid, "silent_ms", silent, "watchdog_ms", (json_int_t)c->spec.watchdog_ms,
+                  "process_state", st, "action", "SIGKILL, then restart");
+        c->hung = true;
+        ev_timer_stop(s->loop, &c->timer);
+        sup_ctl_count_watchdog_kill(s, c);
+        kill(c->pid, SIGKILL);
+    } else if (silent >= (double)c->spec.watchdog_ms / 2 && !c->silent) {
+        c->silent = true;
+        char st[160];
+        proc_state(c->pid, st, sizeof(st));
+        log_warn("child_unresponsive", "{s:s,s:i,s:f,s:I,s:s}", "child", c->spec.id, "child_pid",
+                 (int)c->pid, "silent_ms", silent, "watchdog_ms", (json_int_t)c->spec.watchdog_ms,
+                 "process_state", st);
+    }
 }
 
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -175,6 +253,11 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct sup_child *c = w->data;
     if (!c->pid)
         return;
+    if (c->state == CS_RUNNING) {
+        if (c->spec.watchdog_ms > 0)
+            watchdog_check(c->sup, c);
+        return;
+    }
     if (c->state == CS_STARTING) {
         snprintf(c->fail_reason, sizeof(c->fail_reason), "did not report ready within %ld ms",
                  c->spec.start_timeout_ms);
@@ -190,7 +273,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static int child_start(struct sup *s, struct sup_child *c)
 {
     char *argv[SUP_MAX_ARGS + 24];
-    char idx[16];
+    char idx[16], wd[24];
     int n = 0;
     if (c->spec.is_exec) {
         for (int i = 0; i < c->spec.argc; i++)
@@ -205,6 +288,11 @@ static int child_start(struct sup *s, struct sup_child *c)
         argv[n++] = s->spec->name;
         argv[n++] = "--ready-fd";
         argv[n++] = "3";
+        if (c->spec.watchdog_ms > 0 && !c->spec.ready_by_exec) {
+            snprintf(wd, sizeof(wd), "%ld", c->spec.watchdog_ms);
+            argv[n++] = "--watchdog";
+            argv[n++] = wd;
+        }
         if (c->spec.index >= 0) {
             snprintf(idx, sizeof(idx), "%d", c->spec.index);
             argv[n++] = "--index";
@@ -232,6 +320,7 @@ static int child_start(struct sup *s, struct sup_child *c)
     c->state = CS_STARTING;
     c->started_ms = cmcp_now_ms();
     c->has_status = false;
+    c->hung = c->silent = false;
     s->starts_total++;
     ev_child_init(&c->child_w, child_exit_cb, r.pid, 0);
     c->child_w.data = c;
@@ -392,9 +481,10 @@ static void child_exit_cb(struct ev_loop *loop, ev_child *w, int revents)
         log_info("child_exited", "{s:s,s:i,s:s,s:b,s:f}", "child", c->spec.id, "child_pid",
                  (int)pid, "status", desc, "expected", 1, "t_mono", now);
     else
-        log_warn("child_exited", "{s:s,s:i,s:s,s:b,s:f,s:f}", "child", c->spec.id, "child_pid",
-                 (int)pid, "status", desc, "expected", 0, "uptime_ms", now - c->started_ms,
-                 "t_mono", now);
+        log_warn("child_exited", "{s:s,s:i,s:s,s:b,s:f,s:f,s:s}", "child", c->spec.id,
+                 "child_pid", (int)pid, "status", desc, "expected", 0, "uptime_ms",
+                 now - c->started_ms, "t_mono", now, "cause",
+                 c->hung ? "watchdog: it stopped answering" : "crashed or exited");
 
     if (prev == CS_STOPPING || prev == CS_STARTING) {
         if (s->busy && s->cur < s->nsteps) {

@@ -31,6 +31,9 @@ struct sup_child {
     ev_timer timer; /* start timeout, then shutdown timeout */
     ev_child child_w;
     double started_ms, ready_ms;
+    double beat_ms;   /* the last beat (or ready) of a child with a watchdog */
+    bool silent;      /* it missed half its watchdog: /health says so, a warning was logged */
+    bool hung;        /* its watchdog killed it: its exit is told as such */
     int restarts;
     int consecutive; /* quick deaths in a row, for backoff */
     int last_status;
@@ -116,6 +119,8 @@ void sup_ctl_job_done(struct sup *s, bool ok, struct sup_child *c);
 void sup_ctl_stats(struct sup *s);
 /* A restart of c happened: cmcp_supervisor_restarts_total{supervisor,child}. */
 void sup_ctl_count_restart(struct sup *s, struct sup_child *c);
+/* c's watchdog killed it: cmcp_supervisor_watchdog_kills_total{supervisor,child}. */
+void sup_ctl_count_watchdog_kill(struct sup *s, struct sup_child *c);
 
 /* The root's one line at ready naming every endpoint the tree serves ("cmcp ready: MCP on
  * http://127.0.0.1:8080/mcp ..."), into buf. */

@@ -10,6 +10,7 @@ const struct cfg_key sup_cfg_keys[] = {
     {"tree.", "restart", CFG_ENUM, "permanent|transient|temporary", 0, 0},
     {"tree.", "shutdown", CFG_MS, "brutal_kill|infinity", 0, 86400000},
     {"tree.", "start_timeout", CFG_MS, "infinity", 1, 86400000},
+    {"tree.", "watchdog", CFG_MS, "off", 100, 86400000},
     {"tree.", "ready", CFG_ENUM, "fd|exec", 0, 0},
     {"tree.", "significant", CFG_BOOL, NULL, 0, 0},
     {"tree.", "strategy", CFG_ENUM, "one_for_one|one_for_all|rest_for_one|simple_one_for_one", 0,

@@ -55,6 +55,9 @@ struct shard_link {
     ev_timer retry;
     double retry_s;
     bool ever_up;
+    double heard;   /* local: when the shard last sent anything on this link */
+    double ping_at; /* local: a heartbeat is out since then (0: none) */
+    bool hung;      /* local: it did not answer heartbeats; new work avoids it */
     struct call *qhead, *qtail; /* calls whose frame has not wholly been written */
     struct shard_link *rnext;   /* the list of remote links */
 };
@@ -68,6 +71,8 @@ static struct {
 } FW;
 static struct call *calls_by_tok;
 static uint64_t next_tok = 1;
+#define PING_TOK (1ULL << 63) /* heartbeats' tokens; calls' count up from 1 */
+static ev_timer heartbeat_w;
 static int rr_next;
 
 struct stream_ent {
@@ -260,6 +265,12 @@ static void call_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct call *c = w->data;
     char msg[300], who[160];
     link_name(c->link, who, sizeof(who));
+    if (c->held_back) {
+        snprintf(msg, sizeof(msg),
+                 "%s is not responding; the request was not delivered. Retry shortly", who);
+        call_fail(c, 503, -32603, msg);
+        return;
+    }
     if (c->sending && c->link->dl && !c->busy_wait) {
         /* The shard is up, only busy: the request waits its turn behind others. It is
          * not lost, so it gets the whole request timeout rather than the restart grace. */
@@ -303,6 +314,8 @@ static void link_progress(struct dlink *dl)
 static int link_enqueue(struct shard_link *l, struct call *c);
 static void link_connect(struct shard_link *l);
 static struct shard_link *link_for(const char *sid, int shard);
+static void ping_send(struct shard_link *l);
+static void link_responsive(struct shard_link *l);
 
 static int link_push(struct shard_link *l, struct call *c)
 {
@@ -504,12 +517,15 @@ struct call *listener_call(struct conn *conn, int shard, struct wire_req *req,
 {
     struct shard_link *target = NULL;
     if (shard < 0) {
+        /* Round robin over the shards that host an owned partition and answer their
+         * heartbeats; then over those that only host one; then another member. */
         bool owned = false;
-        for (int k = 0; k < listener_g.nshards && !owned; k++) {
-            shard = rr_next;
-            rr_next = (rr_next + 1) % listener_g.nshards;
-            owned = shard_hosts_owned(shard);
-        }
+        for (int pass = 0; pass < 2 && !owned; pass++)
+            for (int k = 0; k < listener_g.nshards && !owned; k++) {
+                shard = rr_next;
+                rr_next = (rr_next + 1) % listener_g.nshards;
+                owned = shard_hosts_owned(shard) && (pass == 1 || !links[shard].hung);
+            }
         if (!owned)
             target = new_session_elsewhere(&shard);
     }
@@ -544,6 +560,16 @@ struct call *listener_call(struct conn *conn, int shard, struct wire_req *req,
     snprintf(c->rsid, sizeof(c->rsid), "%s", req->sid);
     /* Queued until the frame has left; sent now when the shard is up. */
     struct shard_link *l = target ? target : link_for(req->sid, shard);
+    if (!l->remote && l->hung) {
+        /* Its shard does not answer heartbeats: not sent (were it sent, a shard that wakes
+         * up would run it after its client was told it failed). Failed on the next turn. */
+        c->link = l;
+        c->held_back = true;
+        ev_timer_stop(listener_g.loop, &c->timer);
+        ev_timer_set(&c->timer, 0, 0);
+        ev_timer_start(listener_g.loop, &c->timer);
+        return c;
+    }
     if (l->remote) {
         static struct stats_metric *fwd;
         if (!fwd)
@@ -593,6 +619,7 @@ void listener_detach_calls(struct conn *conn)
         struct call *c = *head;
         *head = c->next_in_conn;
         c->conn = NULL;
+        c->orphaned = true;
         c->next_in_conn = NULL;
     }
 }
@@ -629,13 +656,20 @@ void listener_session_end(const char *sid)
 
 static void link_frame(struct dlink *dl, const char *data, size_t len)
 {
-    (void)dl;
+    struct shard_link *l = dlink_ud(dl);
+    if (!l->remote) {
+        l->heard = ev_now(listener_g.loop);
+        if (l->hung)
+            link_responsive(l);
+    }
     struct wire_reply r;
     struct wire_event e;
     json_t *keep;
     int kind = wire_from_shard_parse(data, len, &r, &e, &keep);
     struct call *c = NULL;
-    if (kind == WIRE_REPLY) {
+    if (kind == WIRE_REPLY && (r.tok & PING_TOK)) {
+        l->ping_at = 0; /* its heartbeat: the loop turns */
+    } else if (kind == WIRE_REPLY) {
         HASH_FIND(hh, calls_by_tok, &r.tok, sizeof(r.tok), c);
         if (c && !c->finished && r.st == 421)
             call_not_owner(c, &r);
@@ -705,13 +739,114 @@ static void link_closed(struct dlink *dl, const char *why)
 
 static const struct dlink_ops link_ops = {link_frame, link_progress, link_closed};
 
+/*
+ * Heartbeats on the links to this node's shards. A shard whose loop stopped turning (a
+ * deadlock, a stalled fsync, SIGSTOP) keeps its socket: nothing breaks, nothing answers.
+ * A link that was silent for a third of [listener] shard_unresponsive_ms carries a ping,
+ * which the shard answers from its loop; a ping unanswered for the whole bound gives the
+ * shard up until it answers again (or its supervisor's watchdog replaces it):
+ *   - calls already sent fail "not responding; may or may not have been applied";
+ *   - calls not yet sent fail "not delivered", and so do new ones for its sessions;
+ *   - new sessions go to the other shards;
+ *   - the link is closed, so that a shard that wakes up drops what it had not read
+ *     (its listener answered for it) instead of running it late.
+ */
+static void ping_send(struct shard_link *l)
+{
+    static uint64_t seq;
+    struct wire_req req = {.op = WIRE_PING, .tok = PING_TOK | ++seq, .lid = listener_g.index};
+    size_t len, body_off;
+    char *f = wire_req_frame(&req, &len, &body_off);
+    if (f && l->dl && dlink_send_frame(l->dl, f, len) == 0)
+        l->ping_at = ev_now(listener_g.loop);
+    free(f);
+}
+
+static void link_responsive(struct shard_link *l)
+{
+    l->hung = false;
+    log_notice("shard_responsive", "{s:i}", "shard", l->index);
+    stats_gauge("cmcp_shards_unresponsive", "")->value -= 1;
+}
+
+static void link_give_up(struct shard_link *l, double silent)
+{
+    l->hung = true;
+    stats_gauge("cmcp_shards_unresponsive", "")->value += 1;
+    stats_counter("cmcp_shard_unresponsive_total", "")->value += 1;
+    char who[160], msg[400];
+    link_name(l, who, sizeof(who));
+    int sent = 0, queued = 0;
+    struct call *c, *tmp;
+    HASH_ITER(hh, calls_by_tok, c, tmp)
+    {
+        if (c->link != l || c->finished)
+            continue;
+        if (c->sending) {
+            snprintf(msg, sizeof(msg),
+                     "%s is not responding; the request was not delivered. Retry shortly", who);
+            queued++;
+        } else {
+            snprintf(msg, sizeof(msg),
+                     "%s is not responding (silent for %.0f ms); this request may or may not "
+                     "have been applied. Retry if that is safe",
+                     who, silent * 1000);
+            sent++;
+        }
+        call_fail(c, 503, -32603, msg);
+    }
+    log_warn("shard_unresponsive", "{s:i,s:f,s:i,s:i,s:s}", "shard", l->index, "silent_ms",
+             silent * 1000, "calls_failed", sent, "calls_not_delivered", queued, "action",
+             "new sessions go to other shards until it answers or is replaced");
+    dlink_close(l->dl);
+    l->dl = NULL;
+    l->ping_at = 0;
+    stats_gauge("cmcp_shard_links_up", "")->value -= 1;
+    l->retry_s = 0.2;
+    ev_timer_set(&l->retry, l->retry_s, 0);
+    ev_timer_start(listener_g.loop, &l->retry);
+}
+
+static void heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)w;
+    (void)revents;
+    double now = ev_now(loop), bound = listener_g.shard_unresponsive;
+    for (int i = 0; i < listener_g.nshards; i++) {
+        struct shard_link *l = &links[i];
+        if (!l->dl)
+            continue;
+        if (l->ping_at > 0 && now - l->ping_at >= bound)
+            link_give_up(l, now - l->heard);
+        else if (l->ping_at == 0 && now - l->heard >= bound / 3)
+            ping_send(l);
+    }
+}
+
 /* The link is up: what waited for it goes now, in the order it came. */
 static void link_up(struct shard_link *l)
 {
-    int waiting = 0;
-    for (struct call *c = l->qhead; c; c = c->qnext, waiting++)
+    int waiting = 0, dropped = 0;
+    l->heard = ev_now(listener_g.loop);
+    l->ping_at = 0;
+    if (l->hung && !l->remote)
+        ping_send(l); /* a new shard answers at once; the stopped one still does not */
+    for (struct call *c = l->qhead, *next; c; c = next) {
+        next = c->qnext;
+        if (c->orphaned) {
+            /* Its client went away while it waited: it is not run later (a retrying client
+             * would have it applied twice). */
+            call_finish(c, &(struct wire_reply){.st = 503});
+            dropped++;
+            continue;
+        }
+        waiting++;
         if (link_push(l, c) != 0)
             break;
+    }
+    if (dropped)
+        log_info("calls_dropped", "{s:i,s:i,s:s}", "shard", l->index, "calls", dropped, "why",
+                 "their clients went away while the shard was down");
     if (l->remote)
         log_info("forward_link_up", "{s:s,s:i,s:i}", "node", l->node, "shard", l->index,
                  "waiting", waiting);
@@ -898,6 +1033,11 @@ int listener_links_start(void)
         l->retry_s = 0.005;
         link_connect(l);
     }
+    double every = listener_g.shard_unresponsive / 6;
+    ev_timer_init(&heartbeat_w, heartbeat_cb, every, every);
+    ev_timer_start(listener_g.loop, &heartbeat_w);
+    stats_gauge("cmcp_shards_unresponsive", "");
+    stats_counter("cmcp_shard_unresponsive_total", "");
     return forward_init();
 }
 

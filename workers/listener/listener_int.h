@@ -61,6 +61,8 @@ struct call {
     bool sending;   /* its frame has not wholly left for the shard yet */
     bool finished;
     bool busy_wait; /* its shard is up but has not taken it yet */
+    bool orphaned;  /* its connection went away: a frame not yet sent never is */
+    bool held_back; /* its shard was given up on (heartbeats): never sent, failed at once */
     const struct call_ops *ops;
     struct conn *conn; /* NULL once the connection went away */
     struct call *next_in_conn;
@@ -152,6 +154,7 @@ struct listener_state {
     int index, nshards;
     long max_message;
     double idle_timeout, request_timeout, shard_wait, keepalive;
+    double shard_unresponsive; /* a local shard silent to heartbeats this long is given up on */
     const char *run_dir;
     struct cfg *cfg;
     struct ev_loop *loop;

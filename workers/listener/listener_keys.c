@@ -13,6 +13,7 @@ const struct cfg_key listener_cfg_keys[] = {
     {"listener", "idle_timeout_ms", CFG_INT, NULL, 100, 86400000},
     {"listener", "request_timeout_ms", CFG_INT, NULL, 100, 86400000},
     {"listener", "shard_wait_ms", CFG_INT, NULL, 10, 600000},
+    {"listener", "shard_unresponsive_ms", CFG_INT, NULL, 100, 600000},
     {"listener", "keepalive_ms", CFG_INT, NULL, 100, 3600000},
     {NULL, NULL, 0, NULL, 0, 0},
 };

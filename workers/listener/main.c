@@ -111,6 +111,8 @@ int listener_main(struct proc_args *a)
         cfg_get_long(c, "listener", "request_timeout_ms", 660000) / 1000.0;
     listener_g.shard_wait = cfg_get_long(c, "listener", "shard_wait_ms", 5000) / 1000.0;
     listener_g.keepalive = cfg_get_long(c, "listener", "keepalive_ms", 15000) / 1000.0;
+    listener_g.shard_unresponsive =
+        cfg_get_long(c, "listener", "shard_unresponsive_ms", 3000) / 1000.0;
     listener_g.run_dir = a->run_dir;
     listener_g.cfg = c;
     listener_g.loop = ev_default_loop(EVFLAG_SIGNALFD);

@@ -54,8 +54,14 @@ static const struct {
     {"cmcp_transport_messages_sent_total", "Messages sent to clients, by transport"},
     {"cmcp_shard_links_up", "Listener-to-shard data links connected"},
     {"cmcp_shard_link_drops_total", "Listener-to-shard data links that broke (a shard stopped)"},
+    {"cmcp_shards_unresponsive",
+     "Shards a listener gave up on because they answer no heartbeat (summed over listeners)"},
+    {"cmcp_shard_unresponsive_total", "Times a listener gave up on a shard that answered no "
+                                      "heartbeat"},
     {"cmcp_supervisor_restarts_total", "Restarts of a child by its supervisor"},
     {"cmcp_supervisor_children", "Children of a supervisor, by state"},
+    {"cmcp_supervisor_watchdog_kills_total",
+     "Children a supervisor killed because their loop stopped beating (then restarted)"},
     {"cmcp_process_resident_memory_bytes", "Resident memory of a process of the node"},
     {"cmcp_process_uptime_seconds", "Seconds since a process of the node started"},
     {"cmcp_admin_auth_throttled_total",
@@ -444,7 +450,16 @@ static void tree_reasons(json_t *reasons)
             const char *st = json_string_value(json_object_get(c, "state"));
             const char *id = json_string_value(json_object_get(c, "id"));
             const char *type = json_string_value(json_object_get(c, "type"));
-            if (st && (strcmp(st, "restarting") == 0 || strcmp(st, "starting") == 0 ||
+            json_t *unresp = json_object_get(c, "unresponsive");
+            if (st && id && strcmp(st, "running") == 0 && unresp) {
+                long wd = (long)json_integer_value(json_object_get(unresp, "watchdog_ms"));
+                snprintf(msg, sizeof(msg),
+                         "supervisor %s: child %s (pid %lld) has not answered for over %ld ms; "
+                         "its watchdog replaces it at %ld ms",
+                         p->id, id, (long long)json_integer_value(json_object_get(c, "pid")),
+                         wd / 2, wd);
+                json_array_append_new(reasons, json_string(msg));
+            } else if (st && (strcmp(st, "restarting") == 0 || strcmp(st, "starting") == 0 ||
                        strcmp(st, "stopping") == 0)) {
                 snprintf(msg, sizeof(msg), "supervisor %s: child %s is %s", p->id, id, st);
                 json_array_append_new(reasons, json_string(msg));

@@ -404,6 +404,9 @@ void shard_dispatch(struct slot *sl, const struct wire_req *req)
     case WIRE_POSITIONS:
         op_positions(sl);
         return;
+    case WIRE_PING: /* over nng (a data link answers it before dispatch): alive */
+        reply_st(sl, 200, NULL, NULL);
+        return;
     case WIRE_OP_NONE:
     case WIRE_OP_COUNT:
         break;

@@ -166,6 +166,14 @@ static void peer_frame(struct dlink *dl, const char *data, size_t len)
         json_decref(keep);
         return;
     }
+    if (req.op == WIRE_PING) {
+        /* A heartbeat: this loop turns. Answered at once, not behind the ack gate. */
+        struct wire_reply r = {.tok = req.tok, .st = 200};
+        if (wire_reply_send(dl, &r) == 0)
+            peer_check_backlog(p);
+        json_decref(keep);
+        return;
+    }
     struct slot *sl = calloc(1, sizeof(*sl));
     if (!sl) {
         static const char e[] = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,"
@@ -232,6 +240,12 @@ static void peer_accepted(struct sock_acceptor *a, int fd)
         free(p);
         return;
     }
+    /* A listener gives this shard up after [listener] shard_unresponsive_ms without an
+     * answer to its heartbeats, answers the calls it had sent, and closes the link: after a
+     * stall that long, what waits unread is dropped, not run late. The loop never idles
+     * longer than its metrics tick (1 s), so 1.5 s is the shortest stall told from rest. */
+    double bound = cfg_get_long(&shard_g.a->cfg, "listener", "shard_unresponsive_ms", 3000) / 1000.0;
+    dlink_drop_unread_after_stall(p->dl, bound * 0.75 > 1.5 ? bound * 0.75 : 1.5);
     peer_add(p);
 }
 

@@ -7,6 +7,8 @@
  *   --fail-start       exit 1 before reporting ready
  *   --crash-after MS   abort() (SIGABRT) MS after ready
  *   --exit-after MS    exit with --exit-code (default 0) MS after ready
+ *   --hang-after MS    block its loop for good MS after ready (a deadlock: the process
+ *                      lives and sleeps, but answers nothing; the watchdog path)
  *   --ignore-term      ignore SIGTERM (shutdown timeout path)
  *   --stop-delay MS    on SIGTERM, exit 0 only after MS
  *   --marker FILE      append "start PID\n" / "stop PID\n" lines to FILE
@@ -27,12 +29,12 @@
 #include "base/log.h"
 
 static struct {
-    double ready_delay, crash_after, exit_after, stop_delay;
+    double ready_delay, crash_after, exit_after, stop_delay, hang_after;
     int exit_code;
     int no_ready, fail_start, ignore_term;
     const char *marker;
     struct proc_args *a;
-} tw = {0, -1, -1, -1, 0, 0, 0, 0, NULL, NULL};
+} tw = {0, -1, -1, -1, -1, 0, 0, 0, 0, NULL, NULL};
 
 static void mark(const char *what)
 {
@@ -49,7 +51,7 @@ static void mark(const char *what)
     }
 }
 
-static void exit_now(int code)
+__attribute__((noreturn)) static void exit_now(int code)
 {
     mark("stop");
     exit(code);
@@ -89,6 +91,12 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
             c.data = (void *)1;
             ev_timer_start(loop, &c);
         }
+        if (tw.hang_after >= 0) {
+            static ev_timer h;
+            ev_timer_init(&h, timer_cb, tw.hang_after / 1000.0, 0);
+            h.data = (void *)3;
+            ev_timer_start(loop, &h);
+        }
         if (tw.exit_after >= 0) {
             static ev_timer e;
             ev_timer_init(&e, timer_cb, tw.exit_after / 1000.0, 0);
@@ -101,6 +109,10 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         abort();
     case 2:
         exit_now(tw.exit_code);
+    case 3:
+        mark("hang");
+        for (;;)
+            pause(); /* every signal it handles is blocked: only SIGKILL ends this */
     }
 }
 
@@ -122,6 +134,8 @@ int testworker_main(struct proc_args *a)
             tw.crash_after = atof(v), i++;
         else if (v && !strcmp(o, "--exit-after"))
             tw.exit_after = atof(v), i++;
+        else if (v && !strcmp(o, "--hang-after"))
+            tw.hang_after = atof(v), i++;
         else if (v && !strcmp(o, "--exit-code"))
             tw.exit_code = atoi(v), i++;
         else if (v && !strcmp(o, "--stop-delay"))
