@@ -394,7 +394,7 @@ const char *const cfg_env_extra[] = {
     "CMCP_LOG_LEVEL",   /* the log level of every process, over [node] log_level */
     "CMCP_COOKIE_FILE", /* the admin cookie file cmcpctl and the node's processes use */
     /* set by the node for its own processes */
-    "CMCP_ROOT_PID", "CMCP_INCARNATION", "CMCP_STDIO",
+    "CMCP_ROOT_PID", "CMCP_INCARNATION", "CMCP_STDIO", "CMCP_LISTEN_FDS",
     /* set by the test harness (tests/), which every process it starts inherits */
     "CMCP_BIN_DIR", "CMCP_SOURCE_DIR", "CMCP_TEST_TAG", "CMCP_KEEP_TMP", "CMCP_TEST_SEED",
     "CMCP_CHAOS_KILLS",

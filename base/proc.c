@@ -27,6 +27,40 @@ void proc_init_signals(void)
     signal(SIGPIPE, SIG_IGN);
 }
 
+/* Walks CMCP_LISTEN_FDS ("name=fd,name=fd"): the fd of `name`, or with name NULL every fd
+ * into fds. */
+static int listen_fds_walk(const char *name, int *fds, int max)
+{
+    const char *env = getenv("CMCP_LISTEN_FDS");
+    int n = 0;
+    for (const char *p = env; p && *p && n < max;) {
+        const char *eq = strchr(p, '='), *end = strchr(p, ',');
+        if (!end)
+            end = p + strlen(p);
+        if (eq && eq < end) {
+            int fd = atoi(eq + 1);
+            if (fd >= PROC_LISTEN_FD_FIRST && fd < PROC_LISTEN_FD_FIRST + PROC_LISTEN_FD_MAX) {
+                if (name && (size_t)(eq - p) == strlen(name) && strncmp(p, name, strlen(name)) == 0)
+                    return fd;
+                if (!name)
+                    fds[n++] = fd;
+            }
+        }
+        p = *end ? end + 1 : end;
+    }
+    return name ? -1 : n;
+}
+
+int proc_listen_fd(const char *name)
+{
+    return listen_fds_walk(name, NULL, 1);
+}
+
+int proc_listen_fds(int fds[PROC_LISTEN_FD_MAX])
+{
+    return listen_fds_walk(NULL, fds, PROC_LISTEN_FD_MAX);
+}
+
 static int beat_fd = -1;
 static ev_timer beat_w;
 

@@ -56,6 +56,19 @@ const char *proc_start_error_read(const char *run_dir, char *buf, size_t len);
 void proc_start_error_clear(const char *run_dir);
 
 /*
+ * Listening sockets the root bound once for the node's listeners, inherited at
+ * fixed descriptors (CMCP_LISTEN_FDS="http=200,tcp=201"), so that a port keeps
+ * queueing connections while a listener restarts, and a second node on the
+ * same port fails at start instead of sharing it.
+ */
+#define PROC_LISTEN_FD_FIRST 200
+#define PROC_LISTEN_FD_MAX 4
+/* The inherited socket for `name` ("http", "tcp"), or -1. */
+int proc_listen_fd(const char *name);
+/* Every inherited socket's descriptor into fds; returns how many. */
+int proc_listen_fds(int fds[PROC_LISTEN_FD_MAX]);
+
+/*
  * Tells the supervisor we are ready: a newline on the readiness fd, once. With
  * --watchdog MS the fd stays open and a timer on the default libev loop (the
  * loop every role runs) writes a beat on it several times per MS: a loop that

@@ -22,6 +22,8 @@
 
 #include "base/cmcp.h"
 #include "base/log.h"
+#include "base/proc.h"
+#include "ipc/sock.h"
 #include "supervisor/sup.h"
 #include "supervisor/sup_internal.h"
 
@@ -55,6 +57,10 @@ static int lock_run_dir(const char *run_dir)
     return fd; /* held open for the life of the root */
 }
 
+
+static bool tree_has_role(struct cfg *c, const char *name, const char *role,
+                          sup_role_known_fn role_known, int depth);
+static int bind_listen_sockets(struct cfg *c, sup_role_known_fn role_known);
 
 /* A --stdio node's private run directory goes with it; what is left there is ours. */
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -189,6 +195,11 @@ int sup_root_main(struct proc_args *a, sup_role_known_fn role_known, sup_config_
     log_info("node_starting", "{s:s,s:s,s:s}", "version", CMCP_VERSION, "run_dir", abs_run,
              "config", a->config ? a->config : "embedded defaults");
     proc_start_error_clear(abs_run);
+    int bound = bind_listen_sockets(&a->cfg, role_known);
+    if (bound != 0) {
+        close(lock);
+        return bound;
+    }
     int code = sup_run(&a->cfg, &o);
     if (code == CMCP_EXIT_START) {
         /* The cause, as the last line a person sees, not somewhere above. */
@@ -228,6 +239,73 @@ static bool tree_has_role(struct cfg *c, const char *name, const char *role,
     sup_spec_free(spec);
     free(spec);
     return found;
+}
+
+/*
+ * The listeners' ports, bound once here (0, or the exit status after saying why) and held for the node's life: listeners
+ * (and the supervisors between) inherit them at fixed descriptors (base/proc.h).
+ * A restarting listener's port keeps queueing connections, K listeners share one
+ * accept queue (a stopped one takes none), and a port someone else holds -- another
+ * cmcp node included: no SO_REUSEPORT any more -- stops the node here, with one line.
+ */
+static int bind_listen_sockets(struct cfg *c, sup_role_known_fn role_known)
+{
+    char err_keep[sizeof(c->err)];
+    memcpy(err_keep, c->err, sizeof(err_keep));
+    bool has = tree_has_role(c, "root", "listener", role_known, 0);
+    memcpy(c->err, err_keep, sizeof(err_keep));
+    if (!has)
+        return 0;
+    static const struct {
+        const char *name, *label, *env;
+        long dflt;
+    } ports[] = {{"http", "HTTP", "HTTP", 8080}, {"tcp", "TCP", "TCP", 8081}};
+    long http = cfg_get_long(c, "listener", "http_port", 8080);
+    if (http > 0 && http == cfg_get_long(c, "listener", "tcp_port", 8081)) {
+        fprintf(stderr, "cmcpd: [listener] http_port and tcp_port are both %ld; give each its "
+                        "own port\n",
+                http);
+        return CMCP_EXIT_USAGE;
+    }
+    char env[128] = "";
+    size_t used = 0;
+    int next_fd = PROC_LISTEN_FD_FIRST;
+    for (size_t i = 0; i < CMCP_ARRAY_LEN(ports); i++) {
+        char key[32], bkey[32];
+        snprintf(key, sizeof(key), "%s_port", ports[i].name);
+        snprintf(bkey, sizeof(bkey), "%s_bind", ports[i].name);
+        long port = cfg_get_long(c, "listener", key, ports[i].dflt);
+        const char *bind_addr = cfg_get(c, "listener", bkey, "127.0.0.1");
+        if (port <= 0)
+            continue;
+        char err[300];
+        int fd = sock_tcp_listen(bind_addr, (int)port, false, 4096, err, sizeof(err));
+        if (fd < 0) {
+            log_error("listen_failed", "{s:s,s:s,s:I,s:s}", "transport", ports[i].name, "bind",
+                      bind_addr, "port", (json_int_t)port, "error", err);
+            fprintf(stderr,
+                    "cmcpd: the node did not start: cannot serve MCP over %s on %s:%ld: %s; "
+                    "another program holds the port, another cmcp node perhaps (`ss -ltnp "
+                    "'sport = :%ld'` names it). Stop it, or give this node another port: "
+                    "[listener] %s or CMCP_LISTENER_%s_PORT\n",
+                    ports[i].label, bind_addr, port, err, port, key, ports[i].env);
+            return CMCP_EXIT_START;
+        }
+        if (dup2(fd, next_fd) < 0) {
+            fprintf(stderr, "cmcpd: cannot keep the %s listening socket: %s\n", ports[i].label,
+                    strerror(errno));
+            close(fd);
+            return CMCP_EXIT_START;
+        }
+        close(fd);
+        fcntl(next_fd, F_SETFD, FD_CLOEXEC); /* crosses an exec only where spawn says so */
+        used += (size_t)snprintf(env + used, sizeof(env) - used, "%s%s=%d", used ? "," : "",
+                                 ports[i].name, next_fd);
+        next_fd++;
+    }
+    if (used)
+        setenv("CMCP_LISTEN_FDS", env, 1);
+    return 0;
 }
 
 /* HOST:PORT, with an IPv6 address in brackets. */

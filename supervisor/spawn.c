@@ -31,7 +31,8 @@ const char *spawn_self_exe(void)
 }
 
 /* Only async-signal-safe calls between fork and exec. */
-static void child_after_fork(char *const argv[], int ready_w, int exec_w, pid_t parent)
+static void child_after_fork(char *const argv[], int ready_w, int exec_w, pid_t parent,
+                             const int *keep, int nkeep)
 {
     sigset_t none;
     sigemptyset(&none);
@@ -65,6 +66,9 @@ static void child_after_fork(char *const argv[], int ready_w, int exec_w, pid_t 
     if (syscall(SYS_close_range, first, ~0U, CLOSE_RANGE_CLOEXEC) != 0)
         for (int fd = (int)first; fd < 1024; fd++)
             fcntl(fd, F_SETFD, FD_CLOEXEC);
+    for (int i = 0; i < nkeep; i++)
+        if (keep[i] != exec_w)
+            fcntl(keep[i], F_SETFD, 0);
     execv(argv[0], argv);
     int err = errno;
     ssize_t w = write(exec_w, &err, sizeof(err));
@@ -72,7 +76,8 @@ static void child_after_fork(char *const argv[], int ready_w, int exec_w, pid_t 
     _exit(127);
 }
 
-int spawn_child(char *const argv[], int with_ready, struct spawn_result *out)
+int spawn_child(char *const argv[], int with_ready, const int *keep, int nkeep,
+                struct spawn_result *out)
 {
     int rp[2] = {-1, -1}, ep[2];
     if (with_ready && pipe2(rp, O_CLOEXEC) != 0)
@@ -98,7 +103,7 @@ int spawn_child(char *const argv[], int with_ready, struct spawn_result *out)
         return -e;
     }
     if (pid == 0)
-        child_after_fork(argv, with_ready ? rp[1] : -1, ep[1], parent);
+        child_after_fork(argv, with_ready ? rp[1] : -1, ep[1], parent, keep, nkeep);
     /* Same process group on both sides of the race (see child_after_fork). */
     setpgid(pid, pid);
     close(ep[1]);

@@ -21,8 +21,13 @@ struct spawn_result {
     int exec_fd;  /* read end: EOF on successful exec, or an int errno */
 };
 
-/* argv[0] is the program to exec (a path). with_ready: give the child fd 3. 0 or -errno. */
-int spawn_child(char *const argv[], int with_ready, struct spawn_result *out);
+/*
+ * argv[0] is the program to exec (a path). with_ready: give the child fd 3. The nkeep
+ * descriptors in keep (the node's inherited listening sockets, base/proc.h) cross the exec
+ * at their numbers; nothing else does. 0 or -errno.
+ */
+int spawn_child(char *const argv[], int with_ready, const int *keep, int nkeep,
+                struct spawn_result *out);
 
 /* Reads the exec pipe without blocking: 1 exec ok (EOF), 0 not yet, -errno exec failed. */
 int spawn_exec_status(int exec_fd);

@@ -20,6 +20,7 @@
 #include "base/cmcp.h"
 #include "ipc/control.h"
 #include "base/log.h"
+#include "base/proc.h"
 #include "base/notify.h"
 #include "supervisor/spawn.h"
 #include "ipc/stats.h"
@@ -310,7 +311,11 @@ static int child_start(struct sup *s, struct sup_child *c)
     struct spawn_result r;
     c->fail_reason[0] = '\0';
     c->exec_ok = false;
-    int rc = spawn_child(argv, !c->spec.ready_by_exec, &r);
+    /* The node's listening sockets go to listeners, and to supervisors that may start one. */
+    int keep[PROC_LISTEN_FD_MAX], nkeep = 0;
+    if (!c->spec.is_exec && (c->spec.type == SUP_SUPERVISOR || strcmp(c->spec.role, "listener") == 0))
+        nkeep = proc_listen_fds(keep);
+    int rc = spawn_child(argv, !c->spec.ready_by_exec, keep, nkeep, &r);
     if (rc != 0) {
         snprintf(c->fail_reason, sizeof(c->fail_reason), "fork failed: %s", strerror(-rc));
         log_error("child_start_failed", "{s:s,s:s}", "child", c->spec.id, "reason", c->fail_reason);

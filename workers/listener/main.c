@@ -39,8 +39,15 @@ int listener_listen(struct sock_acceptor *a, const char *bind_addr, int port, co
                     void (*on_fd)(struct sock_acceptor *a, int fd))
 {
     char err[300];
-    /* SO_REUSEPORT: the node's K listeners share the port, the kernel spreads connections. */
-    int fd = sock_tcp_listen(bind_addr, port, true, 4096, err, sizeof(err));
+    /* The root bound the port once for every listener (base/proc.h): one accept queue that
+     * outlives any listener. Without it (a tree whose root did not), bind here, sharing the
+     * port with the other listeners of the node (SO_REUSEPORT). */
+    int fd = proc_listen_fd(what);
+    if (fd >= 0) {
+        sock_acceptor_start(a, listener_g.loop, fd, 64, on_fd, NULL);
+        return 0;
+    }
+    fd = sock_tcp_listen(bind_addr, port, true, 4096, err, sizeof(err));
     if (fd < 0) {
         log_error("listen_failed", "{s:s,s:s,s:i,s:s}", "transport", what, "bind", bind_addr,
                   "port", port, "error", err);

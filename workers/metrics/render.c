@@ -654,7 +654,7 @@ json_t *metrics_status(void)
                                                     seen ? json_integer((json_int_t)total)
                                                          : json_null()));
         } else if (strcmp(p->role, "listener") == 0) {
-            /* Listeners share their ports (SO_REUSEPORT): the configuration names them. */
+            /* Listeners share their ports (inherited from the root): the configuration names them. */
             json_array_append_new(
                 listeners,
                 json_pack("{s:s,s:i,s:o,s:o}", "id", p->id, "pid", p->pid, "http",
