@@ -67,7 +67,8 @@ class CmcpctlTest(unittest.TestCase):
         self.assertEqual(s["pid"], self.node.pid)
         self.assertGreater(s["uptime_s"], 0)
         self.assertEqual([c["id"] for c in s["tree"]],
-                         ["cluster_sup", "shard_sup", "listener_sup", "tool_sup", "metrics", "admin"])
+                         ["cluster_sup", "shard_sup", "listener_sup", "tool_sup", "ops_sup"])
+        self.assertEqual([c["id"] for c in s["tree"][4]["children"]], ["metrics", "admin"])
         self.assertEqual([c["id"] for c in s["tree"][0]["children"]],
                          ["cluster_monitor", "failover_manager", "split_brain_detector"])
         shard_sup = s["tree"][1]
@@ -84,7 +85,9 @@ class CmcpctlTest(unittest.TestCase):
         self.assertEqual({c["id"]: c["pid"] for c in r["children"]},
                          self.node.child_pids("shard_sup"))
         r = self.jok("count_children")
-        self.assertEqual((r["specs"], r["supervisors"], r["workers"]), (6, 4, 2))
+        self.assertEqual((r["specs"], r["supervisors"], r["workers"]), (5, 5, 0))
+        r = self.jok("count_children", "ops_sup")
+        self.assertEqual((r["specs"], r["supervisors"], r["workers"]), (2, 0, 2))
         self.assertIn("specs 2", self.ok("count_children", "shard_sup"))
         rc, _, err = self.ctl("which_children", "nosuch_sup")
         self.assertEqual(rc, 1)
@@ -355,7 +358,7 @@ class CmcpctlTest(unittest.TestCase):
                             "shell"], input=b"count_children\nwhich_children 'shard_sup'\n",
                            capture_output=True, timeout=20, env=env)
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertIn(b"specs 6", p.stdout)
+        self.assertIn(b"specs 5", p.stdout)
         self.assertIn(b"shard-1", p.stdout)
 
 

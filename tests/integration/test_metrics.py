@@ -70,7 +70,8 @@ class MetricsTest(unittest.TestCase):
         self.assertEqual(m[("cmcp_up", "")], 1)
         self.assertEqual(m[("cmcp_ready", "")], 1)
         self.assertEqual(m[("cmcp_supervisor_children", 'supervisor="shard_sup",state="running"')], 2)
-        self.assertEqual(m[("cmcp_supervisor_children", 'supervisor="root",state="running"')], 6)
+        self.assertEqual(m[("cmcp_supervisor_children", 'supervisor="root",state="running"')], 5)
+        self.assertEqual(m[("cmcp_supervisor_children", 'supervisor="ops_sup",state="running"')], 2)
         for role, ident in (("supervisor", "root"), ("shard", "shard-0"), ("listener", "listener-0"),
                             ("metrics", "metrics"), ("admin", "admin")):
             key = ("cmcp_process_resident_memory_bytes", 'role="%s",id="%s"' % (role, ident))
@@ -248,7 +249,8 @@ class MetricsTest(unittest.TestCase):
         self.assertEqual(s["pid"], self.node.pid)
         self.assertGreater(s["uptime_s"], 0)
         tree = {c["id"]: c for c in s["tree"]["children"]}
-        self.assertEqual(list(tree), ["cluster_sup", "shard_sup", "listener_sup", "tool_sup", "metrics", "admin"])
+        self.assertEqual(list(tree), ["cluster_sup", "shard_sup", "listener_sup", "tool_sup", "ops_sup"])
+        self.assertEqual([c["id"] for c in tree["ops_sup"]["children"]], ["metrics", "admin"])
         for c in tree.values():
             self.assertIsInstance(c["pid"], int)
             self.assertIn("restarts", c)
@@ -288,7 +290,8 @@ class MetricsTest(unittest.TestCase):
         label = 'supervisor="shard_sup",child="shard-1"'
         before = metrics(self.p.metrics)
         restarts = before[("cmcp_supervisor_restarts_total", label)]
-        others = {c: p for c, p in self.node.child_pids("root").items() if c not in ("metrics", "admin")}
+        others = self.node.child_pids("root")
+        admin = self.node.child_pids("ops_sup")["admin"]
         workers = self.node.child_pids("shard_sup")
         workers.update(self.node.child_pids("listener_sup"))
         s = Session(self.p.http)
@@ -309,18 +312,17 @@ class MetricsTest(unittest.TestCase):
         th.start()
         try:
             time.sleep(0.2)
-            os.kill(self.node.child_pids("root")["metrics"], signal.SIGKILL)
-            self.node.wait_for(lambda: self.node.child_map("root")["metrics"]["state"] == "running"
-                               and self.node.child_map("root")["admin"]["state"] == "running",
-                               10, what="metrics and admin running again")
+            os.kill(self.node.child_pids("ops_sup")["metrics"], signal.SIGKILL)
+            self.node.wait_for(lambda: self.node.child_map("ops_sup")["metrics"]["state"] == "running",
+                               10, what="metrics running again")
             time.sleep(0.3)
         finally:
             done.set()
             th.join(10)
         self.assertEqual(errors, [])
         # Nothing else was restarted.
-        self.assertEqual({c: p for c, p in self.node.child_pids("root").items()
-                          if c not in ("metrics", "admin")}, others)
+        self.assertEqual(self.node.child_pids("root"), others)
+        self.assertEqual(self.node.child_pids("ops_sup")["admin"], admin)  # one_for_one
         after_workers = self.node.child_pids("shard_sup")
         after_workers.update(self.node.child_pids("listener_sup"))
         self.assertEqual(after_workers, workers)
@@ -349,7 +351,7 @@ class MetricsTest(unittest.TestCase):
                           f"want ({restarts}, 1); /ready says {ready}\nlast log lines:\n{tail}")
             time.sleep(0.05)
         self.assertEqual(m[("cmcp_supervisor_restarts_total",
-                            'supervisor="root",child="metrics"')], 1)
+                            'supervisor="ops_sup",child="metrics"')], 1)
         for key, v in before.items():
             if key[0] == "cmcp_requests_total":
                 self.assertGreaterEqual(m.get(key, 0), v, key)

@@ -95,7 +95,7 @@ class Watchdog(Timed):
             lid = n.children("listener_sup")[0]["id"]
             lst = n.ctl_ok("listener_sup", "get_childspec", id=lid)["spec"]
             self.assertEqual(lst["watchdog"], 10000)
-            admin = n.ctl_ok("root", "get_childspec", id="admin")["spec"]
+            admin = n.ctl_ok("ops_sup", "get_childspec", id="admin")["spec"]
             self.assertEqual(admin["watchdog"], "off")
 
 

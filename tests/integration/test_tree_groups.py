@@ -1,0 +1,81 @@
+"""The default tree's groupings: restarts are no wider than they must be. A shard_sup
+that dies is restarted alone (the listeners and their client connections stay); metrics
+and admin crash-looping are slowed down by backoff under their own supervisor and never
+stop the node that serves."""
+import os
+import signal
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from cmcp_harness import Node, main, wait_for  # noqa: E402
+from mcp_client import Session  # noqa: E402
+from ops_client import Ports, http_get, metrics  # noqa: E402
+
+
+def all_running(node, sup):
+    try:
+        return all(c["state"] == "running" for c in node.children(sup))
+    except (AssertionError, OSError):
+        return False  # the supervisor itself is restarting
+
+
+class TreeGroupsTest(unittest.TestCase):
+    def test_shard_sup_death_leaves_listeners_and_connections(self):
+        p = Ports()
+        node = Node(p.config()).start()
+        self.addCleanup(node.cleanup)
+        s = Session(p.http)  # one kept-alive connection, through the restart
+        self.assertIn("result", s.call("ping")[0])
+        root = node.child_pids("root")
+        listeners = node.child_pids("listener_sup")
+        os.kill(root["shard_sup"], signal.SIGKILL)
+        wait_for(lambda: node.child_pids("root")["shard_sup"] not in (None, root["shard_sup"]) and
+                 all_running(node, "shard_sup"),
+                 15, 0.05, what="shard_sup and its shards back")
+        after = node.child_pids("root")
+        self.assertEqual({k: v for k, v in after.items() if k != "shard_sup"},
+                         {k: v for k, v in root.items() if k != "shard_sup"})
+        self.assertEqual(node.child_pids("listener_sup"), listeners)
+        # the same connection, the same session (its shard read it back from its store)
+        resp = wait_for(lambda: (lambda r: r if "result" in r else None)(s.call("ping")[0]),
+                        10, 0.1, what="the session answers again on its connection")
+        self.assertIn("result", resp)
+        s.close()
+
+    def test_metrics_and_admin_crash_loops_do_not_stop_the_node(self):
+        p = Ports()
+        # the default ops_sup, with its backoff shortened so that the loop is quick
+        node = Node(p.config(extra="[tree.ops_sup]\nbackoff_min = 10\nbackoff_max = 40\n")).start()
+        self.addCleanup(node.cleanup)
+        s = Session(p.http)
+        serving = {k: v for k, v in node.child_pids("root").items() if k != "ops_sup"}
+        kills = 0
+        for k in range(14):  # more than the root's intensity (5 a minute) twice over
+            who = ("metrics", "admin")[k % 2]
+            pid = wait_for(lambda: (lambda c: c["pid"] if c["state"] == "running" else None)(
+                node.child_map("ops_sup")[who]), 10, 0.01, what="%s running" % who)
+            os.kill(pid, signal.SIGKILL)
+            kills += 1
+            self.assertIn("result", s.call("ping")[0])  # the node serves throughout
+        wait_for(lambda: all_running(node, "ops_sup"), 10,
+                 0.05, what="metrics and admin running again")
+        self.assertIsNone(node.poll())
+        self.assertEqual({k: v for k, v in node.child_pids("root").items() if k != "ops_sup"},
+                         serving)
+        self.assertEqual(node.child_map("root")["ops_sup"]["restarts"], 0)  # never escalated
+        deadline = time.monotonic() + 10
+        while http_get(p.metrics, "/ready")[0] != 200:
+            self.assertLess(time.monotonic(), deadline, "not ready again")
+            time.sleep(0.1)
+        m = metrics(p.metrics)
+        restarts = sum(m.get(("cmcp_supervisor_restarts_total",
+                              'supervisor="ops_sup",child="%s"' % w), 0)
+                       for w in ("metrics", "admin"))
+        self.assertEqual(restarts, kills)
+        s.close()
+
+
+if __name__ == "__main__":
+    main()
