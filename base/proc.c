@@ -6,6 +6,9 @@
 #include <errno.h>
 #include <ev.h>
 #include <fcntl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <time.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -59,6 +62,39 @@ int proc_listen_fd(const char *name)
 int proc_listen_fds(int fds[PROC_LISTEN_FD_MAX])
 {
     return listen_fds_walk(NULL, fds, PROC_LISTEN_FD_MAX);
+}
+
+static long stop_ms;
+static int stop_code;
+
+static void *stop_deadline_thread(void *arg)
+{
+    (void)arg;
+    struct timespec ts = {stop_ms / 1000, (stop_ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+    log_warn("stop_cleanup_stuck", "{s:I,s:s}", "deadline_ms", (json_int_t)stop_ms, "action",
+             "exit without the rest of the clean-up (the state that matters is on disk)");
+    fflush(NULL);
+    _exit(stop_code);
+    return NULL;
+}
+
+void proc_stop_deadline(long ms, int code)
+{
+    static bool armed;
+    if (armed || ms <= 0)
+        return;
+    armed = true;
+    stop_ms = ms;
+    stop_code = code;
+    pthread_t t;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &at, stop_deadline_thread, NULL) != 0)
+        armed = false; /* no thread: the supervisor's shutdown timeout still bounds it */
+    pthread_attr_destroy(&at);
 }
 
 static int beat_fd = -1;

@@ -69,6 +69,16 @@ int proc_listen_fd(const char *name);
 int proc_listen_fds(int fds[PROC_LISTEN_FD_MAX]);
 
 /*
+ * A stop that cannot hang: from now on the process has `ms` to finish its clean-up
+ * (closing nng sockets, which in Debian's nng 1.5.2 was seen to wait for good on a peer,
+ * 1 stop in ~50), after which it logs stop_cleanup_stuck and exits with `code` without
+ * the rest of it. Call it once the state that matters is on disk, just before the
+ * sockets close.
+ */
+#define PROC_STOP_DEADLINE_MS 300
+void proc_stop_deadline(long ms, int code);
+
+/*
  * Tells the supervisor we are ready: a newline on the readiness fd, once. With
  * --watchdog MS the fd stays open and a timer on the default libev loop (the
  * loop every role runs) writes a beat on it several times per MS: a loop that

@@ -174,6 +174,7 @@ int split_brain_detector_main(struct proc_args *a)
              "fenced", D.fenced);
     proc_notify_ready(a);
     ev_run(D.loop, 0);
+    proc_stop_deadline(PROC_STOP_DEADLINE_MS, 0); /* nothing below may hang the stop */
     ipc_keep_stop(&D.keep);
     nng_close(D.sub);
     nng_close(D.pub);

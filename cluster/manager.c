@@ -772,6 +772,7 @@ int failover_manager_main(struct proc_args *a)
         for (int t = 0; t < 50; t++)
             ev_run(mgr.loop, EVRUN_NOWAIT);
     }
+    proc_stop_deadline(PROC_STOP_DEADLINE_MS, 0); /* nothing below may hang the stop */
     nng_close(mgr.map_pub);
     nng_close(mgr.ctl_rep);
     nng_close(mgr.view_sub);

@@ -536,6 +536,7 @@ int cluster_monitor_main(struct proc_args *a)
              MON.cc.advertise, "seeds", MON.cc.nseeds, "port", MON.cc.bind_port);
     proc_notify_ready(a);
     ev_run(MON.loop, 0);
+    proc_stop_deadline(PROC_STOP_DEADLINE_MS, 0); /* nothing below may hang the stop */
     peer_stop_listening(&MON.env);
     if (MON.cc.bind_port)
         resolve_stop();

@@ -809,6 +809,7 @@ int sup_run(struct cfg *cfg, const struct sup_run_opts *o)
     if (o->is_root)
         ev_timer_stop(s->loop, &s->watchdog_w);
     log_info(o->is_root ? "node_stopped" : "supervisor_stopped", "{s:i}", "exit_code", code);
+    proc_stop_deadline(PROC_STOP_DEADLINE_MS, code); /* nothing below may hang the stop */
     sup_ctl_close(s);
     control_unsubscribe();
     stats_shutdown();

@@ -575,6 +575,7 @@ int admin_main(struct proc_args *a)
     ev_run(loop, 0);
 
     drain_on_stop();
+    proc_stop_deadline(PROC_STOP_DEADLINE_MS, 0); /* nothing below may hang the stop */
     ev_timer_stop(loop, &retry_w);
     stats_shutdown();
     if (rep_open)

@@ -158,6 +158,7 @@ int listener_main(struct proc_args *a)
              "tcp_port", (json_int_t)tcp_port, "shards", listener_g.nshards);
     proc_notify_ready(a);
     ev_run(listener_g.loop, 0);
+    proc_stop_deadline(PROC_STOP_DEADLINE_MS, 0); /* nothing below may hang the stop */
     listener_links_stop();
     cview_unsubscribe();
     control_unsubscribe();

@@ -185,6 +185,7 @@ int metrics_main(struct proc_args *a)
              "http_port", (json_int_t)port);
     proc_notify_ready(a);
     ev_run(metrics_g.loop, 0);
+    proc_stop_deadline(PROC_STOP_DEADLINE_MS, 0); /* nothing below may hang the stop */
 
     metrics_http_stop();
     stats_shutdown();

@@ -166,6 +166,7 @@ int shard_main(struct proc_args *a)
     forward_stop();
     links_stop();
     durable_close();
+    proc_stop_deadline(PROC_STOP_DEADLINE_MS, 0); /* nothing below may hang the stop */
     sess_drop_all();
     cview_unsubscribe();
     control_unsubscribe();

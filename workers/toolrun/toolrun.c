@@ -388,6 +388,7 @@ int toolrun_main(struct proc_args *a)
     ev_timer_init(&t.timeout_w, timeout_cb, (double)t.timeout_ms / 1000.0, 0);
     ev_timer_start(loop, &t.timeout_w);
     ev_run(loop, 0);
+    proc_stop_deadline(PROC_STOP_DEADLINE_MS, 0); /* nothing below may hang the stop */
     free(t.args);
     free(t.out);
     return 0;
