@@ -325,6 +325,14 @@ struct mcp_tool_def {
 /* Registers (copies) a tool; sessions get notifications/tools/list_changed.
  * 0, or -1 with err for a bad or duplicate definition. */
 int mcp_server_add_tool(mcp_server *srv, const struct mcp_tool_def *def, char *err, size_t errlen);
+/*
+ * Time limits of tool calls: a call still running after its tool's limit ends with an
+ * error result that says so (isError, the limit and how to change it), and its cancel
+ * hook runs, as for notifications/cancelled. `tool` NULL sets the default of every tool
+ * without a limit of its own; ms 0 means none. 0, or -1 for an unknown tool.
+ */
+int mcp_server_set_tool_time_limit(mcp_server *srv, const char *tool, long ms);
+
 /* Unregisters; calls already running finish normally. 0, or -1 if unknown. */
 int mcp_server_remove_tool(mcp_server *srv, const char *name);
 size_t mcp_server_tool_count(const mcp_server *srv);

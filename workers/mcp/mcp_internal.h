@@ -34,6 +34,7 @@ struct mcpi_tool {
     json_t *input_schema, *output_schema, *annotations;
     mcp_tool_fn run;
     void *ud;
+    long limit_ms;  /* its time limit: > 0 ms, 0 none, < 0 the server's default */
     int refs; /* the registry's and each running call's */
     UT_hash_handle hh;
 };
@@ -73,6 +74,7 @@ struct mcp_server {
     mcp_session *stateless;      /* transient sessions of async stateless calls */
     unsigned char state_key[32]; /* requestState sealing key (crypto_secretbox) */
     int state_ttl_ms, list_ttl_ms, read_ttl_ms;
+    long tool_limit_ms; /* a tool's time limit unless it has its own (0: none) */
     int64_t (*now_ms)(void);
 };
 

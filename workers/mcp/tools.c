@@ -9,6 +9,7 @@
  */
 #include "workers/mcp/mcp_internal.h"
 
+#include <stdint.h>
 #include <stdio.h>
 
 static json_t *tool_json(const struct mcpi_tool *t, const char *protocol)
@@ -38,6 +39,37 @@ void mcpi_tools_list(mcp_call *c, const json_t *params)
         json_array_append_new(all, tool_json(t, c->protocol));
     }
     mcpi_page_finish(c, json_object(), "tools", all, "tools", offset);
+}
+
+int mcp_server_set_tool_time_limit(mcp_server *srv, const char *tool, long ms)
+{
+    if (!tool) {
+        srv->tool_limit_ms = ms > 0 ? ms : 0;
+        return 0;
+    }
+    struct mcpi_tool *t = mcpi_tool_find(srv, tool);
+    if (!t)
+        return -1;
+    t->limit_ms = ms > 0 ? ms : 0;
+    return 0;
+}
+
+/* The tool ran past its limit: it is stopped (its cancel hook) and the client is told. */
+static void tool_time_limit(mcp_call *c, void *arg)
+{
+    long ms = (long)(intptr_t)arg;
+    void (*stop)(mcp_call *) = c->on_cancel;
+    c->on_cancel = NULL;
+    if (stop)
+        stop(c);
+    if (c->done)
+        return;
+    const char *name = c->tool ? c->tool->name : "?";
+    mcp_call_return_text(c, true,
+                         "Tool %s did not finish within its time limit of %ld ms and was "
+                         "stopped; its effects so far may remain. The limit is [tools] "
+                         "call_timeout_ms, or %s=MS in [tools] call_timeouts",
+                         name, ms, name);
 }
 
 void mcpi_tools_call(mcp_call *c, const json_t *params)
@@ -73,6 +105,9 @@ void mcpi_tools_call(mcp_call *c, const json_t *params)
     } else {
         mcpi_call_set_tool(c, t);
         t->run(c, args, t->ud);
+        long limit = t->limit_ms >= 0 ? t->limit_ms : c->srv->tool_limit_ms;
+        if (!c->done && !c->cancelling && limit > 0)
+            mcp_call_timer(c, (double)limit, tool_time_limit, (void *)(intptr_t)limit);
     }
     json_decref(empty);
 }

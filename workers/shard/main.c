@@ -110,6 +110,41 @@ static void zero_series(struct cfg *c)
         }
 }
 
+/*
+ * [tools] call_timeout_ms (every built-in tool) and call_timeouts = NAME=MS, ... (one
+ * tool): how long a tool call may run before it is stopped and answered as failed.
+ * 0, or -1 with err naming the entry.
+ */
+static int tool_limits(struct cfg *c, char *err, size_t errlen)
+{
+    mcp_server_set_tool_time_limit(shard_g.srv, NULL,
+                                   cfg_get_long(c, "tools", "call_timeout_ms", 600000));
+    const struct cfg_entry *e = cfg_find(c, "tools", "call_timeouts");
+    if (!e)
+        return 0;
+    char items[64][64];
+    int n = cfg_split_list(e->value, items, 64);
+    for (int i = 0; i < n; i++) {
+        char *eq = strchr(items[i], '=');
+        char *end = NULL;
+        long ms = eq ? strtol(eq + 1, &end, 10) : -1;
+        if (!eq || eq == items[i] || !end || *end || ms < 0 || ms > 86400000) {
+            snprintf(err, errlen, "%s:%d: [tools] call_timeouts: '%s' is not NAME=MS (MS from 0, "
+                                  "none, to 86400000)",
+                     e->origin, e->line, items[i]);
+            return -1;
+        }
+        *eq = '\0';
+        if (mcp_server_set_tool_time_limit(shard_g.srv, items[i], ms) != 0) {
+            snprintf(err, errlen, "%s:%d: [tools] call_timeouts names '%s', which is no tool of "
+                                  "this node (tools/list shows them)",
+                     e->origin, e->line, items[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int shard_main(struct proc_args *a)
 {
     memset(&shard_g, 0, sizeof(shard_g));
@@ -143,7 +178,8 @@ int shard_main(struct proc_args *a)
          cmcp_now_ms() < until && !(cview_get()->have_map && cview_get()->have_fence);)
         ev_run(shard_g.loop, EVRUN_ONCE);
     if (shard_tools_init(shard_g.srv, &a->cfg, a->run_dir, shard_g.index, &shard_g.bridge, err,
-                         sizeof(err)) != 0)
+                         sizeof(err)) != 0 ||
+        tool_limits(&a->cfg, err, sizeof(err)) != 0)
         return start_failed(err, CMCP_EXIT_USAGE);
     /* Sessions come back before the shard listens, so no request misses one. */
     if (durable_open(gate_committed, err, sizeof(err)) != 0)

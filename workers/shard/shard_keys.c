@@ -4,6 +4,9 @@
 const struct cfg_key shard_cfg_keys[] = {
     /* Built-in tool packs (docs/tools.md). */
     {"tools", "packs", CFG_LIST, NULL, 0, 0},
+    /* Time limits of built-in tools' calls (external tools have [tool.NAME] timeout_ms). */
+    {"tools", "call_timeout_ms", CFG_INT, NULL, 0, 86400000},
+    {"tools", "call_timeouts", CFG_LIST, NULL, 0, 0},
     {"sessions", "max", CFG_INT, NULL, 1, 100000000},
     /* The durable session store (docs/storage.md). */
     {"sessions", "durability", CFG_ENUM, "fsync|group|none", 0, 0},

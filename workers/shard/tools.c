@@ -327,6 +327,7 @@ int shard_tools_init(mcp_server *srv, struct cfg *cfg, const char *run_dir, int 
         json_decref(schema);
         if (rc != 0)
             return -1;
+        mcp_server_set_tool_time_limit(srv, t->name, 0); /* its own timeout_ms applies */
     }
     char addr[512];
     ipc_addr_sup(addr, sizeof(addr), run_dir, "tool_sup");
