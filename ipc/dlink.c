@@ -1,15 +1,14 @@
 /* Length-prefixed frames over a non-blocking stream, sealed or not (dlink.h). */
 #define _GNU_SOURCE
 #include "ipc/dlink.h"
+#include "ipc/sock.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sodium.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -327,28 +326,14 @@ static void deliver(struct dlink *l)
         l->ioff = l->ilen = 0;
 }
 
-/* The peer closed its end, as a sender that gave up on what it sent does. Unix and TCP
- * streams say so (POLLRDHUP) even while unread data waits. */
-static bool peer_hung_up(int fd, int *unread)
-{
-    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
-    if (poll(&p, 1, 0) != 1 || !(p.revents & (POLLRDHUP | POLLHUP)))
-        return false;
-    if (ioctl(fd, FIONREAD, unread) != 0)
-        *unread = -1;
-    return true;
-}
-
 static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)revents;
     struct dlink *l = w->data;
     int unread = 0;
-    double stall = ev_now(loop) - prepared_at;
-    if (ev_now(loop) - gap_end < 0.5 && gap_s > stall)
-        stall = gap_s;
+    double stall = dlink_loop_stall(loop);
     if (l->drop_after_stall > 0 && stall > l->drop_after_stall &&
-        peer_hung_up(l->fd, &unread)) {
+        sock_peer_hung_up(l->fd, &unread)) {
         /* This process stalled, and meanwhile the sender gave up and closed: what waits
          * unread was answered for by the sender (as failed). Not run late. */
         char why[160];
@@ -412,6 +397,14 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
     l->depth--;
     if (l->dead && l->depth == 0)
         link_free(l);
+}
+
+double dlink_loop_stall(struct ev_loop *loop)
+{
+    double stall = ev_now(loop) - prepared_at;
+    if (ev_now(loop) - gap_end < 0.5 && gap_s > stall)
+        stall = gap_s;
+    return prepared_at > 0 && stall > 1.0 ? stall : 0;
 }
 
 void dlink_drop_unread_after_stall(struct dlink *l, double stall_s)

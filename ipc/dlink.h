@@ -77,6 +77,12 @@ int dlink_open_payload(const unsigned char key[DLINK_KEY_BYTES], uint64_t n, uns
  * when idle (its shortest periodic timer), so that idleness is never taken for a stall.
  */
 void dlink_drop_unread_after_stall(struct dlink *l, double stall_s);
+/*
+ * How long this process's loop just stalled (did not run: SIGSTOP, a blocking call), in
+ * seconds, when it has come back from a stall of more than a second within the last half
+ * second; else 0. For any socket's reader (dlink_init's watcher measures it).
+ */
+double dlink_loop_stall(struct ev_loop *loop);
 
 /* Hands the link to another owner: its frames and end go to ops with ud from now on. */
 void dlink_set_ops(struct dlink *l, const struct dlink_ops *ops, void *ud);

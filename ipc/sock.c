@@ -6,8 +6,10 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -52,6 +54,16 @@ static int unix_socket(const char *path, struct sockaddr_un *sa)
     }
     memcpy(sa->sun_path, path, strlen(path) + 1);
     return socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+}
+
+bool sock_peer_hung_up(int fd, int *unread)
+{
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+    if (poll(&p, 1, 0) != 1 || !(p.revents & (POLLRDHUP | POLLHUP)))
+        return false;
+    if (ioctl(fd, FIONREAD, unread) != 0)
+        *unread = -1;
+    return true;
 }
 
 int sock_unix_connect(const char *path)

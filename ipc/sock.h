@@ -21,6 +21,11 @@ int sock_tcp_listen(const char *bind_addr, int port, bool reuseport, int backlog
 
 /* A non-blocking AF_UNIX stream connected to path: the fd, or -1 with errno. */
 int sock_unix_connect(const char *path);
+/*
+ * Whether the peer of a stream socket closed its end (POLLRDHUP: unix and TCP streams
+ * say so even while unread data waits); *unread gets the bytes still to read (-1: unknown).
+ */
+bool sock_peer_hung_up(int fd, int *unread);
 /* A listening AF_UNIX stream socket at path (a stale file is replaced): the fd, or -1 with errno. */
 int sock_unix_listen(const char *path);
 

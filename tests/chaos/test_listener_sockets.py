@@ -3,7 +3,7 @@ the listeners inherit them. A listener killed under a connect loop refuses nothi
 stopped listener (SIGSTOP) takes no connection from the others and is replaced by its
 watchdog, after which what queued meanwhile is served; a second node on the same port
 stops at start with one line that names the port."""
-import errno
+import json
 import os
 import signal
 import socket
@@ -129,6 +129,32 @@ class ListenerSocketsTest(unittest.TestCase):
         hung = node.wait_event("child_hung", timeout=5, child_pid=old)[0]
         self.assertIn("stopped", hung["process_state"])
         self.assertNotEqual(listener_pids(node)[0], old)
+
+    def test_what_a_gone_client_sent_to_a_stopped_listener_is_not_run(self):
+        node, http, _ = self.start(watchdog=60000)
+        s = Session(http)
+        self.assertNotIn("error", s.tool("kv_set", {"key": "k", "value": "before"}))
+        pid = listener_pids(node)[0]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            # The client sends a write to the stopped listener, waits, gives up and leaves.
+            body = json.dumps({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+                "name": "kv_set", "arguments": {"key": "k", "value": "late"}}}).encode()
+            c = socket.create_connection(("127.0.0.1", http), timeout=5)
+            c.sendall(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+                      b"\r\nAccept: application/json, text/event-stream\r\nMcp-Session-Id: " +
+                      s.sid.encode() + b"\r\nMCP-Protocol-Version: 2025-06-18\r\n"
+                      b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            time.sleep(2.0)
+            c.close()
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        node.wait_event("requests_dropped", timeout=10)
+        s.conn.close()
+        s.conn = HttpConn(http)
+        got = s.tool("kv_get", {"key": "k"})
+        self.assertEqual(got["result"]["structuredContent"]["value"], "before")
+        self.assertEqual(listener_pids(node)[0], pid)  # continued, not replaced
 
     def test_second_node_on_the_same_port_stops_at_start(self):
         node, http, _ = self.start()

@@ -25,6 +25,8 @@
 #include "base/cmcp.h"
 #include "workers/http/http.h"
 #include "base/log.h"
+#include "ipc/dlink.h"
+#include "ipc/sock.h"
 
 #define OUT_MAX (64L << 20)
 #define READ_TIMEOUT 30.0 /* a request that takes longer to arrive is cut off (408) */
@@ -822,9 +824,18 @@ static void hconn_close(struct hconn *h, const char *why)
 
 static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-    (void)loop;
     (void)revents;
     struct hconn *h = w->data;
+    int unread = 0;
+    if (h->state == H_IDLE && dlink_loop_stall(loop) > 1.5 && sock_peer_hung_up(h->fd, &unread)) {
+        /* This listener stalled, and meanwhile the client gave up and closed: what it
+         * sent is not run late (a retrying client would have it applied twice). */
+        log_info("requests_dropped", "{s:s,s:i,s:f,s:s}", "transport", "http", "unread_bytes",
+                 unread, "stall_s", dlink_loop_stall(loop), "why",
+                 "the client closed while this listener stalled");
+        hconn_close(h, "peer closed while the listener stalled");
+        return;
+    }
     char buf[65536];
     ssize_t n = recv(h->fd, buf, sizeof(buf), 0);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
