@@ -2,11 +2,13 @@
 #define _GNU_SOURCE
 #include "base/notify.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -39,7 +41,14 @@ int notify_send(const char *state)
     int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
-    ssize_t w = sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&sa,
+    /* A receiver that does not read (its queue holds ~10 datagrams) must not stop the
+     * root's loop: a watchdog beat is dropped (the next one follows), the rest wait a
+     * bounded time. */
+    bool beat = strcmp(state, "WATCHDOG=1") == 0;
+    struct timeval tv = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    ssize_t w = sendto(fd, state, strlen(state), MSG_NOSIGNAL | (beat ? MSG_DONTWAIT : 0),
+                       (struct sockaddr *)&sa,
                        (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n));
     close(fd);
     return w < 0 ? -1 : 0;

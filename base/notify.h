@@ -15,7 +15,11 @@
  * Returns the watchdog interval in microseconds asked of this process, or 0.
  */
 long long notify_init(void);
-/* Sends state (e.g. "READY=1\nSTATUS=serving"); no-op without a socket. 0, or -1. */
+/*
+ * Sends state (e.g. "READY=1\nSTATUS=serving"); no-op without a socket. 0, or -1. It
+ * never holds the caller long: WATCHDOG=1 is dropped when the receiver's queue is full
+ * (the next one follows), anything else waits at most a second for room.
+ */
 int notify_send(const char *state);
 
 #endif

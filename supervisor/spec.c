@@ -184,10 +184,13 @@ int sup_child_from_cfg(struct cfg *c, const char *name, struct child_spec *cs,
     if (ready)
         cs->ready_by_exec = strcmp(ready->value, "exec") == 0;
     const struct cfg_entry *wd = cfg_find(c, sec, "watchdog");
-    if (wd && strcmp(wd->value, "off") != 0 && (cs->is_exec || cs->ready_by_exec))
-        return cfg_errorf(c, wd, "a watchdog needs a cmcpd role that beats on its readiness fd; "
-                                 "this child is %s",
-                          cs->is_exec ? "a foreign program (exec)" : "ready by exec");
+    if (wd && strcmp(wd->value, "off") != 0 && (cs->is_exec || cs->ready_by_exec)) {
+        int rc = cfg_errorf(c, wd, "a watchdog needs a cmcpd role that beats on its readiness "
+                                   "fd; this child is %s",
+                            cs->is_exec ? "a foreign program (exec)" : "ready by exec");
+        sup_child_spec_free(cs);
+        return rc;
+    }
     if (wd)
         cs->watchdog_ms = strcmp(wd->value, "off") == 0 ? 0 : atol(wd->value);
     else if (cs->type == SUP_WORKER && !cs->is_exec && !cs->ready_by_exec)
