@@ -218,12 +218,28 @@ class Proc:
 
 # ------------------------------------------------------------------ targets --
 
+def wait_ready(port, timeout):
+    """Until GET /ready on a node's metrics port answers 200 (its whole tree is up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                s.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                if s.recv(64).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError("the node did not answer /ready with 200 within %d s" % timeout)
+        time.sleep(0.05)
+
+
 class Cmcp:
     name = "cmcp"
 
     def __init__(self, args, shards=None, listeners=None, log_level="warning", max_sessions=None,
                  durability=None, bin_dir=None):
-        self.http, self.tcp = free_port(), free_port()
+        self.http, self.tcp, self.metrics = free_port(), free_port(), free_port()
         self.args = args
         cfg = """
 [node]
@@ -242,16 +258,16 @@ count = %d
 [sessions]
 max = %d
 durability = %s
-""" % (log_level, self.http, self.tcp, free_port(), free_port(), shards or args.cmcp_shards,
+""" % (log_level, self.http, self.tcp, self.metrics, free_port(), shards or args.cmcp_shards,
        listeners or args.cmcp_listeners, max_sessions or args.cmcp_max_sessions,
        durability or args.cmcp_durability)
         self.listeners = listeners or args.cmcp_listeners
-        # At log level warning the node does not log node_ready: wait for its ports instead.
+        # At log level warning the node does not log node_ready, and its ports are bound by
+        # the root before the tree starts: wait for GET /ready instead.
         self.node = Node(cfg, cmcpd=os.path.join(bin_dir or args.bin_dir, "cmcpd"), wait_ready=False)
         self.node.start()
         try:
-            wait_port(self.http, 20)
-            wait_port(self.tcp, 20)
+            wait_ready(self.metrics, 30)
         except TimeoutError:
             log(self.node.stderr_text()[-3000:])
             self.node.cleanup()
