@@ -9,7 +9,9 @@ BUILD_FUZZ ?= build-fuzz
 BUILD_RELEASE ?= build-release
 FUZZ_SECONDS ?= 10
 JOBS       ?= $(shell nproc)
-CTEST_ARGS ?=
+# Two tests at a time on the 2-core machines this runs on (the chaos, cluster, swarm and
+# release-build tests run alone: tests/CMakeLists.txt).
+CTEST_ARGS ?= -j2
 
 .PHONY: all deps deps-test node-deps build build-node build-asan build-fuzz build-release run test \
 	test-fast test-swarm fuzz-smoke bench clean help

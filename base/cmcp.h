@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define CMCP_VERSION "0.1.0"
 /* The source revision of this build (a git commit, or "unknown"). */
@@ -32,5 +33,14 @@ void cmcp_wallclock(char *buf, size_t len);
 int cmcp_mkdir_p(const char *path, unsigned mode);
 
 #define CMCP_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Copies src into dst[n], cut to fit and always terminated: snprintf("%s") without the
+ * formatting machinery, for the per-request copies of session ids. */
+static inline void cmcp_strlcpy(char *dst, size_t n, const char *src)
+{
+    size_t k = strnlen(src, n - 1);
+    memcpy(dst, src, k);
+    dst[k] = '\0';
+}
 
 #endif

@@ -13,6 +13,8 @@ static int setup_with(void **state, const char *packs, int page_size, const char
     struct mcp_server_opts o = {.packs = packs, .page_size = page_size};
     struct fakeenv *e = fakeenv_new(&o, NULL, "s1", version, NULL);
     assert_non_null(e);
+    /* the core pack's typed outputs are checked against their schemas in these tests */
+    mcp_server_check_all_outputs(e->srv, true);
     e->next_id = 100;
     *state = e;
     return 0;

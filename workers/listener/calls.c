@@ -557,7 +557,7 @@ struct call *listener_call(struct conn *conn, int shard, struct wire_req *req,
     ev_timer_init(&c->timer, call_timer_cb, listener_g.shard_wait, 0);
     c->timer.data = c;
     ev_timer_start(listener_g.loop, &c->timer);
-    snprintf(c->rsid, sizeof(c->rsid), "%s", req->sid);
+    cmcp_strlcpy(c->rsid, sizeof(c->rsid), req->sid);
     /* Queued until the frame has left; sent now when the shard is up. */
     struct shard_link *l = target ? target : link_for(req->sid, shard);
     if (!l->remote && l->hung) {

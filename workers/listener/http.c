@@ -267,7 +267,7 @@ static void handle_post(struct hconn *h, const char *sid, const char *version)
     if (sid) {
         if ((shard = route(h, sid)) < 0)
             return;
-        snprintf(req.sid, sizeof(req.sid), "%s", sid);
+        cmcp_strlcpy(req.sid, sizeof(req.sid), sid);
     }
     if (!sid && listener_draining()) {
         write_error(h, 503, NULL, -32000, LISTENER_DRAINING_MSG);
@@ -276,7 +276,7 @@ static void handle_post(struct hconn *h, const char *sid, const char *version)
     h->state = H_WAIT;
     struct call *c = listener_call(&h->base, shard, &req, &post_ops, NULL);
     if (c && sid)
-        snprintf(c->sid, sizeof(c->sid), "%s", sid);
+        cmcp_strlcpy(c->sid, sizeof(c->sid), sid);
     if (!c) {
         h->state = H_IDLE;
         write_error(h, 503, NULL, -32603, "Internal error: cannot reach a shard; retry");

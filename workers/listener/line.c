@@ -317,7 +317,7 @@ static void line_done(struct call *call, const struct wire_reply *r)
     struct lconn *c = (struct lconn *)call->conn;
     c->inflight--;
     if (r->sid[0] && !c->sid[0]) {
-        snprintf(c->sid, sizeof(c->sid), "%s", r->sid);
+        cmcp_strlcpy(c->sid, sizeof(c->sid), r->sid);
         listener_stream_set(c->sid, &c->base);
     }
     if (r->blen > 0)
@@ -364,7 +364,7 @@ static void send_line(struct lconn *c, const char *line, size_t len)
     int shard = -1;
     void *tdata = NULL;
     if (c->sid[0]) {
-        snprintf(req.sid, sizeof(req.sid), "%s", c->sid);
+        cmcp_strlcpy(req.sid, sizeof(req.sid), c->sid);
         shard = listener_route(c->sid); /* the shard gave us this id: it routes */
     } else {
         /* The first message creates the session; hold the rest until we know its id. */

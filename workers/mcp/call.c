@@ -304,7 +304,9 @@ void mcpi_call_cancel(mcp_call *c, bool emit)
 static json_t *check_tool_result(mcp_call *c, json_t *result)
 {
     const json_t *sc = json_object_get(result, "structuredContent");
-    if (c->tool && c->tool->output_schema && !json_is_true(json_object_get(result, "isError"))) {
+    if (c->tool && c->tool->output_schema &&
+        (!c->tool->output_trusted || c->srv->check_all_outputs) &&
+        !json_is_true(json_object_get(result, "isError"))) {
         char why[256];
         if (!sc ||
             !mcpi_schema_check(c->tool->output_schema, sc, "structuredContent", why, sizeof(why))) {

@@ -321,6 +321,10 @@ struct mcp_tool_def {
     const json_t *annotations;   /* may be NULL */
     mcp_tool_fn run;
     void *ud;
+    /* Its structuredContent is built by typed code that matches output_schema by
+     * construction (the core pack): not checked on every call. Unit tests run such tools with
+     * mcp_server_check_all_outputs on, so a mismatch still fails a test. */
+    bool output_trusted;
 };
 /* Registers (copies) a tool; sessions get notifications/tools/list_changed.
  * 0, or -1 with err for a bad or duplicate definition. */
@@ -332,6 +336,9 @@ int mcp_server_add_tool(mcp_server *srv, const struct mcp_tool_def *def, char *e
  * without a limit of its own; ms 0 means none. 0, or -1 for an unknown tool.
  */
 int mcp_server_set_tool_time_limit(mcp_server *srv, const char *tool, long ms);
+
+/* Checks every tool's result against its outputSchema, trusted or not (for tests). */
+void mcp_server_check_all_outputs(mcp_server *srv, bool on);
 
 /* Unregisters; calls already running finish normally. 0, or -1 if unknown. */
 int mcp_server_remove_tool(mcp_server *srv, const char *name);

@@ -35,6 +35,7 @@ struct mcpi_tool {
     mcp_tool_fn run;
     void *ud;
     long limit_ms;  /* its time limit: > 0 ms, 0 none, < 0 the server's default */
+    bool output_trusted; /* typed output: its outputSchema is not checked on every call */
     int refs; /* the registry's and each running call's */
     UT_hash_handle hh;
 };
@@ -75,6 +76,7 @@ struct mcp_server {
     unsigned char state_key[32]; /* requestState sealing key (crypto_secretbox) */
     int state_ttl_ms, list_ttl_ms, read_ttl_ms;
     long tool_limit_ms; /* a tool's time limit unless it has its own (0: none) */
+    bool check_all_outputs; /* tests: trusted outputs are checked too */
     int64_t (*now_ms)(void);
 };
 

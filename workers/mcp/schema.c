@@ -84,6 +84,21 @@ static bool fail(char *err, size_t errlen, const char *path, const char *what)
 static bool check(const json_t *schema, const json_t *v, const char *path, char *err, size_t errlen,
                   int depth);
 
+/* path + "." + at most 100 bytes of key, as snprintf("%s.%.100s") would (without its cost on
+ * every property of every tool call's arguments and result). */
+static void sub_path(char *out, size_t outlen, const char *path, const char *k)
+{
+    size_t pn = strlen(path), kn = strnlen(k, 100);
+    if (pn > outlen - 2)
+        pn = outlen - 2;
+    if (kn > outlen - 2 - pn)
+        kn = outlen - 2 - pn;
+    memcpy(out, path, pn);
+    out[pn] = '.';
+    memcpy(out + pn + 1, k, kn);
+    out[pn + 1 + kn] = '\0';
+}
+
 static bool check_object(const json_t *schema, const json_t *v, const char *path, char *err,
                          size_t errlen, int depth)
 {
@@ -104,7 +119,7 @@ static bool check_object(const json_t *schema, const json_t *v, const char *path
     json_t *val;
     json_object_foreach((json_t *)v, k, val)
     {
-        snprintf(sub, sizeof(sub), "%s.%.100s", path, k);
+        sub_path(sub, sizeof(sub), path, k);
         const json_t *ps = json_object_get(props, k);
         if (ps) {
             if (!check(ps, val, sub, err, errlen, depth + 1))

@@ -41,6 +41,11 @@ void mcpi_tools_list(mcp_call *c, const json_t *params)
     mcpi_page_finish(c, json_object(), "tools", all, "tools", offset);
 }
 
+void mcp_server_check_all_outputs(mcp_server *srv, bool on)
+{
+    srv->check_all_outputs = on;
+}
+
 int mcp_server_set_tool_time_limit(mcp_server *srv, const char *tool, long ms)
 {
     if (!tool) {

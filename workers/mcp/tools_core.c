@@ -378,7 +378,8 @@ int mcpi_pack_core(mcp_server *srv, char *err, size_t errlen)
                                    .input_schema = in,
                                    .output_schema = out,
                                    .annotations = ann,
-                                   .run = t->run};
+                                   .run = t->run,
+                                   .output_trusted = true};
         int rv = in && out && ann ? mcp_server_add_tool(srv, &def, err, errlen) : -1;
         if (!in || !out || !ann)
             snprintf(err, errlen, "core pack: bad built-in schema for tool %s", t->name);

@@ -321,8 +321,12 @@ int shard_tools_init(mcp_server *srv, struct cfg *cfg, const char *run_dir, int 
             json_decref(schema);
             return -1;
         }
-        struct mcp_tool_def def = {t->name, cfg_get(cfg, e->section, "title", NULL), desc, schema,
-                                   NULL, NULL, run_tool, t};
+        struct mcp_tool_def def = {.name = t->name,
+                                   .title = cfg_get(cfg, e->section, "title", NULL),
+                                   .description = desc,
+                                   .input_schema = schema,
+                                   .run = run_tool,
+                                   .ud = t};
         int rc = mcp_server_add_tool(srv, &def, err, errlen);
         json_decref(schema);
         if (rc != 0)
