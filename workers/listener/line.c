@@ -360,7 +360,7 @@ static void send_line(struct lconn *c, const char *line, size_t len)
         return;
     }
     struct wire_req req = {.op = WIRE_MSG, .body = line, .blen = len};
-    snprintf(req.tr, sizeof(req.tr), "%s", lconn_transport(c));
+    cmcp_strlcpy(req.tr, sizeof(req.tr), lconn_transport(c));
     int shard = -1;
     void *tdata = NULL;
     if (c->sid[0]) {
