@@ -51,12 +51,16 @@ class TreeGroupsTest(unittest.TestCase):
         self.addCleanup(node.cleanup)
         s = Session(p.http)
         serving = {k: v for k, v in node.child_pids("root").items() if k != "ops_sup"}
-        kills = 0
+        kills, killed = 0, {}
         for k in range(14):  # more than the root's intensity (5 a minute) twice over
             who = ("metrics", "admin")[k % 2]
-            pid = wait_for(lambda: (lambda c: c["pid"] if c["state"] == "running" else None)(
+            # running again, as a new process (until its supervisor reaps the one killed
+            # last, which_children may still show it running)
+            pid = wait_for(lambda: (lambda c: c["pid"] if c["state"] == "running" and
+                                    c["pid"] != killed.get(who) else None)(
                 node.child_map("ops_sup")[who]), 10, 0.01, what="%s running" % who)
             os.kill(pid, signal.SIGKILL)
+            killed[who] = pid
             kills += 1
             self.assertIn("result", s.call("ping")[0])  # the node serves throughout
         wait_for(lambda: all_running(node, "ops_sup"), 10,
@@ -69,11 +73,22 @@ class TreeGroupsTest(unittest.TestCase):
         while http_get(p.metrics, "/ready")[0] != 200:
             self.assertLess(time.monotonic(), deadline, "not ready again")
             time.sleep(0.1)
-        m = metrics(p.metrics)
-        restarts = sum(m.get(("cmcp_supervisor_restarts_total",
+        # every restart counted (ops_sup republishes within a second of the new metrics
+        # worker's start)
+        def restarts():
+            m = metrics(p.metrics)
+            return sum(m.get(("cmcp_supervisor_restarts_total",
                               'supervisor="ops_sup",child="%s"' % w), 0)
                        for w in ("metrics", "admin"))
-        self.assertEqual(restarts, kills)
+        try:
+            wait_for(lambda: restarts() == kills, 10, 0.1,
+                     what="cmcp_supervisor_restarts_total of ops_sup == %d" % kills)
+        except TimeoutError:
+            self.fail("restarts counted %s, which_children says %s; log: %s" % (
+                restarts(), {c["id"]: c["restarts"] for c in node.children("ops_sup")},
+                [(e.get("event"), e.get("child"), e.get("status")) for e in node.log_events()
+                 if e.get("id") == "ops_sup" and e.get("event") in (
+                     "child_exited", "child_restarting", "child_ready")][-12:]))
         s.close()
 
     def test_stops_take_milliseconds(self):
