@@ -192,7 +192,7 @@ int cluster_conf_load(struct cluster_conf *cc, struct cfg *c, char *err, size_t 
                    "split_brain_strategy = configured_master needs [cluster] master = NODE_ID");
     cc->heartbeat_ms = (double)cfg_get_long(c, "cluster", "heartbeat_ms", 100);
     cc->lease_ms = (double)cfg_get_long(c, "cluster", "lease_ms", 600);
-    cc->down_after_ms = (double)cfg_get_long(c, "cluster", "down_after_ms", 800);
+    cc->down_after_ms = (double)cfg_get_long(c, "cluster", "down_after_ms", 700);
     cc->election_ms = (double)cfg_get_long(c, "cluster", "election_ms", 300);
     cc->dns_refresh_ms = (double)cfg_get_long(c, "cluster", "dns_refresh_ms", 2000);
     if (cc->lease_ms < 3 * cc->heartbeat_ms)

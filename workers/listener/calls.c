@@ -348,9 +348,22 @@ static int link_enqueue(struct shard_link *l, struct call *c)
  * node's) follows the refreshed map once; a call waiting for a link whose
  * node no longer owns its partition moves to the owner. true when it moved.
  */
+static struct shard_link *new_session_target(int *shard);
+
 static bool call_reroute(struct call *c)
 {
-    struct shard_link *nl = link_for(c->rsid, c->shard);
+    struct shard_link *nl;
+    if (!c->rsid[0] && c->op == WIRE_MSG) {
+        /* a new session the shard could not place (it owns no partition now): wherever
+         * the refreshed map says new sessions go */
+        int shard = -1;
+        nl = new_session_target(&shard);
+        if (!nl)
+            nl = &links[shard];
+        c->shard = shard;
+    } else {
+        nl = link_for(c->rsid, c->shard);
+    }
     if (nl == c->link)
         return false;
     queue_del(c);
@@ -384,9 +397,14 @@ static void call_not_owner(struct call *c, const struct wire_reply *r)
     }
     /* Still not the owner's: the partition is moving. Nothing was applied. */
     (void)r;
-    call_fail(c, 503, -32001,
-              "This session's partition is moving between cluster members; the request was "
-              "not applied. Retry shortly");
+    if (!c->rsid[0])
+        call_fail(c, 503, -32000,
+                  "No cluster member can make a new session right now (this node owns no "
+                  "partition and the map names no other owner yet); retry shortly");
+    else
+        call_fail(c, 503, -32001,
+                  "This session's partition is moving between cluster members; the request "
+                  "was not applied. Retry shortly");
 }
 
 /* The map changed: calls waiting for a link whose node lost their partition move on. */
@@ -512,23 +530,29 @@ static struct shard_link *new_session_elsewhere(int *shard)
     return NULL;
 }
 
+/*
+ * Where a new session (or a stateless request) goes: round robin over the shards that
+ * host an owned partition and answer their heartbeats; then over those that only host
+ * one; then another member. *shard gets the shard; the link is NULL for a local shard.
+ */
+static struct shard_link *new_session_target(int *shard)
+{
+    bool owned = false;
+    for (int pass = 0; pass < 2 && !owned; pass++)
+        for (int k = 0; k < listener_g.nshards && !owned; k++) {
+            *shard = rr_next;
+            rr_next = (rr_next + 1) % listener_g.nshards;
+            owned = shard_hosts_owned(*shard) && (pass == 1 || !links[*shard].hung);
+        }
+    return owned ? NULL : new_session_elsewhere(shard);
+}
+
 struct call *listener_call(struct conn *conn, int shard, struct wire_req *req,
                            const struct call_ops *ops, void *tdata)
 {
     struct shard_link *target = NULL;
-    if (shard < 0) {
-        /* Round robin over the shards that host an owned partition and answer their
-         * heartbeats; then over those that only host one; then another member. */
-        bool owned = false;
-        for (int pass = 0; pass < 2 && !owned; pass++)
-            for (int k = 0; k < listener_g.nshards && !owned; k++) {
-                shard = rr_next;
-                rr_next = (rr_next + 1) % listener_g.nshards;
-                owned = shard_hosts_owned(shard) && (pass == 1 || !links[shard].hung);
-            }
-        if (!owned)
-            target = new_session_elsewhere(&shard);
-    }
+    if (shard < 0)
+        target = new_session_target(&shard);
     struct call *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;

@@ -153,7 +153,9 @@ struct sess *sess_create(struct slot *sl, const json_t *rid)
                  "or connect to another node",
                  shard_g.index, cview_get()->have_map ? "gave them to other members"
                                                       : "map is not known yet");
-        struct wire_reply r = {.st = 503};
+        /* 421 (not applied, not this node's): a listener whose map was a moment older
+         * makes the session elsewhere instead (listener calls.c, call_not_owner). */
+        struct wire_reply r = {.st = cview_get()->have_map ? 421 : 503};
         shard_reply(sl, &r, shard_rpc_error(rid, -32000, msg), NULL);
         return NULL;
     }
