@@ -77,6 +77,21 @@ const char *wire_method_label(const json_t *msg)
     return wire_methods[i > 0 && i < other - 3 ? i : other];
 }
 
+int wire_transports(long http_port, long tcp_port, bool stdio, const char *out[5])
+{
+    int n = 0;
+    if (http_port > 0) {
+        out[n++] = "http";
+        out[n++] = "sse";
+        out[n++] = "websocket";
+    }
+    if (tcp_port > 0)
+        out[n++] = "tcp";
+    if (stdio)
+        out[n++] = "stdio";
+    return n;
+}
+
 /* ---- compact records ---- */
 
 static void put_u64(char *p, uint64_t v)

@@ -105,6 +105,10 @@ const char *wire_method_label(const json_t *msg);
 /* The index of a label, 0 when it is not one of wire_methods. */
 int wire_method_index(const char *label);
 
+/* The transport labels a node serves with these ports (0: off) and stdio or not, into out
+ * (at most 5: http, sse, websocket, tcp, stdio); returns how many. */
+int wire_transports(long http_port, long tcp_port, bool stdio, const char *out[5]);
+
 struct wire_reply {
     uint64_t tok;           /* the request's token (data links) */
     int st;                 /* HTTP-like: 200 response in body, 202 none, 400, 404, 503, 504 */

@@ -128,7 +128,7 @@ static void became_ready(struct sup *s, struct sup_child *c)
     if (c->spec.watchdog_ms > 0 && c->ready_fd >= 0) {
         /* From now on the timer is the watchdog: it looks at the last beat a few times
          * per limit (timer_cb). */
-        c->beat_ms = c->ready_ms;
+        c->beat_ms = c->checked_ms = c->ready_ms;
         c->silent = false;
         double every = (double)c->spec.watchdog_ms / 4000.0;
         ev_timer_set(&c->timer, every, every);
@@ -226,7 +226,15 @@ static void proc_state(pid_t pid, char *buf, size_t len)
  * so); the whole limit is a kill, and the exit is a crash by the usual rules. */
 static void watchdog_check(struct sup *s, struct sup_child *c)
 {
-    double silent = cmcp_now_ms() - c->beat_ms;
+    double now = cmcp_now_ms(), since = now - c->checked_ms;
+    c->checked_ms = now;
+    if (since > (double)c->spec.watchdog_ms / 2) {
+        /* The supervisor itself did not run for a while (the whole tree stopped, a paused
+         * VM): its children's silence is its own. They get a fresh limit. */
+        c->beat_ms = now;
+        return;
+    }
+    double silent = now - c->beat_ms;
     if (silent >= (double)c->spec.watchdog_ms) {
         char st[160];
         proc_state(c->pid, st, sizeof(st));

@@ -32,6 +32,7 @@ struct sup_child {
     ev_child child_w;
     double started_ms, ready_ms;
     double beat_ms;   /* the last beat (or ready) of a child with a watchdog */
+    double checked_ms; /* when its watchdog last looked */
     bool silent;      /* it missed half its watchdog: /health says so, a warning was logged */
     bool hung;        /* its watchdog killed it: its exit is told as such */
     int restarts;

@@ -63,6 +63,22 @@ class Watchdog(Timed):
         finally:
             n.cleanup()
 
+    def test_a_stopped_supervisor_does_not_blame_its_children(self):
+        # The whole tree stopped (a paused VM, SIGSTOP to every process) and continued:
+        # the supervisor's own pause is not its children's silence.
+        cfg = sup_section("root", "one_for_one", ["w"]) + worker_section("w", watchdog=400)
+        with Node(cfg) as n:
+            pid = n.wait_running(ids=["w"])["w"]
+            for p in (n.proc.pid, pid):
+                os.kill(p, signal.SIGSTOP)
+            time.sleep(1.2)
+            os.kill(n.proc.pid, signal.SIGCONT)  # the supervisor first: it sees no beat yet
+            time.sleep(0.1)
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(1.0)
+            self.assertEqual(n.log_events("child_hung"), [])
+            self.assertEqual(n.child_pids()["w"], pid)
+
     def test_off_and_refused_where_no_beat_can_come(self):
         cfg = sup_section("root", "one_for_one", ["w"]) + \
             worker_section("w", "--hang-after 100", watchdog="off")

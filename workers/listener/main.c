@@ -83,16 +83,9 @@ static void zero_series(struct cfg *c)
     stats_counter("cmcp_forwarded_requests_total", "");
     stats_gauge("cmcp_shard_links_up", "");
     const char *tr[5];
-    int n = 0;
-    if (cfg_get_long(c, "listener", "http_port", 8080) > 0) {
-        tr[n++] = "http";
-        tr[n++] = "sse";
-        tr[n++] = "websocket";
-    }
-    if (cfg_get_long(c, "listener", "tcp_port", 8081) > 0)
-        tr[n++] = "tcp";
-    if (listener_g.index == 0 && getenv("CMCP_STDIO"))
-        tr[n++] = "stdio";
+    int n = wire_transports(cfg_get_long(c, "listener", "http_port", 8080),
+                            cfg_get_long(c, "listener", "tcp_port", 8081),
+                            listener_g.index == 0 && getenv("CMCP_STDIO"), tr);
     for (int i = 0; i < n; i++) {
         char labels[64];
         snprintf(labels, sizeof(labels), "transport=\"%s\"", tr[i]);

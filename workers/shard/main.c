@@ -92,16 +92,9 @@ static void zero_series(struct cfg *c)
         stats_counter("cmcp_sessions_closed_total", labels);
     }
     const char *tr[5];
-    int n = 0;
-    if (cfg_get_long(c, "listener", "http_port", 8080) > 0) {
-        tr[n++] = "http";
-        tr[n++] = "sse";
-        tr[n++] = "websocket";
-    }
-    if (cfg_get_long(c, "listener", "tcp_port", 8081) > 0)
-        tr[n++] = "tcp";
-    if (getenv("CMCP_STDIO"))
-        tr[n++] = "stdio";
+    int n = wire_transports(cfg_get_long(c, "listener", "http_port", 8080),
+                            cfg_get_long(c, "listener", "tcp_port", 8081),
+                            getenv("CMCP_STDIO") != NULL, tr);
     for (int t = 0; t < n; t++)
         for (int m = 1; m < wire_method_count; m++) {
             snprintf(labels, sizeof(labels), "method=\"%s\",transport=\"%s\"", wire_methods[m],
