@@ -182,6 +182,14 @@ static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
     }
 }
 
+void dlink_flush(struct dlink *l)
+{
+    if (!l || l->dead || ev_is_active(&l->ww))
+        return; /* the write watcher sends the rest when the socket takes it */
+    dirty_del(l);
+    link_write(l);
+}
+
 static void write_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;

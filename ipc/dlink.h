@@ -104,6 +104,13 @@ void dlink_frame_prefix(char *p, size_t n);
 char *dlink_reserve(struct dlink *l, size_t max_payload);
 void dlink_commit(struct dlink *l, size_t payload_len);
 
+/*
+ * Writes what is queued now instead of at the end of the loop turn (what the socket does not
+ * take is written when it can): for a sender about to block the loop (a commit's fsync) whose
+ * peer can work meanwhile. A write that fails closes the link (its `closed` runs, and the
+ * link is freed before this returns): the caller must not use l afterwards.
+ */
+void dlink_flush(struct dlink *l);
 uint64_t dlink_queued(const struct dlink *l); /* bytes queued since the link was made */
 uint64_t dlink_sent(const struct dlink *l);   /* bytes of those written to the socket */
 size_t dlink_backlog(const struct dlink *l);  /* queued and not yet written */

@@ -192,6 +192,37 @@ static void test_owner_to_replica(void **state)
     assert_value(e->replica, "7-bbb", "five");
 }
 
+/* The owner sends a change before its own commit ends; if it then loses the change (it dies,
+ * or its commit fails), its next change carries the same number with other content. The copy
+ * holding the lost one must refuse it rather than take it for a resend. */
+static void test_last_change_lost_by_its_owner(void **state)
+{
+    struct env *e = *state;
+    owner_write(e->owner, "3-aaa", "one");
+    json_t *st = json_pack("{s:s}", "v", "lost");
+    assert_int_equal(store_session_put(e->owner, "3-aaa", st), 0);
+    json_decref(st);
+    assert_int_equal(store_changes(e->owner, part_of, epoch_of, keep, NULL), 0);
+    store_discard(e->owner); /* the owner's commit never happened */
+    apply_all(e->replica, 0);  /* but the copy has both */
+    assert_value(e->replica, "3-aaa", "lost");
+    int lost = nsent - 1;
+    owner_write(e->owner, "3-aaa", "two"); /* numbered 2 again */
+    int again = nsent - 1;
+    struct store_change_info a, b;
+    assert_int_equal(store_change_peek(sent[lost].bytes, sent[lost].len, &a), 0);
+    assert_int_equal(store_change_peek(sent[again].bytes, sent[again].len, &b), 0);
+    assert_int_equal(a.seq, 2);
+    assert_int_equal(b.seq, 2);
+    assert_int_equal(store_change_stage(e->replica, sent[again].bytes, sent[again].len), -EXDEV);
+    store_discard(e->replica);
+    /* the very same change again is a resend */
+    assert_int_equal(store_change_stage(e->replica, sent[lost].bytes, sent[lost].len), 1);
+    /* and an older one is too */
+    assert_int_equal(store_change_stage(e->replica, sent[0].bytes, sent[0].len), 1);
+    assert_value(e->replica, "3-aaa", "lost");
+}
+
 static int count_events(void *ud, int stream, int64_t seq, bool final, const char *text)
 {
     (void)stream, (void)seq, (void)final, (void)text;
@@ -356,6 +387,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_owner_to_replica, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_last_change_lost_by_its_owner, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot, setup, teardown),
         cmocka_unit_test_setup_teardown(test_discard_keeps_positions, setup, teardown),

@@ -123,9 +123,14 @@ static void roll_back_batch(struct sess *batch)
 static void commit_now(void)
 {
     ev_timer_stop(shard_g.loop, &D.commit_w);
+    repl_apply_now(); /* replicas' changes staged this turn: their own commit */
     int rc = 0;
     struct sess *batch = D.dirty;
     D.dirty = NULL;
+    if (!batch && !store_has_staged(D.store)) {
+        D.committed(0, NULL); /* nothing to write: what waited on it goes, in order */
+        return;
+    }
     char msg[600];
     const char *label;
     if ((batch || store_has_staged(D.store)) && !may_commit(batch, msg, sizeof(msg), &label)) {
@@ -148,9 +153,13 @@ static void commit_now(void)
             rc = rc ? rc : -ENOMEM;
         json_decref(rec);
     }
-    bool replicating = rc == 0 && repl_active();
+    bool replicating = rc == 0 && repl_active(), sent = false;
     if (replicating)
         rc = repl_collect(D.store); /* numbered changes, written with the data */
+    if (rc == 0 && replicating) {
+        repl_send(); /* the replicas write while this node does */
+        sent = true;
+    }
     if (rc == 0)
         rc = store_commit(D.store);
     else
@@ -164,6 +173,23 @@ static void commit_now(void)
             repl_round(gate_seal()); /* the replies go once the replicas have it */
         else
             D.committed(0, NULL);
+        return;
+    }
+    if (sent) {
+        /* the replicas may hold what this node could not write: never "not applied" */
+        repl_round_dropped();
+        D.commit_failures++;
+        stats_counter("cmcp_store_commit_failures_total", "")->value += 1;
+        const char *why = store_errmsg(D.store);
+        log_error("store_commit_failed", "{s:s,s:i}", "error", why ? why : strerror(-rc), "errno",
+                  -rc);
+        snprintf(msg, sizeof(msg),
+                 "Could not save the change on this node (%s), but its copies on other nodes may "
+                 "have it: its outcome is unknown. Read the session's state again before "
+                 "retrying",
+                 rc == -ENOSPC ? "the session store is full" : why ? why : strerror(-rc));
+        D.committed(rc, msg);
+        roll_back_batch(batch);
         return;
     }
     if (replicating)
@@ -227,6 +253,7 @@ void durable_changed(struct sess *s)
 
 void durable_event(struct sess *s, int stream, int64_t seq, bool final, const char *text)
 {
+    repl_apply_now(); /* staged writes are this node's own or its replicas', never both */
     if (store_event_put(D.store, s->id, stream, seq, final, text) != 0)
         log_warn("event_not_stored", "{s:s,s:s}", "sid", s->id, "error", store_errmsg(D.store));
     durable_commit_soon();
@@ -246,6 +273,7 @@ void durable_forget(struct sess *s)
 {
     durable_unlist(s);
     if (s->stored || s->in_batch) {
+        repl_apply_now();
         store_session_del(D.store, s->id);
         durable_commit_soon();
     }
@@ -329,6 +357,7 @@ void durable_restore(const char *sid, json_t *rec)
     if (!ms) {
         log_warn("session_unreadable", "{s:s,s:s,s:s}", "sid", sid, "error", err, "action",
                  "dropped");
+        repl_apply_now();
         store_session_del(D.store, sid);
         return;
     }

@@ -7,12 +7,24 @@
  * the changes go to each partition's in-sync replicas, and the commit's
  * replies (a gate batch) wait until every in-sync replica acknowledged them
  * (replication = sync), or go at once (async: the lag is exported). Each
- * replica node is one nng req socket over tcp, sealed with the cluster
- * cookie (ipc/auth: the handshake proves both sides hold it, every message
- * is sealed and numbered); one request in flight per replica, carrying every
- * change queued for it since the last one, so commits pipeline: a later
- * commit is written and sent while an earlier one waits for its acks, and
- * replies still leave in commit order.
+ * replica node is one sealed data link on this shard's own loop (ipc/peer.h:
+ * the handshake proves both sides hold the cluster cookie; ipc/dlink.h:
+ * every frame sealed and numbered, no thread between the loop and the
+ * socket); one request in flight per replica, carrying every change queued
+ * for it since the last one, so commits pipeline: a later commit is written
+ * and sent while an earlier one waits for its acks, and replies still leave
+ * in commit order.
+ *
+ * A commit's changes leave before the owner's own fsync (repl_send, then
+ * store_commit, then repl_round), so the replicas write while the owner
+ * does: a sync write waits for the slower of the two disks, not for both in
+ * turn. Nothing is acknowledged before both, so this changes no guarantee.
+ * If the owner's own commit then fails (a disk error), the replicas may hold
+ * a change the owner does not: the writes it carried answer that their
+ * outcome is unknown (never "not applied"), and the owner's next change of
+ * the partition reuses the sequence number, which the replica refuses (its
+ * history differs), so the replica is taken out of the in-sync set and
+ * rebuilt from the owner's copy by a catch-up.
  *
  * A replica that does not acknowledge within ack_timeout_ms is reported to
  * the failover manager (isr_drop): the leader takes it out of the in-sync
@@ -58,17 +70,19 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/reqrep0/req.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/cmcp.h"
 #include "base/log.h"
 #include "ipc/addr.h"
 #include "ipc/auth.h"
 #include "ipc/cview.h"
+#include "ipc/dlink.h"
+#include "ipc/peer.h"
 #include "ipc/stats.h"
 
 #define REPL_MAGIC "CMCPREPL"
@@ -76,7 +90,7 @@
 #define CU_MAX 64
 #define CU_TICK_S 0.1
 #define REPL_MAX_PEERS 64
-#define REPL_MAX_MSG (64u << 20)
+#define REPL_MAX_MSG (DLINK_MAX_FRAME - 4096) /* a request's changes: the rest of a frame is its header */
 
 struct buf {
     char *p;
@@ -102,31 +116,41 @@ static int buf_add(struct buf *b, const void *d, size_t n)
     return 0;
 }
 
+/* A request on its way to a replica, answered in the order sent. */
+struct flight {
+    int kind;             /* SEND_MAIN (in-sync changes), SEND_CU (a catch-up's), SEND_SNAP */
+    struct buf b;         /* SEND_MAIN: the changes, kept to be sent again if the link fails */
+    uint32_t n;           /* SEND_MAIN: how many */
+    uint64_t upto;        /* SEND_MAIN: the newest round among them */
+    struct catchup *cu;   /* SEND_CU, SEND_SNAP (NULL once the catch-up ended) */
+    size_t chunk;         /* SEND_SNAP: the chunk's bytes */
+    double sent_at;       /* ms */
+};
+
+/* In-sync changes in flight to one replica at most: a commit's changes leave while earlier
+ * ones wait for their answers, so the replica's commits overlap the owner's. */
+#define FLY_MAX 4
+
 /* A replica node, as the owner sees it. */
 struct rpeer {
     char id[64];
-    char url[200];
-    nng_socket sock;
-    nng_aio *aio;
-    struct ipc_item item;
-    struct auth_client ac;
-    int phase;          /* 0 not authenticated, 1 HELLO sent, 2 AUTH sent, 3 ready, 4 REQUEST sent */
-    struct buf queued;  /* changes waiting to be sent: (u32 length, bytes)... */
+    char host[128];
+    int port;
+    struct peer_link *pl; /* phase 1: the handshake runs */
+    struct dlink *dl;     /* phase 3: the sealed data link */
+    int phase;            /* 0 no link, 1 dialing, 3 up */
+    struct flight fly[FLY_MAX]; /* requests in flight, oldest first */
+    int nfly;
+    bool cu_flying;       /* one of them is a catch-up's (one at a time) */
+    struct buf queued;    /* changes waiting to be sent: (u32 length, bytes)... */
     uint32_t nqueued;
     uint64_t queued_upto;
-    struct buf inflight;
-    uint32_t ninflight;
-    uint64_t inflight_upto;
     uint64_t acked_upto; /* the newest round all of whose changes for it this replica has */
     double retry_at;     /* ms: after a failure, the next attempt */
-    bool receiving;      /* the aio waits for an answer (else it sends) */
     bool broken;         /* it refused a change (out of sync): no more sends until dropped */
     char last_error[200];
-    /* what the request in flight carries: the in-sync traffic, or a catch-up's */
-    int inflight_kind; /* SEND_MAIN, SEND_CU (changes), SEND_SNAP (a chunk) */
-    struct catchup *inflight_cu;
-    size_t inflight_chunk;
     bool last_main; /* the last request was SEND_MAIN: a catch-up goes next if it can */
+    uint64_t sent_round; /* the newest round that queued changes for it */
 };
 
 enum { SEND_MAIN, SEND_CU, SEND_SNAP };
@@ -177,6 +201,8 @@ struct round {
     int nparts;
     int *parts;
     uint64_t *epochs;
+    bool open;    /* sent before the owner's own commit, which has not ended yet */
+    bool dropped; /* that commit failed: nothing waits for it */
 };
 
 /* Changes of the commit being made, until it is on disk. */
@@ -200,11 +226,10 @@ static struct {
     struct pending_change *pend;
     int npend, pend_cap;
     ev_timer tick_w;
-    /* serving replicas */
-    nng_socket rep;
-    bool rep_open;
-    ev_io rep_w;
-    struct auth_server srv;
+    /* links to replicas (dialed) and from owners (accepted) */
+    struct peer_env env;
+    bool env_on, listening;
+    struct round *open_round; /* sent, its local commit not ended (repl_send) */
     /* partitions this shard holds in memory as their owner */
     bool owned[CVIEW_MAX_PARTITIONS];
     uint64_t owned_epoch[CVIEW_MAX_PARTITIONS];
@@ -292,19 +317,13 @@ void repl_collect_abort(void)
 
 /* ---- the owner: peers ---- */
 
-static void peer_io(struct ipc_item *it);
 static void repl_check(void);
 static struct catchup *cu_work(struct rpeer *p);
 static void cu_send(struct rpeer *p, struct catchup *c);
-static void cu_answer(struct rpeer *p, json_t *o);
-static void cu_failed(struct rpeer *p);
+static void cu_answer(struct flight *f, json_t *o);
+static void cu_failed(struct flight *f);
 static struct catchup *cu_of(int part);
-
-static void aio_cb(void *arg)
-{
-    struct rpeer *p = arg;
-    ipc_bridge_post(&shard_g.bridge, &p->item);
-}
+static const struct dlink_ops owner_ops;
 
 static struct rpeer *peer_find(const char *id)
 {
@@ -319,77 +338,140 @@ static struct rpeer *peer_get(const char *id, const char *endpoint)
     struct rpeer *p = peer_find(id);
     if (p)
         return p;
-    if (R.npeers == REPL_MAX_PEERS || !endpoint)
+    if (R.npeers == REPL_MAX_PEERS || !endpoint || !R.env_on)
         return NULL;
     const char *colon = strrchr(endpoint, ':');
-    if (!colon)
+    if (!colon || (size_t)(colon - endpoint) >= sizeof(p->host))
         return NULL;
-    int port = atoi(colon + 1);
     p = calloc(1, sizeof(*p));
     if (!p)
         return NULL;
     snprintf(p->id, sizeof(p->id), "%s", id);
-    snprintf(p->url, sizeof(p->url), "tcp://%.*s:%d", (int)(colon - endpoint), endpoint,
-             port + 1 + shard_g.index);
-    if (nng_req0_open(&p->sock) != 0) {
-        free(p);
-        return NULL;
-    }
-    if (nng_aio_alloc(&p->aio, aio_cb, p) != 0) {
-        nng_close(p->sock);
-        free(p);
-        return NULL;
-    }
-    ipc_socket_tune(p->sock);
-    nng_socket_set_ms(p->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
-    nng_socket_set_size(p->sock, NNG_OPT_RECVMAXSZ, REPL_MAX_MSG);
-    nng_dial(p->sock, p->url, NULL, NNG_FLAG_NONBLOCK);
-    p->item.run = peer_io;
+    snprintf(p->host, sizeof(p->host), "%.*s", (int)(colon - endpoint), endpoint);
+    p->port = atoi(colon + 1) + 1 + shard_g.index;
     R.peers[R.npeers++] = p;
-    log_info("replica_peer", "{s:s,s:s,s:i}", "node", id, "url", p->url, "shard", shard_g.index);
+    log_info("replica_peer", "{s:s,s:s,s:i,s:i}", "node", id, "host", p->host, "port", p->port,
+             "shard", shard_g.index);
     return p;
 }
 
-static void peer_send(struct rpeer *p, uint8_t *msg, size_t len)
+/* The link is closed; what was in flight goes back in front of what is queued (requeue), or
+ * is dropped (a replica that refused a change: it comes back only through a catch-up). */
+static void peer_reset(struct rpeer *p, bool requeue)
 {
-    nng_msg *m;
-    if (nng_msg_alloc(&m, 0) != 0) {
-        free(msg);
-        p->phase = 0;
-        p->retry_at = cmcp_now_ms() + 100;
-        return;
+    if (p->pl) {
+        struct peer_link *l = p->pl;
+        p->pl = NULL;
+        peer_close(l);
     }
-    if (nng_msg_append(m, msg, len) != 0) {
-        nng_msg_free(m);
-        free(msg);
-        p->phase = 0;
-        p->retry_at = cmcp_now_ms() + 100;
-        return;
+    if (p->dl) {
+        struct dlink *d = p->dl;
+        p->dl = NULL;
+        dlink_close(d);
     }
-    free(msg);
-    nng_aio_set_msg(p->aio, m);
-    p->receiving = false;
-    nng_aio_set_timeout(p->aio, 2000);
-    nng_send_aio(p->sock, p->aio);
+    struct buf back = {0};
+    uint32_t nback = 0;
+    uint64_t upto = 0;
+    bool lost = false;
+    for (int i = 0; i < p->nfly; i++) {
+        struct flight *f = &p->fly[i];
+        if (f->kind != SEND_MAIN) {
+            cu_failed(f);
+        } else if (requeue && !lost) {
+            if (buf_add(&back, f->b.p, f->b.len) == 0) {
+                nback += f->n;
+                upto = f->upto > upto ? f->upto : upto;
+            } else {
+                lost = true;
+            }
+        }
+        free(f->b.p);
+        memset(f, 0, sizeof(*f));
+    }
+    p->nfly = 0;
+    p->cu_flying = false;
+    if (nback && !lost && buf_add(&back, p->queued.p, p->queued.len) == 0) {
+        free(p->queued.p);
+        p->queued = back;
+        p->nqueued += nback;
+        if (upto > p->queued_upto)
+            p->queued_upto = upto;
+    } else {
+        free(back.p);
+        if (nback || lost) {
+            /* out of memory: the changes are gone, so later acks must not count for them;
+             * the waiting rounds ask for this replica to leave the in-sync set */
+            p->broken = true;
+        }
+    }
+    if (p->broken) {
+        free(p->queued.p);
+        p->queued = (struct buf){0};
+        p->nqueued = 0;
+    }
+    p->phase = 0;
+    p->retry_at = cmcp_now_ms() + 100;
 }
 
-/* Starts what p needs next: the handshake, or a request with everything queued for it. */
+/* A request failed (no answer in time, the link broke): its work is sent again on a new link
+ * shortly (a replica applies a change once, by (epoch, seq)). */
+static void peer_failed(struct rpeer *p, const char *why)
+{
+    if (strcmp(p->last_error, why) != 0)
+        log_warn("replica_unreachable", "{s:s,s:s,s:i}", "node", p->id, "error", why, "shard",
+                 shard_g.index);
+    snprintf(p->last_error, sizeof(p->last_error), "%s", why);
+    peer_reset(p, true);
+}
+
+/* A request's frame on p's link: the magic, this node's id, then `extra` bytes the caller
+ * writes from *at on and queues with req_sent. NULL when the link cannot take it. */
+static char *req_reserve(struct rpeer *p, const char *magic, size_t extra, size_t *at)
+{
+    const char *self = cview_get()->self_id;
+    size_t idl = strlen(self);
+    char *m = p->dl ? dlink_reserve(p->dl, 10 + idl + extra) : NULL;
+    if (!m)
+        return NULL;
+    uint16_t n = htons((uint16_t)idl);
+    memcpy(m, magic, 8);
+    memcpy(m + 8, &n, 2);
+    memcpy(m + 10, self, idl);
+    *at = 10 + idl;
+    return m;
+}
+
+/* Queues the reserved frame (len bytes) as the request f describes. */
+static void req_sent(struct rpeer *p, size_t len, const struct flight *f)
+{
+    dlink_commit(p->dl, len);
+    struct flight *x = &p->fly[p->nfly++];
+    *x = *f;
+    x->sent_at = cmcp_now_ms();
+    if (x->kind != SEND_MAIN)
+        p->cu_flying = true;
+    /* now, not at the end of the loop turn: this shard is about to block in its own commit's
+     * fsync, and the replica writes meanwhile (the link may close here: peer_failed) */
+    dlink_flush(p->dl);
+}
+
+/* Starts what p needs next: a link, or a request with everything queued for it. */
 static void peer_kick(struct rpeer *p)
 {
-    if (p->phase == 1 || p->phase == 2 || p->phase == 4 || cmcp_now_ms() < p->retry_at)
+    double now = cmcp_now_ms();
+    if (p->phase == 1 || p->nfly == FLY_MAX || now < p->retry_at)
         return;
-    uint8_t *out = NULL;
-    size_t outlen = 0;
     bool main_work = p->nqueued > 0 && !p->broken;
-    struct catchup *c = cu_work(p);
+    struct catchup *c = p->cu_flying ? NULL : cu_work(p);
     if (!main_work && !c)
-        return; /* connect when there is something to send */
+        return; /* link when there is something to send */
     if (p->phase == 0) {
-        auth_client_init(&p->ac, &R.key);
-        if (auth_client_hello(&p->ac, &out, &outlen) != AUTH_OK)
+        p->pl = peer_dial(&R.env, p->host, p->port, p);
+        if (!p->pl) {
+            p->retry_at = now + 100;
             return;
-        p->phase = 1;
-        peer_send(p, out, outlen);
+        }
+        p->phase = 1; /* the handshake's end (or failure) arrives as env_up / env_down */
         return;
     }
     if (c && (!main_work || p->last_main)) {
@@ -398,116 +480,56 @@ static void peer_kick(struct rpeer *p)
         return;
     }
     p->last_main = true;
-    p->inflight_kind = SEND_MAIN;
-    struct buf msg = {0};
-    const char *self = cview_get()->self_id;
-    uint16_t idlen = htons((uint16_t)strlen(self));
+    if (p->queued.len > REPL_MAX_MSG) {
+        /* more than a request carries: it fell too far behind; it leaves the in-sync set (the
+         * waiting rounds ask for that) and comes back through a catch-up */
+        log_error("replica_too_far_behind", "{s:s,s:I,s:i}", "node", p->id, "bytes",
+                  (json_int_t)p->queued.len, "shard", shard_g.index);
+        p->broken = true;
+        peer_reset(p, false);
+        return;
+    }
+    size_t at;
+    char *m = req_reserve(p, REPL_MAGIC, 4 + p->queued.len, &at);
+    if (!m) {
+        peer_failed(p, "out of memory");
+        return;
+    }
     uint32_t n = htonl(p->nqueued);
-    if (buf_add(&msg, REPL_MAGIC, 8) || buf_add(&msg, &idlen, 2) ||
-        buf_add(&msg, self, strlen(self)) || buf_add(&msg, &n, 4) ||
-        buf_add(&msg, p->queued.p, p->queued.len)) {
-        free(msg.p);
-        return;
-    }
-    if (auth_seal(&p->ac.s, AUTH_REQUEST, 0, msg.p, msg.len, &out, &outlen) < 0) {
-        free(msg.p);
-        p->phase = 0;
-        return;
-    }
-    free(msg.p);
-    free(p->inflight.p);
-    p->inflight = p->queued;
-    p->ninflight = p->nqueued;
-    p->inflight_upto = p->queued_upto;
+    memcpy(m + at, &n, 4);
+    if (p->queued.len)
+        memcpy(m + at + 4, p->queued.p, p->queued.len);
+    struct flight f = {.kind = SEND_MAIN, .b = p->queued, .n = p->nqueued, .upto = p->queued_upto};
     p->queued = (struct buf){0};
     p->nqueued = 0;
-    p->phase = 4;
-    peer_send(p, out, outlen);
+    req_sent(p, at + 4 + f.b.len, &f);
 }
 
-/* A request failed (no answer in time, refused, the link broke): what was in flight goes
- * back in front of what is queued, and the handshake starts again shortly. */
-static void peer_failed(struct rpeer *p, const char *why)
+/* The answer to p's oldest request in flight (o: its JSON, NULL when it was not JSON). */
+static void peer_answer(struct rpeer *p, json_t *o)
 {
-    if (strcmp(p->last_error, why) != 0)
-        log_warn("replica_unreachable", "{s:s,s:s,s:i}", "node", p->id, "error", why, "shard",
-                 shard_g.index);
-    snprintf(p->last_error, sizeof(p->last_error), "%s", why);
-    if (p->inflight_kind != SEND_MAIN)
-        cu_failed(p);
-    if (p->ninflight) {
-        struct buf b = p->inflight;
-        if (buf_add(&b, p->queued.p, p->queued.len) == 0) {
-            free(p->queued.p);
-            p->queued = b;
-            p->nqueued += p->ninflight;
-            if (p->inflight_upto > p->queued_upto)
-                p->queued_upto = p->inflight_upto;
-        } else {
-            /* out of memory: the changes are gone, so later acks must not count for them;
-             * the waiting rounds ask for this replica to leave the in-sync set */
-            free(b.p);
-            p->broken = true;
-        }
-        p->inflight = (struct buf){0};
-        p->ninflight = 0;
-    }
-    p->phase = 0;
-    p->retry_at = cmcp_now_ms() + 100;
-}
-
-static void peer_answer(struct rpeer *p, const uint8_t *in, size_t len)
-{
-    uint8_t *out = NULL, *pt = NULL;
-    size_t outlen = 0, ptlen = 0;
-    int rc;
-    struct auth_header h;
-    switch (p->phase) {
-    case 1:
-        rc = auth_client_auth(&p->ac, in, len, &out, &outlen);
-        if (rc != AUTH_OK) {
-            peer_failed(p, auth_strerror(rc));
-            return;
-        }
-        p->phase = 2;
-        peer_send(p, out, outlen);
-        return;
-    case 2:
-        rc = auth_client_welcome(&p->ac, in, len, &pt, &ptlen);
-        free(pt);
-        if (rc != AUTH_OK) {
-            peer_failed(p, rc == AUTH_E_PROOF ? "the replica does not hold this cluster's cookie"
-                                              : auth_strerror(rc));
-            return;
-        }
-        p->phase = 3;
-        peer_kick(p);
-        return;
-    case 4:
-        break;
-    default:
+    if (!o) {
+        peer_failed(p, "an answer that is not JSON");
         return;
     }
-    rc = auth_open(&p->ac.s, AUTH_RESPONSE, in, len, &h, &pt, &ptlen);
-    if (rc != AUTH_OK) {
-        peer_failed(p, auth_strerror(rc));
-        return;
-    }
-    json_t *o = json_loadb((const char *)pt, ptlen, 0, NULL);
-    free(pt);
-    if (p->inflight_kind != SEND_MAIN) {
-        p->phase = 3;
-        if (p->last_error[0])
-            log_info("replica_reachable", "{s:s,s:i}", "node", p->id, "shard", shard_g.index);
-        p->last_error[0] = '\0';
-        cu_answer(p, o);
+    struct flight f = p->fly[0];
+    memmove(&p->fly[0], &p->fly[1], (size_t)(p->nfly - 1) * sizeof(p->fly[0]));
+    p->nfly--;
+    memset(&p->fly[p->nfly], 0, sizeof(p->fly[0]));
+    if (f.kind != SEND_MAIN)
+        p->cu_flying = false;
+    if (p->last_error[0])
+        log_info("replica_reachable", "{s:s,s:i}", "node", p->id, "shard", shard_g.index);
+    p->last_error[0] = '\0';
+    if (f.kind != SEND_MAIN) {
+        cu_answer(&f, o);
         json_decref(o);
         repl_check();
         peer_kick(p);
         return;
     }
     json_t *rs = json_object_get(o, "r");
-    bool all_ok = json_is_array(rs) && json_array_size(rs) == p->ninflight;
+    bool all_ok = json_is_array(rs) && json_array_size(rs) == f.n;
     int bad = 0;
     size_t k;
     json_t *v;
@@ -519,16 +541,10 @@ static void peer_answer(struct rpeer *p, const uint8_t *in, size_t len)
             bad = (int)x;
         }
     }
+    free(f.b.p);
     if (all_ok) {
-        if (p->inflight_upto > p->acked_upto)
-            p->acked_upto = p->inflight_upto;
-        free(p->inflight.p);
-        p->inflight = (struct buf){0};
-        p->ninflight = 0;
-        p->phase = 3;
-        if (p->last_error[0])
-            log_info("replica_reachable", "{s:s,s:i}", "node", p->id, "shard", shard_g.index);
-        p->last_error[0] = '\0';
+        if (!p->broken && f.upto > p->acked_upto)
+            p->acked_upto = f.upto;
         json_decref(o);
         repl_check();
         peer_kick(p);
@@ -547,50 +563,53 @@ static void peer_answer(struct rpeer *p, const uint8_t *in, size_t len)
               shard_g.index);
     json_decref(o);
     /* not in sync: nothing more goes to it until it leaves the in-sync set (the waiting
-     * commits ask for that after the ack timeout) */
+     * commits ask for that after the ack timeout); what follows on this link is dropped, so
+     * that no later answer counts */
     p->broken = true;
-    free(p->inflight.p);
-    p->inflight = (struct buf){0};
-    p->ninflight = 0;
-    free(p->queued.p);
-    p->queued = (struct buf){0};
-    p->nqueued = 0;
-    p->phase = 3;
+    snprintf(p->last_error, sizeof(p->last_error), "%s", msg);
+    peer_reset(p, false);
     repl_check();
 }
 
-static void peer_io(struct ipc_item *it)
+static void owner_frame(struct dlink *l, const char *data, size_t len)
 {
-    struct rpeer *p = (struct rpeer *)((char *)it - offsetof(struct rpeer, item));
-    int rv = nng_aio_result(p->aio);
-    nng_msg *m = nng_aio_get_msg(p->aio);
-    nng_aio_set_msg(p->aio, NULL);
-    bool receiving = p->receiving;
-    p->receiving = false;
-    if (rv != 0) {
-        if (m)
-            nng_msg_free(m); /* a send that failed leaves its message with us */
-        peer_failed(p, nng_strerror(rv));
+    struct rpeer *p = dlink_ud(l);
+    if (p->nfly == 0) {
+        peer_failed(p, "an answer to no request");
         return;
     }
-    if (!receiving) {
-        /* the request is out: now its answer */
-        p->receiving = true;
-        nng_aio_set_timeout(p->aio, (nng_duration)(R.ack_timeout_ms * 4 + 1000));
-        nng_recv_aio(p->sock, p->aio);
-        return;
+    peer_answer(p, json_loadb(data, len, 0, NULL));
+}
+
+static void owner_closed(struct dlink *l, const char *why)
+{
+    struct rpeer *p = dlink_ud(l);
+    p->dl = NULL;
+    char msg[200];
+    snprintf(msg, sizeof(msg), "the link broke: %s", why);
+    peer_failed(p, msg);
+}
+
+static const struct dlink_ops owner_ops = {owner_frame, NULL, owner_closed};
+
+/* Requests without an answer in time: the link goes, and its work is sent again on a new one
+ * (a replica applies a change once, by (epoch, seq)). */
+static void peer_deadlines(void)
+{
+    double now = cmcp_now_ms(), limit = R.ack_timeout_ms * 4 + 1000;
+    for (int i = 0; i < R.npeers; i++) {
+        struct rpeer *p = R.peers[i];
+        if (p->nfly && now - p->fly[0].sent_at > limit) {
+            char why[120];
+            snprintf(why, sizeof(why), "no answer within %.0f ms", limit);
+            peer_failed(p, why);
+        }
     }
-    if (!m) {
-        peer_failed(p, "an empty answer");
-        return;
-    }
-    peer_answer(p, nng_msg_body(m), nng_msg_len(m));
-    nng_msg_free(m);
 }
 
 /* ---- the owner: rounds ---- */
 
-void repl_round(struct gbatch *b)
+void repl_send(void)
 {
     struct round *r = calloc(1, sizeof(*r));
     if (r && R.npend) {
@@ -604,14 +623,12 @@ void repl_round(struct gbatch *b)
             free(r);
         }
         pend_clear();
-        gate_unknown(b, "The change is saved on this node but could not be sent to its copies "
-                        "(out of memory): its outcome is unknown; read it back before retrying");
-        gate_ready(b);
+        R.open_round = NULL; /* repl_round answers that the outcome is unknown */
         return;
     }
-    r->b = b;
     r->id = ++R.next_round;
     r->started = cmcp_now_ms();
+    r->open = true;
     const struct cview *v = cview_get();
     for (int i = 0; i < R.npend; i++) {
         int part = R.pend[i].part;
@@ -646,7 +663,7 @@ void repl_round(struct gbatch *b)
             if (buf_add(&p->queued, &len, 4) == 0 &&
                 buf_add(&p->queued, R.pend[i].data, R.pend[i].len) == 0) {
                 p->nqueued++;
-                p->queued_upto = r->id;
+                p->queued_upto = p->sent_round = r->id;
             } else {
                 p->queued.len = mark;
                 p->broken = true; /* out of memory: as above, never acknowledged for it */
@@ -656,8 +673,23 @@ void repl_round(struct gbatch *b)
     pend_clear();
     *R.rounds_tail = r;
     R.rounds_tail = &r->next;
+    R.open_round = r;
     for (int i = 0; i < R.npeers; i++)
         peer_kick(R.peers[i]);
+}
+
+void repl_round(struct gbatch *b)
+{
+    struct round *r = R.open_round;
+    R.open_round = NULL;
+    if (!r) {
+        gate_unknown(b, "The change is saved on this node but could not be sent to its copies "
+                        "(out of memory): its outcome is unknown; read it back before retrying");
+        gate_ready(b);
+        return;
+    }
+    r->open = false;
+    r->b = b;
     if (!R.sync) {
         gate_ready(b); /* async: acknowledged on the local commit; the round only measures lag */
         r->b = NULL;
@@ -665,6 +697,34 @@ void repl_round(struct gbatch *b)
     repl_check();
     if (R.rounds && !ev_is_active(&R.tick_w))
         ev_timer_start(shard_g.loop, &R.tick_w);
+}
+
+void repl_round_dropped(void)
+{
+    struct round *r = R.open_round;
+    R.open_round = NULL;
+    if (!r)
+        return;
+    r->open = false;
+    r->dropped = true; /* its replies already answered; nothing waits for it */
+    /* Whoever was sent its changes may hold a change this node does not, under a sequence
+     * number this node numbers again with its next change (which a replica takes for a resend
+     * and skips): nothing more goes to them, so they leave the in-sync set and come back
+     * through a catch-up, rebuilt from this node's copy. */
+    for (int i = 0; i < R.npeers; i++) {
+        struct rpeer *p = R.peers[i];
+        if (p->sent_round != r->id)
+            continue;
+        log_error("replica_diverged", "{s:s,s:s,s:i}", "node", p->id, "why",
+                  "this node's commit failed after its changes were sent", "shard",
+                  shard_g.index);
+        p->broken = true;
+        peer_reset(p, false);
+    }
+    for (int i = 0; i < CU_MAX; i++)
+        if (R.cu[i].active && !R.cu[i].dead && R.cu[i].last_round == r->id)
+            R.cu[i].stalled = true; /* the catch-up starts over, from a snapshot */
+    repl_check();
 }
 
 static void ask_drop(int part, uint64_t epoch, const char *node)
@@ -699,12 +759,14 @@ static void repl_check(void)
     double now = cmcp_now_ms();
     while (R.rounds) {
         struct round *r = R.rounds;
+        if (r->open)
+            break; /* sent ahead of its own commit, which has not ended */
         char why[300];
         const char *fail = NULL;
         if (r->b && !cview_may_write(now, why, sizeof(why)))
             fail = why;
         int waiting = 0;
-        for (int i = 0; !fail && i < r->nparts; i++) {
+        for (int i = 0; !fail && !r->dropped && i < r->nparts; i++) {
             int part = r->parts[i];
             if (v->epoch[part] != r->epochs[i] || !cview_owns(part)) {
                 snprintf(why, sizeof(why), "partition %d moved to another node", part);
@@ -761,6 +823,7 @@ static void repl_check(void)
 static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
+    peer_deadlines();
     for (int i = 0; i < R.npeers; i++)
         peer_kick(R.peers[i]);
     repl_check();
@@ -817,44 +880,50 @@ static uint64_t get_u64(const uint8_t *p)
 /* Sends c's next chunk of its snapshot, or the changes queued for it since. */
 static void cu_send(struct rpeer *p, struct catchup *c)
 {
-    struct buf msg = {0};
-    const char *self = cview_get()->self_id;
-    uint16_t idlen = htons((uint16_t)strlen(self));
-    int rc = 0;
-    size_t chunk = 0;
+    size_t chunk = 0, at;
+    char *m;
     if (c->state == CU_SNAP) {
         chunk = c->snap_len - c->snap_off;
         if (chunk > R.chunk_bytes)
             chunk = R.chunk_bytes;
-        uint32_t part = htonl((uint32_t)c->part);
-        rc |= buf_add(&msg, SNAP_MAGIC, 8) | buf_add(&msg, &idlen, 2) |
-              buf_add(&msg, self, strlen(self)) | buf_add(&msg, &part, 4);
-        put_u64(&msg, c->epoch, &rc);
-        put_u64(&msg, c->snap_id, &rc);
-        put_u64(&msg, c->snap_len, &rc);
-        put_u64(&msg, c->snap_off, &rc);
-        rc |= buf_add(&msg, c->snap + c->snap_off, chunk);
+        m = req_reserve(p, SNAP_MAGIC, 36 + chunk, &at);
+        if (m) {
+            struct buf h = {0};
+            uint32_t part = htonl((uint32_t)c->part);
+            int rc = buf_add(&h, &part, 4);
+            put_u64(&h, c->epoch, &rc);
+            put_u64(&h, c->snap_id, &rc);
+            put_u64(&h, c->snap_len, &rc);
+            put_u64(&h, c->snap_off, &rc);
+            if (rc == 0 && h.len == 36) {
+                memcpy(m + at, h.p, 36);
+                memcpy(m + at + 36, c->snap + c->snap_off, chunk);
+            } else {
+                m = NULL;
+            }
+            free(h.p);
+            at += 36 + chunk;
+        }
+    } else if (c->q.len > REPL_MAX_MSG) {
+        c->stalled = true; /* too far behind: the catch-up starts over at the next tick */
+        return;
     } else {
-        uint32_t n = htonl(c->nq);
-        rc |= buf_add(&msg, REPL_MAGIC, 8) | buf_add(&msg, &idlen, 2) |
-              buf_add(&msg, self, strlen(self)) | buf_add(&msg, &n, 4) |
-              buf_add(&msg, c->q.p, c->q.len);
+        m = req_reserve(p, REPL_MAGIC, 4 + c->q.len, &at);
+        if (m) {
+            uint32_t n = htonl(c->nq);
+            memcpy(m + at, &n, 4);
+            if (c->q.len)
+                memcpy(m + at + 4, c->q.p, c->q.len);
+            at += 4 + c->q.len;
+        }
     }
-    uint8_t *out = NULL;
-    size_t outlen = 0;
-    if (rc != 0 || auth_seal(&p->ac.s, AUTH_REQUEST, 0, msg.p, msg.len, &out, &outlen) < 0) {
-        free(msg.p);
-        p->phase = 0;
-        p->retry_at = cmcp_now_ms() + 100;
+    if (!m) {
+        /* nothing was queued (a reservation is taken back by the next one) */
+        peer_failed(p, "out of memory");
         return;
     }
-    free(msg.p);
-    p->inflight_cu = c;
-    if (c->state == CU_SNAP) {
-        p->inflight_kind = SEND_SNAP;
-        p->inflight_chunk = chunk;
-    } else {
-        p->inflight_kind = SEND_CU;
+    struct flight f = {.kind = c->state == CU_SNAP ? SEND_SNAP : SEND_CU, .cu = c, .chunk = chunk};
+    if (c->state != CU_SNAP) {
         free(c->inflight.p);
         c->inflight = c->q;
         c->ninflight = c->nq;
@@ -862,14 +931,14 @@ static void cu_send(struct rpeer *p, struct catchup *c)
         c->q = (struct buf){0};
         c->nq = 0;
     }
-    p->phase = 4;
-    peer_send(p, out, outlen);
+    req_sent(p, at, &f);
 }
 
 static void cu_free(struct catchup *c)
 {
-    if (c->peer && c->peer->inflight_cu == c)
-        c->peer->inflight_cu = NULL;
+    for (int i = 0; c->peer && i < c->peer->nfly; i++)
+        if (c->peer->fly[i].cu == c)
+            c->peer->fly[i].cu = NULL; /* its answer, when it comes, finds the catch-up ended */
     free(c->snap);
     free(c->q.p);
     free(c->inflight.p);
@@ -939,10 +1008,11 @@ static void cu_progress(struct catchup *c)
     ask_mgr("isr_add", c->part, c->epoch, c->peer->id, c->inc, c->gen);
 }
 
-static void cu_failed(struct rpeer *p)
+/* f, a catch-up's request, is lost with its link. */
+static void cu_failed(struct flight *f)
 {
-    struct catchup *c = p->inflight_cu;
-    if (c && p->inflight_kind == SEND_CU && c->ninflight) {
+    struct catchup *c = f->cu;
+    if (c && f->kind == SEND_CU && c->ninflight) {
         /* the changes go back in front of those queued since */
         struct buf b = c->inflight;
         if (buf_add(&b, c->q.p, c->q.len) == 0) {
@@ -959,16 +1029,13 @@ static void cu_failed(struct rpeer *p)
         c->ninflight = 0;
     }
     /* a chunk is sent again from the same offset; a replica that lost its part says so */
-    p->inflight_cu = NULL;
-    p->inflight_kind = SEND_MAIN;
 }
 
-static void cu_answer(struct rpeer *p, json_t *o)
+/* The answer to f, a catch-up's request. */
+static void cu_answer(struct flight *f, json_t *o)
 {
-    struct catchup *c = p->inflight_cu;
-    int kind = p->inflight_kind;
-    p->inflight_cu = NULL;
-    p->inflight_kind = SEND_MAIN;
+    struct catchup *c = f->cu;
+    int kind = f->kind;
     if (!c || !c->active || c->dead)
         return; /* ended meanwhile */
     json_t *rs = json_object_get(o, "r");
@@ -994,7 +1061,7 @@ static void cu_answer(struct rpeer *p, json_t *o)
         return;
     }
     if (kind == SEND_SNAP) {
-        c->snap_off += p->inflight_chunk;
+        c->snap_off += f->chunk;
         bool done = json_is_true(json_object_get(o, "done"));
         if (c->snap_off < c->snap_len && !done)
             return;
@@ -1003,7 +1070,7 @@ static void cu_answer(struct rpeer *p, json_t *o)
             return;
         }
         log_info("replica_snapshot_sent", "{s:i,s:s,s:I,s:f,s:i}", "partition", c->part,
-                 "replica", p->id, "bytes", (json_int_t)c->snap_len, "ms",
+                 "replica", c->peer->id, "bytes", (json_int_t)c->snap_len, "ms",
                  cmcp_now_ms() - c->started, "shard", shard_g.index);
         free(c->snap);
         c->snap = NULL;
@@ -1183,6 +1250,7 @@ static void cu_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)w;
     (void)revents;
+    peer_deadlines();
     cu_tick();
     repl_check();
     for (int i = 0; i < R.npeers; i++)
@@ -1191,8 +1259,11 @@ static void cu_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* ---- the replica: serving an owner's changes ---- */
 
-static json_t *apply_changes(const uint8_t *pt, size_t len, const char *peer)
+/* Stages a request's changes (committed with the others of the loop turn: repl_apply_now);
+ * the answer, whose results become -EIO if that commit fails. *staged: something was. */
+static json_t *apply_changes(const uint8_t *pt, size_t len, const char *peer, bool *staged_out)
 {
+    *staged_out = false;
     if (len < 14 || memcmp(pt, REPL_MAGIC, 8) != 0)
         return json_pack("{s:[],s:s}", "r", "error", "not a replication request");
     uint16_t idlen;
@@ -1245,21 +1316,7 @@ static json_t *apply_changes(const uint8_t *pt, size_t len, const char *peer)
                      (json_int_t)info.seq, "error", strerror(-rc));
         json_array_append_new(rs, json_integer(rc));
     }
-    if (staged) {
-        int rc = store_commit(R.store);
-        if (rc != 0) {
-            /* nothing of it is durable: refuse every change the commit carried */
-            size_t k;
-            json_t *x;
-            json_array_foreach(rs, k, x)
-            {
-                if (json_integer_value(x) == 0)
-                    json_array_set_new(rs, k, json_integer(-EIO));
-            }
-            error = store_errmsg(R.store);
-            log_error("replica_commit_failed", "{s:s}", "error", error);
-        }
-    }
+    *staged_out = staged;
     stats_counter("cmcp_replication_changes_applied_total", "")->value += (double)n;
     json_t *o = json_pack("{s:o}", "r", rs);
     if (error)
@@ -1372,75 +1429,209 @@ static json_t *apply_snapshot_chunk(const uint8_t *pt, size_t len)
     return snap_reply(0, true, NULL);
 }
 
-static void serve(const uint8_t *in, size_t len, uint8_t **out, size_t *outlen)
+/* An owner's link to this shard (accepted): its node's id, for the log. */
+struct olink {
+    struct olink *next, *prev;
+    struct dlink *dl;
+    char node[PEER_NODE_ID_MAX];
+};
+
+static struct olink *olinks;
+
+static void pans_forget(struct olink *o);
+
+static void olink_free(struct olink *o)
 {
-    double now = ev_now(shard_g.loop);
-    struct auth_header h;
-    int rc = auth_header_parse(in, len, &h);
-    if (rc == AUTH_OK) {
-        switch (h.type) {
-        case AUTH_HELLO:
-            rc = auth_server_hello(&R.srv, in, len, now, out, outlen);
-            break;
-        case AUTH_AUTH: {
-            char welcome[200];
-            snprintf(welcome, sizeof(welcome), "{\"node\":\"%s\",\"shard\":%d}",
-                     cview_get()->self_id, shard_g.index);
-            rc = auth_server_auth(&R.srv, in, len, now, welcome, out, outlen);
-            break;
-        }
-        case AUTH_REQUEST: {
-            struct auth_session *s = auth_server_session(&R.srv, in, len, now);
-            uint8_t *pt = NULL;
-            size_t ptlen = 0;
-            rc = s ? auth_open(s, AUTH_REQUEST, in, len, &h, &pt, &ptlen) : AUTH_E_SESSION;
-            if (rc == AUTH_OK) {
-                s->last_used = now;
-                /* the owner's own staged writes go first: a replica's commit carries only
-                 * the changes it was sent */
-                durable_flush();
-                json_t *o = ptlen >= 8 && memcmp(pt, SNAP_MAGIC, 8) == 0
-                                ? apply_snapshot_chunk(pt, ptlen)
-                                : apply_changes(pt, ptlen, "owner");
-                free(pt);
-                char *t = json_dumps(o, JSON_COMPACT);
-                json_decref(o);
-                if (!t || auth_seal(s, AUTH_RESPONSE, h.ctr, t, strlen(t), out, outlen) < 0)
-                    rc = AUTH_E_NOMEM;
-                free(t);
-            }
-            break;
-        }
-        default:
-            rc = AUTH_E_MALFORMED;
+    pans_forget(o);
+    if (o->prev)
+        o->prev->next = o->next;
+    else
+        olinks = o->next;
+    if (o->next)
+        o->next->prev = o->prev;
+    free(o);
+}
+
+/* Answers waiting for the loop turn's commit of the changes they acknowledge, in the order
+ * the requests came (a link's answers leave in its requests' order). */
+static struct {
+    struct pans {
+        struct olink *ol; /* NULL: the link ended meanwhile */
+        json_t *o;
+    } *v;
+    int n, cap;
+    bool staged; /* the store's staged writes are these requests' changes, nothing else */
+} G;
+
+static void answer(struct olink *ol, json_t *o)
+{
+    char *t = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    size_t tl = t ? strlen(t) : 0;
+    char *m = t ? dlink_reserve(ol->dl, tl) : NULL;
+    if (!m) {
+        /* the owner sees its link end and sends again on a new one (applied once) */
+        log_warn("replica_answer_lost", "{s:s,s:s}", "owner", ol->node, "error", "out of memory");
+        free(t);
+        struct dlink *d = ol->dl;
+        olink_free(ol);
+        dlink_close(d);
+        return;
+    }
+    memcpy(m, t, tl);
+    dlink_commit(ol->dl, tl);
+    free(t);
+}
+
+void repl_apply_now(void)
+{
+    if (!G.n)
+        return;
+    const char *error = NULL;
+    if (G.staged) {
+        G.staged = false;
+        int rc = store_commit(R.store);
+        if (rc != 0) {
+            error = store_errmsg(R.store);
+            log_error("replica_commit_failed", "{s:s}", "error", error ? error : strerror(-rc));
         }
     }
-    if (rc != AUTH_OK) {
-        log_warn("replica_request_refused", "{s:s}", "error", auth_strerror(rc));
-        auth_error_msg(h.sid, auth_strerror(rc), out, outlen);
+    int n = G.n;
+    G.n = 0; /* an answer that fails closes its link, which clears its entries: none left */
+    for (int i = 0; i < n; i++) {
+        struct pans *a = &G.v[i];
+        if (error && a->o) {
+            /* nothing of it is durable: refuse every change the commit carried */
+            json_t *rs = json_object_get(a->o, "r"), *x;
+            size_t k;
+            json_array_foreach(rs, k, x)
+            {
+                if (json_integer_value(x) == 0)
+                    json_array_set_new(rs, k, json_integer(-EIO));
+            }
+            json_object_set_new(a->o, "error", json_string(error));
+        }
+        if (a->ol)
+            answer(a->ol, a->o);
+        json_decref(a->o);
     }
 }
 
-static void rep_cb(struct ev_loop *loop, ev_io *w, int revents)
+/* An owner's request: a snapshot's chunk, installed and answered now, or changes, staged and
+ * answered once the loop turn's commit has them (one fsync for every owner's requests that
+ * arrived together). */
+static void replica_frame(struct dlink *l, const char *data, size_t len)
 {
-    (void)loop;
-    (void)w;
-    (void)revents;
-    for (int n = 0; n < 16 && R.rep_open; n++) {
-        nng_msg *m;
-        if (nng_recvmsg(R.rep, &m, NNG_FLAG_NONBLOCK) != 0)
-            return;
-        uint8_t *out = NULL;
-        size_t outlen = 0;
-        serve(nng_msg_body(m), nng_msg_len(m), &out, &outlen);
-        nng_msg_clear(m);
-        if (out && nng_msg_append(m, out, outlen) == 0 && nng_sendmsg(R.rep, m, 0) == 0)
-            m = NULL;
-        free(out);
-        if (m)
-            nng_msg_free(m);
+    struct olink *ol = dlink_ud(l);
+    const uint8_t *pt = (const uint8_t *)data;
+    if (len >= 8 && memcmp(pt, SNAP_MAGIC, 8) == 0) {
+        durable_flush(); /* commits what is staged first: the changes answered before it too */
+        json_t *o = apply_snapshot_chunk(pt, len);
+        answer(ol, o);
+        json_decref(o);
+        return;
     }
+    if (!G.staged && store_has_staged(R.store))
+        durable_flush(); /* this node's own staged writes go in a commit of their own */
+    if (G.n == G.cap) {
+        int cap = G.cap ? G.cap * 2 : 16;
+        struct pans *v = realloc(G.v, (size_t)cap * sizeof(*v));
+        if (!v) {
+            log_warn("replica_request_dropped", "{s:s,s:s}", "owner", ol->node, "error",
+                     "out of memory");
+            olink_free(ol);
+            dlink_close(l); /* the owner sends it again on a new link */
+            return;
+        }
+        G.v = v;
+        G.cap = cap;
+    }
+    bool staged = false;
+    json_t *o = apply_changes(pt, len, ol->node, &staged);
+    G.staged |= staged;
+    G.v[G.n++] = (struct pans){ol, o};
+    durable_commit_soon(); /* its commit runs repl_apply_now first */
 }
+
+static void pans_forget(struct olink *o)
+{
+    for (int i = 0; i < G.n; i++)
+        if (G.v[i].ol == o)
+            G.v[i].ol = NULL;
+}
+
+static void replica_closed(struct dlink *l, const char *why)
+{
+    struct olink *ol = dlink_ud(l);
+    log_info("replica_link_down", "{s:s,s:s,s:i}", "owner", ol->node, "why", why, "shard",
+             shard_g.index);
+    olink_free(ol);
+}
+
+static const struct dlink_ops replica_ops = {replica_frame, NULL, replica_closed};
+
+/* ---- links between nodes' shards ---- */
+
+static void env_up(struct peer_link *l)
+{
+    const struct peer_ident *who = peer_remote(l);
+    if (!peer_dialed(l)) {
+        struct olink *ol = calloc(1, sizeof(*ol));
+        if (ol)
+            snprintf(ol->node, sizeof(ol->node), "%s", who->node);
+        struct dlink *d = ol ? peer_detach(l, &replica_ops, ol) : NULL;
+        if (!d) {
+            free(ol);
+            peer_close(l);
+            log_warn("replica_link_refused", "{s:s,s:s}", "owner", who->node, "why",
+                     "out of memory");
+            return;
+        }
+        ol->dl = d;
+        ol->next = olinks;
+        if (olinks)
+            olinks->prev = ol;
+        olinks = ol;
+        log_info("replica_link_up", "{s:s,s:i}", "owner", who->node, "shard", shard_g.index);
+        return;
+    }
+    struct rpeer *p = peer_ud(l);
+    p->pl = NULL;
+    if (strcmp(who->node, p->id) != 0) {
+        char why[300];
+        snprintf(why, sizeof(why), "%s:%d is node %s, not %s (the map will say where it is now)",
+                 p->host, p->port, who->node, p->id);
+        peer_close(l);
+        peer_failed(p, why);
+        return;
+    }
+    p->dl = peer_detach(l, &owner_ops, p);
+    if (!p->dl) {
+        peer_close(l);
+        peer_failed(p, "out of memory");
+        return;
+    }
+    p->phase = 3;
+    peer_kick(p);
+}
+
+static void env_message(struct peer_link *l, int channel, const char *data, size_t len)
+{
+    (void)l;
+    (void)channel;
+    (void)data;
+    (void)len; /* both sides detach at up: no peer-link frames after the handshake */
+}
+
+static void env_down(struct peer_link *l, const char *why)
+{
+    if (!peer_dialed(l))
+        return; /* a handshake that failed: peer.c logged it with the address */
+    struct rpeer *p = peer_ud(l);
+    p->pl = NULL;
+    peer_failed(p, why);
+}
+
+static const struct peer_ops env_ops = {env_up, env_message, env_down};
 
 /* ---- ownership: sessions in memory follow the map ---- */
 
@@ -1556,23 +1747,22 @@ int repl_start(struct store *st, char *err, size_t errlen)
     if (auth_cookie_load(cookie, false, &R.key, &created, err, errlen) != 0)
         return -1;
     R.have_key = true;
-    auth_server_init(&R.srv, &R.key);
-    char url[256];
-    snprintf(url, sizeof(url), "tcp://%s:%d", R.bind_host, R.base_port + 1 + shard_g.index);
-    int rv, fd;
-    if ((rv = nng_rep0_open(&R.rep)) != 0 ||
-        (rv = nng_socket_set_size(R.rep, NNG_OPT_RECVMAXSZ, REPL_MAX_MSG)) != 0 ||
-        (rv = nng_listen(R.rep, url, NULL, 0)) != 0 ||
-        (rv = nng_socket_get_int(R.rep, NNG_OPT_RECVFD, &fd)) != 0) {
-        snprintf(err, errlen, "cannot serve replicas at %s: %s (the node's peer port + 1 + shard "
-                              "index must be free; [cluster] bind)",
-                 url, nng_strerror(rv));
+    struct peer_ident me = {0};
+    snprintf(me.node, sizeof(me.node), "%s", cfg_get(c, "cluster", "node_id", ""));
+    if (!me.node[0] && gethostname(me.node, sizeof(me.node) - 1) != 0)
+        snprintf(me.node, sizeof(me.node), "node");
+    snprintf(me.endpoint, sizeof(me.endpoint), "replica-shard-%d", shard_g.index);
+    peer_env_init(&R.env, shard_g.loop, &R.key, &me, &env_ops);
+    R.env_on = true;
+    int port = R.base_port + 1 + shard_g.index;
+    char why[300];
+    if (peer_listen(&R.env, R.bind_host, port, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "cannot serve replicas at %s:%d: %s (the node's peer port + 1 + "
+                              "shard index must be free; [cluster] bind)",
+                 R.bind_host, port, why);
         return -1;
     }
-    nng_socket_set_ms(R.rep, NNG_OPT_SENDTIMEO, 2000);
-    R.rep_open = true;
-    ev_io_init(&R.rep_w, rep_cb, fd, EV_READ);
-    ev_io_start(shard_g.loop, &R.rep_w);
+    R.listening = true;
     char addr[512];
     ipc_addr_cluster_ctl(addr, sizeof(addr), shard_g.a->run_dir);
     if (nng_req0_open(&R.mgr) == 0) {
@@ -1581,8 +1771,8 @@ int repl_start(struct store *st, char *err, size_t errlen)
         R.mgr_open = true;
     }
     ev_timer_start(shard_g.loop, &R.cu_w);
-    log_info("replica_serving", "{s:s,s:i,s:s}", "url", url, "shard", shard_g.index, "mode",
-             R.sync ? "sync" : "async");
+    log_info("replica_serving", "{s:s,s:i,s:i,s:s}", "host", R.bind_host, "port", port, "shard",
+             shard_g.index, "mode", R.sync ? "sync" : "async");
     return 0;
 }
 
@@ -1597,25 +1787,31 @@ void repl_stop(void)
         free(R.in[i].b.p);
         memset(&R.in[i], 0, sizeof(R.in[i]));
     }
-    /* Sockets first (that aborts what is in flight), then the aios. The peers themselves are
-     * not freed: an nng thread may still be finishing a callback that names one (seen under
-     * ASan), and the process ends right after this; they stay reachable from R.peers. */
-    for (int i = 0; i < R.npeers; i++)
-        nng_close(R.peers[i]->sock);
     for (int i = 0; i < R.npeers; i++) {
         struct rpeer *p = R.peers[i];
-        nng_aio_stop(p->aio);
-        /* a send cut short, or an answer never collected, leaves its message with us (nng
-         * takes the aio's message off it when a send succeeds) */
-        nng_msg *left = nng_aio_get_msg(p->aio);
-        if (left) {
-            nng_aio_set_msg(p->aio, NULL);
-            nng_msg_free(left);
-        }
+        if (p->pl)
+            peer_close(p->pl);
+        if (p->dl)
+            dlink_close(p->dl);
+        for (int k = 0; k < p->nfly; k++)
+            free(p->fly[k].b.p);
         free(p->queued.p);
-        free(p->inflight.p);
-        p->queued = p->inflight = (struct buf){0};
+        free(p);
+        R.peers[i] = NULL;
     }
+    R.npeers = 0;
+    repl_apply_now();
+    free(G.v);
+    G.v = NULL;
+    G.cap = 0;
+    while (olinks) {
+        struct dlink *d = olinks->dl;
+        olink_free(olinks);
+        dlink_close(d);
+    }
+    if (R.listening)
+        peer_stop_listening(&R.env);
+    R.listening = R.env_on = false;
     while (R.rounds) {
         struct round *r = R.rounds;
         R.rounds = r->next;
@@ -1626,11 +1822,6 @@ void repl_stop(void)
     free(R.pend);
     R.pend = NULL;
     R.pend_cap = 0;
-    if (R.rep_open) {
-        R.rep_open = false;
-        ev_io_stop(shard_g.loop, &R.rep_w);
-        nng_close(R.rep);
-    }
     if (R.mgr_open) {
         R.mgr_open = false;
         nng_close(R.mgr);

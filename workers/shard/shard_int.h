@@ -195,12 +195,20 @@ int repl_start(struct store *st, char *err, size_t errlen);
 void repl_stop(void);
 /* Whether commits are replicated (the map's replication factor is above 1). */
 bool repl_active(void);
-/* Before store_commit: the staged writes as changes (kept until repl_round or abort). 0, or
+/* Before store_commit: the staged writes as changes (kept until repl_send or abort). 0, or
  * -ESTALE when this node lost a partition it wrote. */
 int repl_collect(struct store *st);
 void repl_collect_abort(void);
-/* After a commit that succeeded: its changes go to the replicas; b goes once they have them. */
+/* Still before store_commit: the collected changes leave for the replicas now, so that they
+ * write while this node does. Then exactly one of: */
+void repl_send(void);
+/* the commit succeeded: b goes once the in-sync replicas have its changes (sync); */
 void repl_round(struct gbatch *b);
+/* the commit failed: the replicas may have the changes; its writes' outcome is unknown. */
+void repl_round_dropped(void);
+/* Commits the changes replicas of this node staged this loop turn and answers their owners:
+ * before this node stages anything of its own (durable.c), so a commit is one or the other. */
+void repl_apply_now(void);
 /* The map changed: sessions in memory follow ownership; waiting commits are checked again. */
 void repl_map_changed(void);
 

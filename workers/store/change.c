@@ -396,6 +396,17 @@ int store_change_stage(struct store *s, const char *c, size_t len)
                           in.partition, (unsigned long long)in.epoch,
                           (unsigned long long)p->epoch);
     if (in.seq <= p->seq) {
+        /* The owner sends a change before its own commit ends (workers/shard/replica.c), so
+         * the last change a copy holds may be one its owner lost (it died, or its commit
+         * failed) and numbered again with other content: a resend of the last one must be
+         * that very change. Earlier ones cannot differ: the owner had committed them before it
+         * sent the next. */
+        if (in.epoch == p->epoch && in.seq == p->seq && mix(in.prev, c, len) != p->chain)
+            return store__err(s, -EXDEV,
+                              "partition %d: change %llu differs from the one this copy holds "
+                              "under that number (its owner lost that one); rebuild this copy "
+                              "from a snapshot",
+                              in.partition, (unsigned long long)in.seq);
         if (in.epoch == p->epoch)
             return 1; /* applied already (a resend) */
         return store__err(s, -EXDEV,
