@@ -384,6 +384,23 @@ class ConfigTest(unittest.TestCase):
         self.assertEqual(code, 2, err)
         self.assertIn("CMCP_AUTH_AUDIENCE", err)
 
+    def test_a_scope_for_an_unknown_tool_stops_the_start(self):
+        # A misspelt tool name would leave the real tool unguarded.
+        d = tempfile.mkdtemp(prefix="cmcp-auth-")
+        self.addCleanup(subprocess.run, ["rm", "-rf", d])
+        keys = Keys(d, "k")
+        jwks = os.path.join(d, "jwks.json")
+        with open(jwks, "w") as f:
+            json.dump(keys.jwks(), f)
+        n = Node(self.conf("enabled = true\nissuer = %s\naudience = https://m.test/mcp\n"
+                           "jwks_file = %s\ntool_scopes = ad=math:add\n" % (ISS, jwks)),
+                 wait_ready=False)
+        with n:
+            code = n.wait_exit(15)
+            err = n.stderr_text()
+        self.assertNotEqual(code, 0)
+        self.assertIn("[auth] tool_scopes names 'ad', which is no tool of this node", err)
+
     def test_auth_off_leaves_everything_as_it_was(self):
         http = free_port()
         with Node("[metrics]\nport = 0\n[admin]\nendpoint =\n[listener]\nhttp_port = %d\n"
