@@ -405,6 +405,10 @@ static void reload_takes_keys_away(void **st)
     struct oauth_verdict v;
     assert_int_equal(check(t, &v), OAUTH_OK);
     char err[400];
+    /* the same bytes again (a second change event): nothing changes, the cache stays */
+    assert_int_equal(oauth_reload_keys(val, err, sizeof(err)), 1);
+    assert_int_equal(check(t, &v), OAUTH_OK);
+    assert_true(v.cached);
     /* a broken file: the keys in use stay */
     FILE *f = fopen(jwks_path, "w");
     fputs("{\"keys\": [", f);

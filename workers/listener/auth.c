@@ -29,12 +29,17 @@
 #include "ipc/stats.h"
 
 #define JWKS_POLL_S 2.0 /* ev_stat's interval where inotify is not available */
+/* ev_stat compares whole-second times: a second write within the same second as the
+ * first (same size) may go unseen. Each change is read again this much later; a read of
+ * the same bytes changes nothing (oauth_reload_keys returns 1). */
+#define JWKS_REREAD_S 1.5
 
 static struct oauth *validator;
 static char *metadata;
 static size_t metadata_len;
 static struct stats_metric *refused[OAUTH_REASON_COUNT];
 static ev_stat jwks_w;
+static ev_timer reread_w;
 
 bool listener_auth_on(void)
 {
@@ -47,19 +52,35 @@ static bool loopback(const char *addr)
            !strcmp(addr, "localhost");
 }
 
+static void jwks_reload(void)
+{
+    char err[400];
+    int rc = oauth_reload_keys(validator, err, sizeof(err));
+    if (rc == 0)
+        log_info("auth_jwks_reloaded", "{s:s,s:i}", "jwks_file",
+                 oauth_get_conf(validator)->jwks_file, "keys", oauth_key_count(validator));
+    else if (rc < 0)
+        log_warn("auth_jwks_reload_failed", "{s:s,s:i,s:s}", "error", err, "keys_kept",
+                 oauth_key_count(validator), "what_to_do",
+                 "fix the file: the keys read before stay in use until it is valid again");
+}
+
 static void jwks_changed(struct ev_loop *loop, ev_stat *w, int revents)
+{
+    (void)w;
+    (void)revents;
+    jwks_reload();
+    ev_timer_stop(loop, &reread_w);
+    ev_timer_set(&reread_w, JWKS_REREAD_S, 0);
+    ev_timer_start(loop, &reread_w);
+}
+
+static void jwks_reread(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)w;
     (void)revents;
-    char err[400];
-    if (oauth_reload_keys(validator, err, sizeof(err)) == 0)
-        log_info("auth_jwks_reloaded", "{s:s,s:i}", "jwks_file",
-                 oauth_get_conf(validator)->jwks_file, "keys", oauth_key_count(validator));
-    else
-        log_warn("auth_jwks_reload_failed", "{s:s,s:i,s:s}", "error", err, "keys_kept",
-                 oauth_key_count(validator), "what_to_do",
-                 "fix the file: the keys read before stay in use until it is valid again");
+    jwks_reload();
 }
 
 int listener_auth_start(void)
@@ -97,6 +118,7 @@ int listener_auth_start(void)
     }
     ev_stat_init(&jwks_w, jwks_changed, oc.jwks_file, JWKS_POLL_S);
     ev_stat_start(listener_g.loop, &jwks_w);
+    ev_timer_init(&reread_w, jwks_reread, JWKS_REREAD_S, 0);
     if (listener_g.index == 0)
         log_info("auth_enabled", "{s:s,s:s,s:s,s:i,s:s,s:i}", "issuer", oc.issuer, "audience",
                  oc.audience, "jwks_file", oc.jwks_file, "keys", oauth_key_count(validator),
@@ -109,6 +131,7 @@ void listener_auth_stop(void)
     if (!validator)
         return;
     ev_stat_stop(listener_g.loop, &jwks_w);
+    ev_timer_stop(listener_g.loop, &reread_w);
     oauth_free(validator);
     validator = NULL;
     free(metadata);

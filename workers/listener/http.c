@@ -722,7 +722,7 @@ static bool auth_answered(struct hconn *h)
     size_t mlen = 0;
     const char *md = listener_auth_metadata(r->path, r->path_len, &mlen);
     if (md) {
-        if (r->method != HTTP_GET && r->method != HTTP_HEAD) {
+        if (r->method != HTTP_GET) {
             write_error(h, 405, NULL, -32000, "Method not allowed: GET the metadata");
             return true;
         }
@@ -730,7 +730,7 @@ static bool auth_answered(struct hconn *h)
         http_write_status(&h->out, 200);
         http_write_connection(&h->out, r, h->keep_alive);
         http_write_header(&h->out, "Cache-Control", "max-age=300");
-        http_write_body(&h->out, "application/json", md, r->method == HTTP_HEAD ? 0 : mlen);
+        http_write_body(&h->out, "application/json", md, mlen);
         hconn_request_done(h);
         return true;
     }

@@ -104,8 +104,9 @@ const struct oauth_conf *oauth_get_conf(const struct oauth *o);
 /* How many usable keys the JWKS gave. */
 int oauth_key_count(const struct oauth *o);
 /*
- * Re-reads the JWKS file. On success the cache is emptied (a key taken away must stop
- * its tokens at once); on failure the keys in use stay and err says why. 0 or -1.
+ * Re-reads the JWKS file. When its bytes changed the cache is emptied (a key taken away
+ * must stop its tokens at once): 0; the same bytes: 1, nothing changes; on failure the
+ * keys in use stay and err says why: -1.
  */
 int oauth_reload_keys(struct oauth *o, char *err, size_t errlen);
 

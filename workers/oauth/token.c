@@ -22,6 +22,7 @@
 #include "workers/oauth/oauth.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,6 +61,7 @@ struct centry {
 
 struct oauth {
     struct oauth_conf conf;
+    unsigned char jwks_digest[crypto_hash_sha256_BYTES]; /* of the file the keys came from */
     struct okey keys[MAX_KEYS];
     int nkeys;
     struct centry cache[CACHE_SLOTS];
@@ -189,15 +191,44 @@ static int key_load(const json_t *k, struct okey *out, char *why, size_t wlen)
     return 0;
 }
 
-static int keys_load(const char *path, struct okey *keys, int *n, char *err, size_t errlen)
+#define JWKS_MAX_BYTES (1 << 20)
+
+/* The file's bytes (malloc'd, *len) or NULL with err. */
+static char *file_read(const char *path, size_t *len, char *err, size_t errlen)
 {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = malloc(JWKS_MAX_BYTES + 1);
+    size_t n = buf ? fread(buf, 1, JWKS_MAX_BYTES + 1, f) : 0;
+    bool bad = !buf || ferror(f) || n > JWKS_MAX_BYTES;
+    fclose(f);
+    if (bad) {
+        snprintf(err, errlen, "cannot read %s: %s", path,
+                 !buf ? "out of memory" : n > JWKS_MAX_BYTES ? "larger than 1 MiB" : "read error");
+        free(buf);
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}
+
+/* Reads the JWKS at path into keys; *digest gets the SHA-256 of the file's bytes. */
+static int keys_load(const char *path, struct okey *keys, int *n, unsigned char *digest,
+                     char *err, size_t errlen)
+{
+    size_t flen = 0;
+    char *text = file_read(path, &flen, err, errlen);
+    if (!text)
+        return -1;
+    crypto_hash_sha256(digest, (const unsigned char *)text, flen);
     json_error_t jerr;
-    json_t *set = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *set = json_loadb(text, flen, JSON_REJECT_DUPLICATES, &jerr);
+    free(text);
     if (!set) {
-        if (jerr.line < 0 || jerr.position == 0)
-            snprintf(err, errlen, "cannot read %s: %s", path, jerr.text);
-        else
-            snprintf(err, errlen, "%s is not JSON (line %d: %s)", path, jerr.line, jerr.text);
+        snprintf(err, errlen, "%s is not JSON (line %d: %s)", path, jerr.line, jerr.text);
         return -1;
     }
     json_t *arr = json_object_get(set, "keys");
@@ -242,7 +273,7 @@ struct oauth *oauth_new(const struct oauth_conf *oc, char *err, size_t errlen)
         return NULL;
     }
     o->conf = *oc;
-    if (keys_load(oc->jwks_file, o->keys, &o->nkeys, err, errlen) != 0) {
+    if (keys_load(oc->jwks_file, o->keys, &o->nkeys, o->jwks_digest, err, errlen) != 0) {
         free(o);
         return NULL;
     }
@@ -271,8 +302,14 @@ int oauth_reload_keys(struct oauth *o, char *err, size_t errlen)
 {
     static struct okey fresh[MAX_KEYS];
     int n = 0;
-    if (keys_load(o->conf.jwks_file, fresh, &n, err, errlen) != 0)
+    unsigned char digest[crypto_hash_sha256_BYTES];
+    if (keys_load(o->conf.jwks_file, fresh, &n, digest, err, errlen) != 0)
         return -1;
+    if (memcmp(digest, o->jwks_digest, sizeof(digest)) == 0) {
+        keys_free(fresh, n);
+        return 1; /* the same bytes: the keys and the cache stay */
+    }
+    memcpy(o->jwks_digest, digest, sizeof(digest));
     keys_free(o->keys, o->nkeys);
     memcpy(o->keys, fresh, sizeof(fresh[0]) * (size_t)n);
     o->nkeys = n;
