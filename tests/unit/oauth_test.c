@@ -106,8 +106,8 @@ static char *sign_ed(const json_t *claims)
 
 static json_t *claims_ok(void)
 {
-    return json_pack("{s:s,s:s,s:f,s:f,s:s,s:s}", "iss", ISS, "aud", AUD, "exp", now + 300,
-                     "iat", now, "scope", "mcp tools:echo", "sub", "user-1");
+    return json_pack("{s:s,s:s,s:f,s:f,s:s,s:s}", "iss", ISS, "aud", AUD, "exp", now + 300, "iat",
+                     now, "scope", "mcp tools:echo", "sub", "user-1");
 }
 
 static json_t *hdr(const char *alg, const char *kid)
@@ -210,8 +210,8 @@ static void good_tokens_pass_and_are_cached(void **st)
     free(t);
     json_decref(c);
     /* aud as an array that names us; scopes in scp as an array */
-    c = json_pack("{s:s,s:[s,s],s:f,s:[s,s]}", "iss", ISS, "aud", "https://other.test", AUD,
-                  "exp", now + 60, "scp", "mcp", "x");
+    c = json_pack("{s:s,s:[s,s],s:f,s:[s,s]}", "iss", ISS, "aud", "https://other.test", AUD, "exp",
+                  now + 60, "scp", "mcp", "x");
     assert_int_equal(check_claims(c), OAUTH_OK);
     /* exp passed, but within the 60 s skew */
     c = claims_ok();
@@ -388,8 +388,7 @@ static void refused_before_any_signature(void **st)
     free(t);
     json_decref(h);
     /* crit extensions are not understood, so refused */
-    h = json_pack("{s:s,s:s,s:[s],s:b}", "alg", "ES256", "kid", "ec1", "crit", "x-ext", "x-ext",
-                  1);
+    h = json_pack("{s:s,s:s,s:[s],s:b}", "alg", "ES256", "kid", "ec1", "crit", "x-ext", "x-ext", 1);
     t = sign_jose(h, c, ec);
     assert_int_equal(check(t, NULL), OAUTH_UNSUPPORTED_ALG);
     free(t);
@@ -450,8 +449,8 @@ static void configuration(void **st)
     char err[512];
     assert_int_equal(conf_of("[auth]\nenabled = false\n", &oc, err, sizeof(err)), 0);
     assert_false(oc.enabled);
-    assert_int_equal(conf_of("[auth]\nenabled = true\nissuer = " ISS "\njwks_file = /x\n", &oc,
-                             err, sizeof(err)),
+    assert_int_equal(conf_of("[auth]\nenabled = true\nissuer = " ISS "\njwks_file = /x\n", &oc, err,
+                             sizeof(err)),
                      -1);
     assert_non_null(strstr(err, "no audience"));
     assert_int_equal(conf_of("[auth]\nenabled = true\nissuer = " ISS "\naudience = mcp\n"
@@ -464,8 +463,8 @@ static void configuration(void **st)
                              &oc, err, sizeof(err)),
                      -1);
     assert_non_null(strstr(err, "not supported yet"));
-    assert_int_equal(conf_of("[auth]\nenabled = true\nissuer = " ISS "\naudience = " AUD "\n",
-                             &oc, err, sizeof(err)),
+    assert_int_equal(conf_of("[auth]\nenabled = true\nissuer = " ISS "\naudience = " AUD "\n", &oc,
+                             err, sizeof(err)),
                      -1);
     assert_non_null(strstr(err, "no jwks_file"));
     assert_int_equal(conf_of("[auth]\nenabled = true\nissuer = " ISS "\naudience = " AUD "\n"
@@ -522,10 +521,8 @@ static void metadata_document(void **st)
     json_t *doc = json_loads(m, 0, NULL);
     free(m);
     assert_string_equal(json_string_value(json_object_get(doc, "resource")), AUD);
-    assert_string_equal(json_string_value(json_array_get(json_object_get(doc,
-                                                                         "authorization_servers"),
-                                                         0)),
-                        ISS);
+    assert_string_equal(
+        json_string_value(json_array_get(json_object_get(doc, "authorization_servers"), 0)), ISS);
     assert_int_equal(json_array_size(json_object_get(doc, "scopes_supported")), 4);
     assert_string_equal(
         json_string_value(json_array_get(json_object_get(doc, "bearer_methods_supported"), 0)),

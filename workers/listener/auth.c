@@ -190,10 +190,10 @@ static void refusal_make(struct auth_refusal *ref, enum oauth_reason reason, con
                  "resource_metadata=\"%s\"",
                  desc, oc->metadata_url);
     }
-    json_t *o = json_pack("{s:s,s:O,s:{s:i,s:s,s:{s:s,s:s}}}", "jsonrpc", "2.0", "id",
-                          id ? (json_t *)id : json_null(), "error", "code", -32000, "message", msg,
-                          "data", "reason", oauth_reason_label(reason), "resource_metadata",
-                          oc->metadata_url);
+    json_t *o =
+        json_pack("{s:s,s:O,s:{s:i,s:s,s:{s:s,s:s}}}", "jsonrpc", "2.0", "id",
+                  id ? (json_t *)id : json_null(), "error", "code", -32000, "message", msg, "data",
+                  "reason", oauth_reason_label(reason), "resource_metadata", oc->metadata_url);
     ref->body = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
 }
@@ -260,11 +260,10 @@ bool listener_auth_tools(const struct oauth_grant *grant, const char *body, size
     const struct oauth_conf *oc = oauth_get_conf(validator);
     const struct oauth_tool_rule *t = &oc->tools[rule];
     char scope[sizeof(oc->required) + sizeof(t->scopes) + 2];
-    snprintf(scope, sizeof(scope), "%s%s%s", oc->required, oc->required[0] ? " " : "",
-             t->scopes);
+    snprintf(scope, sizeof(scope), "%s%s%s", oc->required, oc->required[0] ? " " : "", t->scopes);
     char detail[200], msg[700];
-    snprintf(detail, sizeof(detail), "tool '%s' needs scope '%s', which the token lacks",
-             t->name, t->scopes);
+    snprintf(detail, sizeof(detail), "tool '%s' needs scope '%s', which the token lacks", t->name,
+             t->scopes);
     count_and_log(OAUTH_TOOL_SCOPE, grant->hash, transport, detail, t->name);
     snprintf(msg, sizeof(msg),
              "Forbidden: calling tool '%s' needs scope \"%s\", which this access token lacks. "

@@ -127,8 +127,9 @@ static int tool_rules(const struct cfg *c, struct oauth_conf *oc, char *err, siz
         }
         for (int i = 0; i < oc->ntools; i++)
             if (strcmp(oc->tools[i].name, name) == 0) {
-                snprintf(err, errlen, "%s[auth] tool_scopes names '%s' twice: give each tool one "
-                                      "entry with all its scopes",
+                snprintf(err, errlen,
+                         "%s[auth] tool_scopes names '%s' twice: give each tool one "
+                         "entry with all its scopes",
                          at, name);
                 return -1;
             }
@@ -157,47 +158,53 @@ int oauth_conf_load(const struct cfg *c, struct oauth_conf *oc, char *err, size_
     const char *url = cfg_get(c, "auth", "jwks_url", "");
     const char *path = NULL;
     if (!*aud) {
-        snprintf(err, errlen, "[auth] is enabled but has no audience: set audience to this MCP "
-                              "server's canonical URI as clients reach it (e.g. "
-                              "https://mcp.example.com/mcp); tokens must name it in aud");
+        snprintf(err, errlen,
+                 "[auth] is enabled but has no audience: set audience to this MCP "
+                 "server's canonical URI as clients reach it (e.g. "
+                 "https://mcp.example.com/mcp); tokens must name it in aud");
         return -1;
     }
     if (strlen(aud) >= sizeof(oc->audience) || !uri_ok(aud, &path)) {
         where(c, "audience", at, sizeof(at));
-        snprintf(err, errlen, "%s[auth] audience '%.200s' is not an absolute http(s) URI without "
-                              "query or fragment (e.g. https://mcp.example.com/mcp)",
+        snprintf(err, errlen,
+                 "%s[auth] audience '%.200s' is not an absolute http(s) URI without "
+                 "query or fragment (e.g. https://mcp.example.com/mcp)",
                  at, aud);
         return -1;
     }
     const char *ipath = NULL;
     if (!*iss || strlen(iss) >= sizeof(oc->issuer) || !uri_ok(iss, &ipath)) {
         where(c, "issuer", at, sizeof(at));
-        snprintf(err, errlen, "%s[auth] issuer %s%.200s%s: set it to the authorization server's "
-                              "issuer identifier, an http(s) URL exactly as its tokens carry it "
-                              "in iss",
+        snprintf(err, errlen,
+                 "%s[auth] issuer %s%.200s%s: set it to the authorization server's "
+                 "issuer identifier, an http(s) URL exactly as its tokens carry it "
+                 "in iss",
                  at, *iss ? "'" : "is not set", iss, *iss ? "' is not an http(s) URL" : "");
         return -1;
     }
     if (*url) {
         where(c, "jwks_url", at, sizeof(at));
-        snprintf(err, errlen, "%s[auth] jwks_url is not supported yet (fetching keys must not "
-                              "block the listener; not built): save the issuer's JWKS to a file "
-                              "(and refresh it, e.g. from cron) and set jwks_file; the file is "
-                              "re-read when it changes",
+        snprintf(err, errlen,
+                 "%s[auth] jwks_url is not supported yet (fetching keys must not "
+                 "block the listener; not built): save the issuer's JWKS to a file "
+                 "(and refresh it, e.g. from cron) and set jwks_file; the file is "
+                 "re-read when it changes",
                  at);
         return -1;
     }
     if (!*jwks || strlen(jwks) >= sizeof(oc->jwks_file)) {
-        snprintf(err, errlen, "[auth] is enabled but has no jwks_file: set it to a file holding "
-                              "the issuer's JSON Web Key Set (what its jwks_uri serves)");
+        snprintf(err, errlen,
+                 "[auth] is enabled but has no jwks_file: set it to a file holding "
+                 "the issuer's JSON Web Key Set (what its jwks_uri serves)");
         return -1;
     }
     const char *req = cfg_get(c, "auth", "required_scopes", "");
     if (!squeeze(oc->required, sizeof(oc->required), req, strlen(req)) ||
         !scope_list_ok(oc->required)) {
         where(c, "required_scopes", at, sizeof(at));
-        snprintf(err, errlen, "%s[auth] required_scopes: scopes are separated by blanks and made "
-                              "of printable ASCII but '\"' and '\\' (at most 511 bytes)",
+        snprintf(err, errlen,
+                 "%s[auth] required_scopes: scopes are separated by blanks and made "
+                 "of printable ASCII but '\"' and '\\' (at most 511 bytes)",
                  at);
         return -1;
     }
@@ -231,9 +238,10 @@ int oauth_conf_check(struct cfg *c, char *err, size_t errlen)
         return 0;
     const char *tcp_bind = cfg_get(c, "listener", "tcp_bind", "127.0.0.1");
     if (cfg_get_long(c, "listener", "tcp_port", 8081) > 0 && !loopback(tcp_bind)) {
-        snprintf(err, errlen, "[auth] is enabled but [listener] tcp_bind = %s serves MCP over "
-                              "plain TCP, which carries no token, beyond this host: set tcp_bind "
-                              "to 127.0.0.1 or tcp_port = 0",
+        snprintf(err, errlen,
+                 "[auth] is enabled but [listener] tcp_bind = %s serves MCP over "
+                 "plain TCP, which carries no token, beyond this host: set tcp_bind "
+                 "to 127.0.0.1 or tcp_port = 0",
                  tcp_bind);
         return -1;
     }

@@ -67,10 +67,10 @@ extern const struct cfg_key oauth_cfg_keys[];
 /* Why a request was refused; also the label of cmcp_auth_refused_total{reason}. */
 enum oauth_reason {
     OAUTH_OK = 0,
-    OAUTH_MISSING,            /* no Authorization: Bearer header */
-    OAUTH_MALFORMED,          /* not a compact JWS, bad base64 or JSON, too long */
-    OAUTH_UNSUPPORTED_ALG,    /* alg none, HS*, anything not asymmetric and supported */
-    OAUTH_UNKNOWN_KEY,        /* no key in the JWKS with its kid (or for its alg) */
+    OAUTH_MISSING,         /* no Authorization: Bearer header */
+    OAUTH_MALFORMED,       /* not a compact JWS, bad base64 or JSON, too long */
+    OAUTH_UNSUPPORTED_ALG, /* alg none, HS*, anything not asymmetric and supported */
+    OAUTH_UNKNOWN_KEY,     /* no key in the JWKS with its kid (or for its alg) */
     OAUTH_BAD_SIGNATURE,
     OAUTH_WRONG_ISSUER,
     OAUTH_WRONG_AUDIENCE,

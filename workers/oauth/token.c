@@ -94,8 +94,8 @@ static enum kind alg_kind(const char *alg)
     static const struct {
         const char *alg;
         enum kind kind;
-    } t[] = {{"RS256", K_RSA}, {"RS384", K_RSA},   {"RS512", K_RSA},   {"PS256", K_RSA},
-             {"PS384", K_RSA}, {"PS512", K_RSA},   {"ES256", K_EC256}, {"ES384", K_EC384},
+    } t[] = {{"RS256", K_RSA},   {"RS384", K_RSA},    {"RS512", K_RSA},   {"PS256", K_RSA},
+             {"PS384", K_RSA},   {"PS512", K_RSA},    {"ES256", K_EC256}, {"ES384", K_EC384},
              {"ES512", K_EC521}, {"EdDSA", K_ED25519}};
     for (size_t i = 0; alg && i < CMCP_ARRAY_LEN(t); i++)
         if (strcmp(t[i].alg, alg) == 0)
@@ -131,7 +131,8 @@ static int key_load(const json_t *k, struct okey *out, char *why, size_t wlen)
         bool verify = false;
         size_t i;
         json_t *op;
-        json_array_foreach(ops, i, op) verify |= json_is_string(op) && !strcmp(json_string_value(op), "verify");
+        json_array_foreach(ops, i, op) verify |=
+            json_is_string(op) && !strcmp(json_string_value(op), "verify");
         if (!verify) {
             snprintf(why, wlen, "its key_ops do not include verify");
             return -1;
@@ -142,7 +143,7 @@ static int key_load(const json_t *k, struct okey *out, char *why, size_t wlen)
         out->kind = K_RSA;
     } else if (!strcmp(kty, "EC") && crv && json_is_string(json_object_get(k, "x")) &&
                json_is_string(json_object_get(k, "y"))) {
-        out->kind = !strcmp(crv, "P-256") ? K_EC256
+        out->kind = !strcmp(crv, "P-256")   ? K_EC256
                     : !strcmp(crv, "P-384") ? K_EC384
                     : !strcmp(crv, "P-521") ? K_EC521
                                             : K_NONE;
@@ -159,12 +160,14 @@ static int key_load(const json_t *k, struct okey *out, char *why, size_t wlen)
         }
         out->kind = K_ED25519;
     } else if (!strcmp(kty, "oct")) {
-        snprintf(why, wlen, "a symmetric (oct) key: a resource server verifies with the issuer's "
-                            "public keys only");
+        snprintf(why, wlen,
+                 "a symmetric (oct) key: a resource server verifies with the issuer's "
+                 "public keys only");
         return -1;
     } else {
-        snprintf(why, wlen, "kty '%.10s'%s%.12s is not RSA, EC or OKP Ed25519, or lacks its "
-                            "public parameters",
+        snprintf(why, wlen,
+                 "kty '%.10s'%s%.12s is not RSA, EC or OKP Ed25519, or lacks its "
+                 "public parameters",
                  kty, crv ? " crv " : "", crv ? crv : "");
         return -1;
     }
@@ -207,7 +210,9 @@ static char *file_read(const char *path, size_t *len, char *err, size_t errlen)
     fclose(f);
     if (bad) {
         snprintf(err, errlen, "cannot read %s: %s", path,
-                 !buf ? "out of memory" : n > JWKS_MAX_BYTES ? "larger than 1 MiB" : "read error");
+                 !buf                 ? "out of memory"
+                 : n > JWKS_MAX_BYTES ? "larger than 1 MiB"
+                                      : "read error");
         free(buf);
         return NULL;
     }
@@ -216,8 +221,8 @@ static char *file_read(const char *path, size_t *len, char *err, size_t errlen)
 }
 
 /* Reads the JWKS at path into keys; *digest gets the SHA-256 of the file's bytes. */
-static int keys_load(const char *path, struct okey *keys, int *n, unsigned char *digest,
-                     char *err, size_t errlen)
+static int keys_load(const char *path, struct okey *keys, int *n, unsigned char *digest, char *err,
+                     size_t errlen)
 {
     size_t flen = 0;
     char *text = file_read(path, &flen, err, errlen);
@@ -233,8 +238,9 @@ static int keys_load(const char *path, struct okey *keys, int *n, unsigned char 
     }
     json_t *arr = json_object_get(set, "keys");
     if (!json_is_array(arr)) {
-        snprintf(err, errlen, "%s is not a JWK Set: expected {\"keys\": [...]} as an issuer's "
-                              "jwks_uri serves it",
+        snprintf(err, errlen,
+                 "%s is not a JWK Set: expected {\"keys\": [...]} as an issuer's "
+                 "jwks_uri serves it",
                  path);
         json_decref(set);
         return -1;
@@ -257,8 +263,9 @@ static int keys_load(const char *path, struct okey *keys, int *n, unsigned char 
     }
     json_decref(set);
     if (*n == 0) {
-        snprintf(err, errlen, "%s has no usable signature key (%s): it needs RSA, EC (P-256/384/"
-                              "521) or Ed25519 public keys",
+        snprintf(err, errlen,
+                 "%s has no usable signature key (%s): it needs RSA, EC (P-256/384/"
+                 "521) or Ed25519 public keys",
                  path, whys[0] ? whys : "its keys array is empty");
         return -1;
     }
@@ -468,8 +475,9 @@ static void evaluate(struct oauth *o, const char *tok, size_t len, struct centry
         ok = verify_with(k, tok, p, n);
     }
     if (!candidates && kid)
-        FAIL(OAUTH_UNKNOWN_KEY, "no %.16s key with kid '%.40s' in this server's JWKS (if the "
-                                "issuer rotated its keys, the JWKS file needs refreshing)",
+        FAIL(OAUTH_UNKNOWN_KEY,
+             "no %.16s key with kid '%.40s' in this server's JWKS (if the "
+             "issuer rotated its keys, the JWKS file needs refreshing)",
              alg, kid);
     if (!candidates)
         FAIL(OAUTH_UNKNOWN_KEY, "no %.16s key in this server's JWKS", alg);
@@ -483,10 +491,12 @@ static void evaluate(struct oauth *o, const char *tok, size_t len, struct centry
     bool aud_ok = json_is_string(aud) && !strcmp(json_string_value(aud), o->conf.audience);
     size_t i;
     json_t *a;
-    json_array_foreach(aud, i, a) aud_ok |= json_is_string(a) && !strcmp(json_string_value(a), o->conf.audience);
+    json_array_foreach(aud, i, a) aud_ok |=
+        json_is_string(a) && !strcmp(json_string_value(a), o->conf.audience);
     if (!aud_ok)
-        FAIL(OAUTH_WRONG_AUDIENCE, "the token's aud does not name this resource: request the "
-                                   "token with resource=%.100s",
+        FAIL(OAUTH_WRONG_AUDIENCE,
+             "the token's aud does not name this resource: request the "
+             "token with resource=%.100s",
              o->conf.audience);
     json_t *exp = json_object_get(claims, "exp"), *nbf = json_object_get(claims, "nbf");
     if (!json_is_number(exp))
@@ -522,8 +532,7 @@ void oauth_check(struct oauth *o, const char *authorization, double now, struct 
     if (!s || strncasecmp(s, "Bearer", 6) != 0 || (s[6] != ' ' && s[6] != '\t')) {
         v->reason = OAUTH_MISSING;
         snprintf(v->detail, sizeof(v->detail), "%s",
-                 s ? "the Authorization header is not a Bearer token"
-                   : "no Authorization header");
+                 s ? "the Authorization header is not a Bearer token" : "no Authorization header");
         return;
     }
     s += 7;
@@ -598,7 +607,8 @@ int oauth_tool_denied(const struct oauth *o, const struct oauth_grant *g, const 
     if (json_is_array(msg)) {
         size_t i;
         json_t *m;
-        json_array_foreach(msg, i, m) if (rule < 0 && (rule = message_denied(o, g, m)) >= 0) hit = m;
+        json_array_foreach(msg, i, m) if (rule < 0 && (rule = message_denied(o, g, m)) >= 0) hit =
+            m;
     } else if (msg && (rule = message_denied(o, g, msg)) >= 0) {
         hit = msg;
     }
@@ -617,8 +627,8 @@ static void add_unique(json_t *arr, const char *list)
         bool seen = false;
         size_t i;
         json_t *s;
-        json_array_foreach(arr, i, s) seen |= strlen(json_string_value(s)) == len &&
-                                              !strncmp(json_string_value(s), p, len);
+        json_array_foreach(arr, i, s) seen |=
+            strlen(json_string_value(s)) == len && !strncmp(json_string_value(s), p, len);
         if (len && !seen)
             json_array_append_new(arr, json_stringn(p, len));
         p += len;
@@ -633,9 +643,9 @@ char *oauth_metadata_json(const struct oauth *o)
     add_unique(scopes, o->conf.required);
     for (int i = 0; i < o->conf.ntools; i++)
         add_unique(scopes, o->conf.tools[i].scopes);
-    json_t *doc = json_pack("{s:s,s:[s],s:o,s:[s]}", "resource", o->conf.audience,
-                            "authorization_servers", o->conf.issuer, "scopes_supported", scopes,
-                            "bearer_methods_supported", "header");
+    json_t *doc =
+        json_pack("{s:s,s:[s],s:o,s:[s]}", "resource", o->conf.audience, "authorization_servers",
+                  o->conf.issuer, "scopes_supported", scopes, "bearer_methods_supported", "header");
     char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     json_decref(doc);
     return text;
