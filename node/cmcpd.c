@@ -20,6 +20,7 @@
 #include "workers/admin/admin.h"
 #include "workers/listener/listener.h"
 #include "workers/metrics/metrics.h"
+#include "workers/oauth/oauth.h"
 #include "workers/shard/shard.h"
 #include "workers/testworker/testworker.h"
 #include "workers/toolrun/toolrun.h"
@@ -48,6 +49,15 @@ static bool role_known(const char *name)
         if (strcmp(roles[i].name, name) == 0)
             return true;
     return false;
+}
+
+/* What the root checks in a configuration beyond its schema, before it starts anything (and
+ * for --check-config): the cluster's settings, then [auth] with its JWKS file. */
+static int conf_check(struct cfg *c, char *err, size_t errlen)
+{
+    if (cluster_conf_check(c, err, errlen) != 0)
+        return -1;
+    return oauth_conf_check(c, err, errlen);
 }
 
 static void usage(FILE *f)
@@ -137,7 +147,7 @@ int main(int argc, char **argv)
         return node_health_check(&a.cfg, a.health_check, 2500);
     }
     if (!a.role)
-        return sup_root_main(&a, role_known, cluster_conf_check);
+        return sup_root_main(&a, role_known, conf_check);
     int rc = proc_child_setup(&a);
     if (rc != 0)
         return rc;

@@ -7,6 +7,7 @@
 #include "workers/admin/admin.h"
 #include "workers/listener/listener.h"
 #include "workers/metrics/metrics.h"
+#include "workers/oauth/oauth.h"
 #include "workers/shard/shard.h"
 
 void node_schema_add(void)
@@ -14,6 +15,7 @@ void node_schema_add(void)
     cfg_schema_add(base_cfg_keys);
     cfg_schema_add(shard_cfg_keys); /* [tools], [sessions], [tool.NAME] */
     cfg_schema_add(listener_cfg_keys);
+    cfg_schema_add(oauth_cfg_keys); /* [auth] */
     cfg_schema_add(metrics_cfg_keys);
     cfg_schema_add(admin_cfg_keys);
     cfg_schema_add(cluster_cfg_keys);

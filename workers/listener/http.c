@@ -50,6 +50,7 @@ struct hconn {
     json_t *held;    /* [ [stream, seq, text], ... ] held while buffering */
     long last_seq;   /* highest seq written on this stream */
     char *sid; /* the session of a GET or legacy stream, else NULL (most connections) */
+    struct oauth_grant grant; /* [auth]: what the current request's token may do */
 };
 
 static struct mcp_http_policy policy;
@@ -160,6 +161,29 @@ static void write_error(struct hconn *h, int status, const json_t *id, int code,
     write_json(h, status, NULL, body, body ? strlen(body) : 0);
     free(body);
     hconn_request_done(h);
+}
+
+/* [auth] said no: 401 or 403 with the WWW-Authenticate a client follows (auth.c). */
+static void write_refusal(struct hconn *h, struct auth_refusal *ref)
+{
+    size_t len = ref->body ? strlen(ref->body) : 0;
+    listener_count_msg("http", false);
+    http_write_status(&h->out, ref->status);
+    http_write_connection(&h->out, h->req, h->keep_alive);
+    http_write_header(&h->out, "WWW-Authenticate", ref->www);
+    http_write_body(&h->out, "application/json", ref->body ? ref->body : "", len);
+    listener_auth_refusal_free(ref);
+    hconn_request_done(h);
+}
+
+/* A tools/call the token may not make ([auth] tool_scopes): refused, true. */
+static bool tool_refused(struct hconn *h, const char *body, size_t len)
+{
+    struct auth_refusal ref;
+    if (!h->grant.denied || listener_auth_tools(&h->grant, body, len, "http", &ref))
+        return false;
+    write_refusal(h, &ref);
+    return true;
 }
 
 static void sse_begin(struct hconn *h, const char *sid)
@@ -544,7 +568,8 @@ static void handle_ws(struct hconn *h)
         hconn_close(h, "websocket start failed: out of memory");
         return;
     }
-    int rc = listener_adopt("websocket", fd, first->data, first->len, early, early_len);
+    int rc = listener_adopt("websocket", fd, first->data, first->len, early, early_len,
+                            listener_auth_on() ? &h->grant : NULL);
     http_buf_free(&ans);
     if (rc != 0) {
         h->fd = -1; /* the WebSocket side closed it */
@@ -665,6 +690,8 @@ static void handle_legacy_post(struct hconn *h)
         write_error(h, 415, NULL, -32000, "Unsupported Media Type: send application/json");
         return;
     }
+    if (tool_refused(h, r->body, r->body_len))
+        return;
     struct wire_req req = {.op = WIRE_MSG, .tr = "sse", .body = r->body, .blen = r->body_len};
     snprintf(req.sid, sizeof(req.sid), "%s", sid);
     struct call *c = listener_call(stream, listener_route(sid), &req, &legacy_ops, NULL);
@@ -679,12 +706,54 @@ static void handle_legacy_post(struct hconn *h)
 
 /* ---- dispatch ---- */
 
+static bool path_is(const struct http_request *r, const char *p, size_t n)
+{
+    return r->path_len == n && memcmp(r->path, p, n) == 0;
+}
+
+/*
+ * [auth] (auth.c): the RFC 9728 metadata is public; every MCP endpoint (Streamable HTTP,
+ * the WebSocket upgrade, both legacy HTTP+SSE ones) needs a valid bearer token. True when
+ * this function answered the request.
+ */
+static bool auth_answered(struct hconn *h)
+{
+    struct http_request *r = h->req;
+    size_t mlen = 0;
+    const char *md = listener_auth_metadata(r->path, r->path_len, &mlen);
+    if (md) {
+        if (r->method != HTTP_GET) {
+            write_error(h, 405, NULL, -32000, "Method not allowed: GET the metadata");
+            return true;
+        }
+        listener_count_msg("http", false);
+        http_write_status(&h->out, 200);
+        http_write_connection(&h->out, r, h->keep_alive);
+        http_write_header(&h->out, "Cache-Control", "max-age=300");
+        http_write_body(&h->out, "application/json", md, mlen);
+        hconn_request_done(h);
+        return true;
+    }
+    if (!path_is(r, "/mcp", 4) && !path_is(r, "/mcp/ws", 7) && !path_is(r, "/sse", 4) &&
+        !path_is(r, "/messages", 9))
+        return false;
+    struct auth_refusal ref;
+    if (!listener_auth_request(http_request_header(r, "Authorization"), "http", &h->grant,
+                               &ref)) {
+        write_refusal(h, &ref);
+        return true;
+    }
+    return false;
+}
+
 static void handle(struct hconn *h)
 {
     struct http_request *r = h->req;
     listener_count_msg("http", true);
     h->keep_alive = r->keep_alive;
     h->last_seq = 0;
+    if (listener_auth_on() && auth_answered(h))
+        return;
     if (r->path_len == 7 && memcmp(r->path, "/mcp/ws", 7) == 0) {
         handle_ws(h);
         return;
@@ -714,6 +783,8 @@ static void handle(struct hconn *h)
         hconn_request_done(h);
         return;
     }
+    if (r->method == HTTP_POST && tool_refused(h, r->body, r->body_len))
+        return;
     if (r->method == HTTP_POST && mcp_http_is_stateless(r)) {
         handle_stateless(h);
         return;

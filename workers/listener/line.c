@@ -55,6 +55,7 @@ struct lconn {
     bool paused;       /* not read while inflight is at LINE_MAX_INFLIGHT */
     bool dirty;        /* has output to write at the end of this loop turn */
     struct lconn *dnext;
+    struct oauth_grant grant; /* WebSocket under [auth]: the upgrade's token (auth.c) */
 };
 
 static void line_stream_event(struct conn *conn, const struct wire_event *e);
@@ -359,6 +360,16 @@ static void send_line(struct lconn *c, const char *line, size_t len)
         free(e);
         return;
     }
+    struct auth_refusal ref;
+    if (c->grant.denied &&
+        !listener_auth_tools(&c->grant, line, len, lconn_transport(c), &ref)) {
+        /* A tools/call the token may not make: refused as a JSON-RPC error, the connection
+         * goes on (the token was checked at the upgrade; there is no HTTP status here). */
+        if (ref.body)
+            lconn_write_line(c, ref.body, strlen(ref.body));
+        listener_auth_refusal_free(&ref);
+        return;
+    }
     struct wire_req req = {.op = WIRE_MSG, .body = line, .blen = len};
     cmcp_strlcpy(req.tr, sizeof(req.tr), lconn_transport(c));
     int shard = -1;
@@ -630,13 +641,15 @@ static int line_start(void)
 }
 
 static int ws_adopt(int fd, const char *answer, size_t answer_len, const char *early,
-                    size_t early_len)
+                    size_t early_len, const struct oauth_grant *grant)
 {
     struct lconn *c = lconn_new(fd, fd, false);
     if (!c) {
         close(fd);
         return -1;
     }
+    if (grant)
+        c->grant = *grant;
     static const struct wslay_event_callbacks cbs = {ws_recv_cb, ws_send_cb, NULL, NULL,
                                                       NULL,       NULL,       ws_msg_cb};
     if (wslay_event_context_server_init(&c->ws, &cbs, c) != 0) {

@@ -24,6 +24,7 @@
 #include "ipc/sock.h"
 #include "ipc/wire.h"
 #include "workers/listener/listener.h"
+#include "workers/oauth/oauth.h"
 
 struct call;
 struct conn;
@@ -126,6 +127,28 @@ bool listener_draining(void);
 /* Builds a JSON-RPC error response text (malloc'd). */
 char *listener_rpc_error(const json_t *id, int code, const char *msg);
 
+/* ---- [auth]: bearer tokens on the HTTP endpoints (auth.c, docs/authorization.md) ---- */
+
+/* A refusal to write: its status (401, 403), WWW-Authenticate value and JSON-RPC body. */
+struct auth_refusal {
+    int status;
+    char www[1400];
+    char *body; /* malloc'd; listener_auth_refusal_free */
+};
+/* Reads [auth] and the JWKS, watches the file; 0, or -1 after saying why. */
+int listener_auth_start(void);
+void listener_auth_stop(void);
+bool listener_auth_on(void);
+/* The RFC 9728 metadata when path is one of its URLs and auth is on, else NULL. */
+const char *listener_auth_metadata(const char *path, size_t len, size_t *out_len);
+/* Checks a request's Authorization value: true with *grant, or false with *ref to send. */
+bool listener_auth_request(const char *authorization, const char *transport,
+                           struct oauth_grant *grant, struct auth_refusal *ref);
+/* Whether a message body may be sent under grant ([auth] tool_scopes); false with *ref. */
+bool listener_auth_tools(const struct oauth_grant *grant, const char *body, size_t blen,
+                         const char *transport, struct auth_refusal *ref);
+void listener_auth_refusal_free(struct auth_refusal *ref);
+
 /* ---- transports ---- */
 
 struct transport {
@@ -135,16 +158,17 @@ struct transport {
     /* The protocol it takes connections in (an HTTP upgrade to "websocket"), or NULL. */
     const char *adopts;
     /* Takes over such a connection: writes `first` (the upgrade's answer), then reads `early`
-     * (bytes that came after the upgrade request) as its own. 0, or -1 (the fd is closed). */
+     * (bytes that came after the upgrade request) as its own, under the upgrade's token
+     * grant (NULL: auth is off). 0, or -1 (the fd is closed). */
     int (*adopt)(int fd, const char *first, size_t first_len, const char *early,
-                 size_t early_len);
+                 size_t early_len, const struct oauth_grant *grant);
 };
 extern const struct transport listener_http_transport; /* http.c */
 extern const struct transport listener_line_transport; /* line.c */
 
 /* Hands a connection to the transport that speaks `protocol`; -1 when none does. */
 int listener_adopt(const char *protocol, int fd, const char *first, size_t first_len,
-                   const char *early, size_t early_len);
+                   const char *early, size_t early_len, const struct oauth_grant *grant);
 /* A listening socket for a transport, accepted from the loop into on_fd; -1 after saying why. */
 int listener_listen(struct sock_acceptor *a, const char *bind_addr, int port, const char *what,
                     void (*on_fd)(struct sock_acceptor *a, int fd));

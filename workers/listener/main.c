@@ -26,11 +26,11 @@ static const struct transport *const transports[] = {
 };
 
 int listener_adopt(const char *protocol, int fd, const char *first, size_t first_len,
-                   const char *early, size_t early_len)
+                   const char *early, size_t early_len, const struct oauth_grant *grant)
 {
     for (size_t i = 0; i < CMCP_ARRAY_LEN(transports); i++)
         if (transports[i]->adopts && strcmp(transports[i]->adopts, protocol) == 0)
-            return transports[i]->adopt(fd, first, first_len, early, early_len);
+            return transports[i]->adopt(fd, first, first_len, early, early_len, grant);
     close(fd);
     return -1;
 }
@@ -137,6 +137,8 @@ int listener_main(struct proc_args *a)
                 (long)http_port);
         return CMCP_EXIT_USAGE;
     }
+    if (listener_auth_start() != 0)
+        return CMCP_EXIT_USAGE;
     for (size_t i = 0; i < CMCP_ARRAY_LEN(transports); i++)
         if (transports[i]->start() != 0)
             return CMCP_EXIT_FAILURE;
@@ -153,6 +155,7 @@ int listener_main(struct proc_args *a)
     ev_run(listener_g.loop, 0);
     proc_stop_deadline(PROC_STOP_DEADLINE_MS, 0); /* nothing below may hang the stop */
     listener_links_stop();
+    listener_auth_stop();
     cview_unsubscribe();
     control_unsubscribe();
     stats_shutdown();

@@ -343,6 +343,8 @@ void mcp_server_check_all_outputs(mcp_server *srv, bool on);
 /* Unregisters; calls already running finish normally. 0, or -1 if unknown. */
 int mcp_server_remove_tool(mcp_server *srv, const char *name);
 size_t mcp_server_tool_count(const mcp_server *srv);
+/* Whether the server has a tool of that name. */
+bool mcp_server_has_tool(mcp_server *srv, const char *name);
 
 /* Resource contents for resources/read: an array of {uri, mimeType, text|blob}.
  * Return NULL for "no such resource" (-> -32002), or finish the call with

@@ -59,6 +59,11 @@ int mcp_server_set_tool_time_limit(mcp_server *srv, const char *tool, long ms)
     return 0;
 }
 
+bool mcp_server_has_tool(mcp_server *srv, const char *name)
+{
+    return name && mcpi_tool_find(srv, name) != NULL;
+}
+
 /* The tool ran past its limit: it is stopped (its cancel hook) and the client is told. */
 static void tool_time_limit(mcp_call *c, void *arg)
 {

@@ -138,6 +138,41 @@ static int tool_limits(struct cfg *c, char *err, size_t errlen)
     return 0;
 }
 
+/*
+ * [auth] tool_scopes names tools the listener guards by scope (docs/authorization.md). The
+ * listener cannot know which tools exist (it runs no MCP); the shard can, and a misspelt
+ * name, which would leave the real tool unguarded, stops the start. 0 or -1 with err.
+ */
+static int auth_tool_names(struct cfg *c, char *err, size_t errlen)
+{
+    const struct cfg_entry *e = cfg_find(c, "auth", "tool_scopes");
+    if (!e || !cfg_get_bool(c, "auth", "enabled", false))
+        return 0;
+    for (const char *p = e->value; *p;) {
+        size_t len = strcspn(p, ",");
+        char item[128];
+        snprintf(item, sizeof(item), "%.*s", (int)(len < sizeof(item) ? len : sizeof(item) - 1),
+                 p);
+        p += len + (p[len] == ',');
+        char *eq = strchr(item, '='), *name = item;
+        if (!eq)
+            continue; /* the listener's check names a malformed entry */
+        *eq = '\0';
+        while (*name == ' ' || *name == '\t')
+            name++;
+        for (char *t = eq - 1; t >= name && (*t == ' ' || *t == '\t'); t--)
+            *t = '\0';
+        if (*name && !mcp_server_has_tool(shard_g.srv, name)) {
+            snprintf(err, errlen, "%s:%d: [auth] tool_scopes names '%s', which is no tool of this "
+                                  "node (tools/list shows them): a misspelt name would leave the "
+                                  "tool unguarded",
+                     e->origin, e->line, name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int shard_main(struct proc_args *a)
 {
     memset(&shard_g, 0, sizeof(shard_g));
@@ -172,7 +207,8 @@ int shard_main(struct proc_args *a)
         ev_run(shard_g.loop, EVRUN_ONCE);
     if (shard_tools_init(shard_g.srv, &a->cfg, a->run_dir, shard_g.index, &shard_g.bridge, err,
                          sizeof(err)) != 0 ||
-        tool_limits(&a->cfg, err, sizeof(err)) != 0)
+        tool_limits(&a->cfg, err, sizeof(err)) != 0 ||
+        auth_tool_names(&a->cfg, err, sizeof(err)) != 0)
         return start_failed(err, CMCP_EXIT_USAGE);
     /* Sessions come back before the shard listens, so no request misses one. */
     if (durable_open(gate_committed, err, sizeof(err)) != 0)
