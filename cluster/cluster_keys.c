@@ -16,6 +16,7 @@ const struct cfg_key cluster_cfg_keys[] = {
     {"cluster", "replica_catchups", CFG_INT, NULL, 1, 64},
     {"cluster", "replica_snapshot_chunk_bytes", CFG_INT, NULL, 4096, 16777216},
     {"cluster", "replica_snapshot_max_bytes", CFG_INT, NULL, 65536, 4294967296},
+    {"cluster", "replica_log_bytes", CFG_INT, NULL, 0, 4294967296},
     {"cluster", "split_brain_strategy", CFG_ENUM, "winner_takes_all|oldest_node|configured_master",
      0, 0},
     {"cluster", "master", CFG_STR, NULL, 0, 0},

@@ -25,6 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 
 from cmcp_harness import Node, ctl_request, wait_for  # noqa: E402
+import mcp_client  # noqa: E402
 from mcp_client import free_port  # noqa: E402
 
 COOKIE = "cluster-test-cookie-0123456789abcdef"
@@ -49,7 +50,11 @@ def peer_port(shards=2):
                 ok = False
             finally:
                 s.close()
-        if ok:
+        if ok and not any(p + k in mcp_client._handed_out for k in range(1, 2 * shards + 1)):
+            # the whole run is this node's: free_port() must never hand one of them out
+            # again (a node's listener that took another node's replica port made that node
+            # fail to start, seen as a flake in test_rejoin)
+            mcp_client._handed_out.update(range(p + 1, p + 2 * shards + 1))
             return p
     raise RuntimeError("no run of free ports for a node's peer and replica ports")
 
@@ -128,7 +133,11 @@ class Cluster:
         wait_for(lambda: node.has_event("node_ready") or node.poll() is not None, 20,
                  what="node n%d ready" % i)
         if node.poll() is not None:
-            raise RuntimeError("n%d exited with %s:\n%s" % (i, node.poll(), node.stderr_text()[-3000:]))
+            text = node.stderr_text()
+            # the first errors say why (the start's shutdown lines come after them)
+            errors = [ln for ln in text.splitlines() if '"level":"error"' in ln][:5]
+            raise RuntimeError("n%d exited with %s; its first errors:\n%s\nthe end of its log:\n%s"
+                               % (i, node.poll(), "\n".join(errors), text[-2000:]))
         return node
 
     def data_dir(self, i):

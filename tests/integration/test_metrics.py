@@ -115,7 +115,9 @@ class MetricsTest(unittest.TestCase):
         expected += [("cmcp_writes_refused_total", 'reason="fenced"'),
                      ("cmcp_writes_refused_total", 'reason="not_owner"'),
                      ("cmcp_replication_catchups_total", 'result="rejoined"'),
-                     ("cmcp_replication_catchups_total", 'result="aborted"')]
+                     ("cmcp_replication_catchups_total", 'result="aborted"'),
+                     ("cmcp_replication_catchups_started_total", 'from="log"'),
+                     ("cmcp_replication_catchups_started_total", 'from="snapshot"')]
         expected += [(n, "") for n in (
             "cmcp_sessions_created_total", "cmcp_sessions_recovered_total",
             "cmcp_store_commit_failures_total", "cmcp_replication_unknown_total",

@@ -95,6 +95,12 @@ static const struct {
      "Catch-ups of a replica (snapshot, then the changes since) that ended, by result: "
      "rejoined (back in the in-sync set) or aborted (started over)"},
     {"cmcp_replication_snapshot_bytes_total", "Bytes of partition snapshots built for catch-ups"},
+    {"cmcp_replication_catchups_started_total",
+     "Catch-ups of a replica, by how its copy was brought up: from the owner's retained change "
+     "log (only the changes after its position) or a snapshot of the whole partition"},
+    {"cmcp_replication_log_bytes",
+     "Bytes of recent changes a shard keeps to bring a copy that is behind up from its position "
+     "([cluster] replica_log_bytes)"},
     {"cmcp_replication_snapshots_installed_total",
      "Partition snapshots a shard installed as a replica"},
     {"cmcp_cluster_nodes", "Members of the cluster map, by state (as this node's map says)"},

@@ -79,6 +79,8 @@ static void zero_series(struct cfg *c)
         stats_counter(unlabelled[i], "");
     stats_counter("cmcp_replication_catchups_total", "result=\"rejoined\"");
     stats_counter("cmcp_replication_catchups_total", "result=\"aborted\"");
+    stats_counter("cmcp_replication_catchups_started_total", "from=\"log\"");
+    stats_counter("cmcp_replication_catchups_started_total", "from=\"snapshot\"");
     static const char *const refused[] = {"fenced", "not_owner"};
     static const char *const closed[] = {"deleted", "idle", "abandoned", "initialize failed",
                                          "not saved"};

@@ -87,6 +87,7 @@
 
 #define REPL_MAGIC "CMCPREPL"
 #define SNAP_MAGIC "CMCPSNAP" /* a chunk of a partition's snapshot (a catch-up) */
+#define POSQ_MAGIC "CMCPPOSQ" /* a catch-up asks where the target's copy of a partition is */
 #define CU_MAX 64
 #define CU_TICK_S 0.1
 #define REPL_MAX_PEERS 64
@@ -153,11 +154,12 @@ struct rpeer {
     uint64_t sent_round; /* the newest round that queued changes for it */
 };
 
-enum { SEND_MAIN, SEND_CU, SEND_SNAP };
+enum { SEND_MAIN, SEND_CU, SEND_SNAP, SEND_POS };
 
 /* A catch-up: partition part's copy on node `node`, rebuilt by a snapshot, then fed the
  * partition's changes until the map names it an in-sync replica again. */
 enum cu_state {
+    CU_POS,    /* the target's position of the partition is asked: the log may do */
     CU_SNAP,   /* the snapshot is on its way */
     CU_STREAM, /* installed; the changes since follow */
     CU_ASKED,  /* every change so far acknowledged, isr_add asked: writes wait for it */
@@ -190,6 +192,20 @@ struct catchup {
      * for what it acknowledged until the map drops it, and nothing more goes to it */
     bool dead;
     double dead_at;
+    bool pos_asked; /* CU_POS: the position request is on its way */
+    bool from_log;  /* it took the log's changes, no snapshot */
+};
+
+/* The retained change log: the changes of this shard's partitions committed lately, oldest
+ * first, up to [cluster] replica_log_bytes. A catch-up whose target holds a prefix of the
+ * partition's history gets the changes after it from here instead of a snapshot. */
+struct lentry {
+    struct lentry *next;  /* the log's order (commit order) */
+    struct lentry *pnext; /* the next of its partition */
+    int part;
+    uint64_t seq, prev; /* its number, and the partition's chain value before it */
+    size_t len;
+    char data[];
 };
 
 /* One commit's changes on their way. */
@@ -203,13 +219,13 @@ struct round {
     uint64_t *epochs;
     bool open;    /* sent before the owner's own commit, which has not ended yet */
     bool dropped; /* that commit failed: nothing waits for it */
+    struct lentry *logged; /* its changes, into the log when its commit succeeds */
 };
 
 /* Changes of the commit being made, until it is on disk. */
 struct pending_change {
     int part;
-    char *data;
-    size_t len;
+    struct lentry *e; /* the change (e->data, e->len): into the log once committed */
 };
 
 static struct {
@@ -230,6 +246,12 @@ static struct {
     struct peer_env env;
     bool env_on, listening;
     struct round *open_round; /* sent, its local commit not ended (repl_send) */
+    /* the retained change log */
+    struct lentry *log_head, *log_tail;
+    struct lentry *plog[CVIEW_MAX_PARTITIONS], *plog_tail[CVIEW_MAX_PARTITIONS];
+    size_t log_bytes, log_max;
+    bool snap_only[CVIEW_MAX_PARTITIONS]; /* a catch-up from the log failed: snapshot next */
+    struct stats_metric *from_log, *from_snap, *log_gauge;
     /* partitions this shard holds in memory as their owner */
     bool owned[CVIEW_MAX_PARTITIONS];
     uint64_t owned_epoch[CVIEW_MAX_PARTITIONS];
@@ -286,18 +308,26 @@ static int collect_cb(void *ud, int partition, const char *change, size_t len)
         R.pend = n;
         R.pend_cap = cap;
     }
-    char *copy = malloc(len);
-    if (!copy)
+    struct store_change_info info;
+    if (store_change_peek(change, len, &info) != 0)
+        return -EINVAL;
+    struct lentry *e = malloc(sizeof(*e) + len);
+    if (!e)
         return -ENOMEM;
-    memcpy(copy, change, len);
-    R.pend[R.npend++] = (struct pending_change){partition, copy, len};
+    memset(e, 0, sizeof(*e));
+    e->part = partition;
+    e->seq = info.seq;
+    e->prev = info.prev;
+    e->len = len;
+    memcpy(e->data, change, len);
+    R.pend[R.npend++] = (struct pending_change){partition, e};
     return 0;
 }
 
 static void pend_clear(void)
 {
     for (int i = 0; i < R.npend; i++)
-        free(R.pend[i].data);
+        free(R.pend[i].e);
     R.npend = 0;
 }
 
@@ -607,6 +637,108 @@ static void peer_deadlines(void)
     }
 }
 
+/* ---- the owner: the retained change log ---- */
+
+static void lentries_free(struct lentry *e)
+{
+    while (e) {
+        struct lentry *next = e->next;
+        free(e);
+        e = next;
+    }
+}
+
+static void log_evict_head(void)
+{
+    struct lentry *e = R.log_head;
+    R.log_head = e->next;
+    if (!R.log_head)
+        R.log_tail = NULL;
+    /* the oldest of the log is the oldest of its partition */
+    R.plog[e->part] = e->pnext;
+    if (!R.plog[e->part])
+        R.plog_tail[e->part] = NULL;
+    R.log_bytes -= e->len + sizeof(*e);
+    free(e);
+}
+
+/* The oldest entry leaves, whether its partition's list still holds it or not. */
+static void log_evict_head_any(void)
+{
+    struct lentry *h = R.log_head;
+    if (R.plog[h->part] == h) {
+        log_evict_head();
+        return;
+    }
+    R.log_head = h->next;
+    if (!R.log_head)
+        R.log_tail = NULL;
+    R.log_bytes -= h->len + sizeof(*h);
+    free(h);
+}
+
+/* A committed round's changes join the log; the oldest leave past its bound. */
+static void log_add(struct lentry *list)
+{
+    while (list) {
+        struct lentry *e = list;
+        list = e->next;
+        e->next = e->pnext = NULL;
+        if (R.log_max == 0 || e->part < 0 || e->part >= CVIEW_MAX_PARTITIONS) {
+            free(e);
+            continue;
+        }
+        struct lentry *t = R.plog_tail[e->part];
+        if (t && t->seq + 1 != e->seq) {
+            /* not the next of what the log holds (the partition was another node's in
+             * between): its older entries are another history, never sent again */
+            for (struct lentry *x = R.plog[e->part]; x; x = x->pnext)
+                x->seq = 0; /* unusable: lookups need seq > 0 contiguous */
+            R.plog[e->part] = NULL;
+            t = NULL;
+        }
+        if (t)
+            t->pnext = e;
+        else
+            R.plog[e->part] = e;
+        R.plog_tail[e->part] = e;
+        if (R.log_tail)
+            R.log_tail->next = e;
+        else
+            R.log_head = e;
+        R.log_tail = e;
+        R.log_bytes += e->len + sizeof(*e);
+    }
+    while (R.log_head && R.log_bytes > R.log_max)
+        log_evict_head_any(); /* (entries cut off from their partition's list just leave) */
+    if (R.log_gauge)
+        R.log_gauge->value = (double)R.log_bytes;
+}
+
+/*
+ * The changes of part after seq `from` up to seq `upto` as a request body ((u32 length,
+ * bytes)...) into *out, when the log holds every one of them and the first was built on
+ * `chain` (the target's history is a prefix of this node's). The count, or -1.
+ */
+static long log_fetch(int part, uint64_t from, uint64_t chain, uint64_t upto, struct buf *out)
+{
+    struct lentry *e = R.plog[part];
+    while (e && e->seq && e->seq <= from)
+        e = e->pnext;
+    if (!e || e->seq != from + 1 || e->prev != chain)
+        return -1;
+    long n = 0;
+    for (uint64_t want = from + 1; e && want <= upto; e = e->pnext, want++) {
+        if (e->seq != want)
+            return -1;
+        uint32_t len = htonl((uint32_t)e->len);
+        if (buf_add(out, &len, 4) != 0 || buf_add(out, e->data, e->len) != 0)
+            return -1;
+        n++;
+    }
+    return (uint64_t)n == upto - from ? n : -1;
+}
+
 /* ---- the owner: rounds ---- */
 
 void repl_send(void)
@@ -634,14 +766,15 @@ void repl_send(void)
         int part = R.pend[i].part;
         r->parts[r->nparts] = part;
         r->epochs[r->nparts++] = v->epoch[part];
-        uint32_t len = htonl((uint32_t)R.pend[i].len);
+        const struct lentry *e = R.pend[i].e;
+        uint32_t len = htonl((uint32_t)e->len);
         struct catchup *c = cu_of(part);
         /* a catch-up's target gets the partition's changes its own way until all of them are
          * in (after its snapshot, and ahead of what the in-sync traffic carries later) */
         bool via_cu = c && !c->dead && (c->state != CU_MEMBER || c->nq || c->ninflight);
         if (via_cu) {
             size_t mark = c->q.len;
-            if (buf_add(&c->q, &len, 4) == 0 && buf_add(&c->q, R.pend[i].data, R.pend[i].len) == 0) {
+            if (buf_add(&c->q, &len, 4) == 0 && buf_add(&c->q, e->data, e->len) == 0) {
                 c->nq++;
                 c->q_upto = c->last_round = r->id;
                 if (c->q.len > R.snap_max)
@@ -660,8 +793,7 @@ void repl_send(void)
             if (!p || p->broken)
                 continue;
             size_t mark = p->queued.len;
-            if (buf_add(&p->queued, &len, 4) == 0 &&
-                buf_add(&p->queued, R.pend[i].data, R.pend[i].len) == 0) {
+            if (buf_add(&p->queued, &len, 4) == 0 && buf_add(&p->queued, e->data, e->len) == 0) {
                 p->nqueued++;
                 p->queued_upto = p->sent_round = r->id;
             } else {
@@ -669,6 +801,13 @@ void repl_send(void)
                 p->broken = true; /* out of memory: as above, never acknowledged for it */
             }
         }
+    }
+    /* the changes stay with the round: into the log once its commit is on disk */
+    struct lentry **lt = &r->logged;
+    for (int i = 0; i < R.npend; i++) {
+        *lt = R.pend[i].e;
+        lt = &R.pend[i].e->next;
+        R.pend[i].e = NULL;
     }
     pend_clear();
     *R.rounds_tail = r;
@@ -690,6 +829,8 @@ void repl_round(struct gbatch *b)
     }
     r->open = false;
     r->b = b;
+    log_add(r->logged); /* on disk: these changes may be sent again to a copy behind */
+    r->logged = NULL;
     if (!R.sync) {
         gate_ready(b); /* async: acknowledged on the local commit; the round only measures lag */
         r->b = NULL;
@@ -707,6 +848,8 @@ void repl_round_dropped(void)
         return;
     r->open = false;
     r->dropped = true; /* its replies already answered; nothing waits for it */
+    lentries_free(r->logged); /* not on this node's disk: never sent again */
+    r->logged = NULL;
     /* Whoever was sent its changes may hold a change this node does not, under a sequence
      * number this node numbers again with its next change (which a replica takes for a resend
      * and skips): nothing more goes to them, so they leave the in-sync set and come back
@@ -746,6 +889,7 @@ static void ask_drop(int part, uint64_t epoch, const char *node)
 
 static void round_free(struct round *r)
 {
+    lentries_free(r->logged);
     free(r->parts);
     free(r->epochs);
     free(r);
@@ -856,7 +1000,10 @@ static struct catchup *cu_work(struct rpeer *p)
         struct catchup *c = &R.cu[(R.cu_rr + n) % CU_MAX];
         if (!c->active || c->dead || c->peer != p)
             continue;
-        if (c->state == CU_SNAP ? c->snap_off < c->snap_len : c->nq > 0) {
+        bool work = c->state == CU_POS    ? !c->pos_asked
+                    : c->state == CU_SNAP ? c->snap_off < c->snap_len
+                                          : c->nq > 0;
+        if (work) {
             R.cu_rr = (R.cu_rr + n + 1) % CU_MAX;
             return c;
         }
@@ -882,7 +1029,14 @@ static void cu_send(struct rpeer *p, struct catchup *c)
 {
     size_t chunk = 0, at;
     char *m;
-    if (c->state == CU_SNAP) {
+    if (c->state == CU_POS) {
+        m = req_reserve(p, POSQ_MAGIC, 4, &at);
+        if (m) {
+            uint32_t part = htonl((uint32_t)c->part);
+            memcpy(m + at, &part, 4);
+            at += 4;
+        }
+    } else if (c->state == CU_SNAP) {
         chunk = c->snap_len - c->snap_off;
         if (chunk > R.chunk_bytes)
             chunk = R.chunk_bytes;
@@ -922,8 +1076,14 @@ static void cu_send(struct rpeer *p, struct catchup *c)
         peer_failed(p, "out of memory");
         return;
     }
-    struct flight f = {.kind = c->state == CU_SNAP ? SEND_SNAP : SEND_CU, .cu = c, .chunk = chunk};
-    if (c->state != CU_SNAP) {
+    struct flight f = {.kind = c->state == CU_POS    ? SEND_POS
+                               : c->state == CU_SNAP ? SEND_SNAP
+                                                     : SEND_CU,
+                       .cu = c,
+                       .chunk = chunk};
+    if (c->state == CU_POS) {
+        c->pos_asked = true;
+    } else if (c->state != CU_SNAP) {
         free(c->inflight.p);
         c->inflight = c->q;
         c->ninflight = c->nq;
@@ -1012,6 +1172,8 @@ static void cu_progress(struct catchup *c)
 static void cu_failed(struct flight *f)
 {
     struct catchup *c = f->cu;
+    if (c && f->kind == SEND_POS)
+        c->pos_asked = false; /* asked again on the next link */
     if (c && f->kind == SEND_CU && c->ninflight) {
         /* the changes go back in front of those queued since */
         struct buf b = c->inflight;
@@ -1029,6 +1191,103 @@ static void cu_failed(struct flight *f)
         c->ninflight = 0;
     }
     /* a chunk is sent again from the same offset; a replica that lost its part says so */
+}
+
+/* Takes c's snapshot: a commit boundary, every change committed so far is in it, and the
+ * changes queued for the target so far go (they are in it). 0, or -1: the catch-up ends. */
+static int cu_snapshot(struct catchup *c, const char *why)
+{
+    durable_flush();
+    char prefix[16];
+    snprintf(prefix, sizeof(prefix), "%d-", c->part);
+    char *snap = NULL;
+    size_t len = 0;
+    struct store_snapshot_info info;
+    double t0 = cmcp_now_ms();
+    int rc = store_has_staged(R.store) ? -EBUSY
+                                       : store_snapshot(R.store, c->part, prefix,
+                                                        cview_partition_of, R.snap_max, &snap,
+                                                        &len, &info);
+    if (rc != 0) {
+        log_error("replica_snapshot_failed", "{s:i,s:s,s:s}", "partition", c->part, "replica",
+                  c->peer->id, "error", rc == -EBUSY ? "a commit is pending" : store_errmsg(R.store));
+        R.cu_retry[c->part] = t0 + 5000;
+        return -1;
+    }
+    c->state = CU_SNAP;
+    c->snap = snap;
+    c->snap_len = len;
+    c->snap_off = 0;
+    c->snap_id = ((uint64_t)random() << 32) ^ (uint64_t)random() ^ (uint64_t)(t0 * 1000.0);
+    c->snap_round = R.next_round;
+    if (c->last_round < c->snap_round)
+        c->last_round = c->snap_round;
+    free(c->q.p);
+    c->q = (struct buf){0};
+    c->nq = 0;
+    R.snap_bytes->value += (double)len;
+    R.from_snap->value += 1;
+    log_info("replica_catchup_snapshot", "{s:i,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:f,s:i}", "partition",
+             c->part, "replica", c->peer->id, "why", why, "epoch", (json_int_t)c->epoch, "seq",
+             (json_int_t)info.seq, "sessions", (json_int_t)info.sessions, "events",
+             (json_int_t)info.events, "bytes", (json_int_t)len, "snapshot_ms",
+             cmcp_now_ms() - t0, "shard", shard_g.index);
+    return 0;
+}
+
+/* The target said where its copy is: the changes after it from the log when the log holds all
+ * of them and the copy's history is a prefix of this node's, else a snapshot. */
+static void cu_position(struct catchup *c, json_t *o)
+{
+    c->pos_asked = false;
+    json_t *js = json_object_get(o, "seq");
+    const char *hex = json_string_value(json_object_get(o, "chain"));
+    if (!json_is_integer(js) || !hex || strlen(hex) != 16) {
+        cu_abort(c, "the replica's position answer is malformed");
+        return;
+    }
+    uint64_t tseq = (uint64_t)json_integer_value(js), tchain = strtoull(hex, NULL, 16);
+    /* everything committed is in the log (or was trimmed from it): the comparison is at a
+     * commit boundary */
+    durable_flush();
+    uint64_t epoch = 0, seq = 0, chain = 0;
+    if (store_position_chain(R.store, c->part, &epoch, &seq, &chain) != 0) {
+        cu_abort(c, store_errmsg(R.store));
+        return;
+    }
+    struct buf b = {0};
+    long n = -1;
+    const char *why = "the log does not reach back to its position";
+    if (tseq == seq && tchain == chain)
+        n = 0;
+    else if (tseq >= seq)
+        why = "its copy holds writes this node does not";
+    else if (R.snap_only[c->part])
+        why = "a catch-up from the log failed before";
+    else
+        n = log_fetch(c->part, tseq, tchain, seq, &b);
+    if (n < 0) {
+        free(b.p);
+        if (cu_snapshot(c, why) != 0)
+            cu_abort(c, "its snapshot could not be taken");
+        return;
+    }
+    /* the log's changes stand for everything queued for it so far (the log holds those too) */
+    free(c->q.p);
+    c->q = b;
+    c->nq = (uint32_t)n;
+    c->q_upto = R.next_round;
+    if (c->last_round < c->q_upto)
+        c->last_round = c->q_upto;
+    if (n == 0 && c->acked_upto < R.next_round)
+        c->acked_upto = R.next_round; /* it holds this node's history already */
+    c->state = CU_STREAM;
+    c->from_log = true;
+    R.from_log->value += 1;
+    log_info("replica_catchup_from_log", "{s:i,s:s,s:I,s:I,s:I,s:I,s:i}", "partition", c->part,
+             "replica", c->peer->id, "from_seq", (json_int_t)tseq, "to_seq", (json_int_t)seq,
+             "changes", (json_int_t)n, "bytes", (json_int_t)b.len, "shard", shard_g.index);
+    cu_progress(c);
 }
 
 /* The answer to f, a catch-up's request. */
@@ -1053,11 +1312,17 @@ static void cu_answer(struct flight *f, json_t *o)
         }
     }
     char msg[300];
+    if (!ok && c->from_log)
+        R.snap_only[c->part] = true; /* its copy is not what the log assumed: a snapshot next */
     if (!ok) {
         snprintf(msg, sizeof(msg), "the replica refused the %s (%s)%s%s",
                  kind == SEND_SNAP ? "snapshot" : "changes after it",
                  bad ? strerror(-bad) : "malformed answer", why ? ": " : "", why ? why : "");
         cu_abort(c, msg);
+        return;
+    }
+    if (kind == SEND_POS) {
+        cu_position(c, o);
         return;
     }
     if (kind == SEND_SNAP) {
@@ -1119,44 +1384,32 @@ static bool cu_start(const struct cview *v, int part, int node)
     struct rpeer *p = c ? peer_get(cview_node_id(node), cview_node_endpoint(node)) : NULL;
     if (!p)
         return false;
-    /* a commit boundary: everything committed so far has a round numbered up to next_round,
-     * and is in the snapshot; every later change goes to the target after it */
+    /* a commit boundary: everything committed so far has a round numbered up to next_round;
+     * every later change is queued for the target too, and goes after what brings it there */
     durable_flush();
     if (store_has_staged(R.store))
         return false;
-    char prefix[16];
-    snprintf(prefix, sizeof(prefix), "%d-", part);
-    char *snap = NULL;
-    size_t len = 0;
-    struct store_snapshot_info info;
-    double t0 = cmcp_now_ms();
-    int rc = store_snapshot(R.store, part, prefix, cview_partition_of, R.snap_max, &snap, &len,
-                            &info);
-    if (rc != 0) {
-        log_error("replica_snapshot_failed", "{s:i,s:s,s:s}", "partition", part, "replica",
-                  p->id, "error", store_errmsg(R.store));
-        R.cu_retry[part] = t0 + 5000;
-        return false;
-    }
     memset(c, 0, sizeof(*c));
     c->active = true;
-    c->state = CU_SNAP;
     c->part = part;
     c->node = node;
     c->epoch = v->epoch[part];
     snprintf(c->inc, sizeof(c->inc), "%s", node_inc(node));
     c->peer = p;
-    c->snap = snap;
-    c->snap_len = len;
-    c->snap_id = ((uint64_t)random() << 32) ^ (uint64_t)random() ^ (uint64_t)(t0 * 1000.0);
     c->snap_round = c->last_round = R.next_round;
-    c->started = t0;
-    R.snap_bytes->value += (double)len;
-    log_info("replica_catchup_started",
-             "{s:i,s:s,s:I,s:I,s:I,s:I,s:I,s:f,s:i}", "partition", part, "replica", p->id,
-             "epoch", (json_int_t)c->epoch, "seq", (json_int_t)info.seq, "sessions",
-             (json_int_t)info.sessions, "events", (json_int_t)info.events, "bytes",
-             (json_int_t)len, "snapshot_ms", cmcp_now_ms() - t0, "shard", shard_g.index);
+    c->started = cmcp_now_ms();
+    /* with the partition's recent changes in the log, ask where the target's copy is first:
+     * a copy a little behind takes them instead of the whole partition */
+    bool ask = R.log_max > 0 && !R.snap_only[part] && R.plog[part];
+    log_info("replica_catchup_started", "{s:i,s:s,s:I,s:s,s:i}", "partition", part, "replica",
+             p->id, "epoch", (json_int_t)c->epoch, "first", ask ? "position" : "snapshot",
+             "shard", shard_g.index);
+    if (ask) {
+        c->state = CU_POS;
+    } else if (cu_snapshot(c, R.log_max ? "the log holds no change of it" : "the log is off") != 0) {
+        memset(c, 0, sizeof(*c));
+        return false;
+    }
     peer_kick(p);
     return true;
 }
@@ -1199,6 +1452,7 @@ static void cu_tick(void)
         if (named && c->state != CU_MEMBER) {
             c->state = CU_MEMBER;
             stats_counter("cmcp_replication_catchups_total", "result=\"rejoined\"")->value += 1;
+            R.snap_only[part] = false;
             log_notice("replica_rejoined", "{s:i,s:s,s:I,s:f,s:i}", "partition", part,
                        "replica", c->peer->id, "epoch", (json_int_t)c->epoch, "ms",
                        now - c->started, "shard", shard_g.index);
@@ -1433,10 +1687,12 @@ static json_t *apply_snapshot_chunk(const uint8_t *pt, size_t len)
 struct olink {
     struct olink *next, *prev;
     struct dlink *dl;
+    bool broken; /* an answer could not be queued: closed and freed from the loop (reap) */
     char node[PEER_NODE_ID_MAX];
 };
 
 static struct olink *olinks;
+static ev_timer reap_w;
 
 static void pans_forget(struct olink *o);
 
@@ -1452,12 +1708,32 @@ static void olink_free(struct olink *o)
     free(o);
 }
 
+/* Links whose answers could not be queued end here, where no frame of theirs is being handled:
+ * the owner sees its link end and sends again on a new one (a change applies once). */
+static void reap_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+    struct olink *o = olinks;
+    while (o) {
+        struct olink *next = o->next;
+        if (o->broken) {
+            struct dlink *d = o->dl;
+            olink_free(o);
+            dlink_close(d);
+        }
+        o = next;
+    }
+}
+
 /* Answers waiting for the loop turn's commit of the changes they acknowledge, in the order
  * the requests came (a link's answers leave in its requests' order). */
 static struct {
     struct pans {
         struct olink *ol; /* NULL: the link ended meanwhile */
         json_t *o;
+        int pos_part; /* >= 0: a position request, answered after the commit */
     } *v;
     int n, cap;
     bool staged; /* the store's staged writes are these requests' changes, nothing else */
@@ -1465,21 +1741,37 @@ static struct {
 
 static void answer(struct olink *ol, json_t *o)
 {
+    if (ol->broken)
+        return;
     char *t = o ? json_dumps(o, JSON_COMPACT) : NULL;
     size_t tl = t ? strlen(t) : 0;
     char *m = t ? dlink_reserve(ol->dl, tl) : NULL;
     if (!m) {
-        /* the owner sees its link end and sends again on a new one (applied once) */
         log_warn("replica_answer_lost", "{s:s,s:s}", "owner", ol->node, "error", "out of memory");
         free(t);
-        struct dlink *d = ol->dl;
-        olink_free(ol);
-        dlink_close(d);
+        ol->broken = true;
+        if (!ev_is_active(&reap_w)) {
+            ev_timer_set(&reap_w, 0, 0);
+            ev_timer_start(shard_g.loop, &reap_w);
+        }
         return;
     }
     memcpy(m, t, tl);
     dlink_commit(ol->dl, tl);
     free(t);
+}
+
+/* Where this node's copy of a partition is: its committed position and chain value. */
+static json_t *position_of(int part)
+{
+    uint64_t epoch = 0, seq = 0, chain = 0;
+    if (part < 0 || part >= CVIEW_MAX_PARTITIONS ||
+        store_position_chain(R.store, part, &epoch, &seq, &chain) != 0)
+        return json_pack("{s:[i],s:s}", "r", -EINVAL, "error", "no such partition here");
+    char hex[17];
+    snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)chain);
+    return json_pack("{s:[i],s:I,s:I,s:s}", "r", 0, "epoch", (json_int_t)epoch, "seq",
+                     (json_int_t)seq, "chain", hex);
 }
 
 void repl_apply_now(void)
@@ -1496,10 +1788,12 @@ void repl_apply_now(void)
         }
     }
     int n = G.n;
-    G.n = 0; /* an answer that fails closes its link, which clears its entries: none left */
+    G.n = 0;
     for (int i = 0; i < n; i++) {
         struct pans *a = &G.v[i];
-        if (error && a->o) {
+        if (a->pos_part >= 0) {
+            a->o = position_of(a->pos_part);
+        } else if (error && a->o) {
             /* nothing of it is durable: refuse every change the commit carried */
             json_t *rs = json_object_get(a->o, "r"), *x;
             size_t k;
@@ -1518,11 +1812,13 @@ void repl_apply_now(void)
 
 /* An owner's request: a snapshot's chunk, installed and answered now, or changes, staged and
  * answered once the loop turn's commit has them (one fsync for every owner's requests that
- * arrived together). */
+ * arrived together), or a position request, answered after that commit. */
 static void replica_frame(struct dlink *l, const char *data, size_t len)
 {
     struct olink *ol = dlink_ud(l);
     const uint8_t *pt = (const uint8_t *)data;
+    if (ol->broken)
+        return;
     if (len >= 8 && memcmp(pt, SNAP_MAGIC, 8) == 0) {
         durable_flush(); /* commits what is staged first: the changes answered before it too */
         json_t *o = apply_snapshot_chunk(pt, len);
@@ -1545,10 +1841,24 @@ static void replica_frame(struct dlink *l, const char *data, size_t len)
         G.v = v;
         G.cap = cap;
     }
+    if (len >= 8 && memcmp(pt, POSQ_MAGIC, 8) == 0) {
+        uint16_t idlen = 0;
+        uint32_t part = UINT32_MAX;
+        if (len >= 10)
+            memcpy(&idlen, pt + 8, 2);
+        idlen = ntohs(idlen);
+        if (len >= 10u + idlen + 4) {
+            memcpy(&part, pt + 10 + idlen, 4);
+            part = ntohl(part);
+        }
+        G.v[G.n++] = (struct pans){ol, NULL, part > INT32_MAX ? CVIEW_MAX_PARTITIONS : (int)part};
+        durable_commit_soon();
+        return;
+    }
     bool staged = false;
     json_t *o = apply_changes(pt, len, ol->node, &staged);
     G.staged |= staged;
-    G.v[G.n++] = (struct pans){ol, o};
+    G.v[G.n++] = (struct pans){ol, o, -1};
     durable_commit_soon(); /* its commit runs repl_apply_now first */
 }
 
@@ -1726,6 +2036,12 @@ int repl_start(struct store *st, char *err, size_t errlen)
         R.cu_max = CU_MAX;
     R.chunk_bytes = (size_t)cfg_get_long(c, "cluster", "replica_snapshot_chunk_bytes", 1 << 20);
     R.snap_max = (size_t)cfg_get_long(c, "cluster", "replica_snapshot_max_bytes", 256L << 20);
+    long log_max = cfg_get_long(c, "cluster", "replica_log_bytes", 32L << 20);
+    R.log_max = log_max > 0 ? (size_t)log_max : 0;
+    R.from_log = stats_counter("cmcp_replication_catchups_started_total", "from=\"log\"");
+    R.from_snap = stats_counter("cmcp_replication_catchups_started_total", "from=\"snapshot\"");
+    R.log_gauge = stats_gauge("cmcp_replication_log_bytes", "");
+    ev_timer_init(&reap_w, reap_cb, 0, 0);
     ev_timer_init(&R.tick_w, tick_cb, 0.02, 0.02);
     ev_timer_init(&R.cu_w, cu_cb, CU_TICK_S, CU_TICK_S);
     /* the sessions loaded at open count as this node's until the map says otherwise */
@@ -1801,6 +2117,7 @@ void repl_stop(void)
     }
     R.npeers = 0;
     repl_apply_now();
+    ev_timer_stop(shard_g.loop, &reap_w);
     free(G.v);
     G.v = NULL;
     G.cap = 0;
@@ -1812,6 +2129,8 @@ void repl_stop(void)
     if (R.listening)
         peer_stop_listening(&R.env);
     R.listening = R.env_on = false;
+    while (R.log_head)
+        log_evict_head_any();
     while (R.rounds) {
         struct round *r = R.rounds;
         R.rounds = r->next;
