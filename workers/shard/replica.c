@@ -1781,7 +1781,7 @@ void repl_apply_now(void)
     const char *error = NULL;
     if (G.staged) {
         G.staged = false;
-        int rc = store_commit(R.store);
+        int rc = store_commit_copy(R.store);
         if (rc != 0) {
             error = store_errmsg(R.store);
             log_error("replica_commit_failed", "{s:s}", "error", error ? error : strerror(-rc));

@@ -423,3 +423,14 @@ int store__evmeta_rebuild(MDB_txn *txn, const struct store_dbs *db)
     mdb_cursor_close(c);
     return rc != 0 ? rc : get == MDB_NOTFOUND ? 0 : get;
 }
+
+int store_commit_copy(struct store *s)
+{
+    bool relax = s->env && s->dur != STORE_NONE;
+    if (relax)
+        mdb_env_set_flags(s->env, MDB_NOMETASYNC, 1);
+    int rc = store_commit(s);
+    if (relax && s->env)
+        mdb_env_set_flags(s->env, MDB_NOMETASYNC, 0);
+    return rc;
+}

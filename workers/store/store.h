@@ -97,6 +97,14 @@ int store_event_put(struct store *s, const char *sid, int stream, int64_t seq, b
  *            could (else every call fails until the shard restarts).
  */
 int store_commit(struct store *s);
+/*
+ * A replica's commit of changes its owner holds on its own disk: as store_commit, but the
+ * meta page that makes the transaction current is written without an fsync of its own (LMDB's
+ * MDB_NOMETASYNC for this one): its data pages are on disk when it returns, and the next
+ * commit's fsync covers the meta page. A power loss of this machine alone may undo this
+ * commit; a crash of the process never does.
+ */
+int store_commit_copy(struct store *s);
 bool store_has_staged(const struct store *s);
 /* Drops everything staged, committing nothing (a write the node may not acknowledge now). */
 void store_discard(struct store *s);
