@@ -271,6 +271,8 @@ static json_t *req_header(const struct wire_req *r, bool link)
     set_str(h, "pv", r->pv);
     if (r->resume)
         json_object_set_new(h, "last", json_pack("[i,I]", r->last_stream, (json_int_t)r->last_seq));
+    if (r->resume && r->follow_tok)
+        json_object_set_new(h, "follow", json_integer((json_int_t)r->follow_tok));
     if (r->http)
         json_object_set_new(h, "http", json_true());
     set_str(h, "mm", r->mm);
@@ -344,6 +346,8 @@ int wire_req_parse(const char *data, size_t len, struct wire_req *r, json_t **ke
         r->resume = true;
         r->last_stream = (int)json_integer_value(json_array_get(last, 0));
         r->last_seq = (int64_t)json_integer_value(json_array_get(last, 1));
+        json_int_t ft = json_integer_value(json_object_get(h, "follow"));
+        r->follow_tok = ft > 0 ? (uint64_t)ft : 0;
     }
     r->http = json_is_true(json_object_get(h, "http"));
     if (get_opt_copy(h, "sid", r->sid, sizeof(r->sid)) != 0 ||
@@ -358,7 +362,8 @@ int wire_req_parse(const char *data, size_t len, struct wire_req *r, json_t **ke
 
 static bool reply_is_plain(const struct wire_reply *r)
 {
-    return r->stream == 0 && r->seq == 0 && !r->cancelled && !r->done && !r->data;
+    return r->stream == 0 && r->seq == 0 && !r->cancelled && !r->done && !r->followed &&
+           !r->data;
 }
 
 static json_t *reply_header(const struct wire_reply *r, bool link)
@@ -377,6 +382,8 @@ static json_t *reply_header(const struct wire_reply *r, bool link)
         json_object_set_new(h, "cancelled", json_true());
     if (r->done)
         json_object_set_new(h, "done", json_true());
+    if (r->followed)
+        json_object_set_new(h, "followed", json_true());
     if (r->data)
         json_object_set(h, "data", r->data);
     return h;
@@ -472,6 +479,7 @@ int wire_from_shard_parse(const char *data, size_t len, struct wire_reply *r,
     r->seq = (int64_t)json_integer_value(json_object_get(h, "seq"));
     r->cancelled = json_is_true(json_object_get(h, "cancelled"));
     r->done = json_is_true(json_object_get(h, "done"));
+    r->followed = json_is_true(json_object_get(h, "followed"));
     r->data = json_object_get(h, "data");
     r->body = body;
     r->blen = blen;

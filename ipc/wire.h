@@ -65,6 +65,8 @@ struct wire_req {
     bool resume;            /* STREAM: Last-Event-ID names... */
     int last_stream;        /* ...this stream... */
     int64_t last_seq;       /* ...and the last event the client has */
+    uint64_t follow_tok;    /* STREAM, resume: if that request still runs on another link,
+                             * move it here: its events and reply carry this token from now */
     bool http;              /* STATELESS: over HTTP (status codes matter) */
     const char *mm, *mn;    /* STATELESS: the Mcp-Method and Mcp-Name headers, or NULL */
     const char *key;        /* STATELESS_CANCEL: the request, as the shard names it */
@@ -118,6 +120,8 @@ struct wire_reply {
     int64_t seq;            /* ...and its final event's sequence number (0: none) */
     bool cancelled;         /* cancelled: there is no response */
     bool done;              /* STREAM: the resumed request stream has ended */
+    bool followed;          /* STREAM: the running request moved to follow_tok (its events and
+                             * reply follow); MSG: this request moved to another link (no reply) */
     /*
      * What an op answers beyond the body (borrowed; NULL for none):
      *   STREAM        the events replayed, [[stream, seq, message-text], ...]

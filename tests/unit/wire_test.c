@@ -63,7 +63,7 @@ static void test_envelopes_round_trip(void **state)
     (void)state;
     struct wire_req reqs[] = {
         {.op = WIRE_STREAM, .tok = 5, .lid = 1, .sid = SID, .resume = true, .last_stream = 3,
-         .last_seq = 77},
+         .last_seq = 77, .follow_tok = 41},
         {.op = WIRE_STATELESS, .tok = 6, .http = true, .pv = "2026-07-28", .mm = "tools/call",
          .mn = "echo", .body = "{}", .blen = 2},
         {.op = WIRE_STATELESS_CANCEL, .tok = 8, .key = "1-6"},
@@ -87,6 +87,7 @@ static void test_envelopes_round_trip(void **state)
         assert_int_equal(r.resume, q->resume);
         assert_int_equal(r.last_stream, q->last_stream);
         assert_true(r.last_seq == q->last_seq);
+        assert_true(r.follow_tok == q->follow_tok);
         assert_int_equal(r.http, q->http);
         const char *strs[][2] = {{r.pv, q->pv}, {r.mm, q->mm}, {r.mn, q->mn}, {r.key, q->key},
                                  {r.token, q->token}};
@@ -154,7 +155,7 @@ static void test_replies_and_events_over_a_link(void **state)
     json_t *events = json_pack("[[i,i,s]]", 2, 5, "{\"m\":1}");
     struct wire_reply rich = {.tok = 11, .st = 200, .method = wire_method_index("batch"),
                               .stream = 2, .seq = 6, .done = true, .data = events};
-    struct wire_reply none = {.tok = 12, .st = 202, .cancelled = true};
+    struct wire_reply none = {.tok = 12, .st = 202, .cancelled = true, .followed = true};
     struct wire_event ev = {.tok = 13, .sid = SID, .stream = 1, .seq = 4, .body = "{\"p\":1}",
                             .blen = 7};
     struct wire_event session_ev = {.sid = SID, .stream = 0, .seq = 9, .body = "{}", .blen = 2};
@@ -188,6 +189,7 @@ static void test_replies_and_events_over_a_link(void **state)
     assert_string_equal(wire_methods[r.method], "batch");
     assert_true(r.seq == 6);
     assert_true(r.done);
+    assert_false(r.followed);
     assert_int_equal(json_array_size(r.data), 1);
     assert_string_equal(r.sid, "");
     json_decref(keep);
@@ -195,6 +197,7 @@ static void test_replies_and_events_over_a_link(void **state)
     assert_int_equal(r.st, 202);
     assert_int_equal(r.method, 0);
     assert_true(r.cancelled);
+    assert_true(r.followed);
     assert_int_equal(r.blen, 0);
     json_decref(keep);
     assert_int_equal(wire_from_shard_parse(b.data[3], b.len[3], &r, &e, &keep), WIRE_EVENT);

@@ -611,6 +611,44 @@ struct call *listener_call(struct conn *conn, int shard, struct wire_req *req,
     return c;
 }
 
+struct call *listener_call_expect(struct conn *conn, int shard, const char *sid, int stream,
+                                  const struct call_ops *ops)
+{
+    struct call *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->tok = next_tok++;
+    c->t0 = cmcp_now_ms();
+    c->op = WIRE_STREAM;
+    c->shard = shard;
+    c->ops = ops;
+    c->conn = conn;
+    c->stream = stream;
+    c->link = link_for(sid, shard); /* where the STREAM request that names it goes */
+    cmcp_strlcpy(c->sid, sizeof(c->sid), sid);
+    cmcp_strlcpy(c->rsid, sizeof(c->rsid), sid);
+    HASH_ADD(hh, calls_by_tok, tok, sizeof(c->tok), c);
+    if (conn) {
+        c->next_in_conn = conn->calls;
+        conn->calls = c;
+    }
+    /* nothing to send: "delivered" at once; a link that goes down fails it like a sent call */
+    ev_timer_init(&c->timer, call_timer_cb, listener_g.request_timeout, 0);
+    c->timer.data = c;
+    ev_timer_start(listener_g.loop, &c->timer);
+    return c;
+}
+
+void listener_call_forget(uint64_t tok)
+{
+    struct call *c = NULL;
+    HASH_FIND(hh, calls_by_tok, &tok, sizeof(tok), c);
+    if (!c || c->finished)
+        return;
+    call_unlink(c); /* out of its connection's calls: no answer to anyone */
+    call_finish(c, &(struct wire_reply){.st = 200});
+}
+
 struct call *listener_call_by_stream(const char *sid, int stream)
 {
     struct call *c, *tmp;

@@ -37,6 +37,7 @@ struct hconn {
     struct conn base;
     int fd;
     int resume_stream;
+    uint64_t follow_tok; /* a resumed stream's request running elsewhere, moved here */
     ev_io rw, ww;
     ev_timer timer; /* idle/read timeout, keep-alive comments while streaming */
     struct http_conn parser;
@@ -364,11 +365,19 @@ static void get_done(struct call *c, const struct wire_reply *r)
 {
     struct hconn *h = (struct hconn *)c->conn;
     if (r->st != 200) {
+        if (h->follow_tok)
+            listener_call_forget(h->follow_tok);
+        h->follow_tok = 0;
         write_json(h, r->st ? r->st : 502, NULL, r->body, r->blen);
         hconn_request_done(h);
         return;
     }
     long stream = r->stream;
+    if (h->follow_tok && !r->followed) {
+        /* the request was not running elsewhere (it ended, or never streamed there) */
+        listener_call_forget(h->follow_tok);
+    }
+    h->follow_tok = 0;
     sse_begin(h, NULL);
     json_t *evs = r->data;
     size_t i;
@@ -455,12 +464,22 @@ static void handle_get(struct hconn *h, const char *sid)
         listener_stream_set(sid, &h->base);
     } else {
         struct call *running = listener_call_by_stream(sid, h->resume_stream);
-        if (running)
+        if (running) {
             listener_call_attach(running, &h->base, &resumed_ops);
+        } else {
+            /* it may be running on another listener or node: the shard moves it here */
+            struct call *f =
+                listener_call_expect(&h->base, shard, sid, h->resume_stream, &resumed_ops);
+            if (f)
+                req.follow_tok = h->follow_tok = f->tok;
+        }
     }
     h->state = H_WAIT;
     struct call *c = listener_call(&h->base, shard, &req, &get_ops, NULL);
     if (!c) {
+        if (h->follow_tok)
+            listener_call_forget(h->follow_tok);
+        h->follow_tok = 0;
         h->state = H_IDLE;
         write_error(h, 503, NULL, -32603, "Internal error: cannot reach a shard; retry");
     }

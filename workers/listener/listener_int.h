@@ -99,6 +99,16 @@ const char *listener_owner_elsewhere(const char *sid);
 void listener_map_changed(void);
 /* The call in flight whose events form stream `stream` of session sid, or NULL. */
 struct call *listener_call_by_stream(const char *sid, int stream);
+/*
+ * A call for a request this listener did not send: a session's request running on another
+ * listener or node, whose stream a client resumed here (a STREAM request's follow_tok names
+ * it; the shard moves the request to this link, and its events and response come to this
+ * call). It ends like any call: its response, the request timeout, or its link going down.
+ */
+struct call *listener_call_expect(struct conn *conn, int shard, const char *sid, int stream,
+                                  const struct call_ops *ops);
+/* Ends a call without answering anyone (nothing if it ended already). */
+void listener_call_forget(uint64_t tok);
 /* Moves a call to another connection (a client resumed its stream there). */
 void listener_call_attach(struct call *c, struct conn *conn, const struct call_ops *ops);
 /* The call's connection no longer carries it (its stream was closed early). */

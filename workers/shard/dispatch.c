@@ -222,6 +222,15 @@ static void op_stream(struct slot *sl, const struct wire_req *req)
     struct wire_reply r = {.st = 200, .stream = stream};
     r.data = durable_replay(s, stream, after, &done);
     r.done = stream != 0 && done;
+    if (stream != 0 && !done && req->follow_tok) {
+        /* The request still runs, carried by another link (another listener, or another
+         * node's): it moves to this one, so the resumed stream goes on live */
+        for (struct slot *run = s->pending; run; run = run->next_pending)
+            if (run->stream == stream && !run->stateless) {
+                r.followed = links_move(run, sl, req->follow_tok);
+                break;
+            }
+    }
     shard_reply(sl, &r, NULL, s);
 }
 

@@ -90,6 +90,25 @@ void links_reply(struct slot *sl, const struct wire_reply *r)
     nng_ctx_send(sl->ctx, sl->aio);
 }
 
+bool links_move(struct slot *run, const struct slot *to, uint64_t tok)
+{
+    if (!run->peer || !to->peer)
+        return false;
+    struct dpeer *old = run->peer;
+    if (old->dl) {
+        /* the listener that carried it ends its call there, with no response */
+        struct wire_reply m = {.tok = run->dtok, .st = 200, .followed = true};
+        if (wire_reply_send(old->dl, &m) != 0)
+            log_error("reply_failed", "{s:s}", "error", "out of memory or message too large");
+        peer_check_backlog(old);
+    }
+    run->peer = to->peer;
+    run->peer->refs++;
+    run->dtok = tok;
+    peer_unref(old);
+    return true;
+}
+
 static void peer_event(struct dpeer *p, const struct wire_event *e)
 {
     if (!p || !p->dl)

@@ -117,6 +117,10 @@ void forward_stop(void);
 /* Sends a reply now, on the link or the control socket the request came by; a data slot
  * ends with it. */
 void links_reply(struct slot *sl, const struct wire_reply *r);
+/* A request resumed on another link (a Last-Event-ID resume at another listener or node):
+ * run's events and reply go by the link `to` came by, under tok, from now on; the link it
+ * came by is told (a reply with `followed`, no response). False if either is no data link. */
+bool links_move(struct slot *run, const struct slot *to, uint64_t tok);
 /* An event: on the link of the request sl serves, or on every link when sl is NULL. */
 void links_event(struct slot *sl, struct wire_event *e);
 
