@@ -79,6 +79,7 @@ copy_dlopened() {
         fi
         mkdir -p "$dest$(dirname "$path")"
         cp -L "$path" "$dest$path"
+        copy_libs "$dest" "$path" # and what it loads in turn
     done
 }
 
@@ -91,10 +92,11 @@ done
 cp "$tini" "$stage/cmcp/app/usr/bin/tini"
 cp "$here/cmcp.conf" "$stage/cmcp/app/etc/cmcp/cmcp.conf"
 copy_libs "$stage/cmcp/libs" "$bin_dir/cmcpd" "$bin_dir/cmcpctl" "$tini"
-# What glibc loads at run time rather than at start, so ldd does not list it:
+# What is loaded at run time rather than at start, so ldd does not list it:
 # libgcc_s unwinds a thread that ends by pthread_exit (getaddrinfo_a's resolver
-# threads, nng's).
-copy_dlopened "$stage/cmcp/libs" libgcc_s.so.1
+# threads, nng's); libjose (with the OpenSSL it uses) checks bearer tokens when
+# [auth] is on (workers/oauth/token.c loads it then).
+copy_dlopened "$stage/cmcp/libs" libgcc_s.so.1 libjose.so.0
 # getaddrinfo: glibc's own files and DNS lookups (no NSS modules to load) read these.
 mkdir -p "$stage/cmcp/libs/etc"
 printf 'hosts: files dns\n' >"$stage/cmcp/libs/etc/nsswitch.conf"
