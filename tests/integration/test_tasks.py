@@ -102,6 +102,12 @@ class TasksTest(unittest.TestCase):
             self.assertEqual(listed[t3["taskId"]], "cancelled")
             self.assertEqual(listed[t4["taskId"]], "failed")
 
+            # Tasks belong to their session: another one cannot see them.
+            other = Session(http)
+            err, _ = other.call("tasks/get", {"taskId": task["taskId"]})
+            self.assertEqual(err["error"]["code"], -32602)
+            other.close()
+
             # A task past its ttl is gone.
             t5 = start_task(s, "slow_compute", {"ms": 0}, ttl=300)
             time.sleep(1.5)

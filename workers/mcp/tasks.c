@@ -37,8 +37,9 @@ static const char *const wire_fields[] = {"taskId",        "status",        "sta
                                           "pollInterval",  NULL};
 
 #define RESTARTED_MESSAGE                                                                          \
-    "The shard serving this session restarted while the task ran. A tool cannot be resumed "      \
-    "mid-run, so the task failed and has no result; call the tool again"
+    "The shard serving this session restarted (or another node took the session over) while "     \
+    "the task ran. A tool cannot be resumed mid-run, so the task failed and has no result; call " \
+    "the tool again"
 
 static void iso8601(int64_t ms, char *out, size_t len)
 {
@@ -177,9 +178,9 @@ static void record_outcome(mcp_session *s, const char *id, json_t *response, boo
     set_status(mcpi_now_ms(s->srv), rec, status, message);
     json_t *kept = json_object();
     if (err)
-        json_object_set(kept, "error", (json_t *)err);
+        json_object_set_new(kept, "error", json_deep_copy(err));
     else
-        json_object_set(kept, "result", res ? (json_t *)res : json_object());
+        json_object_set_new(kept, "result", res ? json_deep_copy(res) : json_object());
     json_object_set_new(rec, "response", kept);
     json_decref(response);
     mcpi_session_changed(s);
@@ -218,14 +219,13 @@ size_t mcp_session_expire_tasks(mcp_session *s, int64_t now_ms)
         if (run)
             mcpi_call_cancel(run, true);
         json_object_del(s->tasks, key);
+        mcpi_session_changed(s); /* (before wake: its answers go after the deletion is saved) */
         wake(s, key, NULL);
         free(key);
         n++;
     }
-    if (n) {
-        mcpi_session_changed(s);
+    if (n)
         mcpi_session_flush(s);
-    }
     return n;
 }
 
