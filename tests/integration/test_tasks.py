@@ -3,8 +3,10 @@ answers a CreateTaskResult at once, tasks/get follows the run, tasks/result
 returns the tool's answer, tasks/cancel stops it, and a task outlives a
 SIGKILL of its shard (a finished one keeps its result, a running one is
 reported failed)."""
+import json
 import os
 import signal
+import subprocess
 import sys
 import time
 import unittest
@@ -14,6 +16,8 @@ from cmcp_harness import Node, main  # noqa: E402
 from mcp_client import HttpConn, Session, free_port, node_config  # noqa: E402
 
 RELATED = "io.modelcontextprotocol/related-task"
+SRC = os.environ.get("CMCP_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+NODE_DIR = os.path.join(SRC, "tests", "node")
 
 
 def start_task(s, name, args, ttl=60000):
@@ -146,6 +150,28 @@ class TasksTest(unittest.TestCase):
             self.assertEqual(res["error"]["code"], -32603)
             self.assertIn("restarted", res["error"]["message"])
             s.close()
+
+    def test_sdk_client_tasks(self):
+        """The official TypeScript SDK's experimental tasks client: its schemas accept
+        every answer, its callToolStream follows a task to its result."""
+        http, tcp = free_port(), free_port()
+        with Node(node_config(http, tcp, packs="core,conformance", shards=2)):
+            env = {k: v for k, v in os.environ.items() if not k.startswith("CMCP_")}
+            p = subprocess.run(["node", os.path.join(NODE_DIR, "sdk_tasks.mjs"),
+                                "http://127.0.0.1:%d/mcp" % http],
+                               capture_output=True, text=True, timeout=90, env=env, cwd=NODE_DIR)
+            self.assertEqual(p.returncode, 0, "stdout: %s\nstderr: %s" % (p.stdout[-3000:],
+                                                                         p.stderr[-3000:]))
+            steps = {st["name"]: st for st in json.loads(p.stdout.strip().splitlines()[-1])["steps"]}
+            self.assertIn("call", steps["capabilities"]["tasks"]["requests"]["tools"])
+            self.assertEqual(steps["tools/list"]["slow"], {"taskSupport": "optional"})
+            self.assertEqual(steps["stream"]["seen"][0], "created:working")
+            self.assertEqual(steps["stream"]["seen"][-1], "status:completed")
+            self.assertEqual(steps["stream"]["structured"], {"ms": 400})
+            self.assertIn("failed", steps["failing"]["seen"])
+            self.assertEqual(steps["cancel"]["status"], "cancelled")
+            self.assertEqual(steps["cancel"]["get"], "cancelled")
+            self.assertEqual(steps["unknown"]["code"], -32602)
 
 
 if __name__ == "__main__":
