@@ -108,10 +108,10 @@ static void test_capabilities(void **state)
     struct fakeenv *e = *state;
     mcp_session *s2 = mcp_session_new(e->srv, "s2");
     json_t *r = fakehost_initialize(e->srv, s2, "2025-11-25", NULL);
-    const json_t *tasks = json_object_get(json_object_get(fakehost_result(r), "capabilities"),
-                                          "tasks");
-    assert_non_null(json_object_get(json_object_get(json_object_get(tasks, "requests"), "tools"),
-                                    "call"));
+    const json_t *tasks =
+        json_object_get(json_object_get(fakehost_result(r), "capabilities"), "tasks");
+    assert_non_null(
+        json_object_get(json_object_get(json_object_get(tasks, "requests"), "tools"), "call"));
     assert_non_null(json_object_get(tasks, "list"));
     assert_non_null(json_object_get(tasks, "cancel"));
     json_decref(r);
@@ -174,9 +174,8 @@ static void test_complete_and_result(void **state)
     const json_t *fin = find_emit(em, rid, NULL);
     assert_non_null(fin);
     const json_t *res = fakehost_result(json_object_get(fin, "msg"));
-    assert_int_equal(json_integer_value(json_object_get(json_object_get(res, "structuredContent"),
-                                                        "ms")),
-                     300);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(res, "structuredContent"), "ms")), 300);
     assert_string_equal(
         json_string_value(json_object_get(
             json_object_get(json_object_get(res, "_meta"), "io.modelcontextprotocol/related-task"),
@@ -201,8 +200,8 @@ static void test_failed(void **state)
     fakehost_advance(&e->fh, 300);
     json_t *r = by_id(e, "tasks/get", id, NULL);
     assert_string_equal(json_string_value(json_object_get(fakehost_result(r), "status")), "failed");
-    assert_non_null(strstr(
-        json_string_value(json_object_get(fakehost_result(r), "statusMessage")), "on purpose"));
+    assert_non_null(strstr(json_string_value(json_object_get(fakehost_result(r), "statusMessage")),
+                           "on purpose"));
     json_decref(r);
     r = by_id(e, "tasks/result", id, NULL);
     assert_true(fakehost_is_error(r));
@@ -268,7 +267,8 @@ static void test_errors(void **state)
         "{\"name\":\"slow_compute\",\"task\":5}",
         "{\"name\":\"slow_compute\",\"task\":{\"ttl\":-1}}",
         "{\"name\":\"slow_compute\",\"task\":{\"ttl\":\"long\"}}",
-        "{\"name\":\"echo\",\"arguments\":{\"text\":\"x\"},\"task\":{}}", /* taskSupport forbidden */
+        /* echo: taskSupport forbidden */
+        "{\"name\":\"echo\",\"arguments\":{\"text\":\"x\"},\"task\":{}}",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         json_t *r = req(e, "tools/call", bad[i], NULL);
@@ -327,7 +327,8 @@ static void test_list(void **state)
     const json_t *tasks = json_object_get(fakehost_result(r), "tasks");
     assert_int_equal(json_array_size(tasks), 2);
     assert_string_equal(json_string_value(json_object_get(json_array_get(tasks, 0), "taskId")), a);
-    assert_null(json_object_get(json_array_get(tasks, 0), "created_ms")); /* internal fields stay in */
+    /* the internal fields stay in */
+    assert_null(json_object_get(json_array_get(tasks, 0), "created_ms"));
     assert_null(json_object_get(json_array_get(tasks, 0), "response"));
     json_decref(r);
     free(a);
@@ -356,8 +357,8 @@ static void test_restore(void **state)
     json_decref(r);
     r = by_id(e, "tasks/get", running, NULL);
     assert_string_equal(json_string_value(json_object_get(fakehost_result(r), "status")), "failed");
-    assert_non_null(strstr(
-        json_string_value(json_object_get(fakehost_result(r), "statusMessage")), "restarted"));
+    assert_non_null(strstr(json_string_value(json_object_get(fakehost_result(r), "statusMessage")),
+                           "restarted"));
     json_decref(r);
     r = by_id(e, "tasks/result", running, NULL);
     assert_int_equal(fakehost_error_code(r), MCP_INTERNAL_ERROR);

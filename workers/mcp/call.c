@@ -206,7 +206,8 @@ static void call_cleanup(mcp_call *c, bool tell_client)
         if (tell_client) {
             json_t *p = json_pack("{s:o,s:s}", "requestId", json_deep_copy(o->id), "reason",
                                   "the request that needed this answer has ended");
-            mcpi_emit(c->s, mcpi_call_rel(c), mcpi_notification("notifications/cancelled", p), false);
+            mcpi_emit(c->s, mcpi_call_rel(c), mcpi_notification("notifications/cancelled", p),
+                      false);
         }
         free(o->key);
         json_decref(o->id);

@@ -341,7 +341,11 @@ struct mcp_tool_def {
      * see docs/tasks.md): listed as execution.taskSupport. FORBIDDEN (the default)
      * refuses a task-augmented call, REQUIRED refuses a plain one (-32601, as the spec
      * says). */
-    enum mcp_task_support { MCP_TASK_FORBIDDEN = 0, MCP_TASK_OPTIONAL, MCP_TASK_REQUIRED } task_support;
+    enum mcp_task_support {
+        MCP_TASK_FORBIDDEN = 0,
+        MCP_TASK_OPTIONAL,
+        MCP_TASK_REQUIRED
+    } task_support;
 };
 /* Registers (copies) a tool; sessions get notifications/tools/list_changed.
  * 0, or -1 with err for a bad or duplicate definition. */

@@ -24,7 +24,7 @@
 #define MCPI_MAX_TASKS 64           /* tasks a session keeps at once (tasks.c) */
 #define MCPI_TASK_TTL_MS 3600000    /* a task's ttl when the client asks for none */
 #define MCPI_TASK_TTL_MAX_MS 86400000 /* the longest ttl granted */
-#define MCPI_TASK_POLL_MS 500       /* pollInterval suggested to clients */
+#define MCPI_TASK_POLL_MS 500         /* pollInterval suggested to clients */
 #define MCPI_META_RELATED_TASK "io.modelcontextprotocol/related-task"
 
 /* Reserved _meta keys of the stateless revision. */

@@ -246,14 +246,14 @@ json_t *mcp_session_dump(const mcp_session *s)
     {
         json_array_append_new(subs, json_string(uri));
     }
-    json_t *st = json_pack(
-        "{s:i,s:s,s:I,s:I,s:b,s:o,s:{s:o,s:o},s:o,s:o,s:o}", "v", STATE_VERSION, "id", s->id,
-        "epoch", (json_int_t)s->epoch, "seq", (json_int_t)s->seq, "initialized", s->initialized,
-        "protocol", s->protocol ? json_string(s->protocol) : json_null(), "client", "info",
-        or_null(mcpi_shared_value(s->client_info)), "capabilities",
-        or_null(mcpi_shared_value(s->client_caps)), "log_level",
-        s->log_level >= 0 ? json_string(mcp_log_level_name(s->log_level)) : json_null(),
-        "subscriptions", subs, "kv", s->kv ? json_deep_copy(s->kv) : json_object());
+    json_t *st =
+        json_pack("{s:i,s:s,s:I,s:I,s:b,s:o,s:{s:o,s:o},s:o,s:o,s:o}", "v", STATE_VERSION, "id",
+                  s->id, "epoch", (json_int_t)s->epoch, "seq", (json_int_t)s->seq, "initialized",
+                  s->initialized, "protocol", s->protocol ? json_string(s->protocol) : json_null(),
+                  "client", "info", or_null(mcpi_shared_value(s->client_info)), "capabilities",
+                  or_null(mcpi_shared_value(s->client_caps)), "log_level",
+                  s->log_level >= 0 ? json_string(mcp_log_level_name(s->log_level)) : json_null(),
+                  "subscriptions", subs, "kv", s->kv ? json_deep_copy(s->kv) : json_object());
     if (st && json_object_size(s->tasks) > 0) /* (most sessions have none: no field) */
         json_object_set_new(st, "tasks", json_deep_copy(s->tasks));
     return st;

@@ -32,13 +32,12 @@
 #include <string.h>
 #include <time.h>
 
-static const char *const wire_fields[] = {"taskId",        "status",        "statusMessage",
-                                          "createdAt",     "lastUpdatedAt", "ttl",
-                                          "pollInterval",  NULL};
+static const char *const wire_fields[] = {"taskId",        "status", "statusMessage", "createdAt",
+                                          "lastUpdatedAt", "ttl",    "pollInterval",  NULL};
 
 #define RESTARTED_MESSAGE                                                                          \
-    "The shard serving this session restarted (or another node took the session over) while "     \
-    "the task ran. A tool cannot be resumed mid-run, so the task failed and has no result; call " \
+    "The shard serving this session restarted (or another node took the session over) while "      \
+    "the task ran. A tool cannot be resumed mid-run, so the task failed and has no result; call "  \
     "the tool again"
 
 static void iso8601(int64_t ms, char *out, size_t len)
@@ -137,8 +136,8 @@ static void answer_result(mcp_call *c, const char *id, const json_t *rec)
                        data ? json_deep_copy(data) : NULL);
     } else {
         char text[240];
-        snprintf(text, sizeof(text), "Task %.100s was cancelled before it finished: it has no result",
-                 id);
+        snprintf(text, sizeof(text),
+                 "Task %.100s was cancelled before it finished: it has no result", id);
         mcp_call_error(c, MCP_INVALID_PARAMS, text, NULL);
     }
 }

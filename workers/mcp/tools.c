@@ -25,10 +25,10 @@ static json_t *tool_json(const struct mcpi_tool *t, const char *protocol)
     if (t->annotations && mcpi_proto_at_least(protocol, "2025-03-26"))
         json_object_set_new(o, "annotations", json_deep_copy(t->annotations));
     if (t->task_support != MCP_TASK_FORBIDDEN && mcpi_proto_at_least(protocol, "2025-11-25"))
-        json_object_set_new(o, "execution",
-                            json_pack("{s:s}", "taskSupport",
-                                      t->task_support == MCP_TASK_REQUIRED ? "required"
-                                                                           : "optional"));
+        json_object_set_new(
+            o, "execution",
+            json_pack("{s:s}", "taskSupport",
+                      t->task_support == MCP_TASK_REQUIRED ? "required" : "optional"));
     return o;
 }
 

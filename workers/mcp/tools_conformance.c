@@ -540,9 +540,8 @@ static void slow_step(mcp_call *c, void *arg)
     long left = (long)(intptr_t)arg;
     long ms = (long)(intptr_t)mcp_call_state(c);
     if (left <= 0) {
-        mcp_call_return(c, json_pack("{s:[{s:s,s:s}],s:{s:I}}", "content", "type", "text",
-                                     "text", "computed", "structuredContent", "ms",
-                                     (json_int_t)ms));
+        mcp_call_return(c, json_pack("{s:[{s:s,s:s}],s:{s:I}}", "content", "type", "text", "text",
+                                     "computed", "structuredContent", "ms", (json_int_t)ms));
         return;
     }
     mcp_call_progress(c, (double)(ms - left), (double)ms, NULL);
