@@ -81,6 +81,11 @@ bool mcp_call_has_progress(const mcp_call *c)
     return c->progress_token != NULL;
 }
 
+const json_t *mcpi_call_rel(const mcp_call *c)
+{
+    return c->task_id ? NULL : c->id;
+}
+
 bool mcp_call_done(const mcp_call *c)
 {
     return c->done;
@@ -201,7 +206,8 @@ static void call_cleanup(mcp_call *c, bool tell_client)
         if (tell_client) {
             json_t *p = json_pack("{s:o,s:s}", "requestId", json_deep_copy(o->id), "reason",
                                   "the request that needed this answer has ended");
-            mcpi_emit(c->s, c->id, mcpi_notification("notifications/cancelled", p), false);
+            mcpi_emit(c->s, mcpi_call_rel(c), mcpi_notification("notifications/cancelled", p),
+                      false);
         }
         free(o->key);
         json_decref(o->id);
@@ -223,6 +229,7 @@ void mcpi_call_free(mcp_call *c)
     json_decref(c->response);
     free(c->key);
     free(c->method);
+    free(c->task_id);
     free(c);
 }
 
@@ -242,6 +249,11 @@ static void finish(mcp_call *c, json_t *response)
     }
     mcp_session *s = c->s;
     HASH_DEL(s->inflight, c);
+    if (c->task_id) { /* a task's tool run: the answer is the task's, nobody waits on c->id */
+        mcpi_task_settle(s, c->task_id, response);
+        mcpi_call_free(c);
+        return;
+    }
     mcpi_session_flush(s);
     mcpi_emit(s, c->id, response, true);
     mcpi_call_free(c);
@@ -289,7 +301,7 @@ void mcpi_call_cancel(mcp_call *c, bool emit)
     c->done = true;
     call_cleanup(c, emit);
     HASH_DEL(s->inflight, c);
-    if (emit) {
+    if (emit && !c->task_id) { /* (a task's tool run has no request to end) */
         mcpi_session_flush(s);
         mcpi_emit(s, c->id, NULL, true);
     }
@@ -386,7 +398,7 @@ bool mcp_call_progress(mcp_call *c, double progress, double total, const char *m
         json_object_set_new(p, "total", number(total));
     if (msg && mcpi_proto_at_least(c->protocol, "2025-03-26"))
         json_object_set_new(p, "message", json_string(msg));
-    mcpi_emit(c->s, c->id, mcpi_notification("notifications/progress", p), false);
+    mcpi_emit(c->s, mcpi_call_rel(c), mcpi_notification("notifications/progress", p), false);
     return true;
 }
 
@@ -400,7 +412,7 @@ void mcp_call_log(mcp_call *c, enum mcp_log_level level, const char *logger, jso
     if (logger)
         json_object_set_new(p, "logger", json_string(logger));
     json_object_set_new(p, "data", data ? data : json_null());
-    mcpi_emit(c->s, c->id, mcpi_notification("notifications/message", p), false);
+    mcpi_emit(c->s, mcpi_call_rel(c), mcpi_notification("notifications/message", p), false);
 }
 
 /* --------------------------------------------- server->client requests -- */
@@ -443,7 +455,7 @@ static void outreq_timeout(mcp_call *c, void *arg)
     void *reply_arg = o->arg;
     HASH_DEL(c->s->outbound, o);
     json_t *p = json_pack("{s:o,s:s}", "requestId", json_deep_copy(o->id), "reason", "timed out");
-    mcpi_emit(c->s, c->id, mcpi_notification("notifications/cancelled", p), false);
+    mcpi_emit(c->s, mcpi_call_rel(c), mcpi_notification("notifications/cancelled", p), false);
     free(o->key);
     json_decref(o->id);
     free(o);
@@ -492,7 +504,7 @@ int mcp_call_request_keyed(mcp_call *c, const char *key, const char *method, jso
         json_pack("{s:s,s:o,s:s}", "jsonrpc", "2.0", "id", json_deep_copy(o->id), "method", method);
     if (params)
         json_object_set_new(msg, "params", params);
-    mcpi_emit(s, c->id, msg, false);
+    mcpi_emit(s, mcpi_call_rel(c), msg, false);
     return 0;
 }
 

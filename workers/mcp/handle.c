@@ -24,6 +24,10 @@ static const struct mcpi_method methods[] = {
     {"prompts/list", mcpi_prompts_list, MCPI_CACHEABLE},
     {"prompts/get", mcpi_prompts_get, MCPI_INPUT},
     {"completion/complete", mcpi_complete, 0},
+    {"tasks/get", mcpi_tasks_get, MCPI_LEGACY},
+    {"tasks/result", mcpi_tasks_result, MCPI_LEGACY},
+    {"tasks/list", mcpi_tasks_list, MCPI_LEGACY},
+    {"tasks/cancel", mcpi_tasks_cancel, MCPI_LEGACY},
 };
 
 const struct mcpi_method *mcpi_find_method(const char *name)

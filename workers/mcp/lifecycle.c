@@ -31,6 +31,11 @@ json_t *mcpi_server_capabilities(const char *protocol)
     /* completion/complete exists since 2024-11-05, its capability since 2025-03-26. */
     if (mcpi_proto_at_least(protocol, "2025-03-26"))
         json_object_set_new(caps, "completions", json_object());
+    /* Tasks (tasks.c): tools/call may be task-augmented; tasks/list and tasks/cancel work. */
+    if (mcpi_proto_at_least(protocol, "2025-11-25"))
+        json_object_set_new(
+            caps, "tasks",
+            json_pack("{s:{},s:{},s:{s:{s:{}}}}", "list", "cancel", "requests", "tools", "call"));
     return caps;
 }
 

@@ -158,6 +158,18 @@ void mcp_session_set_epoch(mcp_session *s, uint64_t epoch);
 json_t *mcp_session_dump(const mcp_session *s);
 mcp_session *mcp_session_restore(mcp_server *srv, const json_t *state, char *err, size_t errlen);
 
+/*
+ * Tasks (2025-11-25): a session's tasks live in its durable state (mcp_session_dump), result
+ * and all. A task that was still running when the state was saved comes back from
+ * mcp_session_restore as "failed": the tool that ran it is gone with the old process and a C
+ * tool cannot be resumed mid-run. Drops the tasks whose ttl has run out by now_ms (wall clock
+ * ms; the shard's sweep calls it), cancelling any still running; returns how many went. The
+ * session's state then changed (session_changed runs).
+ */
+size_t mcp_session_expire_tasks(mcp_session *s, int64_t now_ms);
+/* Tasks the session holds (any status). */
+size_t mcp_session_task_count(const mcp_session *s);
+
 /* -------------------------------------------------------------- handle -- */
 
 enum mcp_msg_kind {
@@ -325,6 +337,15 @@ struct mcp_tool_def {
      * construction (the core pack): not checked on every call. Unit tests run such tools with
      * mcp_server_check_all_outputs on, so a mismatch still fails a test. */
     bool output_trusted;
+    /* Whether clients may run it as a 2025-11-25 task (tools/call with a "task" param,
+     * see docs/tasks.md): listed as execution.taskSupport. FORBIDDEN (the default)
+     * refuses a task-augmented call, REQUIRED refuses a plain one (-32601, as the spec
+     * says). */
+    enum mcp_task_support {
+        MCP_TASK_FORBIDDEN = 0,
+        MCP_TASK_OPTIONAL,
+        MCP_TASK_REQUIRED
+    } task_support;
 };
 /* Registers (copies) a tool; sessions get notifications/tools/list_changed.
  * 0, or -1 with err for a bad or duplicate definition. */

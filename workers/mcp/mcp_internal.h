@@ -21,6 +21,11 @@
 #define MCPI_STATE_TTL_MS 600000    /* requestState lifetime by default */
 #define MCPI_MAX_STATE_BYTES 262144 /* a requestState token we accept */
 #define MCPI_MAX_INPUT_KEY 64       /* inputRequests key length */
+#define MCPI_MAX_TASKS 64           /* tasks a session keeps at once (tasks.c) */
+#define MCPI_TASK_TTL_MS 3600000    /* a task's ttl when the client asks for none */
+#define MCPI_TASK_TTL_MAX_MS 86400000 /* the longest ttl granted */
+#define MCPI_TASK_POLL_MS 500         /* pollInterval suggested to clients */
+#define MCPI_META_RELATED_TASK "io.modelcontextprotocol/related-task"
 
 /* Reserved _meta keys of the stateless revision. */
 #define MCPI_META_VERSION "io.modelcontextprotocol/protocolVersion"
@@ -36,6 +41,7 @@ struct mcpi_tool {
     void *ud;
     long limit_ms;  /* its time limit: > 0 ms, 0 none, < 0 the server's default */
     bool output_trusted; /* typed output: its outputSchema is not checked on every call */
+    enum mcp_task_support task_support;
     int refs; /* the registry's and each running call's */
     UT_hash_handle hh;
 };
@@ -135,6 +141,7 @@ struct mcp_call {
     bool stateless;         /* served by mcp_handle_stateless */
     bool resumed;           /* stateless: a verified requestState came with it */
     struct mcpi_mrtr *mrtr; /* stateless tools/call, prompts/get, resources/read */
+    char *task_id;          /* the tool run of a task (tasks.c): its answer goes to the task */
     UT_hash_handle hh;
 };
 
@@ -151,6 +158,7 @@ struct mcp_session {
     struct mcpi_shared *client_info, *client_caps; /* NULL when the client sent none */
     json_t *subs; /* object: uri -> true; NULL while there are none */
     json_t *kv;   /* object: key -> value; NULL while empty */
+    json_t *tasks; /* object: taskId -> task record (tasks.c); NULL while none */
     uint64_t epoch, seq;
     mcp_call *inflight;
     struct mcpi_outreq *outbound;
@@ -249,6 +257,21 @@ void mcpi_call_set_tool(mcp_call *c, struct mcpi_tool *t);
 void mcpi_call_stateless_after(mcp_call *c);
 bool mcpi_call_waiting(const mcp_call *c);                 /* has questions out (either era) */
 void mcpi_call_finish_result(mcp_call *c, json_t *result); /* as is, steals (input_required) */
+
+/* tasks.c */
+/* tools/call with a "task" param: creates the task, answers CreateTaskResult, runs t. */
+void mcpi_task_create(mcp_call *c, struct mcpi_tool *t, const json_t *params, const json_t *args);
+/* The tool run of a task finished with response (a JSON-RPC response; steals). */
+void mcpi_task_settle(mcp_session *s, const char *task_id, json_t *response);
+/* The task records of a restored session: running ones become failed. */
+json_t *mcpi_tasks_restore(mcp_server *srv, const json_t *tasks);
+const json_t *mcpi_call_rel(const mcp_call *c); /* c->id, or NULL for a task's tool run */
+/* tools.c: check args, run t for c, arm its time limit. */
+void mcpi_tool_run(mcp_call *c, struct mcpi_tool *t, const json_t *args);
+void mcpi_tasks_get(mcp_call *c, const json_t *params);
+void mcpi_tasks_result(mcp_call *c, const json_t *params);
+void mcpi_tasks_list(mcp_call *c, const json_t *params);
+void mcpi_tasks_cancel(mcp_call *c, const json_t *params);
 
 /* method handlers: each finishes the call, or leaves it pending (tools/call). */
 void mcpi_initialize(mcp_call *c, const json_t *params);

@@ -265,6 +265,7 @@ int mcp_server_add_tool(mcp_server *srv, const struct mcp_tool_def *def, char *e
     t->ud = def->ud;
     t->limit_ms = -1; /* the server's default */
     t->output_trusted = def->output_trusted && def->output_schema;
+    t->task_support = def->task_support;
     t->refs = 1;
     HASH_ADD_KEYPTR(hh, srv->tools, t->name, strlen(t->name), t);
     mcpi_broadcast(srv, "notifications/tools/list_changed");

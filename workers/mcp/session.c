@@ -98,6 +98,7 @@ void mcp_session_free(mcp_session *s)
     mcpi_shared_put(s->srv, s->client_caps);
     json_decref(s->subs);
     json_decref(s->kv);
+    json_decref(s->tasks);
     free(s);
 }
 
@@ -245,14 +246,17 @@ json_t *mcp_session_dump(const mcp_session *s)
     {
         json_array_append_new(subs, json_string(uri));
     }
-    return json_pack(
-        "{s:i,s:s,s:I,s:I,s:b,s:o,s:{s:o,s:o},s:o,s:o,s:o}", "v", STATE_VERSION, "id", s->id,
-        "epoch", (json_int_t)s->epoch, "seq", (json_int_t)s->seq, "initialized", s->initialized,
-        "protocol", s->protocol ? json_string(s->protocol) : json_null(), "client", "info",
-        or_null(mcpi_shared_value(s->client_info)), "capabilities",
-        or_null(mcpi_shared_value(s->client_caps)), "log_level",
-        s->log_level >= 0 ? json_string(mcp_log_level_name(s->log_level)) : json_null(),
-        "subscriptions", subs, "kv", s->kv ? json_deep_copy(s->kv) : json_object());
+    json_t *st =
+        json_pack("{s:i,s:s,s:I,s:I,s:b,s:o,s:{s:o,s:o},s:o,s:o,s:o}", "v", STATE_VERSION, "id",
+                  s->id, "epoch", (json_int_t)s->epoch, "seq", (json_int_t)s->seq, "initialized",
+                  s->initialized, "protocol", s->protocol ? json_string(s->protocol) : json_null(),
+                  "client", "info", or_null(mcpi_shared_value(s->client_info)), "capabilities",
+                  or_null(mcpi_shared_value(s->client_caps)), "log_level",
+                  s->log_level >= 0 ? json_string(mcp_log_level_name(s->log_level)) : json_null(),
+                  "subscriptions", subs, "kv", s->kv ? json_deep_copy(s->kv) : json_object());
+    if (st && json_object_size(s->tasks) > 0) /* (most sessions have none: no field) */
+        json_object_set_new(st, "tasks", json_deep_copy(s->tasks));
+    return st;
 }
 
 static int bad(char *err, size_t errlen, const char *what)
@@ -304,6 +308,18 @@ static int check_state(const json_t *st, char *err, size_t errlen)
     const json_t *kv = json_object_get(st, "kv");
     if (kv && !json_is_object(kv))
         return bad(err, errlen, "'kv' must be an object");
+    const json_t *tasks = json_object_get(st, "tasks");
+    if (tasks && !json_is_object(tasks))
+        return bad(err, errlen, "'tasks' must be an object of task records");
+    const char *tid;
+    json_t *rec;
+    json_object_foreach((json_t *)tasks, tid, rec)
+    {
+        if (!json_is_string(json_object_get(rec, "taskId")) ||
+            !json_is_string(json_object_get(rec, "status")) ||
+            !json_is_integer(json_object_get(rec, "created_ms")))
+            return bad(err, errlen, "a task record needs taskId, status and created_ms");
+    }
     return 0;
 }
 
@@ -347,5 +363,9 @@ mcp_session *mcp_session_restore(mcp_server *srv, const json_t *st, char *err, s
     const json_t *kv = json_object_get(st, "kv");
     if (json_object_size(kv) > 0)
         s->kv = json_deep_copy(kv);
+    /* Tasks that were running are reported failed: their tools died with the old process. */
+    const json_t *tasks = json_object_get(st, "tasks");
+    if (json_object_size(tasks) > 0)
+        s->tasks = mcpi_tasks_restore(srv, tasks);
     return s;
 }

@@ -24,6 +24,11 @@ static json_t *tool_json(const struct mcpi_tool *t, const char *protocol)
         json_object_set_new(o, "outputSchema", json_deep_copy(t->output_schema));
     if (t->annotations && mcpi_proto_at_least(protocol, "2025-03-26"))
         json_object_set_new(o, "annotations", json_deep_copy(t->annotations));
+    if (t->task_support != MCP_TASK_FORBIDDEN && mcpi_proto_at_least(protocol, "2025-11-25"))
+        json_object_set_new(
+            o, "execution",
+            json_pack("{s:s}", "taskSupport",
+                      t->task_support == MCP_TASK_REQUIRED ? "required" : "optional"));
     return o;
 }
 
@@ -109,15 +114,33 @@ void mcpi_tools_call(mcp_call *c, const json_t *params)
     json_t *empty = NULL;
     if (!json_is_object(args))
         args = empty = json_object();
+    /* Tasks exist from 2025-11-25 on, for sessions (the stateless revision has none). */
+    bool tasks = c->s && !c->stateless && mcp_call_protocol_at_least(c, "2025-11-25");
+    if (tasks && json_object_get(params, "task")) {
+        mcpi_task_create(c, t, params, args);
+    } else if (tasks && t->task_support == MCP_TASK_REQUIRED) {
+        char text[300];
+        snprintf(text, sizeof(text),
+                 "Method not found: tool %.128s only runs as a task (execution.taskSupport is "
+                 "required); call it with a \"task\" param, e.g. {\"ttl\": 60000}",
+                 t->name);
+        mcp_call_error(c, MCP_METHOD_NOT_FOUND, text, NULL);
+    } else {
+        mcpi_tool_run(c, t, args);
+    }
+    json_decref(empty);
+}
+
+void mcpi_tool_run(mcp_call *c, struct mcpi_tool *t, const json_t *args)
+{
     char why[300];
     if (!mcpi_schema_check(t->input_schema, args, "arguments", why, sizeof(why))) {
         mcp_call_return_text(c, true, "Invalid arguments for tool %s: %s", t->name, why);
-    } else {
-        mcpi_call_set_tool(c, t);
-        t->run(c, args, t->ud);
-        long limit = t->limit_ms >= 0 ? t->limit_ms : c->srv->tool_limit_ms;
-        if (!c->done && !c->cancelling && limit > 0)
-            mcp_call_timer(c, (double)limit, tool_time_limit, (void *)(intptr_t)limit);
+        return;
     }
-    json_decref(empty);
+    mcpi_call_set_tool(c, t);
+    t->run(c, args, t->ud);
+    long limit = t->limit_ms >= 0 ? t->limit_ms : c->srv->tool_limit_ms;
+    if (!c->done && !c->cancelling && limit > 0)
+        mcp_call_timer(c, (double)limit, tool_time_limit, (void *)(intptr_t)limit);
 }

@@ -321,10 +321,15 @@ static void sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     store_trim(D.store); /* what the last commits and reads mapped of the store's file */
     double now = cmcp_now_ms();
+    int64_t wall = (int64_t)wall_ms();
     struct sess *s, *tmp;
     HASH_ITER(hh, shard_g.sessions, s, tmp)
     {
-        if (s->pending || s->in_batch)
+        if (s->in_batch)
+            continue;
+        /* Tasks past their ttl go (a change of the session, committed like any other). */
+        mcp_session_expire_tasks(s->ms, wall);
+        if (s->pending)
             continue;
         bool abandoned = s->used == 0;
         double limit = abandoned ? D.abandoned_ms : D.idle_ms;
