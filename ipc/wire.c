@@ -277,6 +277,8 @@ static json_t *req_header(const struct wire_req *r, bool link)
         json_object_set_new(h, "http", json_true());
     set_str(h, "mm", r->mm);
     set_str(h, "mn", r->mn);
+    if (r->mp && json_object_size(r->mp))
+        json_object_set(h, "mp", (json_t *)r->mp);
     set_str(h, "key", r->key);
     set_str(h, "token", r->token);
     return h;
@@ -355,6 +357,10 @@ int wire_req_parse(const char *data, size_t len, struct wire_req *r, json_t **ke
         get_opt_str(h, "mm", &r->mm) != 0 || get_opt_str(h, "mn", &r->mn) != 0 ||
         get_opt_str(h, "key", &r->key) != 0 || get_opt_str(h, "token", &r->token) != 0)
         return -1;
+    json_t *mp = json_object_get(h, "mp");
+    if (mp && !json_is_object(mp))
+        return -1;
+    r->mp = mp;
     return 0;
 }
 

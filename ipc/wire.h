@@ -69,6 +69,8 @@ struct wire_req {
                              * move it here: its events and reply carry this token from now */
     bool http;              /* STATELESS: over HTTP (status codes matter) */
     const char *mm, *mn;    /* STATELESS: the Mcp-Method and Mcp-Name headers, or NULL */
+    const json_t *mp;       /* STATELESS: the Mcp-Param-* headers, {suffix (lower case): value},
+                             * or NULL (borrowed) */
     const char *key;        /* STATELESS_CANCEL: the request, as the shard names it */
     const char *token;      /* TOOL_*: the run */
     const char *body;       /* the JSON-RPC text (MSG, STATELESS), a tool's result */

@@ -396,6 +396,51 @@ static void headers_match_body(void **state)
     assert_int_equal(header_code(e->srv, "tools/call", echo, stdio), 0);
 }
 
+/* SEP-2243: arguments a tool marks "x-mcp-header" are mirrored in Mcp-Param-* headers. */
+static void param_headers_match_arguments(void **state)
+{
+    struct fakeenv *e = *state;
+    const char *call = "{\"name\":\"test_custom_header\",\"arguments\":{\"region\":\"Hello\"}}";
+    json_t *mp = json_pack("{s:s}", "region", "Hello");
+    struct mcp_stateless_ctx ok = {.http = true,
+                                   .protocol_header = V,
+                                   .method_header = "tools/call",
+                                   .name_header = "test_custom_header",
+                                   .param_headers = mp};
+    assert_int_equal(header_code(e->srv, "tools/call", call, ok), 0);
+    json_object_set_new(mp, "region", json_string("=?base64?SGVsbG8=?=")); /* "Hello" */
+    assert_int_equal(header_code(e->srv, "tools/call", call, ok), 0);
+    json_object_set_new(mp, "region", json_string("=?base64?SGVsbG8?=")); /* padding missing */
+    assert_int_equal(header_code(e->srv, "tools/call", call, ok), MCP_HEADER_MISMATCH);
+    json_object_set_new(mp, "region", json_string("=?base64?SGVs!!!bG8=?="));
+    assert_int_equal(header_code(e->srv, "tools/call", call, ok), MCP_HEADER_MISMATCH);
+    json_object_set_new(mp, "region", json_string("Goodbye"));
+    assert_int_equal(header_code(e->srv, "tools/call", call, ok), MCP_HEADER_MISMATCH);
+    /* a value without the closing marker is a literal: it must equal the body as is */
+    const char *lit = "{\"name\":\"test_custom_header\",\"arguments\":{\"region\":"
+                      "\"=?base64?SGVsbG8=\"}}";
+    json_object_set_new(mp, "region", json_string("=?base64?SGVsbG8="));
+    assert_int_equal(header_code(e->srv, "tools/call", lit, ok), 0);
+    /* the header left out while the body has the argument */
+    struct mcp_stateless_ctx none = ok;
+    none.param_headers = NULL;
+    assert_int_equal(header_code(e->srv, "tools/call", call, none), MCP_HEADER_MISMATCH);
+    /* an argument not given needs no header; a tool without marks needs none */
+    assert_int_not_equal(header_code(e->srv, "tools/call",
+                                     "{\"name\":\"test_custom_header\",\"arguments\":{}}",
+                                     none),
+                         MCP_HEADER_MISMATCH);
+    struct mcp_stateless_ctx echo = {.http = true,
+                                     .protocol_header = V,
+                                     .method_header = "tools/call",
+                                     .name_header = "echo"};
+    assert_int_equal(
+        header_code(e->srv, "tools/call", "{\"name\":\"echo\",\"arguments\":{\"text\":\"hi\"}}",
+                    echo),
+        0);
+    json_decref(mp);
+}
+
 /* ------------------------------------------------------------ results -- */
 
 static void results_carry_result_type(void **state)
@@ -1142,6 +1187,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(async_call_in_transient_session, setup, fakeenv_teardown),
         cmocka_unit_test_setup_teardown(log_level_per_request, setup, fakeenv_teardown),
         cmocka_unit_test_setup_teardown(cancel, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(param_headers_match_arguments, setup, fakeenv_teardown),
         cmocka_unit_test_setup_teardown(kv_needs_a_session, setup, fakeenv_teardown),
         cmocka_unit_test_setup_teardown(session_protocol_beside, setup, fakeenv_teardown),
     };

@@ -12,10 +12,12 @@
 #define _GNU_SOURCE
 #include "workers/listener/listener_int.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -310,6 +312,30 @@ static void handle_post(struct hconn *h, const char *sid, const char *version)
 
 /* ---- the stateless 2026-07-28 revision: no session, any shard ---- */
 
+/* The Mcp-Param-* headers (SEP-2243) as {suffix in lower case: value}, or NULL for none:
+ * the shard checks them against the arguments the tool marks "x-mcp-header". */
+static json_t *param_headers(const struct http_request *r)
+{
+    static const char prefix[] = "mcp-param-";
+    const size_t plen = sizeof(prefix) - 1;
+    json_t *o = NULL;
+    for (size_t i = 0; i < r->n_headers; i++) {
+        const struct http_header *hd = &r->headers[i];
+        if (hd->name_len <= plen || strncasecmp(hd->name, prefix, plen) != 0)
+            continue;
+        char key[128];
+        size_t n = hd->name_len - plen < sizeof(key) - 1 ? hd->name_len - plen : sizeof(key) - 1;
+        for (size_t k = 0; k < n; k++)
+            key[k] = (char)tolower((unsigned char)hd->name[plen + k]);
+        key[n] = '\0';
+        if (!o)
+            o = json_object();
+        if (o && !json_object_get(o, key)) /* a repeated header: the first counts */
+            json_object_set_new(o, key, json_stringn(hd->value, hd->value_len));
+    }
+    return o;
+}
+
 static void handle_stateless(struct hconn *h)
 {
     struct http_request *r = h->req;
@@ -320,8 +346,11 @@ static void handle_stateless(struct hconn *h)
                            .mn = http_request_header(r, "Mcp-Name"),
                            .body = r->body,
                            .blen = r->body_len};
+    json_t *mp = param_headers(r);
+    req.mp = mp;
     h->state = H_WAIT;
     struct call *c = listener_call(&h->base, -1, &req, &post_ops, NULL);
+    json_decref(mp); /* framed into the request by now */
     if (!c) {
         h->state = H_IDLE;
         write_error(h, 503, NULL, -32603, "Internal error: cannot reach a shard; retry");

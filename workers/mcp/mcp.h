@@ -236,6 +236,10 @@ struct mcp_stateless_ctx {
     const char *protocol_header;
     const char *method_header;
     const char *name_header;
+    /* The Mcp-Param-* headers (SEP-2243), {name suffix in lower case: value as received},
+     * or NULL for none. A tools/call whose tool marks an argument "x-mcp-header": NAME must
+     * carry Mcp-Param-NAME equal to it (=?base64?...?= allowed) when the argument is given. */
+    const json_t *param_headers;
     /* The host's name for this request, unique among its requests in flight
      * on this server: the transient session of an asynchronous request has
      * this id (mcp_session_id), and mcp_stateless_cancel() takes it. */

@@ -17,6 +17,8 @@
  */
 #include "workers/mcp/mcp_internal.h"
 
+#include <ctype.h>
+
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -223,8 +225,78 @@ static json_t *mismatch(const json_t *id, const char *header, const char *have, 
     return mcp_error_response(id, MCP_HEADER_MISMATCH, text, json_pack("{s:s}", "header", header));
 }
 
-static json_t *check_headers(const json_t *id, const char *method, const json_t *params,
-                             const char *version, const struct mcp_stateless_ctx *ctx)
+/* An argument's value as its Mcp-Param header must carry it: a string as is, a number or a
+ * boolean as its JSON text. NULL for what no header can mirror (objects, arrays). */
+static char *param_text(const json_t *v)
+{
+    if (json_is_string(v))
+        return strdup(json_string_value(v));
+    if (json_is_number(v) || json_is_boolean(v))
+        return json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+    return NULL;
+}
+
+/*
+ * SEP-2243: a tool's input schema may mark an argument "x-mcp-header": NAME, so that
+ * intermediaries can route on it; a client then mirrors the argument in Mcp-Param-NAME. A
+ * request whose argument is given must carry the header, equal to it (=?base64?...?= decoded
+ * first), else -32020: a proxy that routed on the header and a server that acts on the body
+ * must never disagree.
+ */
+static json_t *check_param_headers(mcp_server *srv, const json_t *id, const json_t *params,
+                                   const struct mcp_stateless_ctx *ctx)
+{
+    struct mcpi_tool *t =
+        mcpi_tool_find(srv, json_string_value(json_object_get(params, "name")));
+    const json_t *props = t ? json_object_get(t->input_schema, "properties") : NULL;
+    const json_t *args = json_object_get(params, "arguments");
+    const char *prop;
+    const json_t *schema;
+    json_object_foreach((json_t *)props, prop, schema)
+    {
+        const char *hname = json_string_value(json_object_get(schema, "x-mcp-header"));
+        const json_t *v = json_object_get(args, prop);
+        if (!hname || !v || json_is_null(v))
+            continue; /* not mirrored, or not given (a client omits null) */
+        char header[160], key[128];
+        snprintf(header, sizeof(header), "Mcp-Param-%.100s", hname);
+        size_t i = 0;
+        for (; hname[i] && i < sizeof(key) - 1; i++)
+            key[i] = (char)tolower((unsigned char)hname[i]);
+        key[i] = '\0';
+        const char *have = json_string_value(json_object_get(ctx->param_headers, key));
+        char *want = param_text(v);
+        if (!want)
+            continue;
+        json_t *err = NULL;
+        if (!have) {
+            err = mismatch(id, header, NULL, prop);
+        } else {
+            size_t len;
+            char *got = decode_header_value(have, &len);
+            if (!got) {
+                char text[300];
+                snprintf(text, sizeof(text),
+                         "Header mismatch: %s header value '%.100s' is not valid =?base64?...?= "
+                         "encoding",
+                         header, have);
+                err = mcp_error_response(id, MCP_HEADER_MISMATCH, text,
+                                         json_pack("{s:s}", "header", header));
+            } else if (len != strlen(want) || memcmp(got, want, len) != 0) {
+                err = mismatch(id, header, have, want);
+            }
+            free(got);
+        }
+        free(want);
+        if (err)
+            return err;
+    }
+    return NULL;
+}
+
+static json_t *check_headers(mcp_server *srv, const json_t *id, const char *method,
+                             const json_t *params, const char *version,
+                             const struct mcp_stateless_ctx *ctx)
 {
     if (!ctx->protocol_header)
         return mismatch(id, "MCP-Protocol-Version", NULL, "_meta protocolVersion");
@@ -257,7 +329,9 @@ static json_t *check_headers(const json_t *id, const char *method, const json_t 
     }
     bool same = len == strlen(body) && memcmp(name, body, len) == 0;
     free(name);
-    return same ? NULL : mismatch(id, "Mcp-Name", ctx->name_header, body);
+    if (!same)
+        return mismatch(id, "Mcp-Name", ctx->name_header, body);
+    return strcmp(method, "tools/call") == 0 ? check_param_headers(srv, id, params, ctx) : NULL;
 }
 
 /* ------------------------------------------------------------ handling -- */
@@ -279,7 +353,7 @@ static json_t *handle_request(mcp_server *srv, const json_t *msg,
         return err;
     const json_t *meta = json_object_get(params, "_meta");
     const char *version = json_string_value(json_object_get(meta, MCPI_META_VERSION));
-    if (ctx->http && (err = check_headers(id, name, params, version, ctx)))
+    if (ctx->http && (err = check_headers(srv, id, name, params, version, ctx)))
         return err;
     if (!mcpi_stateless_version(version)) {
         json_t *data = json_pack("{s:o,s:s}", "supported", all_versions(), "requested", version);

@@ -26,6 +26,15 @@ static void simple_text(mcp_call *c, const json_t *args, void *ud)
     mcp_call_return_text(c, false, "This is a simple text response for testing.");
 }
 
+/* SEP-2243: its "region" argument is marked "x-mcp-header": a client mirrors it in
+ * Mcp-Param-Region, and the engine checks the two agree before this runs. */
+static void custom_header(mcp_call *c, const json_t *args, void *ud)
+{
+    (void)ud;
+    mcp_call_return_text(c, false, "region: %s",
+                         json_string_value(json_object_get(args, "region")) ?: "(none)");
+}
+
 static void image(mcp_call *c, const json_t *args, void *ud)
 {
     mcp_call_return(c, json_pack("{s:[o]}", "content", image_content()));
@@ -639,6 +648,12 @@ static const struct {
      "Tests SSE stream disconnection and client reconnection (SEP-1699): the server closes the "
      "stream mid-call and answers after the client reconnects.",
      NO_ARGS, reconnection},
+    {"test_custom_header",
+     "Echoes its region, which clients mirror in the Mcp-Param-Region header (SEP-2243)",
+     "{\"type\":\"object\",\"properties\":{\"region\":{\"type\":\"string\",\"x-mcp-header\":"
+     "\"Region\",\"description\":\"Where to run; routed on by intermediaries\"}},"
+     "\"required\":[\"region\"]}",
+     custom_header},
 };
 
 int mcpi_pack_conformance_tools(mcp_server *srv, char *err, size_t errlen)

@@ -255,7 +255,7 @@ static void op_stateless(struct slot *sl, const struct wire_req *req)
 {
     char key[64];
     snprintf(key, sizeof(key), "%d-%llu", req->lid, (unsigned long long)req->tok);
-    struct mcp_stateless_ctx ctx = {req->http, req->pv, req->mm, req->mn, key, sl, NULL};
+    struct mcp_stateless_ctx ctx = {req->http, req->pv, req->mm, req->mn, req->mp, key, sl, NULL};
     json_t *parsed = json_loadb(req->body, req->blen, 0, NULL);
     sl->method = wire_method_label(parsed);
     json_decref(parsed);
