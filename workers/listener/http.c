@@ -219,6 +219,21 @@ static void sse_event(struct hconn *h, long stream, long seq, const char *data, 
     hconn_send(h);
 }
 
+/*
+ * The priming event that opens a session's SSE stream: an id and no data, so a client that
+ * loses the stream before any message can still resume it with Last-Event-ID from its very
+ * start (Streamable HTTP's SHOULD). seq is the stream's position before its first event;
+ * retry_ms > 0 also says how long to wait before resuming.
+ */
+static void sse_prime(struct hconn *h, long stream, long seq, int retry_ms)
+{
+    char id[MCP_SSE_ID_MAX];
+    mcp_sse_id_format(id, sizeof(id), (uint64_t)stream, (uint64_t)seq);
+    struct http_sse_event ev = {id, NULL, "", 0, retry_ms};
+    http_sse_write(&h->out, &ev, h->chunked);
+    hconn_send(h);
+}
+
 static void sse_end(struct hconn *h)
 {
     http_write_stream_end(&h->out, h->chunked);
@@ -232,21 +247,20 @@ static void sse_end(struct hconn *h)
 static void post_event(struct call *c, const struct wire_event *e)
 {
     struct hconn *h = (struct hconn *)c->conn;
+    if (h->state == H_WAIT) {
+        sse_begin(h, NULL);
+        /* A stateless (2026-07-28) stream has no resumption here: an id would promise one. */
+        if (!c->stateless)
+            sse_prime(h, e->stream, 0, 0);
+    }
     if (e->close) {
         /* The request goes on, but this stream ends: a priming event gives the client an id
          * to resume from and the delay before it should. */
-        if (h->state == H_WAIT)
-            sse_begin(h, NULL);
-        char id[MCP_SSE_ID_MAX];
-        mcp_sse_id_format(id, sizeof(id), (uint64_t)e->stream, (uint64_t)e->seq);
-        struct http_sse_event ev = {id, NULL, "", 0, RECONNECT_RETRY_MS};
-        http_sse_write(&h->out, &ev, h->chunked);
+        sse_prime(h, e->stream, (long)e->seq, RECONNECT_RETRY_MS);
         listener_call_detach(c);
         sse_end(h);
         return;
     }
-    if (h->state == H_WAIT)
-        sse_begin(h, NULL);
     sse_event(h, e->stream, (long)e->seq, e->body, e->blen);
 }
 
@@ -379,6 +393,9 @@ static void get_done(struct call *c, const struct wire_reply *r)
     }
     h->follow_tok = 0;
     sse_begin(h, NULL);
+    /* r->seq: where the shard starts this stream (the resumed id, or what earlier GET
+     * streams were already offered) */
+    sse_prime(h, stream, (long)r->seq, 0);
     json_t *evs = r->data;
     size_t i;
     json_t *e;
