@@ -199,7 +199,9 @@ static void discover(void **state)
     assert_true(json_is_object(json_object_get(caps, "tools")));
     assert_true(json_is_object(json_object_get(caps, "resources")));
     assert_true(json_is_object(json_object_get(caps, "prompts")));
-    assert_null(json_object_get(json_object_get(caps, "tools"), "listChanged"));
+    /* subscriptions/listen delivers list changes and resource updates */
+    assert_true(json_is_true(json_object_get(json_object_get(caps, "tools"), "listChanged")));
+    assert_true(json_is_true(json_object_get(json_object_get(caps, "resources"), "subscribe")));
     assert_true(json_is_string(json_object_get(d, "instructions")));
     assert_int_equal(json_integer_value(json_object_get(d, "ttlMs")), 0);
     assert_string_equal(json_string_value(json_object_get(d, "cacheScope")), "public");

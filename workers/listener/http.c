@@ -342,6 +342,13 @@ static void handle_stateless(struct hconn *h)
         return;
     }
     c->stateless = true;
+    /* subscriptions/listen never answers: the request timeout must not end it (the engine
+     * refuses a Mcp-Method that does not match the body, so the header can be trusted) */
+    if (req.mm && strcmp(req.mm, "subscriptions/listen") == 0) {
+        c->endless = true;
+        if (!c->sending)
+            ev_timer_stop(listener_g.loop, &c->timer);
+    }
 }
 
 /* ---- GET: the standalone stream, or a resumed one ---- */

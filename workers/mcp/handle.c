@@ -24,6 +24,7 @@ static const struct mcpi_method methods[] = {
     {"prompts/list", mcpi_prompts_list, MCPI_CACHEABLE},
     {"prompts/get", mcpi_prompts_get, MCPI_INPUT},
     {"completion/complete", mcpi_complete, 0},
+    {"subscriptions/listen", mcpi_listen, MCPI_STATELESS},
 };
 
 const struct mcpi_method *mcpi_find_method(const char *name)

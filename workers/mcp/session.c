@@ -98,6 +98,8 @@ void mcp_session_free(mcp_session *s)
     mcpi_shared_put(s->srv, s->client_caps);
     json_decref(s->subs);
     json_decref(s->kv);
+    json_decref(s->listen);
+    json_decref(s->listen_id);
     free(s);
 }
 
