@@ -249,7 +249,8 @@ static void post_event(struct call *c, const struct wire_event *e)
     struct hconn *h = (struct hconn *)c->conn;
     if (h->state == H_WAIT) {
         sse_begin(h, NULL);
-        /* A stateless (2026-07-28) stream has no resumption here: an id would promise one. */
+        /* A stateless (2026-07-28) stream cannot be resumed (a GET needs a session): no
+         * priming event, which exists for resumption only. */
         if (!c->stateless)
             sse_prime(h, e->stream, 0, 0);
     }
