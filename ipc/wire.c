@@ -47,8 +47,8 @@ const char *const wire_methods[] = {
     "", "initialize", "ping", "tools/list", "tools/call", "resources/list", "resources/read",
     "resources/templates/list", "resources/subscribe", "resources/unsubscribe", "prompts/list",
     "prompts/get", "completion/complete", "logging/setLevel", "server/discover",
-    "notifications/initialized", "notifications/cancelled", "notifications/roots/list_changed",
-    "batch", "response", "invalid", "other",
+    "subscriptions/listen", "notifications/initialized", "notifications/cancelled",
+    "notifications/roots/list_changed", "batch", "response", "invalid", "other",
 };
 const int wire_method_count = (int)(sizeof(wire_methods) / sizeof(wire_methods[0]));
 

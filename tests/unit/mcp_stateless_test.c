@@ -199,7 +199,9 @@ static void discover(void **state)
     assert_true(json_is_object(json_object_get(caps, "tools")));
     assert_true(json_is_object(json_object_get(caps, "resources")));
     assert_true(json_is_object(json_object_get(caps, "prompts")));
-    assert_null(json_object_get(json_object_get(caps, "tools"), "listChanged"));
+    /* subscriptions/listen delivers list changes and resource updates */
+    assert_true(json_is_true(json_object_get(json_object_get(caps, "tools"), "listChanged")));
+    assert_true(json_is_true(json_object_get(json_object_get(caps, "resources"), "subscribe")));
     assert_true(json_is_string(json_object_get(d, "instructions")));
     assert_int_equal(json_integer_value(json_object_get(d, "ttlMs")), 0);
     assert_string_equal(json_string_value(json_object_get(d, "cacheScope")), "public");
@@ -1090,6 +1092,106 @@ static void cancel(void **state)
     assert_int_equal(mcp_stateless_pending(e->srv), 1);
 }
 
+/* The method of emitted record i (NULL past the end). */
+static const char *emitted_method(const json_t *em, size_t i)
+{
+    return json_string_value(
+        json_object_get(json_object_get(json_array_get(em, i), "msg"), "method"));
+}
+
+static const json_t *emitted_params(const json_t *em, size_t i)
+{
+    return json_object_get(json_object_get(json_array_get(em, i), "msg"), "params");
+}
+
+/* subscriptions/listen: ack, then only what the filter names, stamped with the listen id;
+ * a 2025 session's change reaches it; cancelling ends it with no response. */
+static void listen_stream(void **state)
+{
+    struct fakeenv *e = *state;
+    bool pending = false;
+    json_t *bad =
+        mkreq(20, "subscriptions/listen", "{\"notifications\":{\"toolsListChanged\":1}}", NULL);
+    json_t *r = send_http(e->srv, bad, &pending);
+    assert_int_equal(fakehost_error_code(r), MCP_INVALID_PARAMS);
+    json_decref(r);
+    json_t *msg =
+        mkreq(21, "subscriptions/listen",
+              "{\"notifications\":{\"toolsListChanged\":true,\"promptsListChanged\":false,"
+              "\"resourceSubscriptions\":[\"test://watched-resource\"]}}",
+              NULL);
+    struct mcp_stateless_ctx ctx = headers_for(msg);
+    ctx.key = "L2-1";
+    assert_null(mcp_handle_stateless(e->srv, msg, &ctx, &pending));
+    json_decref(msg);
+    assert_true(pending);
+    json_t *em = fakehost_take(&e->fh);
+    assert_int_equal(json_array_size(em), 1);
+    assert_string_equal(emitted_method(em, 0), "notifications/subscriptions/acknowledged");
+    const json_t *p = emitted_params(em, 0);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(p, "_meta"),
+                                                        "io.modelcontextprotocol/subscriptionId")),
+                     21);
+    json_t *want = json_pack("{s:b,s:[s]}", "toolsListChanged", 1, "resourceSubscriptions",
+                             "test://watched-resource");
+    assert_true(json_equal(json_object_get(p, "notifications"), want));
+    json_decref(want);
+    json_decref(em);
+
+    /* a 2025 session toggles a tool and touches the watched resource */
+    mcp_session *s = mcp_session_new(e->srv, "legacy");
+    json_decref(fakehost_initialize(e->srv, s, "2025-11-25", "{}"));
+    json_decref(fakehost_take(&e->fh));
+    r = fakehost_request(e->srv, s, 2, "tools/call", "{\"name\":\"test_toggle_dynamic_tool\"}",
+                         NULL);
+    assert_false(fakehost_is_error(r));
+    json_decref(r);
+    mcp_server_resource_updated(e->srv, "test://other");
+    r = fakehost_request(e->srv, s, 3, "tools/call", "{\"name\":\"test_update_watched_resource\"}",
+                         NULL);
+    json_decref(r);
+    em = fakehost_take(&e->fh);
+    /* the session's own list_changed, then the stream's; no update for test://other */
+    int tools = 0, updated = 0;
+    for (size_t i = 0; i < json_array_size(em); i++) {
+        const char *m = emitted_method(em, i);
+        const json_t *meta = json_object_get(emitted_params(em, i), "_meta");
+        const json_t *sub = json_object_get(meta, "io.modelcontextprotocol/subscriptionId");
+        if (!sub)
+            continue; /* the 2025 session's copy */
+        assert_int_equal(json_integer_value(sub), 21);
+        if (strcmp(m, "notifications/tools/list_changed") == 0)
+            tools++;
+        else if (strcmp(m, "notifications/resources/updated") == 0 &&
+                 strcmp(json_string_value(json_object_get(emitted_params(em, i), "uri")),
+                        "test://watched-resource") == 0)
+            updated++;
+        else
+            fail_msg("unexpected %s on the listen stream", m);
+    }
+    assert_int_equal(tools, 1);
+    assert_int_equal(updated, 1);
+    json_decref(em);
+
+    assert_int_equal(mcp_stateless_pending(e->srv), 1);
+    assert_int_equal(mcp_stateless_cancel(e->srv, "L2-1"), 0);
+    assert_int_equal(mcp_stateless_pending(e->srv), 0);
+    em = fakehost_take(&e->fh);
+    assert_int_equal(json_array_size(em), 1);
+    assert_true(json_is_null(json_object_get(json_array_get(em, 0), "msg")));
+    json_decref(em);
+    /* nothing reaches a cancelled stream */
+    r = fakehost_request(e->srv, s, 4, "tools/call", "{\"name\":\"test_toggle_dynamic_tool\"}",
+                         NULL);
+    json_decref(r);
+    em = fakehost_take(&e->fh);
+    for (size_t i = 0; i < json_array_size(em); i++)
+        assert_null(json_object_get(json_object_get(emitted_params(em, i), "_meta"),
+                                    "io.modelcontextprotocol/subscriptionId"));
+    json_decref(em);
+    mcp_session_free(s);
+}
+
 /* No sessions in 2026: the kv tools say so; sessions still have them. */
 static void kv_needs_a_session(void **state)
 {
@@ -1169,7 +1271,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(headers_match_body, setup, fakeenv_teardown),
         cmocka_unit_test_setup_teardown(results_carry_result_type, setup, fakeenv_teardown),
         cmocka_unit_test_setup_teardown(ttl_options, setup, fakeenv_teardown),
-        cmocka_unit_test_setup_teardown(resource_not_found_is_invalid_params, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(resource_not_found_is_invalid_params, setup,
+                                        fakeenv_teardown),
         cmocka_unit_test_setup_teardown(wrong_shapes, setup, fakeenv_teardown),
         cmocka_unit_test(http_statuses),
         cmocka_unit_test_setup_teardown(elicitation_round_trip, setup, fakeenv_teardown),
@@ -1188,6 +1291,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(log_level_per_request, setup, fakeenv_teardown),
         cmocka_unit_test_setup_teardown(cancel, setup, fakeenv_teardown),
         cmocka_unit_test_setup_teardown(param_headers_match_arguments, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(listen_stream, setup, fakeenv_teardown),
         cmocka_unit_test_setup_teardown(kv_needs_a_session, setup, fakeenv_teardown),
         cmocka_unit_test_setup_teardown(session_protocol_beside, setup, fakeenv_teardown),
     };

@@ -134,9 +134,9 @@ static void test_pagination(void **state)
     int pages;
     json_t *tools = collect(e, "tools/list", "tools", &pages);
     size_t n = mcp_server_tool_count(e->srv);
-    assert_int_equal(n, 35); /* core + conformance, with the task fixtures last */
+    assert_int_equal(n, 37); /* core + conformance, with the task fixtures last */
     assert_int_equal(json_array_size(tools), n);
-    assert_int_equal(pages, 12);
+    assert_int_equal(pages, 13);
     /* No duplicates, first and last in registration order. */
     assert_string_equal(json_string_value(json_object_get(json_array_get(tools, 0), "name")),
                         "echo");

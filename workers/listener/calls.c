@@ -295,6 +295,11 @@ static void call_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void call_delivered(struct call *c)
 {
     queue_del(c);
+    if (c->endless) {
+        /* it ends when the client leaves; the connection's keep-alives hold it */
+        ev_timer_stop(listener_g.loop, &c->timer);
+        return;
+    }
     if (!c->busy_wait) {
         ev_timer_stop(listener_g.loop, &c->timer);
         ev_timer_set(&c->timer, listener_g.request_timeout, 0);

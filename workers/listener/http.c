@@ -221,6 +221,21 @@ static void sse_event(struct hconn *h, long stream, long seq, const char *data, 
     hconn_send(h);
 }
 
+/*
+ * The priming event that opens a session's SSE stream: an id and no data, so a client that
+ * loses the stream before any message can still resume it with Last-Event-ID from its very
+ * start (Streamable HTTP's SHOULD). seq is the stream's position before its first event;
+ * retry_ms > 0 also says how long to wait before resuming.
+ */
+static void sse_prime(struct hconn *h, long stream, long seq, int retry_ms)
+{
+    char id[MCP_SSE_ID_MAX];
+    mcp_sse_id_format(id, sizeof(id), (uint64_t)stream, (uint64_t)seq);
+    struct http_sse_event ev = {id, NULL, "", 0, retry_ms};
+    http_sse_write(&h->out, &ev, h->chunked);
+    hconn_send(h);
+}
+
 static void sse_end(struct hconn *h)
 {
     http_write_stream_end(&h->out, h->chunked);
@@ -234,21 +249,21 @@ static void sse_end(struct hconn *h)
 static void post_event(struct call *c, const struct wire_event *e)
 {
     struct hconn *h = (struct hconn *)c->conn;
+    if (h->state == H_WAIT) {
+        sse_begin(h, NULL);
+        /* A stateless (2026-07-28) stream cannot be resumed (a GET needs a session): no
+         * priming event, which exists for resumption only. */
+        if (!c->stateless)
+            sse_prime(h, e->stream, 0, 0);
+    }
     if (e->close) {
         /* The request goes on, but this stream ends: a priming event gives the client an id
          * to resume from and the delay before it should. */
-        if (h->state == H_WAIT)
-            sse_begin(h, NULL);
-        char id[MCP_SSE_ID_MAX];
-        mcp_sse_id_format(id, sizeof(id), (uint64_t)e->stream, (uint64_t)e->seq);
-        struct http_sse_event ev = {id, NULL, "", 0, RECONNECT_RETRY_MS};
-        http_sse_write(&h->out, &ev, h->chunked);
+        sse_prime(h, e->stream, (long)e->seq, RECONNECT_RETRY_MS);
         listener_call_detach(c);
         sse_end(h);
         return;
     }
-    if (h->state == H_WAIT)
-        sse_begin(h, NULL);
     sse_event(h, e->stream, (long)e->seq, e->body, e->blen);
 }
 
@@ -357,6 +372,13 @@ static void handle_stateless(struct hconn *h)
         return;
     }
     c->stateless = true;
+    /* subscriptions/listen never answers: the request timeout must not end it (the engine
+     * refuses a Mcp-Method that does not match the body, so the header can be trusted) */
+    if (req.mm && strcmp(req.mm, "subscriptions/listen") == 0) {
+        c->endless = true;
+        if (!c->sending)
+            ev_timer_stop(listener_g.loop, &c->timer);
+    }
 }
 
 /* ---- GET: the standalone stream, or a resumed one ---- */
@@ -408,6 +430,9 @@ static void get_done(struct call *c, const struct wire_reply *r)
     }
     h->follow_tok = 0;
     sse_begin(h, NULL);
+    /* r->seq: where the shard starts this stream (the resumed id, or what earlier GET
+     * streams were already offered) */
+    sse_prime(h, stream, (long)r->seq, 0);
     json_t *evs = r->data;
     size_t i;
     json_t *e;

@@ -77,6 +77,7 @@ struct call {
     size_t body_len;
     char sid[64];      /* the session, when known (for resuming its stream) */
     bool stateless;    /* a 2026-07-28 request: cancel it in its shard if the client leaves */
+    bool endless;      /* a subscriptions/listen stream: no request timeout once delivered */
     int stream;        /* the SSE stream its events go to, once it has one */
     ev_timer timer;    /* shard wait, then the request timeout */
     double t0;         /* when it was sent (request duration) */

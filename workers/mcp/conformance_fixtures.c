@@ -34,9 +34,24 @@ static json_t *read_static_binary(mcp_call *c, const char *uri, const json_t *va
                      mcpi_test_png_base64);
 }
 
+/* Bumped by the test_update_watched_resource tool. One engine per shard process, so a
+ * process-wide counter is the server's. */
+static unsigned watched_version;
+
+unsigned mcpi_watched_touch(mcp_server *srv)
+{
+    watched_version++;
+    mcp_server_resource_updated(srv, "test://watched-resource");
+    return watched_version;
+}
+
 static json_t *read_watched(mcp_call *c, const char *uri, const json_t *vars, void *ud)
 {
-    return text_contents(uri, "text/plain", "Watched resource content");
+    if (watched_version == 0)
+        return text_contents(uri, "text/plain", "Watched resource content");
+    char text[80];
+    snprintf(text, sizeof(text), "Watched resource content (version %u)", watched_version);
+    return text_contents(uri, "text/plain", text);
 }
 
 static json_t *read_template(mcp_call *c, const char *uri, const json_t *vars, void *ud)

@@ -28,6 +28,7 @@ static const struct mcpi_method methods[] = {
     {"tasks/result", mcpi_tasks_result, MCPI_LEGACY},
     {"tasks/list", mcpi_tasks_list, MCPI_LEGACY},
     {"tasks/cancel", mcpi_tasks_cancel, MCPI_LEGACY},
+    {"subscriptions/listen", mcpi_listen, MCPI_STATELESS},
 };
 
 const struct mcpi_method *mcpi_find_method(const char *name)

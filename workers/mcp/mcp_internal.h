@@ -170,6 +170,8 @@ struct mcp_session {
     bool client_ready;     /* notifications/initialized seen (not durable) */
     bool dirty;            /* durable state changed since the last session_changed */
     bool stateless;        /* transient session of one stateless request */
+    json_t *listen;        /* subscriptions/listen: the honoured filter (NULL: not listening) */
+    json_t *listen_id;     /* ...and the listen request's id (its subscriptionId) */
     char out_prefix[11];   /* "srv-" and 6 hex digits */
     char id[];
 };
@@ -232,6 +234,10 @@ void mcpi_session_list_changed(mcp_session *s, const char *method);
 
 /* stateless.c */
 void mcpi_discover(mcp_call *c, const json_t *params);
+/* listen.c: subscriptions/listen and delivery to the streams that listen. */
+void mcpi_listen(mcp_call *c, const json_t *params);
+void mcpi_listen_list_changed(mcp_server *srv, const char *method);
+void mcpi_listen_resource_updated(mcp_server *srv, const char *uri);
 json_t *mcpi_stateless_decorate(mcp_call *c, json_t *response); /* resultType, serverInfo, ... */
 json_t *mcpi_server_info_meta(mcp_server *srv);
 
@@ -310,6 +316,8 @@ json_t *mcpi_complete_filter(const char *const *choices, const char *prefix);
 int mcpi_pack_core(mcp_server *srv, char *err, size_t errlen);
 int mcpi_pack_conformance_tools(mcp_server *srv, char *err, size_t errlen);
 int mcpi_pack_conformance_fixtures(mcp_server *srv, char *err, size_t errlen);
+/* test://watched-resource changed: bumps its version, notifies its subscribers; the version. */
+unsigned mcpi_watched_touch(mcp_server *srv);
 extern const char mcpi_test_png_base64[];
 extern const char mcpi_test_wav_base64[];
 

@@ -35,6 +35,7 @@ void mcpi_broadcast(mcp_server *srv, const char *method)
 {
     for (mcp_session *s = srv->sessions; s; s = s->next)
         mcpi_session_list_changed(s, method);
+    mcpi_listen_list_changed(srv, method);
 }
 
 void mcp_server_resource_updated(mcp_server *srv, const char *uri)
@@ -43,6 +44,7 @@ void mcp_server_resource_updated(mcp_server *srv, const char *uri)
         return;
     for (mcp_session *s = srv->sessions; s; s = s->next)
         mcpi_session_resource_updated(s, uri);
+    mcpi_listen_resource_updated(srv, uri);
 }
 
 /* "core, conformance" -> each pack in order; unknown names are a config error. */

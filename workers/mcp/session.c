@@ -99,6 +99,8 @@ void mcp_session_free(mcp_session *s)
     json_decref(s->subs);
     json_decref(s->kv);
     json_decref(s->tasks);
+    json_decref(s->listen);
+    json_decref(s->listen_id);
     free(s);
 }
 

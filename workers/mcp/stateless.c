@@ -13,7 +13,8 @@
  *   4. the _meta protocol version served here (-32022 with
  *      data {supported, requested});
  *   5. the method exists in this revision (-32601: initialize, ping,
- *      logging/setLevel and resources/(un)subscribe are gone).
+ *      logging/setLevel and resources/(un)subscribe are gone; their place is
+ *      taken by server/discover and subscriptions/listen).
  */
 #include "workers/mcp/mcp_internal.h"
 
@@ -59,10 +60,12 @@ json_t *mcpi_server_info_meta(mcp_server *srv)
 
 void mcpi_discover(mcp_call *c, const json_t *params)
 {
-    /* No listChanged/subscribe: change notifications need subscriptions/listen,
-     * which this engine does not serve yet (clients rely on ttlMs instead). */
-    json_t *caps = json_pack("{s:{},s:{},s:{},s:{},s:{}}", "tools", "resources", "prompts",
-                             "completions", "logging");
+    /* listChanged and subscribe: subscriptions/listen (listen.c) delivers every
+     * list_changed of the registry and every mcp_server_resource_updated() of this
+     * server. A stream hears the changes of the engine that serves it (one shard). */
+    json_t *caps = json_pack("{s:{s:b},s:{s:b,s:b},s:{s:b},s:{},s:{}}", "tools", "listChanged", 1,
+                             "resources", "subscribe", 1, "listChanged", 1, "prompts",
+                             "listChanged", 1, "completions", "logging");
     json_t *r = json_pack("{s:o,s:o}", "supportedVersions", all_versions(), "capabilities", caps);
     if (c->srv->instructions && *c->srv->instructions)
         json_object_set_new(r, "instructions", json_string(c->srv->instructions));

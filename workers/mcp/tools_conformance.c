@@ -268,6 +268,44 @@ static void reconnection(mcp_call *c, const json_t *args, void *ud)
         reconnection_done(c, NULL);
 }
 
+/* ------------------------------------------------ change notifications -- */
+
+/* Real changes for list_changed and resources/updated to announce, on both
+ * eras: 2025 sessions hear them unsolicited, 2026-07-28 clients on a
+ * subscriptions/listen stream. The registry is the serving engine's (one
+ * shard), so a listener hears the changes made on its own shard. */
+
+#define DYNAMIC_TOOL "test_dynamic_tool"
+
+static void dynamic_tool(mcp_call *c, const json_t *args, void *ud)
+{
+    mcp_call_return_text(c, false, "The dynamic tool is registered.");
+}
+
+static void toggle_dynamic_tool(mcp_call *c, const json_t *args, void *ud)
+{
+    mcp_server *srv = mcp_call_server(c);
+    if (mcp_server_remove_tool(srv, DYNAMIC_TOOL) == 0) {
+        mcp_call_return_text(c, false, "removed tool %s", DYNAMIC_TOOL);
+        return;
+    }
+    struct mcp_tool_def def = {.name = DYNAMIC_TOOL,
+                               .description = "Registered and removed by test_toggle_dynamic_tool",
+                               .run = dynamic_tool};
+    char err[200];
+    if (mcp_server_add_tool(srv, &def, err, sizeof(err)) != 0) {
+        mcp_call_return_text(c, true, "cannot register %s: %s", DYNAMIC_TOOL, err);
+        return;
+    }
+    mcp_call_return_text(c, false, "added tool %s", DYNAMIC_TOOL);
+}
+
+static void update_watched(mcp_call *c, const json_t *args, void *ud)
+{
+    unsigned v = mcpi_watched_touch(mcp_call_server(c));
+    mcp_call_return_text(c, false, "test://watched-resource is now at version %u", v);
+}
+
 /* ------------------------------------ 2026-07-28 fixtures (SEP-2322/2575) -- */
 
 /* The suite's 2026-07-28 scenarios (conformance 0.2.0): multi round-trip
@@ -644,6 +682,13 @@ static const struct {
      streaming_elicitation},
     {"test_logging_tool", "Logs three messages (sent only when the request sets a log level)",
      NO_ARGS, logging_tool},
+    {"test_toggle_dynamic_tool",
+     "Registers " DYNAMIC_TOOL " when it is absent and removes it when present (the tool list "
+     "changes: clients get notifications/tools/list_changed)",
+     NO_ARGS, toggle_dynamic_tool},
+    {"test_update_watched_resource",
+     "Changes test://watched-resource (its subscribers get notifications/resources/updated)",
+     NO_ARGS, update_watched},
     {"test_reconnection",
      "Tests SSE stream disconnection and client reconnection (SEP-1699): the server closes the "
      "stream mid-call and answers after the client reconnects.",

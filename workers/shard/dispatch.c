@@ -216,11 +216,17 @@ static void op_stream(struct slot *sl, const struct wire_req *req)
         return;
     }
     int stream = req->resume ? req->last_stream : 0;
-    int64_t after = req->resume ? req->last_seq : 0;
+    int64_t after = req->resume ? req->last_seq : s->std_offered;
     s->last_active = cmcp_now_ms();
     bool done = false;
-    struct wire_reply r = {.st = 200, .stream = stream};
+    /* seq: where this stream starts, the id of its priming event */
+    struct wire_reply r = {.st = 200, .stream = stream, .seq = after};
     r.data = durable_replay(s, stream, after, &done);
+    if (!req->resume) {
+        /* this stream is offered everything up to now (the replay) and what follows */
+        s->std_offered = s->seq;
+        s->std_open = true;
+    }
     r.done = stream != 0 && done;
     if (stream != 0 && !done && req->follow_tok) {
         /* The request still runs, carried by another link (another listener, or another

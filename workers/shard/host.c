@@ -182,6 +182,8 @@ static void host_emit(void *host, mcp_session *ms, const json_t *rel, json_t *ms
     if (sl)
         sl->last_seq = seq;
     durable_event(s, stream, seq, false, text);
+    if (stream == 0 && s->std_open)
+        s->std_offered = seq; /* live on the GET stream: no later GET replays it */
     emit(sl, s->id, stream, seq, text, false);
     free(text);
 }

@@ -82,6 +82,11 @@ struct sess {
     mcp_session *ms;
     int next_stream;      /* request streams handed out so far (stream 0 is the GET stream) */
     int64_t seq;          /* the last event's number */
+    /* Standalone (stream 0) events up to this number were offered to a GET stream: a GET
+     * without Last-Event-ID replays only what comes after, so no message is delivered on
+     * two standalone streams (a client that lost one resumes it with Last-Event-ID). */
+    int64_t std_offered;
+    bool std_open; /* a GET stream was opened: new standalone events go to it live */
     struct slot *pending; /* requests in progress */
     double last_active;   /* CLOCK_MONOTONIC ms */
     unsigned used;        /* requests after initialize (0 for a session nobody used) */
