@@ -204,6 +204,25 @@ class StatelessHttpTest(unittest.TestCase):
         self.assertEqual(ok.status, 200, ok)
         self.assertEqual(self.answer(ok, 12)["result"]["content"][0]["text"], "x")
 
+    def test_custom_param_headers(self):
+        # SEP-2243: test_custom_header marks its region argument "x-mcp-header": Region, so
+        # a request mirrors it in Mcp-Param-Region; the listener passes the header through
+        # (also to a shard or member it forwards to) and the engine checks it
+        call = request(21, "tools/call", {"name": "test_custom_header",
+                                          "arguments": {"region": "Hello"}})
+        ok = self.post(call, **{"Mcp-Param-Region": "Hello"})
+        self.assertEqual(ok.status, 200, ok)
+        self.assertEqual(self.answer(ok, 21)["result"]["content"][0]["text"], "region: Hello")
+        ok = self.post(call, **{"mcp-param-region": "=?base64?SGVsbG8=?="})  # any case, base64
+        self.assertEqual(ok.status, 200, ok)
+        e = self.error(self.post(call, **{"Mcp-Param-Region": "Goodbye"}), 400, -32020, 21)
+        self.assertIn("Mcp-Param-Region", e["message"])
+        self.error(self.post(call, **{"Mcp-Param-Region": "=?base64?SGVsbG8?="}), 400, -32020, 21)
+        self.error(self.post(call), 400, -32020, 21)  # the header left out
+        listed = self.answer(self.post(request(22, "tools/list")), 22)["result"]["tools"]
+        region = [t for t in listed if t["name"] == "test_custom_header"][0]
+        self.assertEqual(region["inputSchema"]["properties"]["region"]["x-mcp-header"], "Region")
+
     @needs_routing
     def test_removed_and_unknown_methods_are_404(self):
         for i, method in enumerate(["initialize", "ping", "logging/setLevel", "resources/subscribe",
