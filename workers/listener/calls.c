@@ -552,6 +552,19 @@ static struct shard_link *new_session_target(int *shard)
     return owned ? NULL : new_session_elsewhere(shard);
 }
 
+/* A new call joins the table by token and its connection's calls, its timer set to `first`. */
+static void call_register(struct call *c, struct conn *conn, double first)
+{
+    HASH_ADD(hh, calls_by_tok, tok, sizeof(c->tok), c);
+    if (conn) {
+        c->next_in_conn = conn->calls;
+        conn->calls = c;
+    }
+    ev_timer_init(&c->timer, call_timer_cb, first, 0);
+    c->timer.data = c;
+    ev_timer_start(listener_g.loop, &c->timer);
+}
+
 struct call *listener_call(struct conn *conn, int shard, struct wire_req *req,
                            const struct call_ops *ops, void *tdata)
 {
@@ -578,14 +591,7 @@ struct call *listener_call(struct conn *conn, int shard, struct wire_req *req,
     }
     c->body = c->frame + body_off;
     c->body_len = req->blen;
-    HASH_ADD(hh, calls_by_tok, tok, sizeof(c->tok), c);
-    if (conn) {
-        c->next_in_conn = conn->calls;
-        conn->calls = c;
-    }
-    ev_timer_init(&c->timer, call_timer_cb, listener_g.shard_wait, 0);
-    c->timer.data = c;
-    ev_timer_start(listener_g.loop, &c->timer);
+    call_register(c, conn, listener_g.shard_wait);
     cmcp_strlcpy(c->rsid, sizeof(c->rsid), req->sid);
     /* Queued until the frame has left; sent now when the shard is up. */
     struct shard_link *l = target ? target : link_for(req->sid, shard);
@@ -632,15 +638,8 @@ struct call *listener_call_expect(struct conn *conn, int shard, const char *sid,
     c->link = link_for(sid, shard); /* where the STREAM request that names it goes */
     cmcp_strlcpy(c->sid, sizeof(c->sid), sid);
     cmcp_strlcpy(c->rsid, sizeof(c->rsid), sid);
-    HASH_ADD(hh, calls_by_tok, tok, sizeof(c->tok), c);
-    if (conn) {
-        c->next_in_conn = conn->calls;
-        conn->calls = c;
-    }
     /* nothing to send: "delivered" at once; a link that goes down fails it like a sent call */
-    ev_timer_init(&c->timer, call_timer_cb, listener_g.request_timeout, 0);
-    c->timer.data = c;
-    ev_timer_start(listener_g.loop, &c->timer);
+    call_register(c, conn, listener_g.request_timeout);
     return c;
 }
 
