@@ -2,6 +2,7 @@
 /* The listener-shard data link (ipc/dlink.h): framing, order, large frames, breaks. */
 #include <errno.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -281,8 +282,36 @@ static void test_close_inside_callback(void **state)
     rx_free(&a);
 }
 
+/* dlink_flush writes at once, without the loop turn's end: what a shard needs before it blocks
+ * in an fsync (its replicas write meanwhile). A link whose write failed is closed by it. */
+static void test_flush_writes_now(void **state)
+{
+    (void)state;
+    int sv[2];
+    pair(sv);
+    struct rx a = {0};
+    struct dlink *la = dlink_new(sv[0], &rx_ops, &a);
+    send_text(la, "now");
+    assert_true(dlink_sent(la) == 0); /* queued: it would leave as the loop next waits */
+    dlink_flush(la);
+    assert_true(dlink_sent(la) == DLINK_HDR + 3);
+    assert_true(dlink_backlog(la) == 0);
+    char buf[16];
+    ssize_t n = read(sv[1], buf, sizeof(buf)); /* no loop turn in between */
+    assert_int_equal(n, DLINK_HDR + 3);
+    assert_memory_equal(buf + DLINK_HDR, "now", 3);
+    dlink_flush(la); /* nothing queued: nothing happens */
+    assert_true(dlink_sent(la) == DLINK_HDR + 3);
+    close(sv[1]);
+    send_text(la, "lost");
+    dlink_flush(la); /* the peer is gone: the link ends, its closed callback says why */
+    assert_int_equal(a.closed, 1);
+    rx_free(&a);
+}
+
 int main(void)
 {
+    signal(SIGPIPE, SIG_IGN); /* as every cmcp process does: a write to a gone peer fails */
     loop = ev_default_loop(0);
     dlink_init(loop);
     const struct CMUnitTest tests[] = {
@@ -291,6 +320,7 @@ int main(void)
         cmocka_unit_test(test_garbage_breaks_link),
         cmocka_unit_test(test_partial_frame_not_delivered),
         cmocka_unit_test(test_close_inside_callback),
+        cmocka_unit_test(test_flush_writes_now),
         cmocka_unit_test(test_sealed_frames),
         cmocka_unit_test(test_sealed_tampered_or_replayed_frame_breaks_link),
     };
