@@ -2,6 +2,7 @@
 mode, all scenarios) against a node serving the `conformance` tool pack."""
 import os
 import re
+import shutil
 import subprocess
 import sys
 import unittest
@@ -20,6 +21,7 @@ class ConformanceTest(unittest.TestCase):
         http, tcp = free_port(), free_port()
         with Node(node_config(http, tcp, packs="core,conformance")):
             out_dir = os.path.join("/tmp", "cmcp-conformance-%d" % os.getpid())
+            self.addCleanup(shutil.rmtree, out_dir, True)  # the suite's per-scenario files
             p = subprocess.run(["node", CLI, "server", "--url", f"http://127.0.0.1:{http}/mcp",
                                 "--suite", "all", "-o", out_dir],
                                capture_output=True, text=True, timeout=240, cwd=NODE_DIR)

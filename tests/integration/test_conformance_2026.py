@@ -9,6 +9,7 @@ checks run than before (scenarios that did not run).
 """
 import os
 import re
+import shutil
 import subprocess
 import sys
 import unittest
@@ -40,6 +41,7 @@ class Conformance2026Test(unittest.TestCase):
         http, tcp = free_port(), free_port()
         with Node(node_config(http, tcp, packs="core,conformance")):
             out_dir = os.path.join("/tmp", "cmcp-conformance-2026-%d" % os.getpid())
+            self.addCleanup(shutil.rmtree, out_dir, True)  # the suite's per-scenario files
             p = subprocess.run([NODE22, CLI, "server", "--url", f"http://127.0.0.1:{http}/mcp",
                                 "--suite", "all", "-o", out_dir],
                                capture_output=True, text=True, timeout=420, cwd=NODE_DIR)
