@@ -50,7 +50,8 @@ def peer_port(shards=2):
                 ok = False
             finally:
                 s.close()
-        if ok and not any(p + k in mcp_client._handed_out for k in range(1, 2 * shards + 1)):
+        if ok and not any(p + k in mcp_client._handed_out for k in range(1, 2 * shards + 1)) \
+                and all(mcp_client.claim_port(p + k) for k in range(1, 2 * shards + 1)):
             # the whole run is this node's: free_port() must never hand one of them out
             # again (a node's listener that took another node's replica port made that node
             # fail to start, seen as a flake in test_rejoin)

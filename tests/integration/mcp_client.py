@@ -4,6 +4,7 @@ Http speaks Streamable HTTP over raw sockets, so tests can see exactly what a
 client sees (status, headers, SSE events with ids) and can also send broken
 input. Tcp speaks newline-delimited JSON-RPC. Every read is bounded in time.
 """
+import atexit
 import json
 import os
 import random
@@ -15,6 +16,73 @@ ACCEPT = "application/json, text/event-stream"
 
 
 _handed_out = set()
+
+# Ports are also claimed across test processes: ctest runs two tests at a time, and two
+# processes that each probe "free" ports can pick the same one. The node that binds second
+# then serves on its retry timer while the test talks to the other test's process (an empty
+# reply from /metrics, seen once in CI). A claim is a file named after the port holding the
+# claimer's pid; a claim whose process is gone is stale and taken over.
+_CLAIM_DIR = os.path.join(os.environ.get("TMPDIR", "/tmp"), "cmcp-test-port-claims")
+_claimed = []
+
+
+def _claim_alive(path):
+    try:
+        with open(path) as f:
+            pid = int(f.read().strip() or "0")
+    except (OSError, ValueError):
+        return False
+    if pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim_port(port):
+    """True once this process holds `port` for the rest of its life; False when another live
+    test process holds it."""
+    try:
+        os.makedirs(_CLAIM_DIR, exist_ok=True)
+    except OSError:
+        return True  # no place for claims: probing alone, as before
+    path = os.path.join(_CLAIM_DIR, str(port))
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            if _claim_alive(path):
+                return False
+            try:
+                os.unlink(path)  # stale: its process is gone
+            except FileNotFoundError:
+                pass
+            continue
+        except OSError:
+            return True
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        if not _claimed:
+            atexit.register(_release_claims)
+        _claimed.append(path)
+        return True
+    return False
+
+
+def _release_claims():
+    for path in _claimed:
+        try:
+            if _claim_alive(path) and open(path).read().strip() == str(os.getpid()):
+                os.unlink(path)
+        except OSError:
+            pass
+    _claimed.clear()
 
 
 _rng = random.Random(os.getpid() ^ int(time.time() * 1000))
@@ -52,6 +120,8 @@ def free_port():
             continue
         finally:
             s.close()
+        if not claim_port(port):
+            continue
         _handed_out.add(port)
         return port
     raise RuntimeError("no free port found")
