@@ -66,6 +66,9 @@ def http_get(port, path, timeout=5.0, method="GET"):
             data += chunk
     finally:
         s.close()
+    if not data:
+        raise ConnectionError("127.0.0.1:%d closed the connection without a reply to %s %s"
+                              % (port, method, path))
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ")[1])
