@@ -13,6 +13,11 @@ void ipc_addr_shard_ctl(char *buf, size_t len, const char *run_dir, int shard)
     snprintf(buf, len, "ipc://%s/shard-%d.sock", run_dir, shard);
 }
 
+void ipc_addr_shard_changes(char *buf, size_t len, const char *run_dir, int shard)
+{
+    snprintf(buf, len, "ipc://%s/shard-%d-changes.sock", run_dir, shard);
+}
+
 void ipc_addr_shard_data(char *buf, size_t len, const char *run_dir, int shard)
 {
     snprintf(buf, len, "%s/shard-%d.data", run_dir, shard);

@@ -5,6 +5,8 @@
  *   ipc://RUN/sup-NAME.sock     a supervisor's control socket (nng req/rep)
  *   ipc://RUN/shard-I.sock      shard I's control socket: admin shell, tool runs
  *   RUN/shard-I.data            shard I's data link socket (listeners, ipc/dlink.h)
+ *   ipc://RUN/shard-I-changes.sock  shard I's server-wide change notifications (pub; its
+ *                               sibling shards subscribe: workers/shard/siblings.c)
  *   ipc://RUN/metrics.sock      the metrics worker's snapshot sub (ipc/stats.h)
  *   ipc://RUN/control.sock      the admin worker's control broadcast (ipc/control.h)
  *   ipc://RUN/cluster-map.sock  the cluster map, published by failover_manager (ipc/cview.h)
@@ -21,6 +23,7 @@
 void ipc_addr_sup(char *buf, size_t len, const char *run_dir, const char *sup);
 void ipc_addr_shard_ctl(char *buf, size_t len, const char *run_dir, int shard);
 void ipc_addr_shard_data(char *buf, size_t len, const char *run_dir, int shard);
+void ipc_addr_shard_changes(char *buf, size_t len, const char *run_dir, int shard);
 void ipc_addr_stats(char *buf, size_t len, const char *run_dir);
 void ipc_addr_control(char *buf, size_t len, const char *run_dir);
 void ipc_addr_cluster_map(char *buf, size_t len, const char *run_dir);

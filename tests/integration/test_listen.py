@@ -3,8 +3,10 @@
 that opens every session SSE stream (POST, standalone GET, resumed GET), and
 a second plain GET that replays nothing an earlier GET stream was offered.
 
-The node has one shard: a listen stream hears the changes of the engine that
-serves it, and with one shard the other client's changes are made there too.
+ListenTest runs a node with one shard. ListenAcrossShardsTest runs two: a
+change one shard's engine makes (a resource update, a tool list change) must
+reach the listen streams and the subscribed 2025 sessions of the other shard
+too, each exactly once.
 """
 import json
 import os
@@ -246,6 +248,83 @@ class ListenTest(unittest.TestCase):
         self.assertPriming(ev3[0], ev1[0]["id"])
         self.assertEqual(ev3[1]["id"], first[0]["id"], ev3)
 
+
+class ListenAcrossShardsTest(unittest.TestCase):
+    """A node is one server to its clients, whatever shard a stream lands on."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.http, tcp = free_port(), free_port()
+        conf = node_config(cls.http, tcp, packs="core,conformance", shards=2)
+        cls.node = Node(conf)
+        cls.node.__enter__()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.node.__exit__(None, None, None)
+
+    def conn(self):
+        c = HttpConn(self.http)
+        self.addCleanup(c.close)
+        return c
+
+    def sessions_on_both_shards(self):
+        """One 2025 session on shard 0 and one on shard 1 (a session id names its shard)."""
+        by_shard = {}
+        for _ in range(16):
+            s = Session(self.http)
+            self.addCleanup(s.close)
+            by_shard.setdefault(s.sid.split("-")[0], s)
+            if len(by_shard) == 2:
+                return by_shard["0"], by_shard["1"]
+        self.fail("16 new sessions all landed on shards %s" % sorted(by_shard))
+
+    def test_every_change_reaches_every_shard_once(self):
+        s0, s1 = self.sessions_on_both_shards()
+        # a 2025 session on shard 0 subscribes to the watched resource and opens its GET stream
+        resp, _ = s0.call("resources/subscribe", {"uri": WATCHED})
+        self.assertNotIn("error", resp)
+        g = self.conn()
+        g.send_raw(("GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+                    f"Mcp-Session-Id: {s0.sid}\r\nMCP-Protocol-Version: {PROTOCOL}\r\n\r\n"
+                    ).encode())
+        # updates made alternately on both shards, once the listen stream is acknowledged
+        callers = [s0, s1, s1, s0, s1, s0]
+        acted = []
+
+        def on_event(ev):
+            m = json.loads(ev["data"]) if ev.get("data") else None
+            if m and m.get("method") == "notifications/subscriptions/acknowledged" and not acted:
+                acted.append(1)
+                time.sleep(0.2)  # the GET stream above is registered too
+                for s in callers:
+                    self.assertFalse(s.tool("test_update_watched_resource").get("error"))
+                self.assertFalse(s1.tool("test_toggle_dynamic_tool").get("error"))
+                self.assertFalse(s1.tool("test_toggle_dynamic_tool").get("error"))
+
+        msg, h = listen_request("x", {"toolsListChanged": True, "resourceSubscriptions": [WATCHED]})
+        r = self.conn().request("POST", msg, headers=h, timeout=15, max_events=1 + 6 + 2,
+                                on_event=on_event)
+        got = [m["method"] for m in r.messages()]
+        self.assertEqual(got, ["notifications/subscriptions/acknowledged"] +
+                         ["notifications/resources/updated"] * 6 +
+                         ["notifications/tools/list_changed"] * 2, got)
+        # the subscribed session on shard 0 heard all six updates, the three made on shard 1
+        # included, and both list changes: each once (no echo between the shards)
+        seen = []
+
+        def on_get(ev):
+            m = json.loads(ev["data"]) if ev.get("data") else None
+            if m and m.get("method") in ("notifications/resources/updated",
+                                         "notifications/tools/list_changed"):
+                seen.append((m["method"], m.get("params", {}).get("uri")))
+
+        try:  # reads for 3 s: whatever came twice would be seen
+            g.read_response(timeout=3, max_events=40, on_event=on_get)
+        except TimeoutError:
+            pass
+        self.assertEqual(seen, [("notifications/resources/updated", WATCHED)] * 6 +
+                         [("notifications/tools/list_changed", None)] * 2, seen)
 
 if __name__ == "__main__":
     main()

@@ -41,10 +41,13 @@ static int64_t now_fn(void)
     return fake_now;
 }
 
+static void (*announce_op)(void *host, const char *method, const char *uri);
+
 static mcp_server *new_server(struct fakehost *fh, const char *key)
 {
     host_ops = fakehost_ops;
     host_ops.emit = rec_emit;
+    host_ops.announce = announce_op;
     char err[256];
     struct mcp_server_opts o = {.packs = "core,conformance"};
     mcp_server *srv = mcp_server_new(&o, &host_ops, fh, err, sizeof(err));
@@ -1192,6 +1195,76 @@ static void listen_stream(void **state)
     mcp_session_free(s);
 }
 
+/* A host running several engines of one server: each change an engine tells its own
+ * clients is announced to the host once; a change delivered from a sibling engine reaches
+ * this engine's listen streams and is not announced again. */
+static char announced[8][160];
+static int nannounced;
+
+static void rec_announce(void *host, const char *method, const char *uri)
+{
+    (void)host;
+    if (nannounced < 8)
+        snprintf(announced[nannounced], sizeof(announced[0]), "%s %s", method, uri ? uri : "-");
+    nannounced++;
+}
+
+static void announce_and_deliver(void **state)
+{
+    struct fakeenv *e = *state;
+    mcp_server_free(e->srv); /* one whose host takes announcements */
+    announce_op = rec_announce;
+    e->srv = new_server(&e->fh, KEY);
+    announce_op = NULL;
+    nannounced = 0;
+    bool pending = false;
+    json_t *msg = mkreq(30, "subscriptions/listen",
+                        "{\"notifications\":{\"toolsListChanged\":true,"
+                        "\"resourceSubscriptions\":[\"test://watched-resource\"]}}",
+                        NULL);
+    struct mcp_stateless_ctx ctx = headers_for(msg);
+    ctx.key = "L3-1";
+    assert_null(mcp_handle_stateless(e->srv, msg, &ctx, &pending));
+    json_decref(msg);
+    json_decref(fakehost_take(&e->fh)); /* the ack */
+
+    /* from a sibling: told here, not announced back */
+    assert_int_equal(mcp_server_deliver(e->srv, "notifications/resources/updated",
+                                        "test://watched-resource"),
+                     0);
+    assert_int_equal(mcp_server_deliver(e->srv, "notifications/tools/list_changed", NULL), 0);
+    assert_int_equal(nannounced, 0);
+    json_t *em = fakehost_take(&e->fh);
+    assert_int_equal(json_array_size(em), 2);
+    assert_string_equal(emitted_method(em, 0), "notifications/resources/updated");
+    assert_string_equal(emitted_method(em, 1), "notifications/tools/list_changed");
+    json_decref(em);
+    /* what is no server-wide change is refused and sends nothing */
+    assert_int_equal(mcp_server_deliver(e->srv, "notifications/progress", NULL), -1);
+    assert_int_equal(mcp_server_deliver(e->srv, "notifications/resources/updated", NULL), -1);
+    assert_int_equal(mcp_server_deliver(e->srv, "notifications/resources/updated", ""), -1);
+    assert_int_equal(mcp_server_deliver(e->srv, NULL, NULL), -1);
+    em = fakehost_take(&e->fh);
+    assert_int_equal(json_array_size(em), 0);
+    json_decref(em);
+
+    /* made here: told here and announced, once each */
+    mcp_server_resource_updated(e->srv, "test://watched-resource");
+    mcp_session *s = mcp_session_new(e->srv, "legacy");
+    json_decref(fakehost_initialize(e->srv, s, "2025-11-25", "{}"));
+    json_t *r = fakehost_request(e->srv, s, 2, "tools/call",
+                                 "{\"name\":\"test_toggle_dynamic_tool\"}", NULL);
+    assert_false(fakehost_is_error(r));
+    json_decref(r);
+    assert_int_equal(nannounced, 2);
+    assert_string_equal(announced[0], "notifications/resources/updated test://watched-resource");
+    assert_string_equal(announced[1], "notifications/tools/list_changed -");
+    json_decref(fakehost_take(&e->fh));
+    assert_int_equal(mcp_stateless_cancel(e->srv, "L3-1"), 0);
+    json_decref(fakehost_take(&e->fh));
+    mcp_session_free(s);
+}
+
 /* No sessions in 2026: the kv tools say so; sessions still have them. */
 static void kv_needs_a_session(void **state)
 {
@@ -1292,6 +1365,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(cancel, setup, fakeenv_teardown),
         cmocka_unit_test_setup_teardown(param_headers_match_arguments, setup, fakeenv_teardown),
         cmocka_unit_test_setup_teardown(listen_stream, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(announce_and_deliver, setup, fakeenv_teardown),
         cmocka_unit_test_setup_teardown(kv_needs_a_session, setup, fakeenv_teardown),
         cmocka_unit_test_setup_teardown(session_protocol_beside, setup, fakeenv_teardown),
     };

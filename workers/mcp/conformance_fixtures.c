@@ -34,8 +34,8 @@ static json_t *read_static_binary(mcp_call *c, const char *uri, const json_t *va
                      mcpi_test_png_base64);
 }
 
-/* Bumped by the test_update_watched_resource tool. One engine per shard process, so a
- * process-wide counter is the server's. */
+/* Bumped by the test_update_watched_resource tool. One engine per shard process: the
+ * counter is this shard's (the update notification reaches every shard's clients). */
 static unsigned watched_version;
 
 unsigned mcpi_watched_touch(mcp_server *srv)

@@ -90,6 +90,12 @@ struct mcp_host_ops {
      * Last-Event-ID (SEP-1699 polling). The final response then travels on
      * the resumed stream. Used by the conformance pack's test_reconnection. */
     void (*close_stream)(void *host, mcp_session *s, const json_t *rel);
+    /* Optional (may be NULL): a server-wide change this engine has just told its own
+     * sessions and listen streams about: method = notifications/{tools,prompts,resources}/
+     * list_changed (uri NULL) or notifications/resources/updated (uri set). A host that runs
+     * several engines of one server (a node's shards) passes it on; the others tell theirs
+     * with mcp_server_deliver(), which does not announce again. */
+    void (*announce)(void *host, const char *method, const char *uri);
 };
 
 struct mcp_server_opts {
@@ -316,6 +322,10 @@ int mcp_log_level_parse(const char *name); /* -1 when unknown */
 void mcp_session_log(mcp_session *s, enum mcp_log_level level, const char *logger, json_t *data);
 /* notifications/resources/updated to every session subscribed to uri. */
 void mcp_server_resource_updated(mcp_server *srv, const char *uri);
+/* A change another engine of this server announced (host ops' announce): told to this
+ * engine's sessions and listen streams as if it had happened here; not announced again.
+ * -1 for a method that is no server-wide change notification (nothing is sent). */
+int mcp_server_deliver(mcp_server *srv, const char *method, const char *uri);
 
 /* ------------------------------------------------------------ registry -- */
 

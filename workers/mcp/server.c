@@ -30,21 +30,54 @@ void mcpi_emit(mcp_session *s, const json_t *rel, json_t *msg, bool final)
         json_decref(msg);
 }
 
-/* Session-wide notification to every initialized session. */
-void mcpi_broadcast(mcp_server *srv, const char *method)
+static void deliver_list_changed(mcp_server *srv, const char *method)
 {
     for (mcp_session *s = srv->sessions; s; s = s->next)
         mcpi_session_list_changed(s, method);
     mcpi_listen_list_changed(srv, method);
 }
 
+static void deliver_resource_updated(mcp_server *srv, const char *uri)
+{
+    for (mcp_session *s = srv->sessions; s; s = s->next)
+        mcpi_session_resource_updated(s, uri);
+    mcpi_listen_resource_updated(srv, uri);
+}
+
+/* Session-wide notification to every initialized session, here and (through the host) in
+ * the server's other engines. */
+void mcpi_broadcast(mcp_server *srv, const char *method)
+{
+    deliver_list_changed(srv, method);
+    if (srv->ops.announce)
+        srv->ops.announce(srv->host, method, NULL);
+}
+
 void mcp_server_resource_updated(mcp_server *srv, const char *uri)
 {
     if (!srv || !uri)
         return;
-    for (mcp_session *s = srv->sessions; s; s = s->next)
-        mcpi_session_resource_updated(s, uri);
-    mcpi_listen_resource_updated(srv, uri);
+    deliver_resource_updated(srv, uri);
+    if (srv->ops.announce)
+        srv->ops.announce(srv->host, "notifications/resources/updated", uri);
+}
+
+int mcp_server_deliver(mcp_server *srv, const char *method, const char *uri)
+{
+    if (!srv || !method)
+        return -1;
+    if (strcmp(method, "notifications/resources/updated") == 0) {
+        if (!uri || !*uri)
+            return -1;
+        deliver_resource_updated(srv, uri);
+        return 0;
+    }
+    if (strcmp(method, "notifications/tools/list_changed") != 0 &&
+        strcmp(method, "notifications/prompts/list_changed") != 0 &&
+        strcmp(method, "notifications/resources/list_changed") != 0)
+        return -1;
+    deliver_list_changed(srv, method);
+    return 0;
 }
 
 /* "core, conformance" -> each pack in order; unknown names are a config error. */

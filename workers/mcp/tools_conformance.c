@@ -273,7 +273,7 @@ static void reconnection(mcp_call *c, const json_t *args, void *ud)
 /* Real changes for list_changed and resources/updated to announce, on both
  * eras: 2025 sessions hear them unsolicited, 2026-07-28 clients on a
  * subscriptions/listen stream. The registry is the serving engine's (one
- * shard), so a listener hears the changes made on its own shard. */
+ * shard); the notifications reach every shard's clients (host op announce). */
 
 #define DYNAMIC_TOOL "test_dynamic_tool"
 

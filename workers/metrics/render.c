@@ -54,6 +54,9 @@ static const struct {
     {"cmcp_transport_messages_sent_total", "Messages sent to clients, by transport"},
     {"cmcp_shard_links_up", "Listener-to-shard data links connected"},
     {"cmcp_shard_link_drops_total", "Listener-to-shard data links that broke (a shard stopped)"},
+    {"cmcp_shard_changes_relayed_total",
+     "Server-wide change notifications a shard passed to its sibling shards (out) or got from "
+     "them (in), by method"},
     {"cmcp_shards_unresponsive",
      "Shards a listener gave up on because they answer no heartbeat (summed over listeners)"},
     {"cmcp_shard_unresponsive_total", "Times a listener gave up on a shard that answered no "

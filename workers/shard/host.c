@@ -257,5 +257,13 @@ static void host_changed(void *host, mcp_session *ms)
         durable_changed(s);
 }
 
+/* A server-wide change this shard's engine told its own sessions: the sibling shards tell
+ * theirs (siblings.c). */
+static void host_announce(void *host, const char *method, const char *uri)
+{
+    (void)host;
+    siblings_announce(method, uri);
+}
+
 const struct mcp_host_ops shard_host_ops = {host_emit, host_timer_add, host_timer_cancel,
-                                            host_changed, host_close_stream};
+                                            host_changed, host_close_stream, host_announce};

@@ -219,6 +219,8 @@ int shard_main(struct proc_args *a)
         return start_failed(err, CMCP_EXIT_FAILURE);
     if (forward_start(err, sizeof(err)) != 0)
         return start_failed(err, CMCP_EXIT_FAILURE);
+    if (siblings_start(err, sizeof(err)) != 0)
+        return start_failed(err, CMCP_EXIT_FAILURE);
     ev_signal_init(&sigterm_w, on_signal, SIGTERM);
     ev_signal_start(shard_g.loop, &sigterm_w);
     ev_signal_init(&sigint_w, on_signal, SIGINT);
@@ -230,6 +232,7 @@ int shard_main(struct proc_args *a)
     /* Stop: what is staged goes to disk; then the sockets close before the state they use. */
     durable_flush();
     shard_tools_shutdown();
+    siblings_stop();
     forward_stop();
     links_stop();
     durable_close();

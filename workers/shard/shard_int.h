@@ -12,6 +12,8 @@
  *   replica.c   in a cluster with replicas: a commit's changes to the partitions' in-sync
  *               replicas (their acks release its gate batch), changes from owners into the
  *               store, and sessions in memory following the map's owners
+ *   siblings.c  server-wide change notifications (list_changed, resources/updated) passed
+ *               to and from the node's other shards
  *   tools.c     external command tools, run under tool_sup
  * The arrows run down that list: nothing below calls back up into what
  * serves a request; the store reports a commit to the gate through the
@@ -118,6 +120,11 @@ int links_adopt(struct peer_link *pl);
 /* forward.c: sealed links from other nodes' listeners ([cluster] bind) */
 int forward_start(char *err, size_t errlen);
 void forward_stop(void);
+
+/* siblings.c: server-wide change notifications to and from the node's other shards. */
+int siblings_start(char *err, size_t errlen);
+void siblings_stop(void);
+void siblings_announce(const char *method, const char *uri);
 
 /* Sends a reply now, on the link or the control socket the request came by; a data slot
  * ends with it. */
