@@ -95,8 +95,17 @@ copy_libs "$stage/cmcp/libs" "$bin_dir/cmcpd" "$bin_dir/cmcpctl" "$tini"
 # What is loaded at run time rather than at start, so ldd does not list it:
 # libgcc_s unwinds a thread that ends by pthread_exit (getaddrinfo_a's resolver
 # threads, nng's); libjose (with the OpenSSL it uses) checks bearer tokens when
-# [auth] is on (workers/oauth/token.c loads it then).
-copy_dlopened "$stage/cmcp/libs" libgcc_s.so.1 libjose.so.0
+# [auth] is on (workers/oauth/token.c loads it then); libcurl fetches the issuer's
+# keys when [auth] jwks_url is set (workers/listener/jwks.c), verifying the issuer's
+# certificate against Debian's CA bundle, copied where libcurl looks for it.
+copy_dlopened "$stage/cmcp/libs" libgcc_s.so.1 libjose.so.0 libcurl.so.4
+if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+    mkdir -p "$stage/cmcp/libs/etc/ssl/certs"
+    cp /etc/ssl/certs/ca-certificates.crt "$stage/cmcp/libs/etc/ssl/certs/"
+else
+    echo "build-image.sh: /etc/ssl/certs/ca-certificates.crt is missing (Debian's" \
+        "ca-certificates): [auth] jwks_url over https will not verify in the image" >&2
+fi
 # getaddrinfo: glibc's own files and DNS lookups (no NSS modules to load) read these.
 mkdir -p "$stage/cmcp/libs/etc"
 printf 'hosts: files dns\n' >"$stage/cmcp/libs/etc/nsswitch.conf"

@@ -15,7 +15,7 @@ mode=${1:-run}
 run_pkgs=(build-essential cmake pkg-config
           libev-dev libsodium-dev libnng-dev libjansson-dev libinih-dev
           libhttp-parser-dev libwslay-dev nettle-dev liblmdb-dev libedit-dev libraft-dev
-          uthash-dev libjose-dev)
+          uthash-dev libjose-dev libcurl4-openssl-dev ca-certificates)
 test_pkgs=(python3 git libcmocka-dev clang libclang-rt-14-dev
            wrk libsqlite3-dev nftables iproute2
            docker.io docker-compose haproxy tini python3-yaml groff-base

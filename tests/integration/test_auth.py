@@ -358,7 +358,9 @@ class ConfigTest(unittest.TestCase):
             (base + "jwks_file = %s\n" % empty, "no audience"),
             (base + aud + "jwks_file = %s/none.json\n" % d, "cannot read"),
             (base + aud + "jwks_file = %s\n" % empty, "no usable signature key"),
-            (base + aud + "jwks_url = https://auth.example.test/jwks\n", "not supported yet"),
+            (base + aud + "jwks_url = http://auth.example.test/jwks\n", "not an https URL"),
+            (base + aud + "jwks_url = https://a.example/jwks\njwks_file = %s\n" % empty,
+             "both jwks_url and jwks_file"),
             (base + aud + "jwks_file = %s\ntool_scopes = echo\n" % empty, "NAME=SCOPE"),
         ]
         for auth, want in cases:

@@ -432,6 +432,58 @@ static void reload_takes_keys_away(void **st)
     assert_int_equal(oauth_reload_keys(val, err, sizeof(err)), 0);
 }
 
+/* jwks_url: a validator starts with no keys (503-worthy), then takes documents from memory. */
+static void keys_from_a_fetched_document(void **st)
+{
+    (void)st;
+    static struct oauth_conf oc;
+    oc = conf;
+    oc.jwks_file[0] = '\0';
+    snprintf(oc.jwks_url, sizeof(oc.jwks_url), "https://auth.example.test/jwks");
+    char err[400];
+    struct oauth *o = oauth_new(&oc, err, sizeof(err));
+    assert_non_null(o);
+    assert_int_equal(oauth_key_count(o), 0);
+    json_t *c = claims_ok(), *h = hdr("RS256", "rsa1");
+    char *t = sign_jose(h, c, rsa), *auth = NULL;
+    assert_true(asprintf(&auth, "Bearer %s", t) > 0);
+    struct oauth_verdict v;
+    oauth_check(o, auth, now, &v);
+    assert_int_equal(v.reason, OAUTH_NO_KEYS);
+    assert_string_equal(oauth_reason_label(OAUTH_NO_KEYS), "keys_unavailable");
+    /* what is no JWK Set changes nothing */
+    assert_int_equal(oauth_set_keys(o, "<html>", 6, "the document at X", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "the document at X is not JSON"));
+    assert_int_equal(oauth_set_keys(o, "{\"keys\":[]}", 11, "D", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "no usable signature key"));
+    oauth_check(o, auth, now, &v);
+    assert_int_equal(v.reason, OAUTH_NO_KEYS);
+    /* a set with the EC key only: the RSA token's kid is unknown, and says it is refetched */
+    json_t *set = json_pack("{s:[o]}", "keys", pub(ec));
+    char *text = json_dumps(set, JSON_COMPACT);
+    assert_int_equal(oauth_set_keys(o, text, strlen(text), "D", err, sizeof(err)), 0);
+    assert_int_equal(oauth_set_keys(o, text, strlen(text), "D", err, sizeof(err)), 1);
+    free(text);
+    json_decref(set);
+    oauth_check(o, auth, now, &v);
+    assert_int_equal(v.reason, OAUTH_UNKNOWN_KEY);
+    assert_non_null(strstr(v.detail, "fetched again"));
+    /* the rotated set: the same token passes at once (the cache was emptied) */
+    set = json_pack("{s:[o,o]}", "keys", pub(ec), pub(rsa));
+    text = json_dumps(set, JSON_COMPACT);
+    assert_int_equal(oauth_set_keys(o, text, strlen(text), "D", err, sizeof(err)), 0);
+    free(text);
+    json_decref(set);
+    assert_int_equal(oauth_key_count(o), 2);
+    oauth_check(o, auth, now, &v);
+    assert_int_equal(v.reason, OAUTH_OK);
+    free(auth);
+    free(t);
+    json_decref(h);
+    json_decref(c);
+    oauth_free(o);
+}
+
 /* oauth_conf_load on a text: 0 or -1, err filled. */
 static int conf_of(const char *text, struct oauth_conf *oc, char *err, size_t errlen)
 {
@@ -458,15 +510,47 @@ static void configuration(void **st)
                              &oc, err, sizeof(err)),
                      -1);
     assert_non_null(strstr(err, "t.conf:4: [auth] audience"));
-    assert_int_equal(conf_of("[auth]\nenabled = true\nissuer = " ISS "\naudience = " AUD "\n"
-                             "jwks_url = https://auth.example.test/jwks\n",
-                             &oc, err, sizeof(err)),
-                     -1);
-    assert_non_null(strstr(err, "not supported yet"));
     assert_int_equal(conf_of("[auth]\nenabled = true\nissuer = " ISS "\naudience = " AUD "\n", &oc,
                              err, sizeof(err)),
                      -1);
-    assert_non_null(strstr(err, "no jwks_file"));
+    assert_non_null(strstr(err, "neither jwks_url nor jwks_file"));
+    /* jwks_url: https, or http to loopback only; not beside jwks_file */
+    assert_int_equal(conf_of("[auth]\nenabled = true\nissuer = " ISS "\naudience = " AUD "\n"
+                             "jwks_url = https://auth.example.test/jwks?v=2\n",
+                             &oc, err, sizeof(err)),
+                     0);
+    assert_string_equal(oc.jwks_url, "https://auth.example.test/jwks?v=2");
+    assert_string_equal(oc.jwks_file, "");
+    assert_int_equal(oc.jwks_refresh_s, 300);
+    static const char *const good[] = {"http://127.0.0.1:8443/jwks", "http://localhost/k",
+                                       "http://[::1]:9/jwks", "https://idp.example:8443"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        char text[300];
+        snprintf(text, sizeof(text),
+                 "[auth]\nenabled = true\nissuer = " ISS "\naudience = " AUD
+                 "\njwks_url = %s\njwks_refresh_s = 60\n",
+                 good[i]);
+        if (conf_of(text, &oc, err, sizeof(err)) != 0)
+            fail_msg("%s refused: %s", good[i], err);
+        assert_int_equal(oc.jwks_refresh_s, 60);
+    }
+    static const char *const bad[] = {"http://auth.example.test/jwks", "ftp://127.0.0.1/jwks",
+                                      "https:///jwks", "https://a b/jwks", "https://x/jwks#k",
+                                      "/etc/jwks.json", "http://127.0.0.1.evil.example/jwks"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char text[300];
+        snprintf(text, sizeof(text),
+                 "[auth]\nenabled = true\nissuer = " ISS "\naudience = " AUD "\njwks_url = %s\n",
+                 bad[i]);
+        if (conf_of(text, &oc, err, sizeof(err)) != -1)
+            fail_msg("%s accepted", bad[i]);
+        assert_non_null(strstr(err, "not an https URL"));
+    }
+    assert_int_equal(conf_of("[auth]\nenabled = true\nissuer = " ISS "\naudience = " AUD "\n"
+                             "jwks_url = https://auth.example.test/jwks\njwks_file = /x\n",
+                             &oc, err, sizeof(err)),
+                     -1);
+    assert_non_null(strstr(err, "both jwks_url and jwks_file"));
     assert_int_equal(conf_of("[auth]\nenabled = true\nissuer = " ISS "\naudience = " AUD "\n"
                              "jwks_file = /x\ntool_scopes = echo\n",
                              &oc, err, sizeof(err)),
@@ -540,6 +624,7 @@ int main(void)
         cmocka_unit_test(refused_before_any_signature),
         cmocka_unit_test(reload_takes_keys_away),
         cmocka_unit_test(configuration),
+        cmocka_unit_test(keys_from_a_fetched_document),
         cmocka_unit_test(metadata_document),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -116,13 +116,25 @@ int listener_auth_start(void)
         snprintf(labels, sizeof(labels), "reason=\"%s\"", oauth_reason_label(r));
         refused[r] = stats_counter("cmcp_auth_refused_total", labels);
     }
-    ev_stat_init(&jwks_w, jwks_changed, oc.jwks_file, JWKS_POLL_S);
-    ev_stat_start(listener_g.loop, &jwks_w);
-    ev_timer_init(&reread_w, jwks_reread, JWKS_REREAD_S, 0);
+    if (oc.jwks_url[0]) {
+        if (jwks_start(listener_g.loop, validator, cfg_get(c, "node", "data_dir", "./var/data"),
+                       err, sizeof(err)) != 0) {
+            log_error("listener_start_failed", "{s:s}", "error", err);
+            proc_start_error("%s", err);
+            listener_auth_stop();
+            return -1;
+        }
+    } else {
+        ev_stat_init(&jwks_w, jwks_changed, oc.jwks_file, JWKS_POLL_S);
+        ev_stat_start(listener_g.loop, &jwks_w);
+        ev_timer_init(&reread_w, jwks_reread, JWKS_REREAD_S, 0);
+    }
     if (listener_g.index == 0)
-        log_info("auth_enabled", "{s:s,s:s,s:s,s:i,s:s,s:i}", "issuer", oc.issuer, "audience",
-                 oc.audience, "jwks_file", oc.jwks_file, "keys", oauth_key_count(validator),
-                 "required_scopes", oc.required, "tool_rules", oc.ntools);
+        log_info("auth_enabled", "{s:s,s:s,s:s,s:i,s:s,s:i}", "issuer", oc.issuer,
+                 "audience", oc.audience, oc.jwks_url[0] ? "jwks_url" : "jwks_file",
+                 oc.jwks_url[0] ? oc.jwks_url : oc.jwks_file, "keys_at_start",
+                 oauth_key_count(validator), "required_scopes", oc.required, "tool_rules",
+                 oc.ntools);
     return 0;
 }
 
@@ -130,6 +142,7 @@ void listener_auth_stop(void)
 {
     if (!validator)
         return;
+    jwks_stop();
     ev_stat_stop(listener_g.loop, &jwks_w);
     ev_timer_stop(listener_g.loop, &reread_w);
     oauth_free(validator);
@@ -177,6 +190,9 @@ static void refusal_make(struct auth_refusal *ref, enum oauth_reason reason, con
         snprintf(ref->www, sizeof(ref->www), "Bearer resource_metadata=\"%s\"%s%s%s",
                  oc->metadata_url, oc->required[0] ? ", scope=\"" : "", oc->required,
                  oc->required[0] ? "\"" : "");
+    } else if (reason == OAUTH_NO_KEYS) {
+        ref->status = 503;
+        ref->retry_after = 2;
     } else if (reason == OAUTH_INSUFFICIENT_SCOPE || reason == OAUTH_TOOL_SCOPE) {
         ref->status = 403;
         snprintf(ref->www, sizeof(ref->www),
@@ -227,6 +243,8 @@ bool listener_auth_request(const char *authorization, const char *transport,
         return true;
     count_and_log(v.reason, v.grant.hash, transport, v.detail, NULL);
     const struct oauth_conf *oc = oauth_get_conf(validator);
+    if (oc->jwks_url[0] && (v.reason == OAUTH_UNKNOWN_KEY || v.reason == OAUTH_NO_KEYS))
+        jwks_unknown_key(); /* the issuer may have rotated its keys */
     char msg[900];
     if (v.reason == OAUTH_MISSING)
         snprintf(msg, sizeof(msg),
@@ -234,6 +252,11 @@ bool listener_auth_request(const char *authorization, const char *transport,
                  "'Authorization: Bearer <token>'; the protected-resource metadata at %s names "
                  "the authorization server that issues them",
                  v.detail, oc->metadata_url);
+    else if (v.reason == OAUTH_NO_KEYS)
+        snprintf(msg, sizeof(msg),
+                 "Service unavailable: this server has not obtained the signing keys of the "
+                 "authorization server %s from %s yet; retry in a few seconds",
+                 oc->issuer, oc->jwks_url);
     else if (v.reason == OAUTH_INSUFFICIENT_SCOPE)
         snprintf(msg, sizeof(msg),
                  "Forbidden: %s. Request a token with scope \"%s\" from the authorization "

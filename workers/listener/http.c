@@ -173,7 +173,13 @@ static void write_refusal(struct hconn *h, struct auth_refusal *ref)
     listener_count_msg("http", false);
     http_write_status(&h->out, ref->status);
     http_write_connection(&h->out, h->req, h->keep_alive);
-    http_write_header(&h->out, "WWW-Authenticate", ref->www);
+    if (ref->retry_after > 0) {
+        char ra[16];
+        snprintf(ra, sizeof(ra), "%d", ref->retry_after);
+        http_write_header(&h->out, "Retry-After", ra);
+    } else {
+        http_write_header(&h->out, "WWW-Authenticate", ref->www);
+    }
     http_write_body(&h->out, "application/json", ref->body ? ref->body : "", len);
     listener_auth_refusal_free(ref);
     hconn_request_done(h);

@@ -140,9 +140,11 @@ char *listener_rpc_error(const json_t *id, int code, const char *msg);
 
 /* ---- [auth]: bearer tokens on the HTTP endpoints (auth.c, docs/authorization.md) ---- */
 
-/* A refusal to write: its status (401, 403), WWW-Authenticate value and JSON-RPC body. */
+/* A refusal to write: its status (401, 403; 503 while jwks_url gave no key yet, with
+ * Retry-After instead of WWW-Authenticate), WWW-Authenticate value and JSON-RPC body. */
 struct auth_refusal {
     int status;
+    int retry_after; /* seconds, with 503 */
     char www[1400];
     char *body; /* malloc'd; listener_auth_refusal_free */
 };
@@ -159,6 +161,14 @@ bool listener_auth_request(const char *authorization, const char *transport,
 bool listener_auth_tools(const struct oauth_grant *grant, const char *body, size_t blen,
                          const char *transport, struct auth_refusal *ref);
 void listener_auth_refusal_free(struct auth_refusal *ref);
+/* jwks.c: [auth] jwks_url, the issuer's keys fetched on the loop (libcurl's multi interface,
+ * loaded when needed), refreshed, and kept in data_dir for the next start. 0 (nothing to
+ * do without jwks_url), or -1 with err. */
+int jwks_start(struct ev_loop *loop, struct oauth *validator, const char *data_dir, char *err,
+               size_t errlen);
+/* A token named a key the validator lacks: fetch again soon (at most every 10 s). */
+void jwks_unknown_key(void);
+void jwks_stop(void);
 
 /* ---- transports ---- */
 

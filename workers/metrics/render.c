@@ -54,6 +54,8 @@ static const struct {
     {"cmcp_transport_messages_sent_total", "Messages sent to clients, by transport"},
     {"cmcp_shard_links_up", "Listener-to-shard data links connected"},
     {"cmcp_shard_link_drops_total", "Listener-to-shard data links that broke (a shard stopped)"},
+    {"cmcp_auth_jwks_fetches_total",
+     "Fetches of the issuer's key set ([auth] jwks_url), by result: changed, unchanged, failed"},
     {"cmcp_shard_changes_relayed_total",
      "Server-wide change notifications a shard passed to its sibling shards (out) or got from "
      "them (in), by method"},

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "workers/oauth/oauth.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,8 @@ const struct cfg_key oauth_cfg_keys[] = {
     {"auth", "audience", CFG_STR, NULL, 0, 0},
     {"auth", "jwks_file", CFG_STR, NULL, 0, 0},
     {"auth", "jwks_url", CFG_STR, NULL, 0, 0},
+    /* seconds between fetches of jwks_url (an unknown kid fetches sooner) */
+    {"auth", "jwks_refresh_s", CFG_INT, NULL, 30, 86400},
     /* blank-separated: a scope may hold any printable character but blanks and '"' */
     {"auth", "required_scopes", CFG_STR, NULL, 0, 0},
     /* NAME=scope scope, NAME2=scope: commas between tools, blanks between scopes */
@@ -88,6 +91,42 @@ static bool uri_ok(const char *u, const char **path_at)
     const char *slash = strchr(rest, '/');
     *path_at = slash ? slash : rest + strlen(rest);
     return true;
+}
+
+/* A URL to fetch from: http(s), a host, printable without blanks, quotes or a fragment (a
+ * query is fine); *loopback: its host is 127.x, ::1 or localhost. */
+static bool fetch_url_ok(const char *u, bool *loopback)
+{
+    const char *h = NULL;
+    if (strncmp(u, "https://", 8) == 0)
+        h = u + 8;
+    else if (strncmp(u, "http://", 7) == 0)
+        h = u + 7;
+    if (!h || !*h || strchr("/?:", *h) || strpbrk(u, "# \"\\"))
+        return false;
+    for (const char *p = u; *p; p++)
+        if (*p < 0x21 || *p > 0x7e)
+            return false;
+    size_t hl = strcspn(h, "/?");
+    char host[256];
+    if (hl >= sizeof(host))
+        return false;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    if (host[0] == '[') {
+        char *e = strchr(host, ']');
+        if (!e)
+            return false;
+        e[1] = '\0';
+    } else {
+        char *colon = strchr(host, ':');
+        if (colon)
+            *colon = '\0';
+    }
+    struct in_addr a4;
+    *loopback = (inet_pton(AF_INET, host, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127) ||
+                !strcmp(host, "[::1]") || !strcmp(host, "localhost");
+    return host[0] != '\0';
 }
 
 static int tool_rules(const struct cfg *c, struct oauth_conf *oc, char *err, size_t errlen)
@@ -182,22 +221,34 @@ int oauth_conf_load(const struct cfg *c, struct oauth_conf *oc, char *err, size_
                  at, *iss ? "'" : "is not set", iss, *iss ? "' is not an http(s) URL" : "");
         return -1;
     }
-    if (*url) {
+    if (*url && *jwks) {
         where(c, "jwks_url", at, sizeof(at));
         snprintf(err, errlen,
-                 "%s[auth] jwks_url is not supported yet (fetching keys must not "
-                 "block the listener; not built): save the issuer's JWKS to a file "
-                 "(and refresh it, e.g. from cron) and set jwks_file; the file is "
-                 "re-read when it changes",
+                 "%s[auth] sets both jwks_url and jwks_file: keep one (jwks_url: the node "
+                 "fetches the issuer's keys and refreshes them; jwks_file: a file you keep "
+                 "current)",
                  at);
         return -1;
     }
-    if (!*jwks || strlen(jwks) >= sizeof(oc->jwks_file)) {
+    if (*url) {
+        bool loop = false;
+        if (strlen(url) >= sizeof(oc->jwks_url) || !fetch_url_ok(url, &loop) ||
+            (strncmp(url, "https://", 8) != 0 && !loop)) {
+            where(c, "jwks_url", at, sizeof(at));
+            snprintf(err, errlen,
+                     "%s[auth] jwks_url '%.200s' is not an https URL (the issuer's jwks_uri, "
+                     "e.g. https://auth.example.com/.well-known/jwks.json; plain http only "
+                     "to a loopback address)",
+                     at, url);
+            return -1;
+        }
+    } else if (!*jwks || strlen(jwks) >= sizeof(oc->jwks_file)) {
         snprintf(err, errlen,
-                 "[auth] is enabled but has no jwks_file: set it to a file holding "
-                 "the issuer's JSON Web Key Set (what its jwks_uri serves)");
+                 "[auth] is enabled but has neither jwks_url nor jwks_file: set jwks_url to "
+                 "the issuer's jwks_uri, or jwks_file to a file holding its JSON Web Key Set");
         return -1;
     }
+    oc->jwks_refresh_s = cfg_get_long(c, "auth", "jwks_refresh_s", 300);
     const char *req = cfg_get(c, "auth", "required_scopes", "");
     if (!squeeze(oc->required, sizeof(oc->required), req, strlen(req)) ||
         !scope_list_ok(oc->required)) {
@@ -213,6 +264,7 @@ int oauth_conf_load(const struct cfg *c, struct oauth_conf *oc, char *err, size_
     cmcp_strlcpy(oc->issuer, sizeof(oc->issuer), iss);
     cmcp_strlcpy(oc->audience, sizeof(oc->audience), aud);
     cmcp_strlcpy(oc->jwks_file, sizeof(oc->jwks_file), jwks);
+    cmcp_strlcpy(oc->jwks_url, sizeof(oc->jwks_url), url);
     /* RFC 9728 3.1: the well-known segment goes between the host and the resource's path. */
     const char *wk = "/.well-known/oauth-protected-resource";
     if (!strcmp(path, "/"))

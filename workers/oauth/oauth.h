@@ -43,7 +43,9 @@ struct oauth_conf {
     bool enabled;
     char issuer[512];
     char audience[512]; /* this resource's canonical URI: RFC 9728 "resource" */
-    char jwks_file[1024];
+    char jwks_file[1024]; /* the keys from a file (or from jwks_url: one of the two) */
+    char jwks_url[1024];  /* the keys fetched by the listener (jwks.c) */
+    long jwks_refresh_s;  /* seconds between fetches of jwks_url */
     char required[512]; /* scopes every request needs, space-separated ("" none) */
     struct oauth_tool_rule tools[OAUTH_MAX_TOOL_RULES];
     int ntools;
@@ -78,6 +80,7 @@ enum oauth_reason {
     OAUTH_NOT_YET_VALID,      /* nbf in the future */
     OAUTH_INSUFFICIENT_SCOPE, /* lacks [auth] required_scopes */
     OAUTH_TOOL_SCOPE,         /* lacks the scopes of a tool it calls ([auth] tool_scopes) */
+    OAUTH_NO_KEYS,            /* jwks_url: no key fetched yet (503: try again shortly) */
     OAUTH_REASON_COUNT,
 };
 const char *oauth_reason_label(enum oauth_reason r);
@@ -97,7 +100,8 @@ struct oauth_verdict {
 
 struct oauth;
 
-/* A validator over oc (copied) with the keys of its jwks_file. NULL with err. */
+/* A validator over oc (copied) with the keys of its jwks_file; with jwks_url, with no keys
+ * until oauth_set_keys gives it some (tokens get OAUTH_NO_KEYS). NULL with err. */
 struct oauth *oauth_new(const struct oauth_conf *oc, char *err, size_t errlen);
 void oauth_free(struct oauth *o);
 const struct oauth_conf *oauth_get_conf(const struct oauth *o);
@@ -109,6 +113,10 @@ int oauth_key_count(const struct oauth *o);
  * keys in use stay and err says why: -1.
  */
 int oauth_reload_keys(struct oauth *o, char *err, size_t errlen);
+/* The same from a JWKS document in memory (what jwks_url served; source names it in err):
+ * 0 the keys changed (cache emptied), 1 the same bytes, -1 refused (the keys stay). */
+int oauth_set_keys(struct oauth *o, const char *text, size_t len, const char *source, char *err,
+                   size_t errlen);
 
 /*
  * Checks an Authorization header value (NULL when absent) at time `now` (seconds since

@@ -129,6 +129,7 @@ static const char *const reason_labels[OAUTH_REASON_COUNT] = {
     [OAUTH_NOT_YET_VALID] = "not_yet_valid",
     [OAUTH_INSUFFICIENT_SCOPE] = "insufficient_scope",
     [OAUTH_TOOL_SCOPE] = "tool_scope",
+    [OAUTH_NO_KEYS] = "keys_unavailable",
 };
 
 const char *oauth_reason_label(enum oauth_reason r)
@@ -269,20 +270,16 @@ static char *file_read(const char *path, size_t *len, char *err, size_t errlen)
     return buf;
 }
 
-/* Reads the JWKS at path into keys; *digest gets the SHA-256 of the file's bytes. */
-static int keys_load(const char *path, struct okey *keys, int *n, unsigned char *digest, char *err,
-                     size_t errlen)
+/* Parses a JWKS document into keys; *digest gets the SHA-256 of its bytes. source names it
+ * in err. */
+static int keys_parse(const char *text, size_t flen, const char *source, struct okey *keys, int *n,
+                      unsigned char *digest, char *err, size_t errlen)
 {
-    size_t flen = 0;
-    char *text = file_read(path, &flen, err, errlen);
-    if (!text)
-        return -1;
     crypto_hash_sha256(digest, (const unsigned char *)text, flen);
     json_error_t jerr;
     json_t *set = json_loadb(text, flen, JSON_REJECT_DUPLICATES, &jerr);
-    free(text);
     if (!set) {
-        snprintf(err, errlen, "%s is not JSON (line %d: %s)", path, jerr.line, jerr.text);
+        snprintf(err, errlen, "%s is not JSON (line %d: %s)", source, jerr.line, jerr.text);
         return -1;
     }
     json_t *arr = json_object_get(set, "keys");
@@ -290,7 +287,7 @@ static int keys_load(const char *path, struct okey *keys, int *n, unsigned char 
         snprintf(err, errlen,
                  "%s is not a JWK Set: expected {\"keys\": [...]} as an issuer's "
                  "jwks_uri serves it",
-                 path);
+                 source);
         json_decref(set);
         return -1;
     }
@@ -315,10 +312,23 @@ static int keys_load(const char *path, struct okey *keys, int *n, unsigned char 
         snprintf(err, errlen,
                  "%s has no usable signature key (%s): it needs RSA, EC (P-256/384/"
                  "521) or Ed25519 public keys",
-                 path, whys[0] ? whys : "its keys array is empty");
+                 source, whys[0] ? whys : "its keys array is empty");
         return -1;
     }
     return 0;
+}
+
+/* Reads the JWKS at path into keys. */
+static int keys_load(const char *path, struct okey *keys, int *n, unsigned char *digest, char *err,
+                     size_t errlen)
+{
+    size_t flen = 0;
+    char *text = file_read(path, &flen, err, errlen);
+    if (!text)
+        return -1;
+    int rc = keys_parse(text, flen, path, keys, n, digest, err, errlen);
+    free(text);
+    return rc;
 }
 
 struct oauth *oauth_new(const struct oauth_conf *oc, char *err, size_t errlen)
@@ -333,7 +343,8 @@ struct oauth *oauth_new(const struct oauth_conf *oc, char *err, size_t errlen)
         free(o);
         return NULL;
     }
-    if (keys_load(oc->jwks_file, o->keys, &o->nkeys, o->jwks_digest, err, errlen) != 0) {
+    if (!oc->jwks_url[0] &&
+        keys_load(oc->jwks_file, o->keys, &o->nkeys, o->jwks_digest, err, errlen) != 0) {
         free(o);
         return NULL;
     }
@@ -358,6 +369,21 @@ int oauth_key_count(const struct oauth *o)
     return o->nkeys;
 }
 
+/* Takes fresh keys (n of them, digest of their document) in place of the ones in use. */
+static int keys_take(struct oauth *o, struct okey *fresh, int n, const unsigned char *digest)
+{
+    if (o->nkeys > 0 && memcmp(digest, o->jwks_digest, crypto_hash_sha256_BYTES) == 0) {
+        keys_free(fresh, n);
+        return 1; /* the same bytes: the keys and the cache stay */
+    }
+    memcpy(o->jwks_digest, digest, crypto_hash_sha256_BYTES);
+    keys_free(o->keys, o->nkeys);
+    memcpy(o->keys, fresh, sizeof(fresh[0]) * (size_t)n);
+    o->nkeys = n;
+    memset(o->cache, 0, sizeof(o->cache));
+    return 0;
+}
+
 int oauth_reload_keys(struct oauth *o, char *err, size_t errlen)
 {
     static struct okey fresh[MAX_KEYS];
@@ -365,16 +391,22 @@ int oauth_reload_keys(struct oauth *o, char *err, size_t errlen)
     unsigned char digest[crypto_hash_sha256_BYTES];
     if (keys_load(o->conf.jwks_file, fresh, &n, digest, err, errlen) != 0)
         return -1;
-    if (memcmp(digest, o->jwks_digest, sizeof(digest)) == 0) {
-        keys_free(fresh, n);
-        return 1; /* the same bytes: the keys and the cache stay */
+    return keys_take(o, fresh, n, digest);
+}
+
+int oauth_set_keys(struct oauth *o, const char *text, size_t len, const char *source, char *err,
+                   size_t errlen)
+{
+    static struct okey fresh[MAX_KEYS];
+    int n = 0;
+    unsigned char digest[crypto_hash_sha256_BYTES];
+    if (len > JWKS_MAX_BYTES) {
+        snprintf(err, errlen, "%s is larger than 1 MiB", source);
+        return -1;
     }
-    memcpy(o->jwks_digest, digest, sizeof(digest));
-    keys_free(o->keys, o->nkeys);
-    memcpy(o->keys, fresh, sizeof(fresh[0]) * (size_t)n);
-    o->nkeys = n;
-    memset(o->cache, 0, sizeof(o->cache));
-    return 0;
+    if (keys_parse(text, len, source, fresh, &n, digest, err, errlen) != 0)
+        return -1;
+    return keys_take(o, fresh, n, digest);
 }
 
 /* ---- the token ---- */
@@ -518,6 +550,9 @@ static void evaluate(struct oauth *o, const char *tok, size_t len, struct centry
         FAIL(OAUTH_MALFORMED, "the token has no signature");
     if (!(claims = part_json(p[1], n[1])))
         FAIL(OAUTH_MALFORMED, "the token's payload is not base64url-encoded JSON");
+    if (o->nkeys == 0)
+        FAIL(OAUTH_NO_KEYS, "this server has not obtained the issuer's keys from its jwks_url "
+                            "yet: retry shortly");
     const char *kid = json_string_value(json_object_get(hdr, "kid"));
     bool candidates = false, ok = false;
     for (int i = 0; i < o->nkeys && !ok; i++) {
@@ -529,9 +564,11 @@ static void evaluate(struct oauth *o, const char *tok, size_t len, struct centry
     }
     if (!candidates && kid)
         FAIL(OAUTH_UNKNOWN_KEY,
-             "no %.16s key with kid '%.40s' in this server's JWKS (if the "
-             "issuer rotated its keys, the JWKS file needs refreshing)",
-             alg, kid);
+             "no %.16s key with kid '%.40s' in this server's JWKS (%s)", alg, kid,
+             o->conf.jwks_url[0] ? "fetched again from the issuer: retry shortly if it rotated "
+                                   "its keys"
+                                 : "if the issuer rotated its keys, the JWKS file needs "
+                                   "refreshing");
     if (!candidates)
         FAIL(OAUTH_UNKNOWN_KEY, "no %.16s key in this server's JWKS", alg);
     if (!ok)
