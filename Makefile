@@ -111,6 +111,7 @@ test-fast: build node-deps
 # wrk and node; BENCH_ARGS passes options to bench/run.py (--quick, --only ...).
 BENCH_ARGS ?=
 bench: build node-deps
+	@./tools/install-deps.sh bench
 	python3 bench/run.py --bin-dir $(BUILD)/bin $(BENCH_ARGS)
 
 clean:

@@ -3,7 +3,8 @@
 # recommends. Runs `apt-get update` once per call, and only when something is missing.
 #
 #   install-deps.sh run    what builds and runs the node and cmcpctl (make run)
-#   install-deps.sh test   that and the test and benchmark tools (make test, make bench)
+#   install-deps.sh test   that and the test tools (make test)
+#   install-deps.sh bench  that and the benchmarks' peers (make bench: nginx)
 #
 # Nothing installed starts a service: promtool (for `promtool check metrics` in the
 # tests) comes out of Debian's prometheus package without installing the package,
@@ -20,11 +21,15 @@ test_pkgs=(python3 git libcmocka-dev clang libclang-rt-14-dev
            wrk libsqlite3-dev nftables iproute2
            docker.io docker-compose haproxy tini python3-yaml groff-base
            openssl)
+# nginx serves the static answer the HTTP benchmark compares cmcp with; installed with
+# its service held back like docker.io's and haproxy's (below).
+bench_pkgs=(nginx)
 case "$mode" in
 run) pkgs=("${run_pkgs[@]}") ;;
 test) pkgs=("${run_pkgs[@]}" "${test_pkgs[@]}") ;;
+bench) pkgs=("${run_pkgs[@]}" "${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
 *)
-    echo "usage: $0 run|test" >&2
+    echo "usage: $0 run|test|bench" >&2
     exit 2
     ;;
 esac
@@ -33,7 +38,7 @@ for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 need_promtool=false
-if [ "$mode" = test ]; then
+if [ "$mode" != run ]; then
     # Node.js and npm run the official MCP clients and the conformance suite. A
     # machine may already carry them from another source (whose nodejs package
     # bundles npm and conflicts with Debian's npm), so look for the commands.
@@ -55,7 +60,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 if [ ${#missing[@]} -gt 0 ]; then
     echo "cmcp: installing Debian packages: ${missing[*]}" >&2
-    # docker.io and haproxy would start their services on install: the swarm test
+    # docker.io, haproxy and nginx would start their services on install: the swarm test
     # starts a dockerd of its own (and skips while another engine runs), and the
     # stack runs HAProxy in a container. policy-rc.d tells the packages not to.
     own_policy=false
