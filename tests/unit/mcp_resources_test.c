@@ -35,7 +35,7 @@ static void test_list_and_read(void **state)
     struct fakeenv *e = *state;
     json_t *r = req(e, "resources/list", NULL);
     const json_t *res = json_object_get(fakehost_result(r), "resources");
-    assert_int_equal(json_array_size(res), 3);
+    assert_int_equal(json_array_size(res), 4);
     const json_t *r0 = json_array_get(res, 0);
     assert_string_equal(json_string_value(json_object_get(r0, "uri")), "test://static-text");
     assert_string_equal(json_string_value(json_object_get(r0, "name")), "static-text");
@@ -65,7 +65,7 @@ static void test_templates(void **state)
     struct fakeenv *e = *state;
     json_t *r = req(e, "resources/templates/list", NULL);
     const json_t *t = json_object_get(fakehost_result(r), "resourceTemplates");
-    assert_int_equal(json_array_size(t), 2);
+    assert_int_equal(json_array_size(t), 3);
     assert_string_equal(json_string_value(json_object_get(json_array_get(t, 0), "uriTemplate")),
                         "kv://{key}");
     assert_string_equal(json_string_value(json_object_get(json_array_get(t, 1), "uriTemplate")),
@@ -148,7 +148,7 @@ static void test_prompts(void **state)
     struct fakeenv *e = *state;
     json_t *r = req(e, "prompts/list", NULL);
     const json_t *ps = json_object_get(fakehost_result(r), "prompts");
-    assert_int_equal(json_array_size(ps), 6);
+    assert_int_equal(json_array_size(ps), 7);
     const json_t *p1 = json_array_get(ps, 2);
     assert_string_equal(json_string_value(json_object_get(p1, "name")),
                         "test_prompt_with_arguments");

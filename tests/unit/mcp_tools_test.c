@@ -134,14 +134,15 @@ static void test_pagination(void **state)
     int pages;
     json_t *tools = collect(e, "tools/list", "tools", &pages);
     size_t n = mcp_server_tool_count(e->srv);
-    assert_int_equal(n, 37); /* core + conformance, with the task fixtures last */
+    /* core + conformance: the task fixtures, then the client-feature ones last */
+    assert_int_equal(n, 41);
     assert_int_equal(json_array_size(tools), n);
-    assert_int_equal(pages, 13);
+    assert_int_equal(pages, 14);
     /* No duplicates, first and last in registration order. */
     assert_string_equal(json_string_value(json_object_get(json_array_get(tools, 0), "name")),
                         "echo");
     assert_string_equal(json_string_value(json_object_get(json_array_get(tools, n - 1), "name")),
-                        "failing_job");
+                        "test_icons");
     for (size_t i = 0; i < n; i++)
         for (size_t j = i + 1; j < n; j++)
             assert_string_not_equal(
@@ -149,15 +150,15 @@ static void test_pagination(void **state)
                 json_string_value(json_object_get(json_array_get(tools, j), "name")));
     json_decref(tools);
     json_t *prompts = collect(e, "prompts/list", "prompts", &pages);
-    assert_int_equal(json_array_size(prompts), 6);
-    assert_int_equal(pages, 2);
+    assert_int_equal(json_array_size(prompts), 7);
+    assert_int_equal(pages, 3);
     json_decref(prompts);
     json_t *res = collect(e, "resources/list", "resources", &pages);
-    assert_int_equal(json_array_size(res), 3);
-    assert_int_equal(pages, 1);
+    assert_int_equal(json_array_size(res), 4);
+    assert_int_equal(pages, 2);
     json_decref(res);
     json_t *tpl = collect(e, "resources/templates/list", "resourceTemplates", &pages);
-    assert_int_equal(json_array_size(tpl), 2);
+    assert_int_equal(json_array_size(tpl), 3);
     json_decref(tpl);
 }
 

@@ -428,8 +428,11 @@ bool mcp_call_client_supports(const mcp_call *c, const char *method, const json_
         const json_t *sm = json_object_get(caps, "sampling");
         if (!json_is_object(sm))
             return false;
-        /* Tool use inside sampling is a sub-capability (2025-11-25). */
-        return !json_object_get(params, "tools") || json_is_object(json_object_get(sm, "tools"));
+        /* Tool use inside sampling is a sub-capability (2025-11-25); toolChoice is part of it. */
+        if (!json_object_get(params, "tools") && !json_object_get(params, "toolChoice"))
+            return true;
+        return json_is_object(json_object_get(sm, "tools")) &&
+               mcpi_proto_at_least(c->protocol, "2025-11-25");
     }
     if (strcmp(method, "elicitation/create") == 0) {
         const json_t *el = json_object_get(caps, "elicitation");
@@ -438,8 +441,8 @@ bool mcp_call_client_supports(const mcp_call *c, const char *method, const json_
         const char *mode = json_string_value(json_object_get(params, "mode"));
         bool has_form = json_object_get(el, "form") != NULL;
         bool has_url = json_object_get(el, "url") != NULL;
-        if (mode && strcmp(mode, "url") == 0)
-            return has_url;
+        if (mode && strcmp(mode, "url") == 0) /* URL mode arrived with 2025-11-25 */
+            return has_url && mcpi_proto_at_least(c->protocol, "2025-11-25");
         /* An empty elicitation object is the pre-2025-11-25 way of saying "forms". */
         return has_form || !has_url;
     }
@@ -555,8 +558,16 @@ void mcp_call_missing_capability(mcp_call *c, const char *capability, const char
         text = fallback;
     }
     if (c->stateless) {
+        /* "elicitation.url" -> {"elicitation": {"url": {}}} */
         json_t *need = json_object();
-        json_object_set_new(need, capability, json_object());
+        const char *dot = strchr(capability, '.');
+        if (dot) {
+            char top[64];
+            snprintf(top, sizeof(top), "%.*s", (int)(dot - capability), capability);
+            json_object_set_new(need, top, json_pack("{s:{}}", dot + 1));
+        } else {
+            json_object_set_new(need, capability, json_object());
+        }
         mcp_call_error(c, MCP_MISSING_CAPABILITY, text,
                        json_pack("{s:o}", "requiredCapabilities", need));
     } else if (strcmp(c->method, "tools/call") == 0) {

@@ -80,9 +80,9 @@ void mcpi_initialize(mcp_call *c, const json_t *params)
     mcpi_session_changed(s);
 
     mcp_server *srv = c->srv;
-    json_t *result = json_pack("{s:s,s:o,s:{s:s,s:s}}", "protocolVersion", version, "capabilities",
-                               mcpi_server_capabilities(version), "serverInfo", "name", srv->name,
-                               "version", srv->version);
+    json_t *result = json_pack("{s:s,s:o,s:o}", "protocolVersion", version, "capabilities",
+                               mcpi_server_capabilities(version), "serverInfo",
+                               mcpi_server_implementation(srv, version));
     if (srv->instructions && *srv->instructions)
         json_object_set_new(result, "instructions", json_string(srv->instructions));
     mcp_call_return(c, result);

@@ -40,6 +40,8 @@ enum {
     MCP_INTERNAL_ERROR = -32603,
     MCP_REQUEST_TIMEOUT = -32001,    /* a server->client request got no answer in time */
     MCP_RESOURCE_NOT_FOUND = -32002, /* resources/read of an unknown URI (2025 revisions) */
+    /* 2025-11-25: the user must finish a URL-mode elicitation before the client retries. */
+    MCP_URL_ELICITATION_REQUIRED = -32042,
     /* 2026-07-28 (stateless) errors. */
     MCP_HEADER_MISMATCH = -32020,     /* HTTP headers disagree with the body, or are missing */
     MCP_MISSING_CAPABILITY = -32021,  /* the request needs a capability the client lacks */
@@ -131,6 +133,16 @@ struct mcp_stateless_opts {
     int64_t (*now_ms)(void);
 };
 void mcp_server_set_stateless_opts(mcp_server *srv, const struct mcp_stateless_opts *o);
+
+/*
+ * Icons of the server itself (2025-11-25, SEP-973): serverInfo.icons in initialize (2025-11-25
+ * sessions) and in the stateless _meta["io.modelcontextprotocol/serverInfo"]. icons is an
+ * array of {src, mimeType?, sizes?, theme?}: src an https:// or http:// URL or a data: URI,
+ * sizes "WxH" or "any" strings, theme "light" or "dark"; other fields are refused. The same
+ * check applies to the icons of tool, resource and prompt definitions. NULL or [] = none.
+ * 0, or -1 with err.
+ */
+int mcp_server_set_icons(mcp_server *srv, const json_t *icons, char *err, size_t errlen);
 
 /* Frees the server and every session still attached to it. */
 void mcp_server_free(mcp_server *srv);
@@ -360,6 +372,9 @@ struct mcp_tool_def {
         MCP_TASK_OPTIONAL,
         MCP_TASK_REQUIRED
     } task_support;
+    /* Icons (2025-11-25, SEP-973): NULL, or an array of {src, mimeType?, sizes?, theme?}
+     * (see mcp_server_set_icons); listed for 2025-11-25 and 2026-07-28 clients. */
+    const json_t *icons;
 };
 /* Registers (copies) a tool; sessions get notifications/tools/list_changed.
  * 0, or -1 with err for a bad or duplicate definition. */
@@ -393,6 +408,7 @@ struct mcp_resource_def {
     const char *uri; /* a URI, or an RFC 6570 level-1 template for templates */
     const char *name, *title, *description, *mime_type;
     mcp_resource_read_fn read;
+    const json_t *icons; /* NULL or an array of icons, as for tools */
     /* Templates only (all optional): the concrete resources the template
      * currently names for this session (array of Resource objects), shown
      * by resources/list, and completion of its variables. */
@@ -412,6 +428,7 @@ typedef json_t *(*mcp_prompt_fn)(mcp_call *c, const json_t *args, void *ud);
 struct mcp_prompt_def {
     const char *name, *title, *description;
     const json_t *arguments; /* array of {name, description?, required?} or NULL */
+    const json_t *icons;     /* NULL or an array of icons, as for tools */
     mcp_prompt_fn get;
     mcp_complete_fn complete;
     void *ud;
@@ -489,12 +506,87 @@ bool mcp_call_stateless(const mcp_call *c);
 bool mcp_call_resumed(const mcp_call *c);
 /*
  * Finish a call that needs a client capability the client did not declare
- * ("sampling", "elicitation", "roots"). Stateless: the spec's
+ * ("sampling", "elicitation", "roots", or a sub-capability with a dot:
+ * "elicitation.url", "sampling.tools"). Stateless: the spec's
  * MissingRequiredClientCapabilityError, -32021 with
- * data.requiredCapabilities = {capability: {}}. 2025 revisions: an isError
- * result with text for tools/call, -32600 with text otherwise.
+ * data.requiredCapabilities = {capability: {}} ({elicitation: {url: {}}}). 2025 revisions: an
+ * isError result with text for tools/call, -32600 with text otherwise.
  */
 void mcp_call_missing_capability(mcp_call *c, const char *capability, const char *text);
+
+/* ------------------------------------------------ URL-mode elicitation -- */
+
+/*
+ * URL-mode elicitation (2025-11-25): send the user to a URL for an interaction that must not
+ * pass through the client (credentials, a payment, a third party's OAuth). Form mode stays
+ * mcp_call_request(c, "elicitation/create", {message, requestedSchema}, ...).
+ */
+struct mcp_url_elicitation {
+    const char *message;        /* why the user should go there (required) */
+    const char *url;            /* an https:// or http:// URL (required) */
+    const char *elicitation_id; /* unique within the server, opaque to the client (required) */
+};
+#define MCP_ELICITATION_ID_LEN 37 /* a UUID and its NUL */
+/* A fresh random elicitation id (UUID v4 text). */
+void mcp_elicitation_id_new(char id[MCP_ELICITATION_ID_LEN]);
+/*
+ * elicitation/create {mode: "url", message, elicitationId, url}. As mcp_call_request_keyed
+ * (key may be NULL), and: -ENOTSUP (nothing sent) unless the client declared
+ * capabilities.elicitation.url on protocol 2025-11-25 or later -- report it with
+ * mcp_call_missing_capability(c, "elicitation.url", text); -EINVAL for a missing field or a
+ * url that is not http(s). The reply's ElicitResult has no content: action "accept" says the
+ * user agreed to open the URL, not that the interaction is over.
+ */
+int mcp_call_elicit_url(mcp_call *c, const char *key, const struct mcp_url_elicitation *e,
+                        double timeout_ms, mcp_reply_fn reply, void *arg);
+/*
+ * notifications/elicitation/complete {elicitationId}: the out-of-band interaction finished.
+ * The call variant sends it tied to the running call (its stream); the session variant as a
+ * session-wide message (rel NULL: the standalone stream), for an interaction that ends after
+ * the call that started it. 0, -EINVAL (no id, call over), or -ENOTSUP: sessions older than
+ * 2025-11-25, and the stateless revision (2026-07-28 has no such notification).
+ */
+int mcp_call_elicitation_complete(mcp_call *c, const char *elicitation_id);
+int mcp_session_elicitation_complete(mcp_session *s, const char *elicitation_id);
+/*
+ * Finish the call with URLElicitationRequiredError: -32042, message, data.elicitations = the
+ * n URL-mode elicitations the user must complete before the client retries the request.
+ * Only on 2025-11-25 sessions whose client declared elicitation.url: -ENOTSUP otherwise, and
+ * the call goes on (ask with mcp_call_elicit_url() instead; the 2026-07-28 revision has no
+ * -32042 and turns that into an input_required result). -EINVAL for n == 0 or an entry
+ * missing a field. 0 when the call ended.
+ */
+int mcp_call_url_elicitation_required(mcp_call *c, const char *message,
+                                      const struct mcp_url_elicitation *e, size_t n);
+
+/* --------------------------------------------------- sampling with tools -- */
+
+/*
+ * Params of a sampling/createMessage request (messages is borrowed and copied). tools
+ * (2025-11-25: an array of {name, description?, inputSchema} the client's model may call;
+ * NULL for none) and tool_choice ("auto", "required" or "none"; NULL leaves it out, which
+ * the spec reads as auto) need the client's sampling.tools capability, which
+ * mcp_call_request checks (-ENOTSUP). Checks what the spec asks of the conversation: roles
+ * user or assistant; content one block or an array of text, image, audio, tool_use and
+ * tool_result blocks; tool_use only from the assistant and tool_result only from the user,
+ * a message with tool_result holds nothing else, and every tool_use is answered by a
+ * tool_result with its id in the next message; tool names unique, each with an object
+ * inputSchema. NULL + a sentence in err otherwise.
+ */
+json_t *mcp_sampling_params(const json_t *messages, int max_tokens, const json_t *tools,
+                            const char *tool_choice, char *err, size_t errlen);
+/*
+ * Check a client's CreateMessageResult: role, model (strings), content (a block or an array
+ * of text/image/audio/tool_use/tool_result blocks). A tool_use block needs id, name and an
+ * object input, comes from the assistant, and must name one of tools when tools is given.
+ * 0, or -1 with err.
+ */
+int mcp_sampling_result_check(const json_t *result, const json_t *tools, char *err, size_t errlen);
+/* The result's tool_use blocks (a new array, [] when the model used no tool). */
+json_t *mcp_sampling_tool_uses(const json_t *result);
+/* A tool_result block answering the tool_use tool_use_id; steals content (an array of
+ * content blocks, NULL = []). */
+json_t *mcp_sampling_tool_result(const char *tool_use_id, json_t *content, bool is_error);
 
 /* Finish the call with a result object (steals). For tools/call it is a
  * CallToolResult; structuredContent is dropped for clients older than

@@ -42,6 +42,7 @@ struct mcpi_tool {
     long limit_ms;  /* its time limit: > 0 ms, 0 none, < 0 the server's default */
     bool output_trusted; /* typed output: its outputSchema is not checked on every call */
     enum mcp_task_support task_support;
+    json_t *icons; /* NULL: none */
     int refs; /* the registry's and each running call's */
     UT_hash_handle hh;
 };
@@ -49,6 +50,7 @@ struct mcpi_tool {
 struct mcpi_resource {
     char *uri; /* URI, or the template for templates */
     char *name, *title, *description, *mime_type;
+    json_t *icons; /* NULL: none */
     mcp_resource_read_fn read;
     json_t *(*list)(mcp_session *s, void *ud);
     mcp_complete_fn complete;
@@ -59,6 +61,7 @@ struct mcpi_resource {
 struct mcpi_prompt {
     char *name, *title, *description;
     json_t *arguments; /* array, never NULL */
+    json_t *icons;     /* NULL: none */
     mcp_prompt_fn get;
     mcp_complete_fn complete;
     void *ud;
@@ -69,6 +72,7 @@ struct mcp_server {
     struct mcp_host_ops ops;
     void *host;
     char *name, *version, *instructions;
+    json_t *icons; /* serverInfo.icons (2025-11-25); NULL: none */
     int page_size;
     /* uthash keeps insertion order when iterating: lists come out in
      * registration order, which is what pagination offsets rely on. */
@@ -320,6 +324,15 @@ int mcpi_pack_conformance_fixtures(mcp_server *srv, char *err, size_t errlen);
 unsigned mcpi_watched_touch(mcp_server *srv);
 extern const char mcpi_test_png_base64[];
 extern const char mcpi_test_wav_base64[];
+
+/* icons.c: 0, or -1 with a sentence naming owner ("tool 'x'") in err. */
+int mcpi_icons_check(const json_t *icons, const char *owner, char *err, size_t errlen);
+json_t *mcpi_icons_copy(const json_t *icons); /* NULL for NULL or [] */
+/* o.icons = a copy of icons when there are some and the protocol knows the field. */
+void mcpi_icons_put(json_t *o, const json_t *icons, const char *protocol);
+/* {name, version, icons?}: serverInfo for initialize and the stateless _meta. */
+json_t *mcpi_server_implementation(const mcp_server *srv, const char *protocol);
+int mcpi_pack_conformance_client(mcp_server *srv, char *err, size_t errlen);
 
 /* Small helpers for building results. */
 json_t *mcpi_text_content(const char *text);

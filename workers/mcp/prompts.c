@@ -24,6 +24,7 @@ static json_t *prompt_json(const struct mcpi_prompt *p, const char *protocol)
         json_object_set_new(o, "description", json_string(p->description));
     if (json_array_size(p->arguments) > 0)
         json_object_set_new(o, "arguments", json_deep_copy(p->arguments));
+    mcpi_icons_put(o, p->icons, protocol);
     return o;
 }
 

@@ -17,6 +17,7 @@ static json_t *describe(const struct mcpi_resource *r, const char *uri_key, cons
         json_object_set_new(o, "description", json_string(r->description));
     if (r->mime_type)
         json_object_set_new(o, "mimeType", json_string(r->mime_type));
+    mcpi_icons_put(o, r->icons, protocol);
     return o;
 }
 

@@ -101,6 +101,8 @@ static int load_packs(mcp_server *srv, const char *packs, char *err, size_t errl
             rv = mcpi_pack_conformance_tools(srv, err, errlen);
             if (rv == 0)
                 rv = mcpi_pack_conformance_fixtures(srv, err, errlen);
+            if (rv == 0)
+                rv = mcpi_pack_conformance_client(srv, err, errlen);
         } else {
             snprintf(err, errlen,
                      "unknown tool pack '%s' in packs=\"%s\": use a comma-separated list of "
@@ -182,6 +184,7 @@ static void resource_free(struct mcpi_resource *r)
     free(r->title);
     free(r->description);
     free(r->mime_type);
+    json_decref(r->icons);
     free(r);
 }
 
@@ -195,6 +198,7 @@ void mcpi_tool_unref(struct mcpi_tool *t)
     json_decref(t->input_schema);
     json_decref(t->output_schema);
     json_decref(t->annotations);
+    json_decref(t->icons);
     free(t);
 }
 
@@ -230,12 +234,14 @@ void mcp_server_free(mcp_server *srv)
         free(p->name);
         free(p->title);
         free(p->description);
+        json_decref(p->icons);
         json_decref(p->arguments);
         free(p);
     }
     free(srv->name);
     free(srv->version);
     free(srv->instructions);
+    json_decref(srv->icons);
     sodium_memzero(srv->state_key, sizeof(srv->state_key));
     free(srv);
 }
@@ -283,6 +289,10 @@ int mcp_server_add_tool(mcp_server *srv, const struct mcp_tool_def *def, char *e
                  def->name);
         return -1;
     }
+    char owner[160];
+    snprintf(owner, sizeof(owner), "tool '%s'", def->name);
+    if (mcpi_icons_check(def->icons, owner, err, errlen) != 0)
+        return -1;
     if (mcpi_tool_find(srv, def->name)) {
         snprintf(err, errlen, "tool '%s' is already registered: tool names must be unique",
                  def->name);
@@ -301,6 +311,7 @@ int mcp_server_add_tool(mcp_server *srv, const struct mcp_tool_def *def, char *e
     t->limit_ms = -1; /* the server's default */
     t->output_trusted = def->output_trusted && def->output_schema;
     t->task_support = def->task_support;
+    t->icons = mcpi_icons_copy(def->icons);
     t->refs = 1;
     HASH_ADD_KEYPTR(hh, srv->tools, t->name, strlen(t->name), t);
     mcpi_broadcast(srv, "notifications/tools/list_changed");
@@ -331,6 +342,10 @@ static int add_resource(mcp_server *srv, struct mcpi_resource **table,
         snprintf(err, errlen, "resource template '%s' has no {variable}", def->uri);
         return -1;
     }
+    char owner[300];
+    snprintf(owner, sizeof(owner), "resource%s '%s'", is_template ? " template" : "", def->uri);
+    if (mcpi_icons_check(def->icons, owner, err, errlen) != 0)
+        return -1;
     struct mcpi_resource *r = NULL;
     HASH_FIND_STR(*table, def->uri, r);
     if (r) {
@@ -343,6 +358,7 @@ static int add_resource(mcp_server *srv, struct mcpi_resource **table,
     r->title = mcpi_strdup0(def->title);
     r->description = mcpi_strdup0(def->description);
     r->mime_type = mcpi_strdup0(def->mime_type);
+    r->icons = mcpi_icons_copy(def->icons);
     r->read = def->read;
     r->list = def->list;
     r->complete = def->complete;
@@ -375,6 +391,10 @@ int mcp_server_add_prompt(mcp_server *srv, const struct mcp_prompt_def *def, cha
         snprintf(err, errlen, "prompt '%s': arguments must be an array", def->name);
         return -1;
     }
+    char owner[160];
+    snprintf(owner, sizeof(owner), "prompt '%s'", def->name);
+    if (mcpi_icons_check(def->icons, owner, err, errlen) != 0)
+        return -1;
     if (mcpi_prompt_find(srv, def->name)) {
         snprintf(err, errlen, "prompt '%s' is already registered", def->name);
         return -1;
@@ -384,6 +404,7 @@ int mcp_server_add_prompt(mcp_server *srv, const struct mcp_prompt_def *def, cha
     p->title = mcpi_strdup0(def->title);
     p->description = mcpi_strdup0(def->description);
     p->arguments = def->arguments ? json_deep_copy(def->arguments) : json_array();
+    p->icons = mcpi_icons_copy(def->icons);
     p->get = def->get;
     p->complete = def->complete;
     p->ud = def->ud;

@@ -52,8 +52,8 @@ bool mcp_is_stateless_request(const json_t *msg, const char *protocol_header)
 
 json_t *mcpi_server_info_meta(mcp_server *srv)
 {
-    return json_pack("{s:{s:s,s:s}}", MCPI_META_SERVERINFO, "name", srv->name, "version",
-                     srv->version);
+    return json_pack("{s:o}", MCPI_META_SERVERINFO,
+                     mcpi_server_implementation(srv, MCP_PROTOCOL_STATELESS));
 }
 
 /* ------------------------------------------------------------ discover -- */

@@ -22,6 +22,7 @@ static json_t *tool_json(const struct mcpi_tool *t, const char *protocol)
     json_object_set_new(o, "inputSchema", json_deep_copy(t->input_schema));
     if (t->output_schema && modern)
         json_object_set_new(o, "outputSchema", json_deep_copy(t->output_schema));
+    mcpi_icons_put(o, t->icons, protocol);
     if (t->annotations && mcpi_proto_at_least(protocol, "2025-03-26"))
         json_object_set_new(o, "annotations", json_deep_copy(t->annotations));
     if (t->task_support != MCP_TASK_FORBIDDEN && mcpi_proto_at_least(protocol, "2025-11-25"))
