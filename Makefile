@@ -14,7 +14,7 @@ JOBS       ?= $(shell nproc)
 CTEST_ARGS ?= -j2
 
 .PHONY: all deps deps-test node-deps build build-node build-asan build-fuzz build-release run test \
-	test-fast test-swarm fuzz-smoke bench clean help
+	test-fast test-swarm fuzz-smoke bench bench-json clean help
 
 all: build
 
@@ -25,6 +25,7 @@ help:
 	@echo "              ASan+UBSan builds, fuzzers briefly, a Release build)"
 	@echo "make test-swarm - the Docker Swarm stack on an engine of its own (docs/deployment.md)"
 	@echo "make bench  - benchmarks (docs/benchmarks.md)"
+	@echo "make bench-json - jansson against json-c and cJSON on a shard's JSON work"
 	@echo "make clean  - remove build directories"
 
 # What builds and runs the node and cmcpctl.
@@ -113,6 +114,13 @@ BENCH_ARGS ?=
 bench: build node-deps
 	@./tools/install-deps.sh bench
 	python3 bench/run.py --bin-dir $(BUILD)/bin $(BENCH_ARGS)
+
+# jansson against json-c and cJSON on a shard's per-request JSON work (docs/benchmarks.md).
+bench-json: build
+	@./tools/install-deps.sh bench
+	$(CONFIGURE)
+	cmake --build $(BUILD) -j $(JOBS) --target json_bench
+	python3 bench/json_bench.py --bin-dir $(BUILD)/bin
 
 clean:
 	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ) $(BUILD_RELEASE)

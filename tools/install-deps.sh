@@ -4,7 +4,7 @@
 #
 #   install-deps.sh run    what builds and runs the node and cmcpctl (make run)
 #   install-deps.sh test   that and the test tools (make test)
-#   install-deps.sh bench  that and the benchmarks' peers (make bench: nginx)
+#   install-deps.sh bench  that and the benchmarks' peers (make bench, make bench-json)
 #
 # Nothing installed starts a service: promtool (for `promtool check metrics` in the
 # tests) comes out of Debian's prometheus package without installing the package,
@@ -22,8 +22,9 @@ test_pkgs=(python3 git libcmocka-dev clang libclang-rt-14-dev
            docker.io docker-compose haproxy tini python3-yaml groff-base
            openssl)
 # nginx serves the static answer the HTTP benchmark compares cmcp with; installed with
-# its service held back like docker.io's and haproxy's (below).
-bench_pkgs=(nginx)
+# its service held back like docker.io's and haproxy's (below). json-c and cJSON are
+# what bench/json_bench.c measures jansson against.
+bench_pkgs=(nginx libjson-c-dev libcjson-dev)
 case "$mode" in
 run) pkgs=("${run_pkgs[@]}") ;;
 test) pkgs=("${run_pkgs[@]}" "${test_pkgs[@]}") ;;
