@@ -3,7 +3,10 @@
 # this machine, and, with --haproxy, the HAProxy front image the stack uses.
 #
 #   containers/build-image.sh [--bin-dir DIR] [--tag TAG] [--base scratch|IMAGE]
-#                             [--haproxy TAG] [--docker CMD]
+#                             [--haproxy TAG] [--docker CMD] [--no-jwks-url]
+#
+# --no-jwks-url leaves out libcurl, what it loads and the CA bundle (about 10 MiB of
+# the image's 23): [auth] jwks_url then stops the node at start, saying so.
 #
 # The build context is staged in a temporary directory: the binaries (stripped),
 # exactly the shared libraries ldd says they load, the loader, and the image's
@@ -17,10 +20,11 @@ root=$(cd "$here/.." && pwd)
 bin_dir="$root/build/bin"
 tag="cmcp:local"
 base="scratch"
+with_curl=true
 haproxy_tag=""
 docker="${DOCKER:-docker}"
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
     --bin-dir) bin_dir=$2; shift 2 ;;
@@ -28,6 +32,7 @@ while [ $# -gt 0 ]; do
     --base) base=$2; shift 2 ;;
     --haproxy) haproxy_tag=$2; shift 2 ;;
     --docker) docker=$2; shift 2 ;;
+    --no-jwks-url) with_curl=false; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "build-image.sh: unknown argument '$1' (--help lists them)" >&2; exit 2 ;;
     esac
@@ -98,13 +103,16 @@ copy_libs "$stage/cmcp/libs" "$bin_dir/cmcpd" "$bin_dir/cmcpctl" "$tini"
 # [auth] is on (workers/oauth/token.c loads it then); libcurl fetches the issuer's
 # keys when [auth] jwks_url is set (workers/listener/jwks.c), verifying the issuer's
 # certificate against Debian's CA bundle, copied where libcurl looks for it.
-copy_dlopened "$stage/cmcp/libs" libgcc_s.so.1 libjose.so.0 libcurl.so.4
-if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
-    mkdir -p "$stage/cmcp/libs/etc/ssl/certs"
-    cp /etc/ssl/certs/ca-certificates.crt "$stage/cmcp/libs/etc/ssl/certs/"
-else
-    echo "build-image.sh: /etc/ssl/certs/ca-certificates.crt is missing (Debian's" \
-        "ca-certificates): [auth] jwks_url over https will not verify in the image" >&2
+copy_dlopened "$stage/cmcp/libs" libgcc_s.so.1 libjose.so.0
+if $with_curl; then
+    copy_dlopened "$stage/cmcp/libs" libcurl.so.4
+    if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+        mkdir -p "$stage/cmcp/libs/etc/ssl/certs"
+        cp /etc/ssl/certs/ca-certificates.crt "$stage/cmcp/libs/etc/ssl/certs/"
+    else
+        echo "build-image.sh: /etc/ssl/certs/ca-certificates.crt is missing (Debian's" \
+            "ca-certificates): [auth] jwks_url over https will not verify in the image" >&2
+    fi
 fi
 # getaddrinfo: glibc's own files and DNS lookups (no NSS modules to load) read these.
 mkdir -p "$stage/cmcp/libs/etc"
