@@ -6,7 +6,7 @@ calls per request; then `perf record` of the listener and a shard (call
 graphs) and their top symbols.
 
   python3 bench/profile.py [--bin-dir build/bin] [--transport http|tcp] [-c 64]
-                           [--seconds 5] [--perf] [--out DIR]
+                           [--seconds 5] [--perf [--perf-freq N] [--perf-no-graph]] [--out DIR]
 
 Loopback only; the node and the load generator are stopped at the end.
 """
@@ -58,6 +58,10 @@ def main():
     ap.add_argument("-c", type=int, default=64)
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--perf", action="store_true", help="also perf record listener-0 and shard-0")
+    ap.add_argument("--perf-freq", type=int, default=499,
+                    help="samples per second of perf record (with --perf)")
+    ap.add_argument("--perf-no-graph", action="store_true",
+                    help="perf record without call graphs: more samples, self time only")
     ap.add_argument("--out", default="/tmp/cmcp-profile")
     ap.add_argument("--cmcp-shards", type=int, default=2)
     ap.add_argument("--cmcp-listeners", type=int, default=1)
@@ -80,7 +84,8 @@ def main():
         if args.perf:
             # two short recordings would halve the window: record the listener and shard-0 together
             targets = ",".join(str(pids[n]) for n in ("listener-0", "shard-0") if n in pids)
-            perf = subprocess.Popen(["perf", "record", "-F", "499", "-g", "--call-graph", "dwarf,16384",
+            graph = [] if args.perf_no_graph else ["-g", "--call-graph", "dwarf,16384"]
+            perf = subprocess.Popen(["perf", "record", "-F", str(args.perf_freq)] + graph + [
                                      "-p", targets, "-o", os.path.join(args.out, "perf.data"), "--",
                                      "sleep", str(max(1.0, dur - 1.5))],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
