@@ -49,7 +49,7 @@ static void timer_cancel(void *host, void *timer)
         }
 }
 
-static const struct mcp_host_ops ops = {emit, timer_add, timer_cancel, NULL, NULL};
+static const struct mcp_host_ops ops = {emit, timer_add, timer_cancel, NULL, NULL, NULL};
 
 static void run_timers(void)
 {
