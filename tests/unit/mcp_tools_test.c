@@ -134,14 +134,14 @@ static void test_pagination(void **state)
     int pages;
     json_t *tools = collect(e, "tools/list", "tools", &pages);
     size_t n = mcp_server_tool_count(e->srv);
-    assert_int_equal(n, 37); /* core + conformance, with the task fixtures last */
+    assert_int_equal(n, 42); /* core + conformance, with the task fixtures last */
     assert_int_equal(json_array_size(tools), n);
-    assert_int_equal(pages, 13);
+    assert_int_equal(pages, 14);
     /* No duplicates, first and last in registration order. */
     assert_string_equal(json_string_value(json_object_get(json_array_get(tools, 0), "name")),
                         "echo");
     assert_string_equal(json_string_value(json_object_get(json_array_get(tools, n - 1), "name")),
-                        "failing_job");
+                        "test_tool_with_task");
     for (size_t i = 0; i < n; i++)
         for (size_t j = i + 1; j < n; j++)
             assert_string_not_equal(

@@ -500,6 +500,11 @@ int mcp_call_request_keyed(mcp_call *c, const char *key, const char *method, jso
     HASH_ADD_KEYPTR(hh, s->outbound, o->key, strlen(o->key), o);
     if (timeout_ms > 0)
         o->timeout = mcp_call_timer(c, timeout_ms, outreq_timeout, o);
+    if (s->task_home) { /* a 2026 task: the question waits in the task for tasks/update */
+        mcpi_tasks26_ask(c, id, method, params);
+        json_decref(params);
+        return 0;
+    }
     json_t *msg =
         json_pack("{s:s,s:o,s:s}", "jsonrpc", "2.0", "id", json_deep_copy(o->id), "method", method);
     if (params)

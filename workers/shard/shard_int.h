@@ -159,6 +159,7 @@ struct sess *sess_find(const char *id);
 struct sess *sess_insert(const char *id, mcp_session *ms);
 /* A new session for an initialize (or OPEN), or NULL after answering why not (the cap). */
 struct sess *sess_create(struct slot *sl, const json_t *rid);
+mcp_session *sess_task_home(void); /* a durable session for one 2026 task (sessions.c) */
 /* Ends a session: its requests in flight end without an answer. */
 void sess_remove(struct sess *s, const char *why);
 void sess_drop_all(void);
