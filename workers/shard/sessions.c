@@ -24,6 +24,14 @@ struct sess *sess_find(const char *id)
     return s;
 }
 
+/* A client's session: the home of a 2026 task (its id is the task id) is not one, so a 2025
+ * request, stream or DELETE naming it is told the session does not exist. */
+struct sess *sess_find_client(const char *id)
+{
+    struct sess *s = sess_find(id);
+    return s && !mcp_session_is_task_home(s->ms) ? s : NULL;
+}
+
 struct sess *sess_insert(const char *id, mcp_session *ms)
 {
     struct sess *s = calloc(1, sizeof(*s));

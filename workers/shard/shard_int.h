@@ -156,6 +156,7 @@ void request_end(struct sess *s, struct slot *sl, struct wire_reply *r, const js
 
 /* sessions.c */
 struct sess *sess_find(const char *id);
+struct sess *sess_find_client(const char *id); /* NULL for a task's home too */
 struct sess *sess_insert(const char *id, mcp_session *ms);
 /* A new session for an initialize (or OPEN), or NULL after answering why not (the cap). */
 struct sess *sess_create(struct slot *sl, const json_t *rid);
