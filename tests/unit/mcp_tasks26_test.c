@@ -433,6 +433,21 @@ static void test_partial_answers(void **state)
     free(id);
 }
 
+/* A question nobody answers in time leaves the task; the tool gets the timeout error. */
+static void test_question_timeout(void **state)
+{
+    struct fakeenv *e = *state;
+    char *id = create(e->srv, "confirm_delete", "{\"filename\":\"t\"}");
+    json_decref(asked(e->srv, id));
+    advance(e, 600001); /* the fixture's 10 min */
+    json_t *r = on(e->srv, "tasks/get", id, CAPS);
+    assert_string_equal(str(res(r), "status"), "completed");
+    assert_true(json_is_true(json_object_get(json_object_get(res(r), "result"), "isError")));
+    assert_null(json_object_get(res(r), "inputRequests"));
+    json_decref(r);
+    free(id);
+}
+
 /* input_required rounds first, then the last round becomes a task (test_tool_with_task). */
 static void test_mrtr_then_task(void **state)
 {
@@ -561,6 +576,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ttl_expiry, setup, fakeenv_teardown),
         cmocka_unit_test_setup_teardown(test_update_answers, setup, fakeenv_teardown),
         cmocka_unit_test_setup_teardown(test_partial_answers, setup, fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_question_timeout, setup, fakeenv_teardown),
         cmocka_unit_test_setup_teardown(test_mrtr_then_task, setup, fakeenv_teardown),
         cmocka_unit_test_setup_teardown(test_host_homes_and_restore, setup_homing,
                                         fakeenv_teardown),

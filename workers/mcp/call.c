@@ -454,6 +454,8 @@ static void outreq_timeout(mcp_call *c, void *arg)
     mcp_reply_fn reply = o->reply;
     void *reply_arg = o->arg;
     HASH_DEL(c->s->outbound, o);
+    if (c->s->task_home) /* a 2026 task's question: it leaves the task's inputRequests */
+        mcpi_tasks26_withdraw(c, json_string_value(o->id));
     json_t *p = json_pack("{s:o,s:s}", "requestId", json_deep_copy(o->id), "reason", "timed out");
     mcpi_emit(c->s, mcpi_call_rel(c), mcpi_notification("notifications/cancelled", p), false);
     free(o->key);

@@ -299,6 +299,8 @@ void mcpi_tasks26_update(mcp_call *c, const json_t *params);
 void mcpi_tasks26_cancel(mcp_call *c, const json_t *params);
 /* A task's tool asks the client something: kept in the task as an inputRequest. */
 void mcpi_tasks26_ask(mcp_call *c, const char *key, const char *method, const json_t *params);
+/* ...and a question that timed out leaves it (the tool's reply gets the timeout error). */
+void mcpi_tasks26_withdraw(mcp_call *c, const char *key);
 /* A 2026 task's outcome: completed for any result (isError too), failed for an error. */
 void mcpi_tasks26_outcome(json_t *rec, const json_t *response, int64_t now);
 

@@ -389,3 +389,18 @@ void mcpi_tasks26_ask(mcp_call *c, const char *key, const char *method, const js
     mcpi_session_changed(c->s);
     mcpi_session_flush(c->s);
 }
+
+void mcpi_tasks26_withdraw(mcp_call *c, const char *key)
+{
+    json_t *rec = c->task_id && key ? json_object_get(c->s->tasks, c->task_id) : NULL;
+    json_t *open = json_object_get(rec, "inputRequests");
+    if (!json_object_get(open, key))
+        return;
+    json_object_del(open, key);
+    if (json_object_size(open) == 0) {
+        json_object_del(rec, "inputRequests");
+        mcpi_task_set_status(mcpi_now_ms(c->srv), rec, "working", NULL);
+    }
+    mcpi_session_changed(c->s);
+    mcpi_session_flush(c->s);
+}
