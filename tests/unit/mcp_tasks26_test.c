@@ -543,6 +543,32 @@ static void test_host_homes_and_restore(void **state)
     free(waiting);
 }
 
+/* subscriptions/listen for task notifications: -32021 without the extension; with it, the
+ * acknowledgement leaves taskIds out (no notifications/tasks are sent). */
+static void test_listen_task_ids(void **state)
+{
+    struct fakeenv *e = *state;
+    const char *p = "{\"notifications\":{\"toolsListChanged\":true,\"taskIds\":[\"t1\"]}}";
+    json_t *r = call(e->srv, "subscriptions/listen", p, NOCAPS);
+    assert_int_equal(fakehost_error_code(r), -32021);
+    json_decref(r);
+    r = call(e->srv, "subscriptions/listen", "{\"notifications\":{\"taskIds\":5}}", CAPS);
+    assert_int_equal(fakehost_error_code(r), -32602);
+    json_decref(r);
+    bool pending = false;
+    r = send(e->srv, "subscriptions/listen", p, CAPS, &pending);
+    assert_null(r);
+    assert_true(pending);
+    json_t *em = fakehost_take(&e->fh);
+    const json_t *ack = json_object_get(json_array_get(em, 0), "msg");
+    assert_string_equal(str(ack, "method"), "notifications/subscriptions/acknowledged");
+    const json_t *n = json_object_get(json_object_get(ack, "params"), "notifications");
+    assert_true(json_is_true(json_object_get(n, "toolsListChanged")));
+    assert_null(json_object_get(n, "taskIds"));
+    json_decref(em);
+    assert_int_equal(mcp_stateless_cancel(e->srv, ""), 0);
+}
+
 /* The 2025 session protocol beside it keeps its own tasks (tasks.c) unchanged. */
 static void test_2025_unchanged(void **state)
 {
@@ -580,6 +606,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mrtr_then_task, setup, fakeenv_teardown),
         cmocka_unit_test_setup_teardown(test_host_homes_and_restore, setup_homing,
                                         fakeenv_teardown),
+        cmocka_unit_test_setup_teardown(test_listen_task_ids, setup, fakeenv_teardown),
         cmocka_unit_test_setup_teardown(test_2025_unchanged, setup, fakeenv_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

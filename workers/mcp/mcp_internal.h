@@ -292,6 +292,7 @@ mcp_call *mcpi_task_run_of(mcp_session *s, const char *id);
 
 /* tasks26.c: the 2026-07-28 tasks extension (io.modelcontextprotocol/tasks). */
 bool mcpi_tasks26_negotiated(const mcp_call *c); /* the request's clientCapabilities name it */
+void mcpi_tasks26_need_extension(mcp_call *c, const char *what); /* -32021 naming it */
 /* A stateless tools/call of a task-supporting tool: becomes a task, or runs, or -32021. */
 void mcpi_tasks26_call(mcp_call *c, struct mcpi_tool *t, const json_t *params, const json_t *args);
 void mcpi_tasks26_get(mcp_call *c, const json_t *params);

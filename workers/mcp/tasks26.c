@@ -41,7 +41,7 @@ bool mcp_session_is_task_home(const mcp_session *s)
 }
 
 /* -32021 naming the extension, as SEP-2575 shapes requiredCapabilities. */
-static void need_extension(mcp_call *c, const char *what)
+void mcpi_tasks26_need_extension(mcp_call *c, const char *what)
 {
     char text[400];
     snprintf(text, sizeof(text),
@@ -211,7 +211,7 @@ void mcpi_tasks26_call(mcp_call *c, struct mcpi_tool *t, const json_t *params, c
         if (t->task_support == MCP_TASK_REQUIRED) {
             char what[200];
             snprintf(what, sizeof(what), "Tool %.128s (execution.taskSupport required)", t->name);
-            need_extension(c, what);
+            mcpi_tasks26_need_extension(c, what);
             return;
         }
         mcpi_tool_run(c, t, args); /* an ordinary call: the client cannot follow a task */
@@ -233,7 +233,7 @@ void mcp_call_run_as_task(mcp_call *c, mcp_tool_fn fn, const json_t *args)
         return;
     }
     if (!mcpi_tasks26_negotiated(c)) {
-        need_extension(c, "This tool call");
+        mcpi_tasks26_need_extension(c, "This tool call");
         return;
     }
     start(c, c->tool, args, fn);
@@ -245,7 +245,7 @@ void mcp_call_run_as_task(mcp_call *c, mcp_tool_fn fn, const json_t *args)
 static json_t *lookup(mcp_call *c, const json_t *params, mcp_session **hp)
 {
     if (!mcpi_tasks26_negotiated(c)) {
-        need_extension(c, c->method);
+        mcpi_tasks26_need_extension(c, c->method);
         return NULL;
     }
     const char *id = json_string_value(json_object_get(params, "taskId"));
