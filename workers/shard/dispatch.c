@@ -386,8 +386,11 @@ static bool refuse_not_owner(struct slot *sl, const struct wire_req *req)
 
 void shard_dispatch(struct slot *sl, const struct wire_req *req)
 {
-    if (req->sid[0] && (req->op == WIRE_MSG || req->op == WIRE_STREAM ||
-                        req->op == WIRE_DELETE) && refuse_not_owner(sl, req))
+    /* (a stateless request names a session only when it is for a 2026 task: its home) */
+    if (req->sid[0] &&
+        (req->op == WIRE_MSG || req->op == WIRE_STREAM || req->op == WIRE_DELETE ||
+         req->op == WIRE_STATELESS) &&
+        refuse_not_owner(sl, req))
         return;
     switch (req->op) {
     case WIRE_MSG:
