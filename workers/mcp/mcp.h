@@ -365,10 +365,11 @@ struct mcp_tool_def {
      * construction (the core pack): not checked on every call. Unit tests run such tools with
      * mcp_server_check_all_outputs on, so a mismatch still fails a test. */
     bool output_trusted;
-    /* Whether clients may run it as a 2025-11-25 task (tools/call with a "task" param,
-     * see docs/tasks.md): listed as execution.taskSupport. FORBIDDEN (the default)
-     * refuses a task-augmented call, REQUIRED refuses a plain one (-32601, as the spec
-     * says). */
+    /* Whether it may run as a task (docs/tasks.md), listed as execution.taskSupport. On
+     * 2025-11-25 sessions (tools/call with a "task" param): FORBIDDEN (the default) refuses
+     * a task-augmented call, REQUIRED refuses a plain one (-32601, as the spec says). On
+     * 2026-07-28 (the tasks extension): OPTIONAL and REQUIRED tools called by a client that
+     * declared the extension become tasks; REQUIRED is -32021 for one that did not. */
     enum mcp_task_support {
         MCP_TASK_FORBIDDEN = 0,
         MCP_TASK_OPTIONAL,
