@@ -384,6 +384,10 @@ static void test_update_answers(void **state)
     r = update(e->srv, id, json_pack("{s:i}", key, 5));
     assert_int_equal(fakehost_error_code(r), -32602);
     json_decref(r);
+    r = update(e->srv, id, json_pack("{s:{s:s}}", key, "action", "maybe")); /* no ElicitResult */
+    assert_int_equal(fakehost_error_code(r), -32602);
+    json_decref(r);
+    json_decref(asked(e->srv, id)); /* still waiting */
 
     r = update(e->srv, id,
                json_pack("{s:{s:s,s:{s:b}}}", key, "action", "accept", "content", "confirm", 1));

@@ -251,6 +251,8 @@ int mcpi_mrtr_request(mcp_call *c, const char *key, const char *method, json_t *
                       mcp_reply_fn reply, void *arg);
 void mcpi_mrtr_settle(mcp_call *c); /* deliver answers; input_required if questions remain */
 void mcpi_mrtr_free(struct mcpi_mrtr *m);
+/* Why answer is not a valid result of a method request (ElicitResult, ...), or NULL. */
+const char *mcpi_answer_problem(const char *method, const json_t *answer);
 int mcpi_state_seal(mcp_server *srv, const json_t *state, char **out);
 json_t *mcpi_state_open(mcp_server *srv, const char *token);
 int64_t mcpi_now_ms(mcp_server *srv);

@@ -329,14 +329,21 @@ void mcpi_tasks26_update(mcp_call *c, const json_t *params)
     json_t *open = json_object_get(rec, "inputRequests");
     const char *key;
     const json_t *v;
+    /* Answers to open questions are checked like input_required answers (mrtr.c): all of
+     * them before any is delivered, so a bad one changes nothing. */
     json_object_foreach((json_t *)answers, key, v)
     {
-        if (json_object_get(open, key) && !json_is_object(v)) {
-            char text[200];
-            snprintf(text, sizeof(text),
-                     "Invalid params: the answer to %.64s must be an object (the client's result "
-                     "for that request)",
-                     key);
+        const json_t *q = json_object_get(open, key);
+        if (!q)
+            continue;
+        const char *why =
+            json_is_object(v)
+                ? mcpi_answer_problem(json_string_value(json_object_get(q, "method")), v)
+                : "it must be an object (the client's result for that request)";
+        if (why) {
+            char text[300];
+            snprintf(text, sizeof(text), "Invalid params: the answer to %.64s is not valid: %s",
+                     key, why);
             mcp_call_error(c, MCP_INVALID_PARAMS, text, NULL);
             return;
         }
