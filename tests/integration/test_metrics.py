@@ -102,7 +102,8 @@ class MetricsTest(unittest.TestCase):
                     for m in ("initialize", "tools/call", "ping", "other", "batch")
                     for t in ("http", "sse", "websocket", "tcp")]
         expected += [("cmcp_sessions_closed_total", 'reason="%s"' % r)
-                     for r in ("deleted", "idle", "abandoned", "initialize failed", "not saved")]
+                     for r in ("deleted", "idle", "abandoned", "initialize failed", "not saved",
+                               "task expired")]
         expected += [(n, 'transport="%s"' % t)
                      for n in ("cmcp_transport_messages_received_total",
                                "cmcp_transport_messages_sent_total", "cmcp_transport_connections")
@@ -123,7 +124,7 @@ class MetricsTest(unittest.TestCase):
             "cmcp_store_commit_failures_total", "cmcp_replication_unknown_total",
             "cmcp_replication_changes_applied_total", "cmcp_replication_snapshots_installed_total",
             "cmcp_shard_link_drops_total", "cmcp_forwarded_requests_total",
-            "cmcp_admin_auth_throttled_total")]
+            "cmcp_admin_auth_throttled_total", "cmcp_tasks_created_total")]
         deadline = time.monotonic() + 5  # every process publishes within a second of its start
         while True:
             m = metrics(self.p.metrics)

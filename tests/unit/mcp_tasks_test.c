@@ -128,8 +128,11 @@ static void test_capabilities(void **state)
     {
         const char *name = json_string_value(json_object_get(t, "name"));
         const json_t *ex = json_object_get(t, "execution");
-        if (strcmp(name, "slow_compute") == 0 || strcmp(name, "failing_job") == 0) {
+        if (strcmp(name, "slow_compute") == 0) {
             assert_string_equal(json_string_value(json_object_get(ex, "taskSupport")), "optional");
+            seen++;
+        } else if (strcmp(name, "failing_job") == 0) {
+            assert_string_equal(json_string_value(json_object_get(ex, "taskSupport")), "required");
             seen++;
         } else if (strcmp(name, "echo") == 0) {
             assert_null(ex);

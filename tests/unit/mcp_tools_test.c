@@ -135,9 +135,9 @@ static void test_pagination(void **state)
     json_t *tools = collect(e, "tools/list", "tools", &pages);
     size_t n = mcp_server_tool_count(e->srv);
     /* core + conformance: the task fixtures, then the client-feature ones last */
-    assert_int_equal(n, 41);
+    assert_int_equal(n, 46);
     assert_int_equal(json_array_size(tools), n);
-    assert_int_equal(pages, 14);
+    assert_int_equal(pages, 16);
     /* No duplicates, first and last in registration order. */
     assert_string_equal(json_string_value(json_object_get(json_array_get(tools, 0), "name")),
                         "echo");

@@ -370,7 +370,17 @@ static void handle_stateless(struct hconn *h)
     json_t *mp = param_headers(r);
     req.mp = mp;
     h->state = H_WAIT;
-    struct call *c = listener_call(&h->base, -1, &req, &post_ops, NULL);
+    /* A 2026 task lives in the shard (and node) that made it: its id is shaped like a session
+     * id and names it, and tasks/get, tasks/update and tasks/cancel carry it in Mcp-Name (the
+     * engine refuses a request whose Mcp-Name is not its taskId, so routing on the header is
+     * safe). Anything else goes to any shard. */
+    int shard = -1;
+    if (req.mm && req.mn && strncmp(req.mm, "tasks/", 6) == 0 &&
+        (shard = listener_route(req.mn)) >= 0)
+        snprintf(req.sid, sizeof(req.sid), "%s", req.mn);
+    else
+        shard = -1;
+    struct call *c = listener_call(&h->base, shard, &req, &post_ops, NULL);
     json_decref(mp); /* framed into the request by now */
     if (!c) {
         h->state = H_IDLE;

@@ -457,6 +457,8 @@ static void outreq_timeout(mcp_call *c, void *arg)
     mcp_reply_fn reply = o->reply;
     void *reply_arg = o->arg;
     HASH_DEL(c->s->outbound, o);
+    if (c->s->task_home) /* a 2026 task's question: it leaves the task's inputRequests */
+        mcpi_tasks26_withdraw(c, json_string_value(o->id));
     json_t *p = json_pack("{s:o,s:s}", "requestId", json_deep_copy(o->id), "reason", "timed out");
     mcpi_emit(c->s, mcpi_call_rel(c), mcpi_notification("notifications/cancelled", p), false);
     free(o->key);
@@ -503,6 +505,11 @@ int mcp_call_request_keyed(mcp_call *c, const char *key, const char *method, jso
     HASH_ADD_KEYPTR(hh, s->outbound, o->key, strlen(o->key), o);
     if (timeout_ms > 0)
         o->timeout = mcp_call_timer(c, timeout_ms, outreq_timeout, o);
+    if (s->task_home) { /* a 2026 task: the question waits in the task for tasks/update */
+        mcpi_tasks26_ask(c, id, method, params);
+        json_decref(params);
+        return 0;
+    }
     json_t *msg =
         json_pack("{s:s,s:o,s:s}", "jsonrpc", "2.0", "id", json_deep_copy(o->id), "method", method);
     if (params)

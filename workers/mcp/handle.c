@@ -24,10 +24,11 @@ static const struct mcpi_method methods[] = {
     {"prompts/list", mcpi_prompts_list, MCPI_CACHEABLE},
     {"prompts/get", mcpi_prompts_get, MCPI_INPUT},
     {"completion/complete", mcpi_complete, 0},
-    {"tasks/get", mcpi_tasks_get, MCPI_LEGACY},
+    {"tasks/get", mcpi_tasks_get, 0},
     {"tasks/result", mcpi_tasks_result, MCPI_LEGACY},
     {"tasks/list", mcpi_tasks_list, MCPI_LEGACY},
-    {"tasks/cancel", mcpi_tasks_cancel, MCPI_LEGACY},
+    {"tasks/cancel", mcpi_tasks_cancel, 0},
+    {"tasks/update", mcpi_tasks26_update, MCPI_STATELESS},
     {"subscriptions/listen", mcpi_listen, MCPI_STATELESS},
 };
 

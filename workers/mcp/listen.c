@@ -78,6 +78,27 @@ void mcpi_listen(mcp_call *c, const json_t *params)
         if (json_array_size(uris))
             json_object_set_new(honored, "resourceSubscriptions", json_deep_copy(uris));
     }
+    /* Task status notifications (the tasks extension's taskIds): only for a client that
+     * declared the extension (-32021 otherwise, as SEP-2663 says), and then not honoured: this
+     * server sends no notifications/tasks, so the acknowledgement leaves taskIds out. */
+    const json_t *tids = json_object_get(want, "taskIds");
+    if (tids) {
+        size_t i;
+        const json_t *t;
+        bool ok = json_is_array(tids);
+        json_array_foreach(tids, i, t) ok = ok && json_is_string(t);
+        if (!ok || !mcpi_tasks26_negotiated(c)) {
+            json_decref(honored);
+            if (!ok)
+                mcp_call_error(c, MCP_INVALID_PARAMS,
+                               "Invalid params: notifications.taskIds must be an array of task "
+                               "ids",
+                               NULL);
+            else
+                mcpi_tasks26_need_extension(c, "Task status notifications (notifications.taskIds)");
+            return;
+        }
+    }
     mcp_session *s = c->s;
     json_decref(s->listen);
     json_decref(s->listen_id);

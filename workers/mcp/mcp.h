@@ -98,6 +98,17 @@ struct mcp_host_ops {
      * several engines of one server (a node's shards) passes it on; the others tell theirs
      * with mcp_server_deliver(), which does not announce again. */
     void (*announce)(void *host, const char *method, const char *uri);
+    /*
+     * Optional (may be NULL): the tasks extension of 2026-07-28 (docs/tasks.md). A stateless
+     * client has no session to keep its tasks in, so each task gets a durable session of its
+     * own, a "task home", whose id is the task id. task_home returns a new session made with
+     * mcp_session_new() under an id the host chose (one it can route on later, like its
+     * session ids), which the host keeps and stores like any session; NULL when it cannot.
+     * session_find returns the host's session of that id, or NULL. Without them the engine
+     * makes and finds task homes itself, in memory only (tests, single-process hosts).
+     */
+    mcp_session *(*task_home)(void *host);
+    mcp_session *(*session_find)(void *host, const char *id);
 };
 
 struct mcp_server_opts {
@@ -187,6 +198,9 @@ mcp_session *mcp_session_restore(mcp_server *srv, const json_t *state, char *err
 size_t mcp_session_expire_tasks(mcp_session *s, int64_t now_ms);
 /* Tasks the session holds (any status). */
 size_t mcp_session_task_count(const mcp_session *s);
+/* Whether s is the task home of a 2026 task (host ops' task_home): a session without a client;
+ * the host drops it once mcp_session_task_count() is 0 (its task expired). */
+bool mcp_session_is_task_home(const mcp_session *s);
 
 /* -------------------------------------------------------------- handle -- */
 
@@ -363,10 +377,11 @@ struct mcp_tool_def {
      * construction (the core pack): not checked on every call. Unit tests run such tools with
      * mcp_server_check_all_outputs on, so a mismatch still fails a test. */
     bool output_trusted;
-    /* Whether clients may run it as a 2025-11-25 task (tools/call with a "task" param,
-     * see docs/tasks.md): listed as execution.taskSupport. FORBIDDEN (the default)
-     * refuses a task-augmented call, REQUIRED refuses a plain one (-32601, as the spec
-     * says). */
+    /* Whether it may run as a task (docs/tasks.md), listed as execution.taskSupport. On
+     * 2025-11-25 sessions (tools/call with a "task" param): FORBIDDEN (the default) refuses
+     * a task-augmented call, REQUIRED refuses a plain one (-32601, as the spec says). On
+     * 2026-07-28 (the tasks extension): OPTIONAL and REQUIRED tools called by a client that
+     * declared the extension become tasks; REQUIRED is -32021 for one that did not. */
     enum mcp_task_support {
         MCP_TASK_FORBIDDEN = 0,
         MCP_TASK_OPTIONAL,
@@ -375,6 +390,11 @@ struct mcp_tool_def {
     /* Icons (2025-11-25, SEP-973): NULL, or an array of {src, mimeType?, sizes?, theme?}
      * (see mcp_server_set_icons); listed for 2025-11-25 and 2026-07-28 clients. */
     const json_t *icons;
+    /* 2026 tasks extension: the tool itself decides when the call becomes a task, with
+     * mcp_call_run_as_task() (after gathering input with input_required rounds, say). Without
+     * it, a task-supporting tool called by a client that negotiated the extension is a task
+     * from the start. */
+    bool task_deferred;
 };
 /* Registers (copies) a tool; sessions get notifications/tools/list_changed.
  * 0, or -1 with err for a bad or duplicate definition. */
@@ -498,6 +518,13 @@ int mcp_call_request(mcp_call *c, const char *method, json_t *params, double tim
  */
 int mcp_call_request_keyed(mcp_call *c, const char *key, const char *method, json_t *params,
                            double timeout_ms, mcp_reply_fn reply, void *arg);
+/*
+ * A tools/call of a task_deferred tool becomes a task (2026 tasks extension): c is answered
+ * with a CreateTaskResult and run(task_call, args, ud of c's tool) serves the task from now on
+ * (args are borrowed). On a call that already is a task's run, run just continues in it. A
+ * client that did not negotiate the extension gets -32021 naming it.
+ */
+void mcp_call_run_as_task(mcp_call *c, mcp_tool_fn run, const json_t *args);
 /* Whether the client declared what method needs (false for unknown methods). */
 bool mcp_call_client_supports(const mcp_call *c, const char *method, const json_t *params);
 /* Whether the call is served statelessly (2026-07-28). */

@@ -26,6 +26,7 @@
 #define MCPI_TASK_TTL_MAX_MS 86400000 /* the longest ttl granted */
 #define MCPI_TASK_POLL_MS 500         /* pollInterval suggested to clients */
 #define MCPI_META_RELATED_TASK "io.modelcontextprotocol/related-task"
+#define MCPI_EXT_TASKS "io.modelcontextprotocol/tasks" /* the 2026 tasks extension (tasks26.c) */
 
 /* Reserved _meta keys of the stateless revision. */
 #define MCPI_META_VERSION "io.modelcontextprotocol/protocolVersion"
@@ -43,6 +44,7 @@ struct mcpi_tool {
     bool output_trusted; /* typed output: its outputSchema is not checked on every call */
     enum mcp_task_support task_support;
     json_t *icons; /* NULL: none */
+    bool task_deferred; /* becomes a task itself (mcp_call_run_as_task) */
     int refs; /* the registry's and each running call's */
     UT_hash_handle hh;
 };
@@ -174,6 +176,8 @@ struct mcp_session {
     bool client_ready;     /* notifications/initialized seen (not durable) */
     bool dirty;            /* durable state changed since the last session_changed */
     bool stateless;        /* transient session of one stateless request */
+    bool task_home;        /* holds one 2026 task, named by its id (tasks26.c) */
+    bool task_home_ours;   /* ...made by the engine (no host task_home op): in memory only */
     json_t *listen;        /* subscriptions/listen: the honoured filter (NULL: not listening) */
     json_t *listen_id;     /* ...and the listen request's id (its subscriptionId) */
     char out_prefix[11];   /* "srv-" and 6 hex digits */
@@ -251,6 +255,8 @@ int mcpi_mrtr_request(mcp_call *c, const char *key, const char *method, json_t *
                       mcp_reply_fn reply, void *arg);
 void mcpi_mrtr_settle(mcp_call *c); /* deliver answers; input_required if questions remain */
 void mcpi_mrtr_free(struct mcpi_mrtr *m);
+/* Why answer is not a valid result of a method request (ElicitResult, ...), or NULL. */
+const char *mcpi_answer_problem(const char *method, const json_t *answer);
 int mcpi_state_seal(mcp_server *srv, const json_t *state, char **out);
 json_t *mcpi_state_open(mcp_server *srv, const char *token);
 int64_t mcpi_now_ms(mcp_server *srv);
@@ -282,6 +288,28 @@ void mcpi_tasks_get(mcp_call *c, const json_t *params);
 void mcpi_tasks_result(mcp_call *c, const json_t *params);
 void mcpi_tasks_list(mcp_call *c, const json_t *params);
 void mcpi_tasks_cancel(mcp_call *c, const json_t *params);
+/* The outcome of a task record, for tasks26.c (steals response). */
+void mcpi_task_record_outcome(mcp_session *s, const char *id, json_t *response, bool tell);
+void mcpi_task_iso8601(int64_t ms, char *out, size_t len);
+bool mcpi_task_terminal(const char *status);
+bool mcpi_task_expired(const json_t *rec, int64_t now);
+void mcpi_task_set_status(int64_t now, json_t *rec, const char *status, const char *message);
+mcp_call *mcpi_task_run_of(mcp_session *s, const char *id);
+
+/* tasks26.c: the 2026-07-28 tasks extension (io.modelcontextprotocol/tasks). */
+bool mcpi_tasks26_negotiated(const mcp_call *c); /* the request's clientCapabilities name it */
+void mcpi_tasks26_need_extension(mcp_call *c, const char *what); /* -32021 naming it */
+/* A stateless tools/call of a task-supporting tool: becomes a task, or runs, or -32021. */
+void mcpi_tasks26_call(mcp_call *c, struct mcpi_tool *t, const json_t *params, const json_t *args);
+void mcpi_tasks26_get(mcp_call *c, const json_t *params);
+void mcpi_tasks26_update(mcp_call *c, const json_t *params);
+void mcpi_tasks26_cancel(mcp_call *c, const json_t *params);
+/* A task's tool asks the client something: kept in the task as an inputRequest. */
+void mcpi_tasks26_ask(mcp_call *c, const char *key, const char *method, const json_t *params);
+/* ...and a question that timed out leaves it (the tool's reply gets the timeout error). */
+void mcpi_tasks26_withdraw(mcp_call *c, const char *key);
+/* A 2026 task's outcome: completed for any result (isError too), failed for an error. */
+void mcpi_tasks26_outcome(json_t *rec, const json_t *response, int64_t now);
 
 /* method handlers: each finishes the call, or leaves it pending (tools/call). */
 void mcpi_initialize(mcp_call *c, const json_t *params);
@@ -320,6 +348,7 @@ json_t *mcpi_complete_filter(const char *const *choices, const char *prefix);
 int mcpi_pack_core(mcp_server *srv, char *err, size_t errlen);
 int mcpi_pack_conformance_tools(mcp_server *srv, char *err, size_t errlen);
 int mcpi_pack_conformance_fixtures(mcp_server *srv, char *err, size_t errlen);
+int mcpi_pack_conformance_tasks(mcp_server *srv, char *err, size_t errlen); /* tools_tasks.c */
 /* test://watched-resource changed: bumps its version, notifies its subscribers; the version. */
 unsigned mcpi_watched_touch(mcp_server *srv);
 extern const char mcpi_test_png_base64[];

@@ -247,8 +247,8 @@ int mcpi_mrtr_begin(mcp_call *c, const json_t *params, const char *principal)
     return 0;
 }
 
-/* Why an answer is not a result for method, or NULL when it is. */
-static const char *answer_problem(const char *method, const json_t *r)
+/* Why an answer is not a result for method, or NULL when it is (tasks/update uses it too). */
+const char *mcpi_answer_problem(const char *method, const json_t *r)
 {
     if (strcmp(method, "elicitation/create") == 0) {
         const char *a = json_string_value(json_object_get(r, "action"));
@@ -332,7 +332,7 @@ int mcpi_mrtr_request(mcp_call *c, const char *key, const char *method, json_t *
     q->reply = reply;
     q->arg = arg;
     q->result = json_incref(answer);
-    const char *why = answer_problem(method, answer);
+    const char *why = mcpi_answer_problem(method, answer);
     if (why) {
         char text[300];
         snprintf(text, sizeof(text),

@@ -24,6 +24,10 @@ char *mcpi_strdup0(const char *s)
 void mcpi_emit(mcp_session *s, const json_t *rel, json_t *msg, bool final)
 {
     mcp_server *srv = s->srv;
+    if (s->task_home) { /* a 2026 task has no client stream: its questions are in the task */
+        json_decref(msg);
+        return;
+    }
     if (srv->ops.emit)
         srv->ops.emit(srv->host, s, rel, msg, final);
     else
@@ -312,6 +316,7 @@ int mcp_server_add_tool(mcp_server *srv, const struct mcp_tool_def *def, char *e
     t->output_trusted = def->output_trusted && def->output_schema;
     t->task_support = def->task_support;
     t->icons = mcpi_icons_copy(def->icons);
+    t->task_deferred = def->task_deferred;
     t->refs = 1;
     HASH_ADD_KEYPTR(hh, srv->tools, t->name, strlen(t->name), t);
     mcpi_broadcast(srv, "notifications/tools/list_changed");

@@ -256,6 +256,8 @@ json_t *mcp_session_dump(const mcp_session *s)
                   or_null(mcpi_shared_value(s->client_caps)), "log_level",
                   s->log_level >= 0 ? json_string(mcp_log_level_name(s->log_level)) : json_null(),
                   "subscriptions", subs, "kv", s->kv ? json_deep_copy(s->kv) : json_object());
+    if (st && s->task_home)
+        json_object_set_new(st, "task_home", json_true());
     if (st && json_object_size(s->tasks) > 0) /* (most sessions have none: no field) */
         json_object_set_new(st, "tasks", json_deep_copy(s->tasks));
     return st;
@@ -365,6 +367,7 @@ mcp_session *mcp_session_restore(mcp_server *srv, const json_t *st, char *err, s
     const json_t *kv = json_object_get(st, "kv");
     if (json_object_size(kv) > 0)
         s->kv = json_deep_copy(kv);
+    s->task_home = json_is_true(json_object_get(st, "task_home"));
     /* Tasks that were running are reported failed: their tools died with the old process. */
     const json_t *tasks = json_object_get(st, "tasks");
     if (json_object_size(tasks) > 0)

@@ -63,9 +63,10 @@ void mcpi_discover(mcp_call *c, const json_t *params)
     /* listChanged and subscribe: subscriptions/listen (listen.c) delivers every
      * list_changed of the registry and every mcp_server_resource_updated() of this
      * server. A stream hears the changes of the engine that serves it (one shard). */
-    json_t *caps = json_pack("{s:{s:b},s:{s:b,s:b},s:{s:b},s:{},s:{}}", "tools", "listChanged", 1,
-                             "resources", "subscribe", 1, "listChanged", 1, "prompts",
-                             "listChanged", 1, "completions", "logging");
+    json_t *caps =
+        json_pack("{s:{s:b},s:{s:b,s:b},s:{s:b},s:{},s:{},s:{s:{}}}", "tools", "listChanged", 1,
+                  "resources", "subscribe", 1, "listChanged", 1, "prompts", "listChanged", 1,
+                  "completions", "logging", "extensions", MCPI_EXT_TASKS);
     json_t *r = json_pack("{s:o,s:o}", "supportedVersions", all_versions(), "capabilities", caps);
     if (c->srv->instructions && *c->srv->instructions)
         json_object_set_new(r, "instructions", json_string(c->srv->instructions));
@@ -314,6 +315,9 @@ static json_t *check_headers(mcp_server *srv, const json_t *id, const char *meth
         field = "name";
     else if (strcmp(method, "resources/read") == 0)
         field = "uri";
+    else if (strcmp(method, "tasks/get") == 0 || strcmp(method, "tasks/update") == 0 ||
+             strcmp(method, "tasks/cancel") == 0)
+        field = "taskId"; /* SEP-2663: the task id routes like a name */
     const char *body = field ? json_string_value(json_object_get(params, field)) : NULL;
     if (!body)
         return NULL; /* nothing to mirror (a missing name is -32602 later) */

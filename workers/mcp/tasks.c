@@ -161,6 +161,12 @@ static void record_outcome(mcp_session *s, const char *id, json_t *response, boo
         json_decref(response);
         return;
     }
+    if (json_is_true(json_object_get(rec, "v2"))) { /* a 2026 task (tasks26.c) */
+        mcpi_tasks26_outcome(rec, response, mcpi_now_ms(s->srv));
+        json_decref(response);
+        mcpi_session_changed(s);
+        return;
+    }
     const json_t *res = json_object_get(response, "result");
     const json_t *err = json_object_get(response, "error");
     const char *status = "completed", *message = NULL;
@@ -186,6 +192,36 @@ static void record_outcome(mcp_session *s, const char *id, json_t *response, boo
     if (tell)
         notify(s, rec);
     wake(s, id, rec);
+}
+
+void mcpi_task_record_outcome(mcp_session *s, const char *id, json_t *response, bool tell)
+{
+    record_outcome(s, id, response, tell);
+}
+
+void mcpi_task_iso8601(int64_t ms, char *out, size_t len)
+{
+    iso8601(ms, out, len);
+}
+
+bool mcpi_task_terminal(const char *status)
+{
+    return terminal(status);
+}
+
+bool mcpi_task_expired(const json_t *rec, int64_t now)
+{
+    return expired(rec, now);
+}
+
+void mcpi_task_set_status(int64_t now, json_t *rec, const char *status, const char *message)
+{
+    set_status(now, rec, status, message);
+}
+
+mcp_call *mcpi_task_run_of(mcp_session *s, const char *id)
+{
+    return tool_run_of(s, id);
 }
 
 void mcpi_task_settle(mcp_session *s, const char *task_id, json_t *response)
@@ -238,6 +274,7 @@ json_t *mcpi_tasks_restore(mcp_server *srv, const json_t *tasks)
         json_t *r = json_deep_copy(rec);
         if (!terminal(status_of(r))) {
             set_status(mcpi_now_ms(srv), r, "failed", RESTARTED_MESSAGE);
+            json_object_del(r, "inputRequests"); /* (a 2026 task waiting for input) */
             json_object_set_new(r, "response",
                                 json_pack("{s:{s:i,s:s}}", "error", "code", MCP_INTERNAL_ERROR,
                                           "message", RESTARTED_MESSAGE));
@@ -359,6 +396,10 @@ static json_t *find(mcp_call *c, const json_t *params, const char **idp)
 
 void mcpi_tasks_get(mcp_call *c, const json_t *params)
 {
+    if (c->stateless) {
+        mcpi_tasks26_get(c, params);
+        return;
+    }
     const char *id;
     json_t *rec = find(c, params, &id);
     if (rec)
@@ -386,6 +427,10 @@ void mcpi_tasks_result(mcp_call *c, const json_t *params)
 
 void mcpi_tasks_cancel(mcp_call *c, const json_t *params)
 {
+    if (c->stateless) {
+        mcpi_tasks26_cancel(c, params);
+        return;
+    }
     const char *id;
     json_t *rec = find(c, params, &id);
     if (!rec)

@@ -115,9 +115,11 @@ void mcpi_tools_call(mcp_call *c, const json_t *params)
     json_t *empty = NULL;
     if (!json_is_object(args))
         args = empty = json_object();
-    /* Tasks exist from 2025-11-25 on, for sessions (the stateless revision has none). */
+    /* Tasks exist from 2025-11-25 on, for sessions; 2026-07-28 has the tasks extension. */
     bool tasks = c->s && !c->stateless && mcp_call_protocol_at_least(c, "2025-11-25");
-    if (tasks && json_object_get(params, "task")) {
+    if (c->stateless && (t->task_support != MCP_TASK_FORBIDDEN || t->task_deferred)) {
+        mcpi_tasks26_call(c, t, params, args); /* the 2026 tasks extension (tasks26.c) */
+    } else if (tasks && json_object_get(params, "task")) {
         mcpi_task_create(c, t, params, args);
     } else if (tasks && t->task_support == MCP_TASK_REQUIRED) {
         char text[300];

@@ -576,50 +576,6 @@ static void logging_tool(mcp_call *c, const json_t *args, void *ud)
     mcp_call_return_text(c, false, "Logged 3 messages (only sent when the request asks for them)");
 }
 
-/* --------------------------------------------------------------- tasks -- */
-
-/* Fixtures for tasks (2025-11-25, tasks.c): a slow tool and a failing one, both
- * taskSupport optional, so that a client can run them as tasks and poll them. */
-#define TASK_STEP_MS 100.0
-
-static void slow_step(mcp_call *c, void *arg)
-{
-    long left = (long)(intptr_t)arg;
-    long ms = (long)(intptr_t)mcp_call_state(c);
-    if (left <= 0) {
-        mcp_call_return(c, json_pack("{s:[{s:s,s:s}],s:{s:I}}", "content", "type", "text", "text",
-                                     "computed", "structuredContent", "ms", (json_int_t)ms));
-        return;
-    }
-    mcp_call_progress(c, (double)(ms - left), (double)ms, NULL);
-    long step = left < (long)TASK_STEP_MS ? left : (long)TASK_STEP_MS;
-    if (!mcp_call_timer(c, (double)step, slow_step, (void *)(intptr_t)(left - step)))
-        mcp_call_return_text(c, true, "slow_compute needs timers, and this host has none");
-}
-
-static void slow_compute(mcp_call *c, const json_t *args, void *ud)
-{
-    (void)ud;
-    const json_t *v = json_object_get(args, "ms");
-    long ms = json_is_integer(v) ? (long)json_integer_value(v) : 1000;
-    mcp_call_set_state(c, (void *)(intptr_t)ms, NULL);
-    slow_step(c, (void *)(intptr_t)ms);
-}
-
-static void failing_step(mcp_call *c, void *arg)
-{
-    (void)arg;
-    mcp_call_return_text(c, true, "failing_job failed on purpose: the job could not be done");
-}
-
-static void failing_job(mcp_call *c, const json_t *args, void *ud)
-{
-    (void)args;
-    (void)ud;
-    if (!mcp_call_timer(c, 200.0, failing_step, NULL))
-        failing_step(c, NULL);
-}
-
 /* ------------------------------------------------------- registration -- */
 
 #define NO_ARGS "{\"type\":\"object\",\"properties\":{}}"
@@ -716,31 +672,5 @@ int mcpi_pack_conformance_tools(mcp_server *srv, char *err, size_t errlen)
         if (rv != 0)
             return -1;
     }
-    json_t *slow_in = json_pack("{s:s,s:{s:{s:s,s:i,s:i,s:s}}}", "type", "object", "properties",
-                                "ms", "type", "integer", "minimum", 0, "maximum", 600000,
-                                "description", "how long to compute, in ms (default 1000)");
-    json_t *slow_out = json_pack("{s:s,s:{s:{s:s}},s:[s]}", "type", "object", "properties", "ms",
-                                 "type", "integer", "required", "ms");
-    json_t *none = json_pack("{s:s,s:{}}", "type", "object", "properties");
-    const struct mcp_tool_def task_tools[] = {
-        {.name = "slow_compute",
-         .description = "Computes for `ms` milliseconds (default 1000), reporting progress; may "
-                        "run as a task",
-         .input_schema = slow_in,
-         .output_schema = slow_out,
-         .run = slow_compute,
-         .task_support = MCP_TASK_OPTIONAL},
-        {.name = "failing_job",
-         .description = "Fails after 200 ms with an error result; may run as a task",
-         .input_schema = none,
-         .run = failing_job,
-         .task_support = MCP_TASK_OPTIONAL},
-    };
-    int rv = 0;
-    for (size_t i = 0; rv == 0 && i < sizeof(task_tools) / sizeof(task_tools[0]); i++)
-        rv = mcp_server_add_tool(srv, &task_tools[i], err, errlen);
-    json_decref(slow_in);
-    json_decref(slow_out);
-    json_decref(none);
-    return rv;
+    return mcpi_pack_conformance_tasks(srv, err, errlen);
 }

@@ -49,6 +49,7 @@ static const struct {
     {"cmcp_sessions_active", "MCP sessions held"},
     {"cmcp_sessions_created_total", "MCP sessions created"},
     {"cmcp_sessions_closed_total", "MCP sessions ended, by reason"},
+    {"cmcp_tasks_created_total", "2026 tasks made (each in a session of its own)"},
     {"cmcp_transport_connections", "Open client connections, by transport"},
     {"cmcp_transport_messages_received_total", "Messages received from clients, by transport"},
     {"cmcp_transport_messages_sent_total", "Messages sent to clients, by transport"},

@@ -140,7 +140,7 @@ static void op_msg(struct slot *sl, const char *sid, const char *tr, const char 
         }
         created = true;
     } else {
-        s = sess_find(sid);
+        s = sess_find_client(sid);
         if (!s) {
             reply_st(sl, 404, shard_rpc_error(json_object_get(msg, "id"), -32001,
                             "Session not found: it expired or was deleted. Initialize a new "
@@ -209,7 +209,7 @@ static void op_msg(struct slot *sl, const char *sid, const char *tr, const char 
 
 static void op_stream(struct slot *sl, const struct wire_req *req)
 {
-    struct sess *s = sess_find(req->sid);
+    struct sess *s = sess_find_client(req->sid);
     if (!s) {
         reply_st(sl, 404, shard_rpc_error(NULL, -32001, "Session not found: initialize a new session"),
                  NULL);
@@ -242,7 +242,8 @@ static void op_stream(struct slot *sl, const struct wire_req *req)
 
 static void op_delete(struct slot *sl, const struct wire_req *req)
 {
-    struct sess *s = sess_find(req->sid);
+    /* (the admin may end a task's home; a client DELETE names sessions only) */
+    struct sess *s = req->op == WIRE_DELETE ? sess_find_client(req->sid) : sess_find(req->sid);
     if (!s) {
         reply_st(sl, 404, shard_rpc_error(NULL, -32001, "Session not found"),
               NULL);
@@ -296,6 +297,8 @@ static json_t *session_summary(struct sess *s)
     json_t *o = json_pack("{s:s,s:s?,s:O?,s:f,s:i,s:i,s:b}", "sid", s->id, "protocol", proto,
                           "client", info, "idle_s", (cmcp_now_ms() - s->last_active) / 1000.0,
                           "requests", (int)s->used, "pending", pending, "stored", s->stored);
+    if (mcp_session_is_task_home(s->ms)) /* holds a 2026 task (docs/tasks.md), no client */
+        json_object_set_new(o, "task", json_true());
     json_decref(dump);
     return o;
 }
@@ -383,8 +386,11 @@ static bool refuse_not_owner(struct slot *sl, const struct wire_req *req)
 
 void shard_dispatch(struct slot *sl, const struct wire_req *req)
 {
-    if (req->sid[0] && (req->op == WIRE_MSG || req->op == WIRE_STREAM ||
-                        req->op == WIRE_DELETE) && refuse_not_owner(sl, req))
+    /* (a stateless request names a session only when it is for a 2026 task: its home) */
+    if (req->sid[0] &&
+        (req->op == WIRE_MSG || req->op == WIRE_STREAM || req->op == WIRE_DELETE ||
+         req->op == WIRE_STATELESS) &&
+        refuse_not_owner(sl, req))
         return;
     switch (req->op) {
     case WIRE_MSG:

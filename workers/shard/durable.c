@@ -331,6 +331,11 @@ static void sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
         mcp_session_expire_tasks(s->ms, wall);
         if (s->pending)
             continue;
+        if (mcp_session_is_task_home(s->ms)) { /* a 2026 task's: it goes with its task */
+            if (mcp_session_task_count(s->ms) == 0)
+                sess_remove(s, "task expired");
+            continue;
+        }
         bool abandoned = s->used == 0;
         double limit = abandoned ? D.abandoned_ms : D.idle_ms;
         if (now - s->last_active < limit)

@@ -265,5 +265,20 @@ static void host_announce(void *host, const char *method, const char *uri)
     siblings_announce(method, uri);
 }
 
-const struct mcp_host_ops shard_host_ops = {host_emit, host_timer_add, host_timer_cancel,
-                                            host_changed, host_close_stream, host_announce};
+/* A stateless client's task lives in a session of its own, whose id is the task id. */
+static mcp_session *host_task_home(void *host)
+{
+    (void)host;
+    return sess_task_home();
+}
+
+static mcp_session *host_session_find(void *host, const char *id)
+{
+    (void)host;
+    struct sess *s = sess_find(id);
+    return s ? s->ms : NULL;
+}
+
+const struct mcp_host_ops shard_host_ops = {host_emit,      host_timer_add,    host_timer_cancel,
+                                            host_changed,   host_close_stream, host_announce,
+                                            host_task_home, host_session_find};

@@ -72,9 +72,10 @@ static int start_failed(const char *err, int code)
 static void zero_series(struct cfg *c)
 {
     static const char *const unlabelled[] = {
-        "cmcp_sessions_created_total", "cmcp_store_commit_failures_total",
+        "cmcp_sessions_created_total",    "cmcp_store_commit_failures_total",
         "cmcp_replication_unknown_total", "cmcp_replication_changes_applied_total",
-        "cmcp_sessions_recovered_total", "cmcp_replication_snapshots_installed_total"};
+        "cmcp_sessions_recovered_total",  "cmcp_replication_snapshots_installed_total",
+        "cmcp_tasks_created_total"};
     for (size_t i = 0; i < CMCP_ARRAY_LEN(unlabelled); i++)
         stats_counter(unlabelled[i], "");
     stats_counter("cmcp_replication_catchups_total", "result=\"rejoined\"");
@@ -82,8 +83,8 @@ static void zero_series(struct cfg *c)
     stats_counter("cmcp_replication_catchups_started_total", "from=\"log\"");
     stats_counter("cmcp_replication_catchups_started_total", "from=\"snapshot\"");
     static const char *const refused[] = {"fenced", "not_owner"};
-    static const char *const closed[] = {"deleted", "idle", "abandoned", "initialize failed",
-                                         "not saved"};
+    static const char *const closed[] = {"deleted",           "idle",      "abandoned",
+                                         "initialize failed", "not saved", "task expired"};
     char labels[160];
     for (size_t i = 0; i < CMCP_ARRAY_LEN(refused); i++) {
         snprintf(labels, sizeof(labels), "reason=\"%s\"", refused[i]);

@@ -24,6 +24,14 @@ struct sess *sess_find(const char *id)
     return s;
 }
 
+/* A client's session: the home of a 2026 task (its id is the task id) is not one, so a 2025
+ * request, stream or DELETE naming it is told the session does not exist. */
+struct sess *sess_find_client(const char *id)
+{
+    struct sess *s = sess_find(id);
+    return s && !mcp_session_is_task_home(s->ms) ? s : NULL;
+}
+
 struct sess *sess_insert(const char *id, mcp_session *ms)
 {
     struct sess *s = calloc(1, sizeof(*s));
@@ -96,7 +104,7 @@ static struct sess *oldest_abandoned(void)
     struct sess *best = NULL, *s, *tmp;
     HASH_ITER(hh, shard_g.sessions, s, tmp)
     {
-        if (s->used == 0 && !s->pending && !s->in_batch &&
+        if (s->used == 0 && !s->pending && !s->in_batch && !mcp_session_is_task_home(s->ms) &&
             (!best || s->last_active < best->last_active))
             best = s;
     }
@@ -173,4 +181,37 @@ struct sess *sess_create(struct slot *sl, const json_t *rid)
     shard_g.created++;
     stats_counter("cmcp_sessions_created_total", "")->value += 1;
     return s;
+}
+
+/*
+ * A session to hold one task of a stateless client (the engine's task_home, docs/tasks.md):
+ * made in a partition of this shard like a client's session, so its id, which is the task
+ * id, routes to this shard (and, in a cluster, to the partition's owner) the way session ids
+ * do, and stored and replicated like one. NULL when the node is at its session cap or owns
+ * no partition here now.
+ */
+mcp_session *sess_task_home(void)
+{
+    if (shard_g.nsessions >= shard_g.max_sessions) {
+        log_warn("task_refused", "{s:s,s:I}", "reason", "session cap reached", "max",
+                 (json_int_t)shard_g.max_sessions);
+        return NULL;
+    }
+    int part = pick_partition();
+    if (part < 0) {
+        log_warn("task_refused", "{s:s,s:i}", "reason", "no partition owned here now", "shard",
+                 shard_g.index);
+        return NULL;
+    }
+    char id[64];
+    route_session_id_new(id, sizeof(id), part);
+    mcp_session *ms = mcp_session_new(shard_g.srv, id);
+    struct sess *s = ms ? sess_insert(id, ms) : NULL;
+    if (!s) {
+        if (ms)
+            mcp_session_free(ms);
+        return NULL;
+    }
+    stats_counter("cmcp_tasks_created_total", "")->value += 1;
+    return ms;
 }

@@ -156,9 +156,11 @@ void request_end(struct sess *s, struct slot *sl, struct wire_reply *r, const js
 
 /* sessions.c */
 struct sess *sess_find(const char *id);
+struct sess *sess_find_client(const char *id); /* NULL for a task's home too */
 struct sess *sess_insert(const char *id, mcp_session *ms);
 /* A new session for an initialize (or OPEN), or NULL after answering why not (the cap). */
 struct sess *sess_create(struct slot *sl, const json_t *rid);
+mcp_session *sess_task_home(void); /* a durable session for one 2026 task (sessions.c) */
 /* Ends a session: its requests in flight end without an answer. */
 void sess_remove(struct sess *s, const char *why);
 void sess_drop_all(void);
