@@ -49,7 +49,8 @@ static void timer_cancel(void *host, void *timer)
         }
 }
 
-static const struct mcp_host_ops ops = {emit, timer_add, timer_cancel, NULL, NULL, NULL};
+static const struct mcp_host_ops ops = {
+    .emit = emit, .timer_add = timer_add, .timer_cancel = timer_cancel};
 
 static void run_timers(void)
 {
