@@ -277,6 +277,11 @@ void mcpi_call_finish_result(mcp_call *c, json_t *result); /* as is, steals (inp
 /* tasks.c */
 /* tools/call with a "task" param: creates the task, answers CreateTaskResult, runs t. */
 void mcpi_task_create(mcp_call *c, struct mcpi_tool *t, const json_t *params, const json_t *args);
+/* The tool run of a new task id on session s (both eras): a call keyed "task:ID" whose answer
+ * goes to the task, with rec (stolen) kept in s->tasks and the session marked changed. NULL
+ * when out of memory: rec is freed and c answered with an error. */
+mcp_call *mcpi_task_run_new(mcp_call *c, mcp_session *s, const char *id, json_t *rec,
+                            const json_t *params);
 /* The tool run of a task finished with response (a JSON-RPC response; steals). */
 void mcpi_task_settle(mcp_session *s, const char *task_id, json_t *response);
 /* The task records of a restored session: running ones become failed. */

@@ -153,6 +153,29 @@ static void wake(mcp_session *s, const char *id, const json_t *rec)
     }
 }
 
+mcp_call *mcpi_task_run_new(mcp_call *c, mcp_session *s, const char *id, json_t *rec,
+                            const json_t *params)
+{
+    json_t *jid = json_string(id);
+    mcp_call *run = rec && jid ? mcpi_call_new(c->srv, s, jid, "tools/call", params) : NULL;
+    json_decref(jid);
+    char *key = NULL;
+    if (!run || asprintf(&key, "task:%s", id) < 0 || !(run->task_id = strdup(id)) ||
+        (!s->tasks && !(s->tasks = json_object()))) {
+        json_decref(rec);
+        free(key);
+        mcpi_call_free(run);
+        mcp_call_error(c, MCP_INTERNAL_ERROR, "Internal error: out of memory", NULL);
+        return NULL;
+    }
+    free(run->key);
+    run->key = key;
+    run->protocol = c->protocol;
+    json_object_set_new(s->tasks, id, rec);
+    mcpi_session_changed(s);
+    return run;
+}
+
 /* The tool run of a task ended: record its response (steals). */
 static void record_outcome(mcp_session *s, const char *id, json_t *response, bool tell)
 {
@@ -329,23 +352,9 @@ void mcpi_task_create(mcp_call *c, struct mcpi_tool *t, const json_t *params, co
     json_t *rec = json_pack("{s:s,s:s,s:s,s:s,s:I,s:i,s:I,s:s}", "taskId", id, "status", "working",
                             "createdAt", ts, "lastUpdatedAt", ts, "ttl", granted, "pollInterval",
                             MCPI_TASK_POLL_MS, "created_ms", (json_int_t)now, "tool", t->name);
-    json_t *jid = json_string(id);
-    mcp_call *run = rec && jid ? mcpi_call_new(c->srv, s, jid, "tools/call", params) : NULL;
-    json_decref(jid);
-    char *key = NULL;
-    if (!run || asprintf(&key, "task:%s", id) < 0 || !(run->task_id = strdup(id)) ||
-        (!s->tasks && !(s->tasks = json_object()))) {
-        json_decref(rec);
-        free(key);
-        mcpi_call_free(run);
-        mcp_call_error(c, MCP_INTERNAL_ERROR, "Internal error: out of memory", NULL);
+    mcp_call *run = mcpi_task_run_new(c, s, id, rec, params);
+    if (!run)
         return;
-    }
-    free(run->key);
-    run->key = key;
-    run->protocol = c->protocol;
-    json_object_set_new(s->tasks, id, rec);
-    mcpi_session_changed(s);
     /* The answer says "working" whatever the tool does next: it is the state at creation. */
     mcpi_call_finish_result(c, json_pack("{s:o}", "task", task_wire(rec)));
     mcpi_tool_run(run, t, args);

@@ -165,23 +165,9 @@ static void start(mcp_call *c, struct mcpi_tool *t, const json_t *args, mcp_tool
                             "working", "createdAt", ts, "lastUpdatedAt", ts, "ttl",
                             (json_int_t)MCPI_TASK_TTL_MS, "pollInterval", MCPI_TASK_POLL_MS,
                             "created_ms", (json_int_t)now, "tool", t->name, "v2", 1);
-    json_t *jid = json_string(id);
-    mcp_call *run = rec && jid ? mcpi_call_new(srv, h, jid, "tools/call", NULL) : NULL;
-    json_decref(jid);
-    char *key = NULL;
-    if (!run || asprintf(&key, "task:%s", id) < 0 || !(run->task_id = strdup(id)) ||
-        (!h->tasks && !(h->tasks = json_object()))) {
-        json_decref(rec);
-        free(key);
-        mcpi_call_free(run);
-        mcp_call_error(c, MCP_INTERNAL_ERROR, "Internal error: out of memory", NULL);
+    mcp_call *run = mcpi_task_run_new(c, h, id, rec, NULL);
+    if (!run)
         return;
-    }
-    free(run->key);
-    run->key = key;
-    run->protocol = c->protocol;
-    json_object_set_new(h->tasks, id, rec);
-    mcpi_session_changed(h);
     json_t *created = wire(rec, false);
     json_object_set_new(created, "resultType", json_string("task"));
     /* "working" whatever the tool does next: it is the state at creation. */

@@ -111,6 +111,19 @@ static struct sess *oldest_abandoned(void)
     return best;
 }
 
+
+/* A new session with a fresh id in partition part, in the table; NULL when out of memory. */
+static struct sess *sess_new_in(int part)
+{
+    char id[64];
+    route_session_id_new(id, sizeof(id), part);
+    mcp_session *ms = mcp_session_new(shard_g.srv, id);
+    struct sess *s = ms ? sess_insert(id, ms) : NULL;
+    if (!s && ms)
+        mcp_session_free(ms);
+    return s;
+}
+
 /*
  * A partition for a new session: one this node owns that lives in this
  * shard (partition mod shard count), taken in turn. -1 when there is none.
@@ -167,13 +180,8 @@ struct sess *sess_create(struct slot *sl, const json_t *rid)
         shard_reply(sl, &r, shard_rpc_error(rid, -32000, msg), NULL);
         return NULL;
     }
-    char id[64];
-    route_session_id_new(id, sizeof(id), part);
-    mcp_session *ms = mcp_session_new(shard_g.srv, id);
-    struct sess *s = ms ? sess_insert(id, ms) : NULL;
+    struct sess *s = sess_new_in(part);
     if (!s) {
-        if (ms)
-            mcp_session_free(ms);
         struct wire_reply r = {.st = 503};
         shard_reply(sl, &r, shard_rpc_error(rid, -32603, "Out of memory"), NULL);
         return NULL;
@@ -203,15 +211,9 @@ mcp_session *sess_task_home(void)
                  shard_g.index);
         return NULL;
     }
-    char id[64];
-    route_session_id_new(id, sizeof(id), part);
-    mcp_session *ms = mcp_session_new(shard_g.srv, id);
-    struct sess *s = ms ? sess_insert(id, ms) : NULL;
-    if (!s) {
-        if (ms)
-            mcp_session_free(ms);
+    struct sess *s = sess_new_in(part);
+    if (!s)
         return NULL;
-    }
     stats_counter("cmcp_tasks_created_total", "")->value += 1;
-    return ms;
+    return s->ms;
 }
