@@ -257,6 +257,12 @@ class Cluster:
                 return m
         return None
 
+    def state_of(self, st, node_id):
+        """The member's state in st's map, or None while that map does not list it yet (a
+        node just started may answer before the map reached it): for wait_for predicates."""
+        m = self.member(st, node_id)
+        return m["state"] if m else None
+
     def formed(self, which=None):
         """Every live node of `which` holds one map in which all of them are up and every
         partition has an owner, and holds a lease (may acknowledge writes)."""

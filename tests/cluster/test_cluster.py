@@ -171,7 +171,7 @@ class ClusterTest(Timed):
             data = c.data_dir(2)
             c.kill(2)
             c.start(2, data_dir=data)
-            wait_for(lambda: c.member(c.status(0), "n2")["state"] == "up", 15, 0.05,
+            wait_for(lambda: c.state_of(c.status(0), "n2") == "up", 15, 0.05,
                      what="n2 back after a restart")
 
     def test_configured_master_not_the_bootstrapper(self):
@@ -208,7 +208,7 @@ class ClusterTest(Timed):
             old_inc = c.member(st, "n1")["incarnation"]
             data = c.data_dir(1)
             c.kill(1)
-            wait_for(lambda: c.member(c.status(0), "n1")["state"] == "down", 10, 0.05,
+            wait_for(lambda: c.state_of(c.status(0), "n1") == "down", 10, 0.05,
                      what="n1 marked down")
             c.start(1, data_dir=data)
 

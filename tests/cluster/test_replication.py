@@ -161,7 +161,7 @@ class ReplicationTest(Timed):
             self.check_all(c, writers, survivors)
             # the victim comes back as a new incarnation: it takes nothing back
             c.start(victim, data_dir=c.data_dir(victim))
-            wait_for(lambda: c.member(c.status(victim), "n%d" % victim)["state"] == "up", 10,
+            wait_for(lambda: c.state_of(c.status(victim), "n%d" % victim) == "up", 10,
                      0.05, what="the victim back")
             st = c.status(survivors[0])
             self.assertEqual(c.member(st, "n%d" % victim)["owned"], 0)
