@@ -25,21 +25,10 @@
     "\"inputSchema\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},"        \
     "\"required\":[\"city\"]}}]"
 
-static json_t *parse(const char *text)
-{
-    json_error_t je;
-    json_t *j = json_loads(text, JSON_DECODE_ANY, &je);
-    if (!j) {
-        fprintf(stderr, "bad test JSON %s: %s\n", text, je.text);
-        abort();
-    }
-    return j;
-}
-
 /* got must equal the JSON text want, whole. */
 static void expect_json(const json_t *got, const char *want)
 {
-    json_t *w = parse(want);
+    json_t *w = fakehost_parse(want);
     if (!json_equal(got, w)) {
         char *g = json_dumps(got, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
         char *x = json_dumps(w, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
@@ -80,7 +69,7 @@ static json_t *start(struct fakeenv *e, json_int_t id, const char *params)
 static json_t *answer(struct fakeenv *e, const json_t *req, const char *result)
 {
     json_t *m = json_pack("{s:s,s:O,s:o}", "jsonrpc", "2.0", "id", json_object_get(req, "id"),
-                          "result", parse(result));
+                          "result", fakehost_parse(result));
     bool pending = true;
     assert_null(mcp_handle(e->srv, e->s, m, &pending));
     json_decref(m);
@@ -430,7 +419,7 @@ static void sampling_params_checks(void **state)
 {
     (void)state;
     char err[256];
-    json_t *tools = parse(PARIS_TOOLS);
+    json_t *tools = fakehost_parse(PARIS_TOOLS);
     static const struct {
         const char *messages, *why;
     } bad[] = {
@@ -454,7 +443,7 @@ static void sampling_params_checks(void **state)
         {"[{\"role\":\"user\",\"content\":{\"type\":\"image\",\"data\":\"x\"}}]", "\"mimeType\""},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        json_t *m = parse(bad[i].messages);
+        json_t *m = fakehost_parse(bad[i].messages);
         err[0] = '\0';
         assert_null(mcp_sampling_params(m, 100, tools, "auto", err, sizeof(err)));
         if (!strstr(err, bad[i].why)) {
@@ -463,16 +452,16 @@ static void sampling_params_checks(void **state)
         }
         json_decref(m);
     }
-    json_t *ok = parse("[{\"role\":\"user\",\"content\":{\"type\":\"text\",\"text\":\"x\"}}]");
+    json_t *ok = fakehost_parse("[{\"role\":\"user\",\"content\":{\"type\":\"text\",\"text\":\"x\"}}]");
     assert_null(mcp_sampling_params(ok, 100, tools, "sometimes", err, sizeof(err)));
     assert_non_null(strstr(err, "toolChoice mode 'sometimes'"));
     assert_null(mcp_sampling_params(ok, 0, NULL, NULL, err, sizeof(err)));
     json_t *twice =
-        parse("[{\"name\":\"a\",\"inputSchema\":{}},{\"name\":\"a\",\"inputSchema\":{}}]");
+        fakehost_parse("[{\"name\":\"a\",\"inputSchema\":{}},{\"name\":\"a\",\"inputSchema\":{}}]");
     assert_null(mcp_sampling_params(ok, 10, twice, NULL, err, sizeof(err)));
     assert_non_null(strstr(err, "offered twice"));
     json_decref(twice);
-    json_t *noschema = parse("[{\"name\":\"a\"}]");
+    json_t *noschema = fakehost_parse("[{\"name\":\"a\"}]");
     assert_null(mcp_sampling_params(ok, 10, noschema, NULL, err, sizeof(err)));
     json_decref(noschema);
     /* Without tools: a plain request, no tools or toolChoice keys. */
@@ -486,7 +475,7 @@ static void sampling_params_checks(void **state)
     expect_json(tb,
                 "{\"type\":\"tool_result\",\"toolUseId\":\"t9\",\"content\":[],\"isError\":true}");
     json_decref(tb);
-    json_t *res = parse("{\"role\":\"assistant\",\"model\":\"m\",\"content\":[{\"type\":\"text\","
+    json_t *res = fakehost_parse("{\"role\":\"assistant\",\"model\":\"m\",\"content\":[{\"type\":\"text\","
                         "\"text\":\"a\"},{\"type\":\"tool_use\",\"id\":\"1\",\"name\":\"x\","
                         "\"input\":{}},{\"type\":\"tool_use\",\"id\":\"2\",\"name\":\"y\","
                         "\"input\":{}}]}");
@@ -503,10 +492,10 @@ static void sampling_params_checks(void **state)
 
 static json_t *stateless(mcp_server *srv, const char *params, const char *caps)
 {
-    json_t *p = parse(params);
+    json_t *p = fakehost_parse(params);
     json_t *meta = json_object();
     json_object_set_new(meta, "io.modelcontextprotocol/protocolVersion", json_string("2026-07-28"));
-    json_object_set_new(meta, "io.modelcontextprotocol/clientCapabilities", parse(caps));
+    json_object_set_new(meta, "io.modelcontextprotocol/clientCapabilities", fakehost_parse(caps));
     json_object_set_new(p, "_meta", meta);
     json_t *msg = json_pack("{s:s,s:i,s:s,s:o}", "jsonrpc", "2.0", "id", 1, "method", "tools/call",
                             "params", p);

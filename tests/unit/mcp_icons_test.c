@@ -23,20 +23,9 @@
     "\"light\"},{\"src\":\"https://example.com/icons/cmcp-dark.svg\",\"mimeType\":"                \
     "\"image/svg+xml\",\"sizes\":[\"any\"],\"theme\":\"dark\"}]"
 
-static json_t *parse(const char *text)
-{
-    json_error_t je;
-    json_t *j = json_loads(text, JSON_DECODE_ANY, &je);
-    if (!j) {
-        fprintf(stderr, "bad test JSON %s: %s\n", text, je.text);
-        abort();
-    }
-    return j;
-}
-
 static void expect_json(const json_t *got, const char *want)
 {
-    json_t *w = parse(want);
+    json_t *w = fakehost_parse(want);
     if (!json_equal(got, w)) {
         char *g = json_dumps(got, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
         fprintf(stderr, "got:  %s\nwant: %s\n", g ? g : "(null)", want);
@@ -128,7 +117,7 @@ static void lists_and_server_info(void **state)
     struct mcp_server_opts core = {.packs = "core"};
     e = fakeenv_new(&core, NULL, "s3", NULL, NULL);
     char err[256];
-    json_t *mine = parse("[{\"src\":\"https://example.com/me.png\"}]");
+    json_t *mine = fakehost_parse("[{\"src\":\"https://example.com/me.png\"}]");
     assert_int_equal(mcp_server_set_icons(e->srv, mine, err, sizeof(err)), 0);
     json_decref(mine);
     init = fakehost_initialize(e->srv, e->s, "2025-11-25", "{}");
@@ -149,7 +138,7 @@ static void stateless_icons(void **state)
                              "resources/templates/list", "server/discover"};
     const char *keys[] = {"tools", "prompts", "resources", "resourceTemplates", NULL};
     for (size_t i = 0; i < 5; i++) {
-        json_t *msg = parse("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\",\"params\":{\"_meta\":"
+        json_t *msg = fakehost_parse("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\",\"params\":{\"_meta\":"
                             "{\"io.modelcontextprotocol/protocolVersion\":\"2026-07-28\","
                             "\"io.modelcontextprotocol/clientCapabilities\":{}}}}");
         json_object_set_new(msg, "method", json_string(methods[i]));
@@ -227,7 +216,7 @@ static void registration_checks(void **state)
     struct fakeenv *e = fakeenv_new(&o, NULL, NULL, NULL, NULL);
     char err[256];
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        json_t *icons = parse(bad[i].icons);
+        json_t *icons = fakehost_parse(bad[i].icons);
         struct mcp_tool_def t = {.name = "t", .description = "d", .run = noop_tool, .icons = icons};
         struct mcp_prompt_def p = {.name = "p", .get = noop_prompt, .icons = icons};
         struct mcp_resource_def r = {
@@ -252,7 +241,7 @@ static void registration_checks(void **state)
     }
     assert_int_equal(mcp_server_tool_count(e->srv), 0);
     /* Good ones: both URL schemes, a data: URI, an empty list (= none). */
-    json_t *good = parse("[{\"src\":\"http://example.com/a.png\",\"sizes\":[\"48x48\",\"96x96\"]},"
+    json_t *good = fakehost_parse("[{\"src\":\"http://example.com/a.png\",\"sizes\":[\"48x48\",\"96x96\"]},"
                          "{\"src\":\"data:image/svg+xml,%3Csvg%2F%3E\",\"theme\":\"dark\"}]");
     struct mcp_tool_def t = {.name = "t", .description = "d", .run = noop_tool, .icons = good};
     assert_int_equal(mcp_server_add_tool(e->srv, &t, err, sizeof(err)), 0);

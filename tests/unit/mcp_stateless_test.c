@@ -68,22 +68,11 @@ static int setup(void **state)
     return 0;
 }
 
-static json_t *parse(const char *text)
-{
-    json_error_t je;
-    json_t *j = json_loads(text, JSON_DECODE_ANY, &je);
-    if (!j) {
-        fprintf(stderr, "bad test JSON %s: %s\n", text, je.text);
-        abort();
-    }
-    return j;
-}
-
 /* A 2026-07-28 request: params (JSON text or NULL) plus the _meta envelope
  * with caps (JSON text, NULL = {}). */
 static json_t *mkreq(json_int_t id, const char *method, const char *params, const char *caps)
 {
-    json_t *p = params ? parse(params) : json_object();
+    json_t *p = params ? fakehost_parse(params) : json_object();
     json_t *meta = json_object_get(p, "_meta");
     if (!meta) {
         meta = json_object();
@@ -93,7 +82,7 @@ static json_t *mkreq(json_int_t id, const char *method, const char *params, cons
     json_object_set_new(meta, "io.modelcontextprotocol/clientInfo",
                         json_pack("{s:s,s:s}", "name", "t", "version", "1"));
     json_object_set_new(meta, "io.modelcontextprotocol/clientCapabilities",
-                        parse(caps ? caps : "{}"));
+                        fakehost_parse(caps ? caps : "{}"));
     return json_pack("{s:s,s:I,s:s,s:o}", "jsonrpc", "2.0", "id", id, "method", method, "params",
                      p);
 }
@@ -163,7 +152,7 @@ static char *retry_params(const char *tool, const char *answers, const char *sta
 
 static void routing_rule(void **state)
 {
-    json_t *legacy = parse("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}");
+    json_t *legacy = fakehost_parse("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}");
     json_t *modern = mkreq(1, "tools/list", NULL, NULL);
     assert_true(mcp_is_stateless_request(NULL, "2026-07-28"));
     assert_true(mcp_is_stateless_request(legacy, "2026-07-28")); /* header decides */
@@ -174,7 +163,7 @@ static void routing_rule(void **state)
     assert_true(mcp_is_stateless_request(modern, NULL)); /* _meta decides */
     assert_true(mcp_is_stateless_request(modern, "2025-11-25"));
     assert_false(mcp_is_stateless_request(NULL, NULL));
-    json_t *init = parse("{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"initialize\",\"params\":{"
+    json_t *init = fakehost_parse("{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"initialize\",\"params\":{"
                          "\"protocolVersion\":\"2025-11-25\",\"capabilities\":{}}}");
     assert_false(mcp_is_stateless_request(init, NULL));
     json_decref(init);
@@ -248,7 +237,7 @@ static void eras_keep_their_methods(void **state)
 
 static json_t *raw(mcp_server *srv, const char *text, const struct mcp_stateless_ctx *ctx)
 {
-    json_t *msg = parse(text);
+    json_t *msg = fakehost_parse(text);
     json_t *r = mcp_handle_stateless(srv, msg, ctx, NULL);
     json_decref(msg);
     return r;
@@ -572,7 +561,7 @@ static void http_statuses(void **state)
         assert_int_equal(mcp_stateless_http_status(r), map[i].status);
         json_decref(r);
     }
-    json_t *ok = parse("{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}");
+    json_t *ok = fakehost_parse("{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}");
     assert_int_equal(mcp_stateless_http_status(ok), 200);
     json_decref(ok);
 }

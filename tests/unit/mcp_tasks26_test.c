@@ -82,26 +82,15 @@ static int setup_homing(void **state)
     return 0;
 }
 
-static json_t *parse(const char *text)
-{
-    json_error_t je;
-    json_t *j = json_loads(text, JSON_DECODE_ANY, &je);
-    if (!j) {
-        fprintf(stderr, "bad test JSON %s: %s\n", text, je.text);
-        abort();
-    }
-    return j;
-}
-
 /* A stateless request over "HTTP" with the headers a conforming client sends. */
 static json_t *send(mcp_server *srv, const char *method, const char *params, const char *caps,
                     bool *pending)
 {
     static json_int_t next_id = 1;
-    json_t *p = params ? parse(params) : json_object();
+    json_t *p = params ? fakehost_parse(params) : json_object();
     json_object_set_new(p, "_meta",
                         json_pack("{s:s,s:o}", "io.modelcontextprotocol/protocolVersion", V,
-                                  "io.modelcontextprotocol/clientCapabilities", parse(caps)));
+                                  "io.modelcontextprotocol/clientCapabilities", fakehost_parse(caps)));
     json_t *msg = json_pack("{s:s,s:I,s:s,s:O}", "jsonrpc", "2.0", "id", next_id++, "method",
                             method, "params", p);
     struct mcp_stateless_ctx ctx = {.http = true, .protocol_header = V, .method_header = method};
@@ -249,7 +238,7 @@ static void test_name_header_is_the_task_id(void **state)
     json_t *msg = json_pack("{s:s,s:i,s:s,s:{s:s,s:{s:s,s:o}}}", "jsonrpc", "2.0", "id", 1,
                             "method", "tasks/get", "params", "taskId", id, "_meta",
                             "io.modelcontextprotocol/protocolVersion", V,
-                            "io.modelcontextprotocol/clientCapabilities", parse(CAPS));
+                            "io.modelcontextprotocol/clientCapabilities", fakehost_parse(CAPS));
     struct mcp_stateless_ctx ctx = {.http = true,
                                     .protocol_header = V,
                                     .method_header = "tasks/get",
@@ -376,7 +365,7 @@ static void test_update_answers(void **state)
     assert_string_equal(str(json_object_get(ir, key), "method"), "elicitation/create");
 
     /* unknown keys are ignored (acked), a bad answer to a known one is -32602 */
-    json_t *r = update(e->srv, id, parse("{\"unknown-key\":{\"ignored\":true}}"));
+    json_t *r = update(e->srv, id, fakehost_parse("{\"unknown-key\":{\"ignored\":true}}"));
     assert_string_equal(str(res(r), "resultType"), "complete");
     assert_null(json_object_get(res(r), "status"));
     json_decref(r);

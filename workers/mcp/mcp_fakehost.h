@@ -147,6 +147,18 @@ static inline json_t *fakehost_take(struct fakehost *fh)
     return e;
 }
 
+/* A test's JSON text (any value); a text that is not JSON stops the test program. */
+static inline json_t *fakehost_parse(const char *text)
+{
+    json_error_t je;
+    json_t *j = json_loads(text, JSON_DECODE_ANY, &je);
+    if (!j) {
+        fprintf(stderr, "bad test JSON %s: %s\n", text, je.text);
+        abort();
+    }
+    return j;
+}
+
 /* Builds a request from a JSON text for params (NULL: none) and handles it. */
 static inline json_t *fakehost_request(mcp_server *srv, mcp_session *s, json_int_t id,
                                        const char *method, const char *params, bool *pending)
