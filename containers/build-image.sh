@@ -14,6 +14,8 @@
 # base (scratch); --base debian:12-slim puts the same files over Debian's base
 # where a registry is reachable. docs/deployment.md has the details.
 set -euo pipefail
+# set -e ends the script at a failed command without a word: name it.
+trap 'echo "build-image.sh: line $LINENO: \"$BASH_COMMAND\" failed (exit $?)" >&2' ERR
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -76,8 +78,10 @@ copy_dlopened() {
     local dest=$1; shift
     local name path
     for name in "$@"; do
-        path=$(ldconfig -p | awk -v n="$name" '$1 == n && /x86-64|x32|64bit/ {print $NF; exit}')
-        [ -n "$path" ] || path=$(ldconfig -p | awk -v n="$name" '$1 == n {print $NF; exit}')
+        # awk reads the cache to its end: leaving early would kill ldconfig with
+        # SIGPIPE now and then, and pipefail would end this script without a word.
+        path=$(ldconfig -p | awk -v n="$name" '$1 == n && p == "" && /x86-64|x32|64bit/ {p = $NF}
+            $1 == n && any == "" {any = $NF} END {print (p != "" ? p : any)}')
         if [ -z "$path" ]; then
             echo "build-image.sh: $name is not installed" >&2
             exit 2
