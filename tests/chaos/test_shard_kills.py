@@ -149,6 +149,7 @@ period = 1
         finally:
             for c in clients:
                 c.stop.set()
+            node.keep_dir = False  # node2 is done with its data: the directory goes too
             node.cleanup()
 
 

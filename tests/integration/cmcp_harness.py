@@ -257,6 +257,7 @@ class Node:
         self._log_off = 0
         self._events = []
         self._partial = b""
+        self._failures_at_start = _FAILURES[0]
 
     # ---- life cycle -------------------------------------------------------
     def start(self):
@@ -361,9 +362,35 @@ class Node:
             still = self.tree_pids()
             if still:
                 orphans = sorted(set(orphans) | set(still))
+        if _FAILURES[0] > self._failures_at_start:
+            self.print_trouble()
         if not self.keep_dir and not orphans and os.environ.get("CMCP_KEEP_TMP") is None:
             shutil.rmtree(self.dir, ignore_errors=True)
         return orphans
+
+    def print_trouble(self, limit=40):
+        """A test failed while this node ran: its log's warnings, errors and anything that is
+        not a log line (a sanitizer's report), so that CI output says what the node saw."""
+        try:
+            with open(self.log_path, "rb") as f:
+                lines = f.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return
+        keep = []
+        for line in lines:
+            try:
+                level = json.loads(line).get("level")
+            except ValueError:
+                level = "raw"
+            if level not in ("debug", "info", "notice"):
+                keep.append(line[:400])
+        print("-- %s: %d of %d log lines were warnings, errors or raw output; the last %d:" % (
+            self.dir, len(keep), len(lines), min(limit, len(keep))))
+        for line in keep[-limit:]:
+            print("   " + line)
+        print("-- and the log's last lines:")
+        for line in lines[-8:]:
+            print("   " + line[:400])
 
     # ---- control channel -------------------------------------------------
     def ctl_address(self, sup):
@@ -492,6 +519,21 @@ class Timed(unittest.TestCase):
         self.duration = time.monotonic() - self._t0
 
 
+# Failures and errors so far in this run: a node that was up during one prints what its log
+# said when it is cleaned up (Node.print_trouble).
+_FAILURES = [0]
+
+
+class _CountingResult(unittest.TextTestResult):
+    def addFailure(self, test, err):
+        _FAILURES[0] += 1
+        super().addFailure(test, err)
+
+    def addError(self, test, err):
+        _FAILURES[0] += 1
+        super().addError(test, err)
+
+
 def main():
     """Runs the unittest cases of __main__, prints a summary, exits non-zero on failure."""
     if not os.access(cmcpd_path(), os.X_OK):
@@ -501,7 +543,7 @@ def main():
     suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules["__main__"])
     if len(sys.argv) > 1:  # run only the named tests: test_x.py Class.test_name ...
         suite = unittest.defaultTestLoader.loadTestsFromNames(sys.argv[1:], sys.modules["__main__"])
-    res = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
+    res = unittest.TextTestRunner(verbosity=2, stream=sys.stdout, resultclass=_CountingResult).run(suite)
     name = os.path.basename(sys.modules["__main__"].__file__ or "tests")
     bad = len(res.failures) + len(res.errors) + len(res.unexpectedSuccesses)
     print("\n== %s: %d run, %d failed, %d errors, %d skipped in %.1f s: %s" % (

@@ -45,6 +45,8 @@ max_message_bytes = 65536
                 "params": {"name": "kv_get", "arguments": {"key": "k"}}})
         r2, _ = t.recv_for(2)
         r3, _ = t.recv_for(3)
+        self.assertIn("result", r2, r2)
+        self.assertIn("result", r3, r3)
         self.assertFalse(r2["result"].get("isError", False))
         self.assertIn("v1", json.dumps(r3["result"]))
 
