@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/jsonw.h"
+
 #define KV_MAX_KEYS 1024
 #define KV_MAX_KEY_LEN 256
 #define KV_MAX_VALUE_BYTES 65536
@@ -110,7 +112,7 @@ static void kv_set_run(mcp_call *c, const json_t *args, void *ud)
                              KV_MAX_KEYS);
         return;
     }
-    char *enc = json_dumps(value, JSON_ENCODE_ANY | JSON_COMPACT);
+    char *enc = jsonw_dumps(value, NULL);
     size_t len = enc ? strlen(enc) : 0;
     free(enc);
     if (len > KV_MAX_VALUE_BYTES) {
@@ -144,7 +146,7 @@ static void kv_get_run(mcp_call *c, const json_t *args, void *ud)
         return;
     }
     char *text = json_is_string(value) ? strdup(json_string_value(value))
-                                       : json_dumps(value, JSON_ENCODE_ANY | JSON_COMPACT);
+                                       : jsonw_dumps(value, NULL);
     mcp_call_return(c, json_pack("{s:[o],s:{s:s,s:o}}", "content", mcpi_text_content(text),
                                  "structuredContent", "key", key, "value", json_deep_copy(value)));
     free(text);
@@ -191,7 +193,7 @@ static json_t *kv_read(mcp_call *c, const char *uri, const json_t *vars, void *u
     const json_t *value = c->s ? json_object_get(c->s->kv, key) : NULL;
     if (!value)
         return NULL;
-    char *text = json_dumps(value, JSON_ENCODE_ANY | JSON_COMPACT);
+    char *text = jsonw_dumps(value, NULL);
     json_t *contents =
         json_pack("[{s:s,s:s,s:s}]", "uri", uri, "mimeType", "application/json", "text", text);
     free(text);

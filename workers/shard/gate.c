@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/jsonw.h"
 #include "base/log.h"
 
 struct held {
@@ -43,9 +44,10 @@ static struct gbatch *batch_head, **batch_tail = &batch_head;
 /* Sends a reply and frees what it owned. */
 static void send_now(struct slot *sl, struct wire_reply *r, json_t *body)
 {
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    size_t n = 0;
+    char *text = body ? jsonw_dumps(body, &n) : NULL;
     r->body = text ? text : "";
-    r->blen = text ? strlen(text) : 0;
+    r->blen = n;
     links_reply(sl, r);
     free(text);
     json_decref(r->data);

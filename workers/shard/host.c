@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/jsonw.h"
+
 /* ---- a request's bookkeeping in its session ---- */
 
 void pending_add(struct sess *s, struct slot *sl, const json_t *rid)
@@ -61,7 +63,7 @@ void request_end(struct sess *s, struct slot *sl, struct wire_reply *r, const js
     if (!sl->sess)
         return;
     if (sl->stream) {
-        char *text = resp ? json_dumps(resp, JSON_COMPACT) : NULL;
+        char *text = resp ? jsonw_dumps(resp, NULL) : NULL;
         if (text) {
             durable_event(s, sl->stream, ++s->seq, true, text);
             r->seq = s->seq;
@@ -129,7 +131,7 @@ static void stateless_emit(struct slot *sl, json_t *msg, bool final)
         shard_reply(sl, &r, msg, NULL);
         return;
     }
-    char *text = json_dumps(msg, JSON_COMPACT);
+    char *text = jsonw_dumps(msg, NULL);
     json_decref(msg);
     if (!text)
         return;
@@ -174,7 +176,7 @@ static void host_emit(void *host, mcp_session *ms, const json_t *rel, json_t *ms
         stream = sl->stream;
         sl->nev++;
     }
-    char *text = json_dumps(msg, JSON_COMPACT);
+    char *text = jsonw_dumps(msg, NULL);
     json_decref(msg);
     if (!text)
         return;

@@ -77,6 +77,7 @@
 #include <unistd.h>
 
 #include "base/cmcp.h"
+#include "base/jsonw.h"
 #include "base/log.h"
 #include "ipc/addr.h"
 #include "ipc/auth.h"
@@ -1743,8 +1744,8 @@ static void answer(struct olink *ol, json_t *o)
 {
     if (ol->broken)
         return;
-    char *t = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    size_t tl = t ? strlen(t) : 0;
+    size_t tl = 0;
+    char *t = o ? jsonw_dumps(o, &tl) : NULL;
     char *m = t ? dlink_reserve(ol->dl, tl) : NULL;
     if (!m) {
         log_warn("replica_answer_lost", "{s:s,s:s}", "owner", ol->node, "error", "out of memory");

@@ -20,6 +20,8 @@
 
 #include "workers/store/store_int.h"
 
+#include "base/jsonw.h"
+
 /* ---- staging ---- */
 
 static int check_sid(struct store *s, const char *sid, size_t *len)
@@ -84,10 +86,11 @@ int store_session_put(struct store *s, const char *sid, const json_t *state)
     if (!json_is_object(state))
         return store__err(s, -EINVAL, "session %s: state is not a JSON object", sid);
     /* Dumped now: the caller goes on mutating its session after staging. */
-    char *text = json_dumps(state, JSON_COMPACT);
+    size_t tlen = 0;
+    char *text = jsonw_dumps(state, &tlen);
     if (!text)
         return store__err(s, -ENOMEM, "session %s: cannot serialise its state", sid);
-    rc = store__stage(s, STAGE_PUT, sid, sidlen, text, strlen(text), NULL);
+    rc = store__stage(s, STAGE_PUT, sid, sidlen, text, tlen, NULL);
     free(text);
     return rc;
 }
