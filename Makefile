@@ -93,6 +93,7 @@ test: build build-asan node-deps
 	@if [ -f $(BUILD)/swarm-skipped.txt ]; then \
 	  echo "swarm/test_swarm was SKIPPED: $$(cat $(BUILD)/swarm-skipped.txt)"; fi
 	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -L 'unit|integration' $(CTEST_ARGS)
 	$(MAKE) fuzz-smoke

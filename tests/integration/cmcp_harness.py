@@ -31,6 +31,7 @@ them survives.
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -364,9 +365,32 @@ class Node:
                 orphans = sorted(set(orphans) | set(still))
         if _FAILURES[0] > self._failures_at_start:
             self.print_trouble()
+        self.check_sanitizers()
         if not self.keep_dir and not orphans and os.environ.get("CMCP_KEEP_TMP") is None:
             shutil.rmtree(self.dir, ignore_errors=True)
         return orphans
+
+    def check_sanitizers(self):
+        """A sanitizer's report in the log of any process of this node (a shard that ASan
+        stopped and its supervisor restarted, a leak at a clean exit) fails the run: main()
+        prints them and exits non-zero, whatever the test's own assertions said."""
+        if self.dir in _SANITIZER_SEEN:
+            return
+        _SANITIZER_SEEN.add(self.dir)
+        try:
+            with open(self.log_path, "rb") as f:
+                data = f.read()
+        except OSError:
+            return
+        for m in _SANITIZER_RE.finditer(data):
+            start = data.rfind(b"\n", 0, m.start()) + 1
+            # the report's own lines, without the other processes' log lines among them
+            lines = [ln for ln in data[start:start + 60000].decode("utf-8", "replace").splitlines()
+                     if not ln.startswith('{"ts"')]
+            if b"LeakSanitizer" in m.group(0) and not _leak_is_ours(lines):
+                continue
+            _SANITIZER_REPORTS.append((self.dir, "\n".join(lines[:60])))
+            break  # the first report says what happened
 
     def print_trouble(self, limit=40):
         """A test failed while this node ran: its log's warnings, errors and anything that is
@@ -523,6 +547,33 @@ class Timed(unittest.TestCase):
 # said when it is cleaned up (Node.print_trouble).
 _FAILURES = [0]
 
+# ASan, LSan and UBSan reports found in nodes' logs (Node.check_sanitizers).
+_SANITIZER_RE = re.compile(rb"ERROR: (?:Address|Leak|UndefinedBehavior)Sanitizer|"
+                           rb"\.[ch]:\d+:\d+: runtime error: ")
+_SANITIZER_REPORTS = []
+_SANITIZER_SEEN = set()
+
+
+def _leak_is_ours(lines):
+    """Whether a LeakSanitizer report names a leak of cmcp's. Any direct leak is (tests/lsan.supp
+    suppresses nng's queued messages). An indirect leak allocated inside libnng is not: it is
+    nng's own dialers, pipes and buffers, reachable only from each other while nng's reaper
+    thread finishes closing them after main has returned."""
+    indirect = False
+    for ln in lines:
+        t = ln.strip()
+        if t.startswith("Direct leak of"):
+            return True
+        if t.startswith("Indirect leak of"):
+            indirect = True
+        elif indirect and t.startswith("#1 "):
+            if "libnng.so" not in t:
+                return True
+            indirect = False
+        elif t.startswith("SUMMARY:"):
+            break
+    return False
+
 
 class _CountingResult(unittest.TextTestResult):
     def addFailure(self, test, err):
@@ -551,4 +602,8 @@ def main():
         time.monotonic() - t0, "OK" if bad == 0 else "FAILED"))
     for t, _ in res.failures + res.errors:
         print("   FAILED: %s" % t.id())
-    sys.exit(0 if bad == 0 and res.testsRun > 0 else 1)
+    for d, report in _SANITIZER_REPORTS:
+        print("\n== a sanitizer reported in the log of the node in %s:\n%s" % (d, report))
+    if _SANITIZER_REPORTS:
+        print("== %s: FAILED: %d node(s) logged a sanitizer report" % (name, len(_SANITIZER_REPORTS)))
+    sys.exit(0 if bad == 0 and res.testsRun > 0 and not _SANITIZER_REPORTS else 1)

@@ -279,24 +279,37 @@ static void term_cb(struct ev_loop *loop, ev_signal *w, int revents)
     ev_break(loop, EVBREAK_ALL);
 }
 
+/* What cfg_split_args made (a NULL-terminated list of malloc'd strings). */
+static void free_args(char **v, int n)
+{
+    for (int i = 0; i < n; i++)
+        free(v[i]);
+}
+
 static int spawn_command(const char *sec)
 {
     char *argv[TOOLRUN_MAX_ARGS + 1];
     const char *cmd = cfg_get(&t.a->cfg, sec, "command", NULL);
-    if (!cmd || cfg_split_args(cmd, argv, TOOLRUN_MAX_ARGS) <= 0) {
+    int nargs = cmd ? cfg_split_args(cmd, argv, TOOLRUN_MAX_ARGS) : -1;
+    if (nargs <= 0) {
         log_error("tool_misconfigured", "{s:s}", "tool", t.tool);
         return -1;
     }
     char *envv[TOOLRUN_MAX_ARGS + 1];
     const char *env = cfg_get(&t.a->cfg, sec, "env", NULL);
     int nenv = env ? cfg_split_args(env, envv, TOOLRUN_MAX_ARGS) : 0;
+    if (nenv < 0)
+        nenv = 0;
     const char *cwd = cfg_get(&t.a->cfg, sec, "cwd", NULL);
     int in[2], out[2], err[2];
-    if (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC))
+    pid_t pid = -1;
+    if (pipe2(in, O_CLOEXEC) == 0 && pipe2(out, O_CLOEXEC) == 0 && pipe2(err, O_CLOEXEC) == 0)
+        pid = fork();
+    if (pid < 0) {
+        free_args(argv, nargs);
+        free_args(envv, nenv);
         return -1;
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
+    }
     if (pid == 0) {
         sigset_t none;
         sigemptyset(&none);
@@ -328,8 +341,8 @@ static int spawn_command(const char *sec)
     fcntl(t.in_fd, F_SETFL, O_NONBLOCK);
     fcntl(t.out_fd, F_SETFL, O_NONBLOCK);
     fcntl(t.err_fd, F_SETFL, O_NONBLOCK);
-    for (int i = 0; argv[i]; i++)
-        free(argv[i]);
+    free_args(argv, nargs);
+    free_args(envv, nenv); /* the child had its copies */
     return 0;
 }
 
