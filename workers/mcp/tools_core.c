@@ -112,9 +112,8 @@ static void kv_set_run(mcp_call *c, const json_t *args, void *ud)
                              KV_MAX_KEYS);
         return;
     }
-    char *enc = jsonw_dumps(value, NULL);
-    size_t len = enc ? strlen(enc) : 0;
-    free(enc);
+    size_t len = 0;
+    free(jsonw_dumps(value, &len)); /* only its length is needed */
     if (len > KV_MAX_VALUE_BYTES) {
         mcp_call_return_text(c, true, "kv_set: value is %zu bytes of JSON; the limit is %d", len,
                              KV_MAX_VALUE_BYTES);
