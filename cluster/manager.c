@@ -384,6 +384,8 @@ static int cmp_str(const void *a, const void *b)
  */
 static void maybe_start(void)
 {
+    if (mgr.raft_closing || mgr.stopping)
+        return;
     if (raftio_has_state(mgr.cc.raft_dir) > 0) {
         raft_up(NULL, NULL);
         return;
@@ -532,12 +534,21 @@ static void beat_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void force_restart(struct raft *r)
 {
     (void)r;
+    mgr.raft_closing = false;
     raftio_free(&mgr.io);
+    if (mgr.stopping)
+        return;
     struct raft_configuration conf;
     raft_configuration_init(&conf);
     raft_configuration_add(&conf, cluster_raft_id(mgr.cc.node_id), mgr.cc.node_id, RAFT_VOTER);
     raft_up(NULL, &conf);
     raft_configuration_close(&conf);
+}
+
+static void stop_closed(struct raft *r)
+{
+    (void)r;
+    mgr.raft_closing = false;
 }
 
 static json_t *raft_json(void)
@@ -665,6 +676,7 @@ static json_t *ctl_request(json_t *req)
                   "other side of a partition since may be lost");
         mgr.force_count->value += 1;
         mgr.raft_running = false;
+        mgr.raft_closing = true;
         raft_close(&mgr.raft, force_restart);
         return json_pack("{s:b,s:b,s:s}", "ok", 1, "forced", 1, "node", mgr.cc.node_id);
     }
@@ -766,12 +778,14 @@ int failover_manager_main(struct proc_args *a)
              mgr.cc.expect, "lease", mgr.lease_until > cmcp_now_ms());
     proc_notify_ready(a);
     ev_run(mgr.loop, 0);
+    mgr.stopping = true;
     if (mgr.raft_running) {
         mgr.raft_running = false;
-        raft_close(&mgr.raft, NULL);
-        for (int t = 0; t < 50; t++)
-            ev_run(mgr.loop, EVRUN_NOWAIT);
+        mgr.raft_closing = true;
+        raft_close(&mgr.raft, stop_closed);
     }
+    for (int t = 0; mgr.raft_closing && t < 50; t++)
+        ev_run(mgr.loop, EVRUN_NOWAIT);
     proc_stop_deadline(PROC_STOP_DEADLINE_MS, 0); /* nothing below may hang the stop */
     nng_close(mgr.map_pub);
     nng_close(mgr.ctl_rep);

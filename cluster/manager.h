@@ -29,6 +29,10 @@ struct manager {
     struct raft_io io;
     struct map_fsm fsm;
     bool raft_running, bootstrapped;
+    /* raft_close() was called and its callback has not run: the struct is still libraft's, and
+     * nothing may raft_init() it again (a tick's maybe_start() once did, during the stop, and
+     * the old close then freed the new instance's address) */
+    bool raft_closing, stopping;
     /* this node's liveness: beats proposed, when, and the lease the newest committed one gave */
     uint64_t beat_seq;
     double beat_sent[BEAT_RING];

@@ -6,7 +6,8 @@ partitions get owners; the leader killed, a new one takes over; a node whose
 cluster processes are stopped refuses writes within its lease and accepts them
 again after they continue (and /health says so meanwhile); a node drained then
 left hands its partitions on and leaves Raft; a node with another cookie is
-refused; a restarted node rejoins with a new incarnation and takes nothing back.
+refused; a restarted node rejoins with a new incarnation and takes nothing back;
+force_leader brings a cluster whose only voter is lost for good back to service.
 """
 
 import os
@@ -188,6 +189,41 @@ class ClusterTest(Timed):
             self.assertTrue(c.nodes[0].has_event("cluster_leader_transfer", to="n2"))
             s = Session(c.http[1])
             self.assertNotIn("error", s.tool("kv_set", {"key": "k", "value": "v"}))
+            s.close()
+
+    def test_force_leader_after_the_master_is_lost(self):
+        # the master, the only voter, is gone for good: every node fences; force_leader on n0
+        # restarts Raft with n0 as the only voter, the cluster serves again, and n1 (left out
+        # of the new configuration) is admitted again
+        with Cluster(3, extra="split_brain_strategy = configured_master\nmaster = n2",
+                     metrics=True) as c:
+            c.wait_formed()
+            wait_for(lambda: c.status(0)["raft"]["voters"] == ["n2"] and
+                     c.status(0)["raft"]["leader"] == "n2", 15, 0.05, what="n2 the only voter")
+            c.wait_formed()
+            c.kill(2)
+            wait_for(lambda: all(c.status(i)["lease_ms"] == 0 for i in (0, 1)), 10, 0.05,
+                     what="n0 and n1 fenced without their master")
+            self.assertEqual(c.metric(0, "cmcp_cluster_force_leader_total"), 0)
+            r = c.ctl(0, {"op": "force_leader"})
+            self.assertTrue(r.get("ok") and r.get("forced"), r)
+            self.assertTrue(c.nodes[0].has_event("cluster_force_leader"))
+
+            def serving():
+                st = c.status(0)
+                return (st["raft"]["state"] == "leader" and st["lease_ms"] > 0 and
+                        c.state_of(st, "n2") == "down" and
+                        c.member(st, "n2")["owned"] == 0)
+            wait_for(serving, 20, 0.05, what="n0 the leader, n2 down and its partitions moved")
+            # the counter reaches /metrics with the manager's next report (about a second)
+            wait_for(lambda: c.metric(0, "cmcp_cluster_force_leader_total") == 1, 5, 0.1,
+                     what="the force_leader counter at 1")
+            s = Session(c.http[0])
+            self.assertNotIn("error", s.tool("kv_set", {"key": "k", "value": "v"}))
+            s.close()
+            c.wait_formed(which=[0, 1], timeout=30)
+            s = Session(c.http[1])
+            self.assertNotIn("error", s.tool("kv_set", {"key": "k", "value": "w"}))
             s.close()
 
     def test_wrong_cookie_refused(self):
