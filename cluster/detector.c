@@ -1,6 +1,7 @@
 /*
  * Role `split_brain_detector`: whether this node may acknowledge writes,
- * and why not, published to its shards every heartbeat (ipc/cview.h).
+ * and why not, published to its workers (ipc/cview.h) when that changes, when
+ * the lease moved on by a quarter of its length, and at least every second.
  *
  * The lease comes from the failover manager (this node's newest committed
  * liveness beat, cluster/map.h); the strategy decides whose majority grants
@@ -39,10 +40,16 @@ static struct {
     bool ever_leased, fenced, have_map_self;
     char leader[MAP_NODE_ID_MAX];
     double fenced_since;
+    /* what the workers last heard: a fence is published when something in it changes, when
+     * the lease moved on by a quarter of its length, and at least every second; not on every
+     * heartbeat and every renewal (that woke every worker of the node 20 times a second) */
+    double pub_until, pub_at;
+    bool pub_fenced;
+    char pub_leader[MAP_NODE_ID_MAX];
     struct stats_metric *partition, *fenced_g, *fences;
 } D = {.fenced = true};
 
-static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void check(bool force);
 
 static void sub_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
@@ -67,11 +74,11 @@ static void sub_cb(struct ev_loop *loop, ev_io *w, int revents)
         }
         nng_free(buf, len);
     }
-    /* a renewed lease reaches the shards now, not at the next heartbeat: a node unfences as
-     * soon as its beat commits, and the shards' copy of the lease's end is never older than
-     * one renewal */
+    /* a renewed lease is looked at now, not at the next heartbeat: a node unfences as soon as
+     * its beat commits, and the shards' copy of the lease's end is never older than a quarter
+     * of the lease (check()) */
     if (renewed)
-        tick_cb(loop, &D.tick_w, 0);
+        check(false);
 }
 
 static const char *reason(void)
@@ -96,11 +103,10 @@ static const char *reason(void)
            "until it can";
 }
 
-static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+/* fenced or not, and what the workers hear of it; force: publish even if nothing changed (a
+ * worker just subscribed, or the start) */
+static void check(bool force)
 {
-    (void)loop;
-    (void)w;
-    (void)revents;
     double now = cmcp_now_ms();
     bool fenced = now > D.lease_until;
     if (!fenced)
@@ -117,20 +123,38 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
         }
         D.fenced = fenced;
     }
-    log_debug("fence_published", "{s:f,s:b}", "lease_left_ms", D.lease_until - now, "fenced",
-              fenced);
     D.fenced_g->value = fenced;
     D.partition->value = fenced && D.ever_leased;
+    /* The workers' copy of the lease's end lags the real one by less than a quarter of the
+     * lease: it can only make them stop acknowledging that much earlier, never later. */
+    if (!force && fenced == D.pub_fenced && strcmp(D.leader, D.pub_leader) == 0 &&
+        D.lease_until - D.pub_until < D.cc.lease_ms / 4 && now - D.pub_at < 1000.0)
+        return;
+    D.pub_until = D.lease_until;
+    D.pub_at = now;
+    D.pub_fenced = fenced;
+    snprintf(D.pub_leader, sizeof(D.pub_leader), "%s", D.leader);
+    log_debug("fence_published", "{s:f,s:b}", "lease_left_ms", D.lease_until - now, "fenced",
+              fenced);
     cluster_publish(D.pub, "fence",
                     json_pack("{s:f,s:b,s:s,s:s}", "lease_until", D.lease_until, "fenced", fenced,
                               "reason", fenced ? reason() : "", "leader", D.leader));
 }
 
-static void fence_subscribed(struct ev_loop *loop, ev_async *w, int revents)
+static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
+    (void)loop;
     (void)w;
     (void)revents;
-    tick_cb(loop, &D.tick_w, 0);
+    check(false);
+}
+
+static void fence_subscribed(struct ev_loop *loop, ev_async *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+    check(true);
 }
 
 int split_brain_detector_main(struct proc_args *a)
@@ -149,7 +173,7 @@ int split_brain_detector_main(struct proc_args *a)
         cluster_pub_on_subscriber(D.pub, D.loop, &D.newsub_w, fence_subscribed);
         nng_socket_set(D.sub, NNG_OPT_SUB_SUBSCRIBE, "lease ", 6);
         ipc_socket_tune(D.sub);
-        ipc_addr_cluster_map(addr, sizeof(addr), a->run_dir);
+        ipc_addr_cluster_lease(addr, sizeof(addr), a->run_dir);
         if ((rv = nng_socket_get_int(D.sub, NNG_OPT_RECVFD, &fd)) == 0)
             rv = ipc_keep_dial(&D.keep, D.loop, D.sub, addr, NULL, NULL);
     }
@@ -166,7 +190,7 @@ int split_brain_detector_main(struct proc_args *a)
      * find this node unfenced from their first request. */
     for (int t = 0; D.cc.expect == 1 && t < 200 && D.lease_until <= cmcp_now_ms(); t++)
         ev_run(D.loop, EVRUN_ONCE);
-    tick_cb(D.loop, &D.tick_w, 0);
+    check(true);
     log_info("split_brain_detector_ready", "{s:s,s:b}", "strategy",
              D.cc.strategy == SB_WINNER_TAKES_ALL ? "winner_takes_all"
              : D.cc.strategy == SB_OLDEST_NODE    ? "oldest_node"

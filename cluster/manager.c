@@ -294,7 +294,7 @@ void mgr_publish_map(void)
 static void publish_lease(void)
 {
     const char *leader = mgr_leader();
-    cluster_publish(mgr.map_pub, "lease",
+    cluster_publish(mgr.lease_pub, "lease",
                     json_pack("{s:f,s:s?,s:I,s:b,s:I,s:I}", "lease_until", mgr.lease_until,
                               "leader", leader, "term",
                               (json_int_t)(mgr.raft_running ? mgr.raft.current_term : 0),
@@ -312,13 +312,21 @@ static void soon_cb(struct ev_loop *loop, ev_timer *w, int revents)
     publish_lease();
 }
 
-/* a worker or the detector (re)started: the map and the lease now */
+/* a worker or the detector (re)started: the map now */
 static void map_subscribed(struct ev_loop *loop, ev_async *w, int revents)
 {
     (void)loop;
     (void)w;
     (void)revents;
     mgr_publish_map();
+}
+
+/* the detector (re)started: the lease now */
+static void lease_subscribed(struct ev_loop *loop, ev_async *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
     publish_lease();
 }
 
@@ -713,6 +721,10 @@ static int sockets_open(void)
     if ((rv = cluster_pub_open(&mgr.map_pub, addr)) != 0)
         return rv;
     cluster_pub_on_subscriber(mgr.map_pub, mgr.loop, &mgr.newsub_w, map_subscribed);
+    ipc_addr_cluster_lease(addr, sizeof(addr), mgr.a->run_dir);
+    if ((rv = cluster_pub_open(&mgr.lease_pub, addr)) != 0)
+        return rv;
+    cluster_pub_on_subscriber(mgr.lease_pub, mgr.loop, &mgr.newlease_w, lease_subscribed);
     ipc_addr_cluster_ctl(addr, sizeof(addr), mgr.a->run_dir);
     if ((rv = nng_rep0_open(&mgr.ctl_rep)) != 0 || (rv = nng_listen(mgr.ctl_rep, addr, NULL, 0)) ||
         (rv = nng_socket_get_int(mgr.ctl_rep, NNG_OPT_RECVFD, &fd)) != 0)
@@ -788,6 +800,7 @@ int failover_manager_main(struct proc_args *a)
         ev_run(mgr.loop, EVRUN_NOWAIT);
     proc_stop_deadline(PROC_STOP_DEADLINE_MS, 0); /* nothing below may hang the stop */
     nng_close(mgr.map_pub);
+    nng_close(mgr.lease_pub);
     nng_close(mgr.ctl_rep);
     nng_close(mgr.view_sub);
     json_decref(mgr.view);

@@ -50,10 +50,11 @@ struct manager {
     /* sockets */
     struct dlink *relay;
     char relay_path[512];
-    nng_socket map_pub, view_sub, ctl_rep;
+    nng_socket map_pub, lease_pub, view_sub, ctl_rep;
     ev_io view_w, ctl_w;
     ev_timer tick_w, beat_w, relay_w, pub_w, soon_w;
-    ev_async newsub_w; /* a worker or the detector subscribed to map_pub */
+    ev_async newsub_w;   /* a worker or the detector subscribed to map_pub */
+    ev_async newlease_w; /* the detector subscribed to lease_pub */
     uint64_t published_version;
     struct stats_metric *leader_gauge, *version_gauge, *term_gauge, *failover_hist,
         *nodes_up, *nodes_down, *nodes_draining, *nodes_left, *force_count, *commit_hist;

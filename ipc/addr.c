@@ -38,6 +38,11 @@ void ipc_addr_cluster_map(char *buf, size_t len, const char *run_dir)
     snprintf(buf, len, "ipc://%s/cluster-map.sock", run_dir);
 }
 
+void ipc_addr_cluster_lease(char *buf, size_t len, const char *run_dir)
+{
+    snprintf(buf, len, "ipc://%s/cluster-lease.sock", run_dir);
+}
+
 void ipc_addr_cluster_fence(char *buf, size_t len, const char *run_dir)
 {
     snprintf(buf, len, "ipc://%s/cluster-fence.sock", run_dir);

@@ -27,6 +27,9 @@ void ipc_addr_shard_changes(char *buf, size_t len, const char *run_dir, int shar
 void ipc_addr_stats(char *buf, size_t len, const char *run_dir);
 void ipc_addr_control(char *buf, size_t len, const char *run_dir);
 void ipc_addr_cluster_map(char *buf, size_t len, const char *run_dir);
+/* the failover manager's lease, to the split-brain detector alone: it changes every beat, and
+ * nng filters topics on the subscriber's side, so on the map socket it woke every worker */
+void ipc_addr_cluster_lease(char *buf, size_t len, const char *run_dir);
 void ipc_addr_cluster_fence(char *buf, size_t len, const char *run_dir);
 void ipc_addr_cluster_view(char *buf, size_t len, const char *run_dir);
 void ipc_addr_cluster_ctl(char *buf, size_t len, const char *run_dir);
