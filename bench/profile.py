@@ -3,10 +3,12 @@
 Where cmcp's time goes under load: one node, cmcp-bench at a fixed concurrency,
 and for every process of the tree: CPU seconds, context switches and system
 calls per request; then `perf record` of the listener and a shard (call
-graphs) and their top symbols.
+graphs) and their top symbols. With --idle, no load: what the tree costs when
+nothing happens (CPU ms and context switches a second, per process).
 
   python3 bench/profile.py [--bin-dir build/bin] [--transport http|tcp] [-c 64]
                            [--seconds 5] [--perf [--perf-freq N] [--perf-no-graph]] [--out DIR]
+  python3 bench/profile.py --idle [--seconds 10]
 
 Loopback only; the node and the load generator are stopped at the end.
 """
@@ -67,10 +69,18 @@ def main():
     ap.add_argument("--cmcp-listeners", type=int, default=1)
     ap.add_argument("--cmcp-durability", default="group")
     ap.add_argument("--cmcp-max-sessions", type=int, default=100000)
+    ap.add_argument("--idle", action="store_true",
+                    help="no load: each process's CPU and context switches a second")
     args = ap.parse_args()
     args.bin_dir = os.path.abspath(args.bin_dir)
     os.makedirs(args.out, exist_ok=True)
     node = suite.Cmcp(args)
+    if args.idle:
+        try:
+            idle(node, args.seconds)
+        finally:
+            node.stop()
+        return
     try:
         url = node.url if args.transport == "http" else node.tcp_url
         pids = {name_of(p): p for p in node.pids()}
@@ -138,14 +148,53 @@ def main():
     finally:
         node.stop()
     if args.perf:
-        for comm_pid, label in ((pids.get("listener-0"), "listener-0"), (pids.get("shard-0"), "shard-0")):
-            rep = subprocess.run(["perf", "report", "-i", os.path.join(args.out, "perf.data"), "--pid",
-                                  str(comm_pid), "--no-children", "--sort", "dso,sym", "--stdio", "-g", "none",
-                                  "--percent-limit", "1.5"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        # one report sorted by pid first (perf report's --pid filter mixes the two processes'
+        # samples), each process's symbols as a share of its own samples
+        rep = subprocess.run(["perf", "report", "-i", os.path.join(args.out, "perf.data"),
+                              "--no-children", "--sort", "pid,dso,sym", "--stdio", "-g", "none"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        rows = []
+        for ln in rep.stdout.decode(errors="replace").splitlines():
+            parts = ln.split()
+            if len(parts) >= 4 and parts[0].endswith("%") and ":" in parts[1]:
+                try:
+                    rows.append((float(parts[0][:-1]), int(parts[1].split(":")[0]),
+                                 parts[2], " ".join(parts[3:])))
+                except ValueError:
+                    pass
+        for label in ("listener-0", "shard-0"):
+            pid = pids.get(label)
+            mine = [r for r in rows if r[1] == pid]
+            total = sum(r[0] for r in mine) or 1.0
             print("\n%s: top symbols (self time, %% of that process's samples)" % label)
-            for ln in rep.stdout.decode(errors="replace").splitlines():
-                if ln.strip() and not ln.startswith("#"):
-                    print("   " + ln.strip())
+            for pct, _, dso, sym in mine[:25]:
+                print("   %5.1f%%  %-22s %s" % (pct * 100 / total, dso, sym))
+            by_dso = {}
+            for pct, _, dso, _ in mine:
+                by_dso[dso] = by_dso.get(dso, 0) + pct
+            print("   by library: " + ", ".join("%s %.0f%%" % (d, v * 100 / total) for d, v in
+                                                sorted(by_dso.items(), key=lambda kv: -kv[1])[:6]))
+
+
+def idle(node, seconds):
+    """The tree at rest: CPU ms and context switches a second, per process."""
+    time.sleep(2.0)  # past the start's own work
+    pids = {name_of(p): p for p in node.pids()}
+    before = {n: (suite.cpu_ticks([p]), task_counters(p)) for n, p in pids.items()}
+    time.sleep(seconds)
+    after = {n: (suite.cpu_ticks([p]), task_counters(p)) for n, p in pids.items()}
+    print("idle for %.0f s, %d processes" % (seconds, len(pids)))
+    print("| process | CPU ms / s | context switches / s |")
+    print("|---|---|---|")
+    tc = tx = 0.0
+    for n in sorted(pids):
+        (c0, (v0, nv0)), (c1, (v1, nv1)) = before[n], after[n]
+        cpu = (c1 - c0) * 1000.0 / suite.HZ / seconds
+        ctx = (v1 + nv1 - v0 - nv0) / seconds
+        tc += cpu
+        tx += ctx
+        print("| %s | %.1f | %.0f |" % (n, cpu, ctx))
+    print("| whole tree | %.1f | %.0f |" % (tc, tx))
 
 
 if __name__ == "__main__":
