@@ -291,14 +291,27 @@ void mgr_publish_map(void)
     cluster_publish(mgr.map_pub, "map", j);
 }
 
-static void publish_lease(void)
+static void publish_lease(bool force)
 {
     const char *leader = mgr_leader();
+    uint64_t term = mgr.raft_running ? mgr.raft.current_term : 0;
+    bool is_leader = mgr_is_leader();
+    double now = cmcp_now_ms();
+    if (!force && mgr.lease_until == mgr.pub_lease_until && term == mgr.pub_lease_term &&
+        is_leader == mgr.pub_lease_leader && mgr.fsm.map.version == mgr.pub_lease_version &&
+        strcmp(leader ? leader : "", mgr.pub_lease_leader_id) == 0 &&
+        now - mgr.pub_lease_at < 1000.0)
+        return;
+    snprintf(mgr.pub_lease_leader_id, sizeof(mgr.pub_lease_leader_id), "%s", leader ? leader : "");
+    mgr.pub_lease_until = mgr.lease_until;
+    mgr.pub_lease_term = term;
+    mgr.pub_lease_leader = is_leader;
+    mgr.pub_lease_version = mgr.fsm.map.version;
+    mgr.pub_lease_at = now;
     cluster_publish(mgr.lease_pub, "lease",
                     json_pack("{s:f,s:s?,s:I,s:b,s:I,s:I}", "lease_until", mgr.lease_until,
-                              "leader", leader, "term",
-                              (json_int_t)(mgr.raft_running ? mgr.raft.current_term : 0),
-                              "is_leader", mgr_is_leader(), "beat", (json_int_t)mgr.beat_seq,
+                              "leader", leader, "term", (json_int_t)term, "is_leader", is_leader,
+                              "beat", (json_int_t)mgr.beat_seq,
                               "version", (json_int_t)mgr.fsm.map.version));
 }
 
@@ -309,7 +322,7 @@ static void soon_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     if (mgr.fsm.map.version != mgr.published_version)
         mgr_publish_map();
-    publish_lease();
+    publish_lease(false);
 }
 
 /* a worker or the detector (re)started: the map now */
@@ -327,7 +340,7 @@ static void lease_subscribed(struct ev_loop *loop, ev_async *w, int revents)
     (void)loop;
     (void)w;
     (void)revents;
-    publish_lease();
+    publish_lease(true);
 }
 
 static void pub_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -505,7 +518,7 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
     }
     if (mgr.fsm.map.version != mgr.published_version)
         mgr_publish_map();
-    publish_lease();
+    publish_lease(false);
 }
 
 void mgr_kick(void)

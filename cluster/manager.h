@@ -37,6 +37,12 @@ struct manager {
     uint64_t beat_seq;
     double beat_sent[BEAT_RING];
     double lease_until;
+    /* the last lease published to the detector, and when: one that says nothing new is not
+     * sent again within a second (the tick and each applied batch both publish) */
+    double pub_lease_until, pub_lease_at;
+    uint64_t pub_lease_term, pub_lease_version;
+    bool pub_lease_leader;
+    char pub_lease_leader_id[MAP_NODE_ID_MAX];
     /* the leader's own observations (monotonic ms), by member index */
     double leader_since;
     double beat_seen[MAP_MAX_NODES]; /* when this node last applied that member's beat */
