@@ -14,7 +14,7 @@ JOBS       ?= $(shell nproc)
 CTEST_ARGS ?= -j2
 
 .PHONY: all deps deps-test node-deps build build-node build-asan build-fuzz build-release run test \
-	test-fast test-swarm test-asan-cluster fuzz-smoke bench bench-json clean help
+	test-fast test-swarm test-asan-long fuzz-smoke bench bench-json clean help
 
 all: build
 
@@ -24,7 +24,7 @@ help:
 	@echo "make test   - install the test tools too, build everything, run every test (plain and"
 	@echo "              ASan+UBSan builds, fuzzers briefly, a Release build)"
 	@echo "make test-swarm - the Docker Swarm stack on an engine of its own (docs/deployment.md)"
-	@echo "make test-asan-cluster - the cluster tests on the ASan+UBSan build (about 3 minutes)"
+	@echo "make test-asan-long - the cluster and chaos tests on the ASan+UBSan build (3.5 min)"
 	@echo "make bench  - benchmarks (docs/benchmarks.md)"
 	@echo "make bench-json - jansson against json-c and cJSON on a shard's JSON work"
 	@echo "make clean  - remove build directories"
@@ -106,13 +106,14 @@ test-swarm: build node-deps
 	@if [ -f $(BUILD)/swarm-skipped.txt ]; then \
 	  echo "swarm/test_swarm was SKIPPED: $$(cat $(BUILD)/swarm-skipped.txt)"; fi
 
-# The cluster tests (three-node clusters, the Jepsen-style checker, partitions) on the
-# ASan+UBSan build: about 3 minutes on 2 cores, kept out of `make test`'s budget.
-test-asan-cluster: build-asan node-deps
+# The cluster and chaos tests (three-node clusters, the Jepsen-style checker, partitions,
+# kill storms) on the ASan+UBSan build: about 3.5 minutes on 2 cores, kept out of
+# `make test`'s budget.
+test-asan-long: build-asan node-deps
 	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  ctest --output-on-failure -L cluster $(CTEST_ARGS)
+	  ctest --output-on-failure -L "cluster|chaos" $(CTEST_ARGS)
 
 test-fast: build node-deps
 	cd $(BUILD) && ctest --output-on-failure $(CTEST_ARGS)

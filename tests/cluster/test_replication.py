@@ -99,13 +99,24 @@ class ReplicationTest(Timed):
         return acked
 
     def test_map_places_replicas(self):
-        with Cluster(3, extra=RF2) as c:
+        with Cluster(3, extra=RF2, metrics=True) as c:
             st = c.wait_formed()
             self.assertEqual(st["map"]["replication_factor"], 2)
             for p in range(st["map"]["partitions"]):
                 reps = replicas_of(st, p)
                 self.assertEqual(len(reps), 1, (p, reps))
                 self.assertNotIn(owner_of(st, p), reps)
+            # a write on n0 is committed there, and as a copy on its partition's replica
+            s = Session(c.http[0])
+            p = int(s.sid.split("-")[0])
+            rep = int(replicas_of(c.status(0), p)[0][1:])
+            copies = lambda: c.metric(rep, "cmcp_store_commits_total{of=\"copies\"}")  # noqa
+            wait_for(lambda: c.metric(0, "cmcp_store_commits_total") > 0, 5, 0.1,
+                     what="n0's commit counters published")
+            before = copies()
+            self.assertNotIn("error", s.tool("kv_set", {"key": "k", "value": "v"}))
+            wait_for(lambda: copies() > before, 5, 0.1, what="the replica's copies commit counted")
+            s.close()
 
     def test_owner_killed_no_acknowledged_write_lost(self):
         self.owner_killed(leader=False)

@@ -118,7 +118,9 @@ class MetricsTest(unittest.TestCase):
                      ("cmcp_replication_catchups_total", 'result="rejoined"'),
                      ("cmcp_replication_catchups_total", 'result="aborted"'),
                      ("cmcp_replication_catchups_started_total", 'from="log"'),
-                     ("cmcp_replication_catchups_started_total", 'from="snapshot"')]
+                     ("cmcp_replication_catchups_started_total", 'from="snapshot"'),
+                     ("cmcp_store_commits_total", 'of="own"'),
+                     ("cmcp_store_commits_total", 'of="copies"')]
         expected += [(n, "") for n in (
             "cmcp_sessions_created_total", "cmcp_sessions_recovered_total",
             "cmcp_store_commit_failures_total", "cmcp_replication_unknown_total",
@@ -209,6 +211,16 @@ class MetricsTest(unittest.TestCase):
             after = metrics(self.p.metrics)
         self.assertNotIn(("cmcp_request_duration_seconds_count", ""), after)
         self.assertNotIn(("cmcp_request_duration_seconds_count", 'method="no/such/method"'), after)
+        # a write is committed: the shard's own commits count it (one commit may hold several)
+        commits = lambda m: m.get(("cmcp_store_commits_total", 'of="own"'), 0)  # noqa
+        c0 = commits(after)
+        s.tool("kv_set", {"key": "k", "value": "v"})
+        deadline = time.monotonic() + 5
+        while commits(after) < c0 + 1:
+            self.assertLess(time.monotonic(), deadline, "cmcp_store_commits_total did not move")
+            time.sleep(0.1)
+            after = metrics(self.p.metrics)
+        self.assertEqual(after.get(("cmcp_store_commits_total", 'of="copies"')), 0)
 
     def test_restart_counts_and_health_flips(self):
         label = 'supervisor="shard_sup",child="shard-1"'

@@ -85,6 +85,10 @@ static const struct {
     {"cmcp_metrics_scrapes_total", "HTTP requests to the metrics worker, by path"},
     {"cmcp_sessions_recovered_total", "Sessions a shard read back from its store at start"},
     {"cmcp_store_commit_failures_total", "Store commits that failed (the writes were refused)"},
+    {"cmcp_store_commits_total",
+     "Store commits (each one fdatasync with durability = fsync), by what they wrote: own (the "
+     "sessions this node owns) or copies (changes received as a replica); against "
+     "cmcp_requests_total, how well writes are grouped"},
     {"cmcp_writes_refused_total", "Writes a shard refused and rolled back, by reason: fenced "
                                   "(no lease) or not_owner (the partition moved)"},
     {"cmcp_session_replication_lag_seconds",

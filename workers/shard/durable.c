@@ -165,6 +165,7 @@ static void commit_now(void)
     else
         store_discard(D.store);
     if (rc == 0) {
+        stats_counter("cmcp_store_commits_total", "of=\"own\"")->value += 1;
         for (struct sess *s = batch; s; s = s->next_dirty) {
             s->in_batch = false;
             s->stored = true;

@@ -80,6 +80,8 @@ static void zero_series(struct cfg *c)
         stats_counter(unlabelled[i], "");
     stats_counter("cmcp_replication_catchups_total", "result=\"rejoined\"");
     stats_counter("cmcp_replication_catchups_total", "result=\"aborted\"");
+    stats_counter("cmcp_store_commits_total", "of=\"own\"");
+    stats_counter("cmcp_store_commits_total", "of=\"copies\"");
     stats_counter("cmcp_replication_catchups_started_total", "from=\"log\"");
     stats_counter("cmcp_replication_catchups_started_total", "from=\"snapshot\"");
     static const char *const refused[] = {"fenced", "not_owner"};

@@ -1783,6 +1783,8 @@ void repl_apply_now(void)
     if (G.staged) {
         G.staged = false;
         int rc = store_commit_copy(R.store);
+        if (rc == 0)
+            stats_counter("cmcp_store_commits_total", "of=\"copies\"")->value += 1;
         if (rc != 0) {
             error = store_errmsg(R.store);
             log_error("replica_commit_failed", "{s:s}", "error", error ? error : strerror(-rc));
