@@ -270,12 +270,23 @@ def cluster_cpu_s(c):
     return total
 
 
-def started(Cluster, n, extra, tries=3):
+def commits(c):
+    """{"own": n, "copies": n}: the store commits of every node's shards so far
+    (cmcp_store_commits_total, from each node's /metrics)."""
+    out = {"own": 0.0, "copies": 0.0}
+    for i in range(c.n):
+        if c.alive(i):
+            for k in out:
+                out[k] += c.metric(i, 'cmcp_store_commits_total{of="%s"}' % k)
+    return out
+
+
+def started(Cluster, n, extra, tries=3, **kw):
     """A formed cluster of n nodes, started again (new ports) when a node could not start:
     the ports it picked were free when picked, but another process may take one before the
     node binds it (an outgoing connection's ephemeral port is from the same range)."""
     for k in range(tries):
-        c = Cluster(n, extra=extra)
+        c = Cluster(n, extra=extra, **kw)
         try:
             c.__enter__()
         except RuntimeError as e:
@@ -300,22 +311,30 @@ def replication(Cluster, wait_for, seconds, bin_dir, conns=(16, 64), rounds=2):
     for n in conns:
         for m, _ in modes:
             out["%s@%d" % (m, n)] = {"ops": 0, "seconds": 0.0, "p50": [], "p99": [],
-                                     "errors": 0, "cpu": 0.0}
+                                     "errors": 0, "cpu": 0.0, "own": 0.0, "copies": 0.0,
+                                     "all_ops": 0}
     bench = os.path.join(bin_dir, "cmcp-bench")
     for _ in range(rounds):
         for n in conns:
             for name, extra in modes:
-                c = started(Cluster, 3, extra)
+                c = started(Cluster, 3, extra, metrics=True)
                 try:
                     cpu0 = cluster_cpu_s(c)
+                    com0 = commits(c)
                     p = subprocess.run(
                         [bench, "-c", str(n), "-d", str(seconds), "-w", "1", "-q",
                          "--tool", "kv_set", "--args", '{"key":"k","value":12345}',
                          "--json", "-", "http://127.0.0.1:%d/mcp" % c.http[0]],
                         capture_output=True, text=True, timeout=seconds + 120)
                     cpu = cluster_cpu_s(c) - cpu0
+                    time.sleep(1.2)  # the shards' next stats snapshot (every second)
+                    com = commits(c)
                     j = json.loads(p.stdout)
                     o = out["%s@%d" % (name, n)]
+                    # commits over the whole run (warm-up included) per write over the same
+                    o["own"] += com["own"] - com0["own"]
+                    o["copies"] += com["copies"] - com0["copies"]
+                    o["all_ops"] += j["ok"] + j["warmup"]["ok"]
                     # the CPU counts the warmup second too: scaled to the measured share
                     o["cpu"] += cpu * j["ok"] / max(1, j["ok"] + j["warmup"]["ok"])
                     o["ops"] += j["ok"]
@@ -332,7 +351,9 @@ def replication(Cluster, wait_for, seconds, bin_dir, conns=(16, 64), rounds=2):
                     "errors": o["errors"],
                     "p50_ms": statistics.median(o["p50"]) if o["p50"] else 0,
                     "p99_ms": statistics.median(o["p99"]) if o["p99"] else 0,
-                    "node_cpu_us_per_op": o["cpu"] / o["ops"] * 1e6 if o["ops"] else 0}
+                    "node_cpu_us_per_op": o["cpu"] / o["ops"] * 1e6 if o["ops"] else 0,
+                    "writes_per_own_commit": o["all_ops"] / o["own"] if o["own"] else 0,
+                    "writes_per_copy_commit": o["all_ops"] / o["copies"] if o["copies"] else 0}
     return res
 
 
@@ -643,13 +664,16 @@ def report(res, env):
         r = res["replication"]
         lines += ["## Replication cost (kv_set through one node, cmcp-bench, 3 nodes)", "",
                   "| connections | mode | ops/s | vs RF 1 | p50 ms | p99 ms | nodes' CPU µs/op | "
-                  "errors |", "|---|---|---|---|---|---|---|---|"]
+                  "writes per commit (own / copies) | errors |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for key in sorted(r, key=lambda k: (int(k.split("@")[1]), k)):
             name, n = key.split("@")
             v, base = r[key], r["rf1@" + n]["ops_per_s"] or 1
-            lines.append("| %s | %s | %.0f | %.2f× | %.2f | %.2f | %.0f | %d |" % (
+            lines.append("| %s | %s | %.0f | %.2f× | %.2f | %.2f | %.0f | %.1f / %s | %d |" % (
                 n, name, v["ops_per_s"], v["ops_per_s"] / base, v["p50_ms"], v["p99_ms"],
-                v["node_cpu_us_per_op"], v["errors"]))
+                v["node_cpu_us_per_op"], v.get("writes_per_own_commit", 0),
+                "%.1f" % v["writes_per_copy_commit"] if v.get("writes_per_copy_commit") else "-",
+                v["errors"]))
         lines.append("")
     if "scale" in res:
         r = res["scale"]
