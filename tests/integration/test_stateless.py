@@ -155,6 +155,21 @@ class StatelessHttpTest(unittest.TestCase):
         self.assertEqual(err["code"], -32022, err)
         self.assertIn(V, err["data"]["supported"])
 
+    @needs_routing
+    def test_malformed_body_is_a_parse_error(self):
+        # the shard parses a stateless request once; text that is not JSON is answered -32700
+        # with what jansson said and where, and the node goes on serving
+        r = self.conn.request("POST", b'{"jsonrpc":"2.0","id":5,"method":"tools/list",',
+                              headers={"MCP-Protocol-Version": V, "Mcp-Method": "tools/list"})
+        self.assertEqual(r.status, 400, r)
+        msgs = r.messages()
+        self.assertTrue(msgs and msgs[-1]["error"]["code"] == -32700, r)
+        self.assertIn("Parse error", msgs[-1]["error"]["message"])
+        self.assertIn("line 1", msgs[-1]["error"]["message"])
+        ok = self.post(request(6, "tools/list"))
+        self.assertEqual(ok.status, 200, ok)
+        self.assertIn("tools", self.answer(ok, 6)["result"])
+
     def test_session_protocol_still_served(self):
         s = Session(StatelessNode.port, capabilities=ALLCAPS)
         try:

@@ -224,18 +224,22 @@ json_t *mcp_handle_batch(mcp_server *srv, mcp_session *s, json_t *batch, int *np
     return out;
 }
 
+json_t *mcp_parse_error_response(const json_error_t *jerr)
+{
+    char text[300];
+    snprintf(text, sizeof(text), "Parse error: %.200s (line %d, column %d)", jerr->text,
+             jerr->line, jerr->column);
+    return mcp_error_response(NULL, MCP_PARSE_ERROR, text, NULL);
+}
+
 json_t *mcp_handle_text(mcp_server *srv, mcp_session *s, const char *buf, size_t len, bool *pending)
 {
     if (pending)
         *pending = false;
     json_error_t jerr;
     json_t *msg = json_loadb(buf, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
-    if (!msg) {
-        char text[300];
-        snprintf(text, sizeof(text), "Parse error: %.200s (line %d, column %d)", jerr.text,
-                 jerr.line, jerr.column);
-        return mcp_error_response(NULL, MCP_PARSE_ERROR, text, NULL);
-    }
+    if (!msg)
+        return mcp_parse_error_response(&jerr);
     json_t *r;
     if (json_is_array(msg)) {
         int n = 0;

@@ -302,6 +302,8 @@ struct mcp_stateless_ctx {
  */
 json_t *mcp_handle_stateless(mcp_server *srv, json_t *msg, const struct mcp_stateless_ctx *ctx,
                              bool *pending);
+/* The -32700 response for text jansson could not parse (what it said, and where). */
+json_t *mcp_parse_error_response(const json_error_t *jerr);
 /* Parse text and serve it statelessly (-32700 for bad JSON, -32600 for a batch). */
 json_t *mcp_handle_stateless_text(mcp_server *srv, const char *buf, size_t len,
                                   const struct mcp_stateless_ctx *ctx, bool *pending);

@@ -449,12 +449,8 @@ json_t *mcp_handle_stateless_text(mcp_server *srv, const char *buf, size_t len,
         *pending = false;
     json_error_t jerr;
     json_t *msg = json_loadb(buf, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
-    if (!msg) {
-        char text[300];
-        snprintf(text, sizeof(text), "Parse error: %.200s (line %d, column %d)", jerr.text,
-                 jerr.line, jerr.column);
-        return mcp_error_response(NULL, MCP_PARSE_ERROR, text, NULL);
-    }
+    if (!msg)
+        return mcp_parse_error_response(&jerr);
     json_t *r = mcp_handle_stateless(srv, msg, ctx, pending);
     json_decref(msg);
     return r;

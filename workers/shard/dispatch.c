@@ -263,13 +263,21 @@ static void op_stateless(struct slot *sl, const struct wire_req *req)
     char key[64];
     snprintf(key, sizeof(key), "%d-%llu", req->lid, (unsigned long long)req->tok);
     struct mcp_stateless_ctx ctx = {req->http, req->pv, req->mm, req->mn, req->mp, key, sl, NULL};
-    json_t *parsed = json_loadb(req->body, req->blen, 0, NULL);
-    sl->method = wire_method_label(parsed);
-    json_decref(parsed);
+    /* parsed once: for the method's label and for the engine (the engine's own
+     * mcp_handle_stateless_text() parses with the same flags) */
+    json_error_t jerr;
+    json_t *msg = json_loadb(req->body, req->blen, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
+    sl->method = wire_method_label(msg);
     count_request(sl->method, "http");
     sl->stateless = true;
     bool pending = false;
-    json_t *resp = mcp_handle_stateless_text(shard_g.srv, req->body, req->blen, &ctx, &pending);
+    json_t *resp;
+    if (msg) {
+        resp = mcp_handle_stateless(shard_g.srv, msg, &ctx, &pending);
+        json_decref(msg);
+    } else {
+        resp = mcp_parse_error_response(&jerr);
+    }
     if (pending)
         return; /* the host's stateless_emit(final) answers */
     struct wire_reply r = {.st = mcp_stateless_http_status(resp), .stream = sl->nev ? 1 : 0};
