@@ -430,6 +430,16 @@ static void hb_cb(struct ev_loop *loop, ev_timer *w, int revents)
             peer_send(p->link, PEER_HEARTBEAT, txt, strlen(txt));
     }
     free(txt);
+    /* Alone (no peer known: a one-node cluster, or a first node waiting for the others), the
+     * view says the same every beat: it goes again after a second, or at once when something
+     * in it changed (a peer appears or is refused), not every heartbeat. With peers it goes
+     * every beat, as their health and accusations are what the failover manager acts on. */
+    static double alone_at;
+    static unsigned long alone_refused;
+    if (MON.npeers == 0 && MON.env.refused == alone_refused && now - alone_at < 1000.0)
+        return;
+    alone_at = MON.npeers == 0 ? now : 0;
+    alone_refused = MON.env.refused;
     publish_view(now);
 }
 
