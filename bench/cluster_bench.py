@@ -3,7 +3,8 @@
 cmcp cluster benchmarks: real nodes on loopback (tests/cluster/cluster_harness.py).
 
   python3 bench/cluster_bench.py [--bin-dir build/bin] [--trials 20]
-                                 [--only formation,detection,fence,leader,commit,replication,forwarding,rto,scale]
+                                 [--only formation,detection,fence,leader,commit,replication,
+                                         replication_spread,forwarding,rto,scale]
                                  [--out DIR]
 
 Sections (docs/benchmarks.md shows the results and how they were obtained):
@@ -26,7 +27,10 @@ Sections (docs/benchmarks.md shows the results and how they were obtained):
              measure it (proposal to applied here), in a formed 4-node cluster
   replication  kv_set throughput and latency through one node (cmcp-bench, 16 and
              64 connections, a session each) with RF 1, RF 2 sync and RF 2 async,
-             interleaved, with the nodes' CPU per write
+             interleaved, with the nodes' CPU per write and writes per store commit
+  replication_spread  the same with the connections split over the three nodes (a
+             generator each, as behind a load balancer): every node owns sessions
+             and holds copies of the others'
   rto        failover RTO: 3 nodes (RF 2), sessions of the victim written through a
              surviving node; the victim (half the trials: the Raft leader) is SIGKILLed:
              time until every session was written again; acknowledged writes read back
@@ -299,12 +303,31 @@ def started(Cluster, n, extra, tries=3, **kw):
         return c
 
 
-def replication(Cluster, wait_for, seconds, bin_dir, conns=(16, 64), rounds=2):
+def run_generators(bench, urls, n, seconds):
+    """cmcp-bench's kv_set load split over urls (n connections in all, the remainder on the
+    first), the generators run at once; their reports summed: ok, errors, warm-up ok,
+    measured seconds (the longest), and p50/p99 (the worst of them)."""
+    per = [n // len(urls) + (1 if k < n % len(urls) else 0) for k in range(len(urls))]
+    procs = [subprocess.Popen(
+        [bench, "-c", str(c), "-d", str(seconds), "-w", "1", "-q", "--tool", "kv_set",
+         "--args", '{"key":"k","value":12345}', "--json", "-", u],
+        stdout=subprocess.PIPE, text=True) for u, c in zip(urls, per) if c > 0]
+    js = [json.loads(p.communicate(timeout=seconds + 120)[0]) for p in procs]
+    return {"ok": sum(j["ok"] for j in js), "errors": sum(j["errors"] for j in js),
+            "warmup_ok": sum(j["warmup"]["ok"] for j in js),
+            "measured_s": max(j["measured_s"] for j in js),
+            "p50": max(j["latency_ms"]["p50"] for j in js),
+            "p99": max(j["latency_ms"]["p99"] for j in js)}
+
+
+def replication(Cluster, wait_for, seconds, bin_dir, conns=(16, 64), rounds=2, spread=False):
     """kv_set throughput and latency through one node's sessions for RF 1, RF 2 sync and
     RF 2 async, interleaved over `rounds` rounds, at each count of connections in `conns`
     (cmcp-bench, closed loop, one session per connection), with the CPU every node's
     processes used per acknowledged write. The generator is C: a Python one took a core of
-    its own and capped RF 1, which made the ratios look better than they are."""
+    its own and capped RF 1, which made the ratios look better than they are. spread: the
+    connections are split over the three nodes (a generator each, as behind a load balancer),
+    so every node owns sessions and holds copies of the others'."""
     modes = (("rf1", "replication_factor = 1"), ("rf2_sync", "replication_factor = 2"),
              ("rf2_async", "replication_factor = 2\nreplication = async"))
     out = {}
@@ -321,30 +344,27 @@ def replication(Cluster, wait_for, seconds, bin_dir, conns=(16, 64), rounds=2):
                 try:
                     cpu0 = cluster_cpu_s(c)
                     com0 = commits(c)
-                    p = subprocess.run(
-                        [bench, "-c", str(n), "-d", str(seconds), "-w", "1", "-q",
-                         "--tool", "kv_set", "--args", '{"key":"k","value":12345}',
-                         "--json", "-", "http://127.0.0.1:%d/mcp" % c.http[0]],
-                        capture_output=True, text=True, timeout=seconds + 120)
+                    urls = ["http://127.0.0.1:%d/mcp" % c.http[i]
+                            for i in (range(3) if spread else (0,))]
+                    j = run_generators(bench, urls, n, seconds)
                     cpu = cluster_cpu_s(c) - cpu0
                     time.sleep(1.2)  # the shards' next stats snapshot (every second)
                     com = commits(c)
-                    j = json.loads(p.stdout)
                     o = out["%s@%d" % (name, n)]
                     # commits over the whole run (warm-up included) per write over the same
                     o["own"] += com["own"] - com0["own"]
                     o["copies"] += com["copies"] - com0["copies"]
-                    o["all_ops"] += j["ok"] + j["warmup"]["ok"]
+                    o["all_ops"] += j["ok"] + j["warmup_ok"]
                     # the CPU counts the warmup second too: scaled to the measured share
-                    o["cpu"] += cpu * j["ok"] / max(1, j["ok"] + j["warmup"]["ok"])
+                    o["cpu"] += cpu * j["ok"] / max(1, j["ok"] + j["warmup_ok"])
                     o["ops"] += j["ok"]
                     o["errors"] += j["errors"]
                     o["seconds"] += j["measured_s"]
-                    o["p50"].append(j["latency_ms"]["p50"])
-                    o["p99"].append(j["latency_ms"]["p99"])
+                    o["p50"].append(j["p50"])
+                    o["p99"].append(j["p99"])
                 finally:
                     c.stop()
-                log("  %s, %d connections: %.0f ops/s" % (name, n, j["rps"]))
+                log("  %s, %d connections: %.0f ops/s" % (name, n, j["ok"] / j["measured_s"]))
     res = {}
     for key, o in out.items():
         res[key] = {"ops_per_s": o["ops"] / o["seconds"] if o["seconds"] else 0,
@@ -660,9 +680,12 @@ def report(res, env):
                 n, "yes" if v.get("leader") else "", v.get("n", 0), v.get("p50", 0),
                 v.get("p99", 0), v.get("max", 0)))
         lines.append("")
-    if "replication" in res:
-        r = res["replication"]
-        lines += ["## Replication cost (kv_set through one node, cmcp-bench, 3 nodes)", "",
+    for sec, title in (("replication", "kv_set through one node"),
+                       ("replication_spread", "kv_set spread over the three nodes")):
+        if sec not in res:
+            continue
+        r = res[sec]
+        lines += ["## Replication cost (%s, cmcp-bench, 3 nodes)" % title, "",
                   "| connections | mode | ops/s | vs RF 1 | p50 ms | p99 ms | nodes' CPU µs/op | "
                   "writes per commit (own / copies) | errors |",
                   "|---|---|---|---|---|---|---|---|---|"]
@@ -730,7 +753,8 @@ def main():
                     help="trials of detection (formation, fence and leader: half as many, "
                          "at least 5)")
     ap.add_argument("--only",
-                    default="formation,detection,fence,leader,commit,replication,forwarding,rto")
+                    default="formation,detection,fence,leader,commit,replication,"
+                            "replication_spread,forwarding,rto")
     ap.add_argument("--out", default=None)
     ap.add_argument("--sessions", type=int, default=100000, help="scale: sessions in all")
     args = ap.parse_args()
@@ -766,6 +790,9 @@ def main():
     if "replication" in only:
         log("replication")
         res["replication"] = replication(Cluster, wait_for, 5, args.bin_dir)
+    if "replication_spread" in only:
+        log("replication_spread")
+        res["replication_spread"] = replication(Cluster, wait_for, 5, args.bin_dir, spread=True)
     if "scale" in only:
         log("scale")
         res["scale"] = scale(Cluster, wait_for, args.bin_dir, sessions=args.sessions)
