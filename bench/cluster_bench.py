@@ -313,7 +313,14 @@ def run_generators(bench, urls, n, seconds):
          "--args", '{"key":"k","value":12345}', "--json", "-", u],
         stdout=subprocess.PIPE, text=True) for u, c in zip(urls, per) if c > 0]
     js = [json.loads(p.communicate(timeout=seconds + 120)[0]) for p in procs]
+    kinds = {}
+    for j in js:
+        for src in ("errors_by_kind", "http_status_errors"):
+            for k, v in (j.get(src) or {}).items():
+                if v:
+                    kinds[k] = kinds.get(k, 0) + v
     return {"ok": sum(j["ok"] for j in js), "errors": sum(j["errors"] for j in js),
+            "error_kinds": kinds,
             "warmup_ok": sum(j["warmup"]["ok"] for j in js),
             "measured_s": max(j["measured_s"] for j in js),
             "p50": max(j["latency_ms"]["p50"] for j in js),
@@ -334,7 +341,8 @@ def replication(Cluster, wait_for, seconds, bin_dir, conns=(16, 64), rounds=2, s
     for n in conns:
         for m, _ in modes:
             out["%s@%d" % (m, n)] = {"ops": 0, "seconds": 0.0, "p50": [], "p99": [],
-                                     "errors": 0, "cpu": 0.0, "own": 0.0, "copies": 0.0,
+                                     "errors": 0, "error_kinds": {}, "cpu": 0.0, "own": 0.0,
+                                     "copies": 0.0,
                                      "all_ops": 0}
     bench = os.path.join(bin_dir, "cmcp-bench")
     for _ in range(rounds):
@@ -359,6 +367,13 @@ def replication(Cluster, wait_for, seconds, bin_dir, conns=(16, 64), rounds=2, s
                     o["cpu"] += cpu * j["ok"] / max(1, j["ok"] + j["warmup_ok"])
                     o["ops"] += j["ok"]
                     o["errors"] += j["errors"]
+                    if j["errors"]:
+                        # what failed, and what the nodes said about it
+                        for k, v in j["error_kinds"].items():
+                            o["error_kinds"][k] = o["error_kinds"].get(k, 0) + v
+                        log("  %s, %d connections: %d errors %s; the nodes' warnings:"
+                            % (name, n, j["errors"], j["error_kinds"]))
+                        c.print_trouble(limit=8)
                     o["seconds"] += j["measured_s"]
                     o["p50"].append(j["p50"])
                     o["p99"].append(j["p99"])
@@ -368,7 +383,7 @@ def replication(Cluster, wait_for, seconds, bin_dir, conns=(16, 64), rounds=2, s
     res = {}
     for key, o in out.items():
         res[key] = {"ops_per_s": o["ops"] / o["seconds"] if o["seconds"] else 0,
-                    "errors": o["errors"],
+                    "errors": o["errors"], "error_kinds": o["error_kinds"],
                     "p50_ms": statistics.median(o["p50"]) if o["p50"] else 0,
                     "p99_ms": statistics.median(o["p99"]) if o["p99"] else 0,
                     "node_cpu_us_per_op": o["cpu"] / o["ops"] * 1e6 if o["ops"] else 0,

@@ -10,6 +10,8 @@ const struct cfg_key cluster_cfg_keys[] = {
     {"cluster", "bootstrap_expect", CFG_INT, NULL, 0, 64},
     {"cluster", "partitions", CFG_INT, NULL, 1, 4096},
     {"cluster", "replication_factor", CFG_INT, NULL, 0, 5},
+    /* partitions p, p + G, p + 2G ... of one owner share their replicas; 0: each its own */
+    {"cluster", "replica_groups", CFG_INT, NULL, 0, 4096},
     {"cluster", "replication", CFG_ENUM, "sync|async", 0, 0},
     {"cluster", "replica_ack_timeout_ms", CFG_INT, NULL, 20, 60000},
     /* catch-ups (a replica rebuilt from a snapshot): at once per shard, chunk size, limit */

@@ -178,8 +178,23 @@ static int ranked(const struct cluster_map *m, int part, int *out)
     return n;
 }
 
-int map_plan_replicated(const struct cluster_map *m, int min_up, enum map_plan_mode mode,
-                        int moves, struct map_move *mv, int max)
+/* The replicas a new partition of group g (its shard) gets when o owns it: the members up
+ * after o in the map's order, taken from the g-th on (map.h, map_plan_replicated). */
+static int group_replicas(const struct cluster_map *m, int o, int g, int want, int *out)
+{
+    int others[MAP_MAX_NODES], n = 0, got = 0;
+    for (int k = 1; k < m->nnodes; k++) {
+        int j = (o + k) % m->nnodes;
+        if (m->nodes[j].state == MAP_UP)
+            others[n++] = j;
+    }
+    for (int k = 0; k < n && got < want; k++)
+        out[got++] = others[(g + k) % n];
+    return got;
+}
+
+int map_plan_replicated(const struct cluster_map *m, int min_up, int groups,
+                        enum map_plan_mode mode, int moves, struct map_move *mv, int max)
 {
     int n = 0, up = map_up(m);
     int order[MAP_MAX_NODES];
@@ -196,8 +211,11 @@ int map_plan_replicated(const struct cluster_map *m, int min_up, enum map_plan_m
             if (up < min_up)
                 continue; /* a forming cluster: wait for its first members */
             x.owner = order[0];
-            for (int k = 1; k < nr && x.nrep < m->rf - 1; k++)
-                x.rep[x.nrep++] = order[k];
+            if (groups > 0)
+                x.nrep = group_replicas(m, x.owner, p % groups, m->rf - 1, x.rep);
+            else
+                for (int k = 1; k < nr && x.nrep < m->rf - 1; k++)
+                    x.rep[x.nrep++] = order[k];
         } else if (!live || drain) {
             if (drain && moves <= 0)
                 continue;

@@ -161,16 +161,22 @@ int map_plan(const struct cluster_map *m, int min_up, enum map_plan_mode mode, i
 
 /*
  * The plan of a map with rf > 1, as moves (at most max): partitions never
- * owned get their preferred member and the next rf - 1 by the same hashing
- * (all empty: in sync from the start); partitions without a live owner are
+ * owned get their preferred member as owner (all copies empty: in sync from
+ * the start). Their rf - 1 replicas: with groups > 0 (the shard count, the
+ * same on every member), the partitions of one owner and one shard share
+ * them, so that one commit of that shard goes to one shard on each replica
+ * node rather than being split over all of them: the members up after the
+ * owner in the map's order, from the (partition mod groups)-th on, which
+ * spreads an owner's shards over the others. With groups = 0, each
+ * partition's own next rf - 1 by the same hashing as its owner. Partitions without a live owner are
  * promoted to their best in-sync replica that is up (the others stay
  * replicas), or, with none left, given to the preferred member (lost); in
  * the drain and rebalance modes at most `moves` live owners hand over to an
  * in-sync replica (drain: to any; rebalance: only to the preferred member),
  * the old owner staying a replica unless it drains.
  */
-int map_plan_replicated(const struct cluster_map *m, int min_up, enum map_plan_mode mode,
-                        int moves, struct map_move *mv, int max);
+int map_plan_replicated(const struct cluster_map *m, int min_up, int groups,
+                        enum map_plan_mode mode, int moves, struct map_move *mv, int max);
 /* Whether node index i is an in-sync replica of partition p. */
 bool map_is_replica(const struct cluster_map *m, int p, int i);
 

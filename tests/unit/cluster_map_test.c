@@ -107,14 +107,74 @@ static void test_membership_and_placement(void **state)
     assert_int_equal(m.nodes[2].state, MAP_UP);
 }
 
-/* Places what the replicated plan asks for, as the leader does; returns the moves. */
-static int place_plan(struct cluster_map *m, enum map_plan_mode mode, int moves, uint64_t *index)
+/* Places what the replicated plan asks for, as the leader does, with replica groups (0: each
+ * partition's replicas its own); returns the moves. */
+static int place_plan_groups(struct cluster_map *m, int groups, enum map_plan_mode mode,
+                             int moves, uint64_t *index)
 {
     static struct map_move mv[MAP_MAX_PARTITIONS];
-    int n = map_plan_replicated(m, 3, mode, moves, mv, MAP_MAX_PARTITIONS);
+    int n = map_plan_replicated(m, 3, groups, mode, moves, mv, MAP_MAX_PARTITIONS);
     if (n)
         assert_int_equal(apply_text(m, map_cmd_place(m, mv, n), (*index)++), MAP_OK);
     return n;
+}
+
+static int place_plan(struct cluster_map *m, enum map_plan_mode mode, int moves, uint64_t *index)
+{
+    return place_plan_groups(m, 0, mode, moves, index);
+}
+
+/* With replica groups (the shard count), the partitions of one owner and one shard share their
+ * replicas, an owner's groups go to different members, and every member holds copies. */
+static void test_replica_groups(void **state)
+{
+    (void)state;
+    for (int nodes = 3; nodes <= 4; nodes++) {
+        for (int rf = 2; rf <= 3; rf++) {
+            static struct cluster_map m;
+            map_init(&m);
+            uint64_t ix = 1;
+            assert_int_equal(apply_text(&m, map_cmd_init(128, rf), ix++), MAP_OK);
+            for (int i = 0; i < nodes; i++) {
+                char id[8];
+                snprintf(id, sizeof(id), "n%d", i);
+                assert_int_equal(apply_text(&m, map_cmd_join(id, (uint64_t)(10 + i), "h:1"), ix++),
+                                 MAP_OK);
+            }
+            assert_int_equal(place_plan_groups(&m, 2, MAP_PLAN_FAILOVER, 0, &ix), 128);
+            int first[MAP_MAX_NODES][2], copies[MAP_MAX_NODES] = {0};
+            memset(first, -1, sizeof(first));
+            for (int p = 0; p < 128; p++) {
+                const struct map_partition *pp = &m.parts[p];
+                assert_int_equal(pp->nrep, rf - 1);
+                for (int k = 0; k < pp->nrep; k++) {
+                    assert_int_not_equal(pp->rep[k], pp->owner);
+                    for (int j = 0; j < k; j++)
+                        assert_int_not_equal(pp->rep[k], pp->rep[j]);
+                    copies[pp->rep[k]]++;
+                }
+                int *f = &first[pp->owner][p % 2];
+                if (*f < 0)
+                    *f = pp->rep[0];
+                assert_int_equal(pp->rep[0], *f); /* one shard's partitions: one replica */
+            }
+            for (int i = 0; i < nodes; i++) {
+                assert_true(copies[i] > 0);
+                if (first[i][0] >= 0 && first[i][1] >= 0)
+                    assert_int_not_equal(first[i][0], first[i][1]);
+            }
+            /* the owner of some partitions goes down: they move to their one replica per
+             * group, each group to another member */
+            int vi = m.parts[0].owner;
+            assert_int_equal(apply_text(&m, map_cmd_down(m.nodes[vi].id, m.nodes[vi].incarnation,
+                                                         0), ix++), MAP_OK);
+            int to[2] = {first[vi][0], first[vi][1]};
+            assert_true(place_plan_groups(&m, 2, MAP_PLAN_FAILOVER, 0, &ix) > 0);
+            for (int p = 0; p < 128 && rf == 2; p++)
+                if (m.parts[p].epoch == 2)
+                    assert_int_equal(m.parts[p].owner, to[p % 2]);
+        }
+    }
 }
 
 static void test_replicas_promotion_and_isr(void **state)
@@ -623,6 +683,7 @@ int main(void)
         cmocka_unit_test(test_membership_and_placement),
         cmocka_unit_test(test_commands_that_do_not_fit),
         cmocka_unit_test(test_replicas_promotion_and_isr),
+        cmocka_unit_test(test_replica_groups),
         cmocka_unit_test(test_isr_add),
         cmocka_unit_test(test_renewal_and_mark_down_race),
         cmocka_unit_test(test_json_round_trip_and_hash),

@@ -1365,11 +1365,18 @@ static const char *node_inc(int i)
  * from the owner shifted by the partition. -1: none. */
 static int cu_target(const struct cview *v, int part)
 {
-    int nn = v->nodes ? (int)json_array_size(v->nodes) : 0;
-    for (int k = 0; k < nn; k++) {
-        int j = (v->self + 1 + part / shard_g.nshards + k) % nn;
-        if (j == v->self || j == v->owner[part] || in_rep(v, part, j) || !cview_node_up(j) ||
-            !cview_node_id(j) || !cview_node_endpoint(j))
+    /* as the map places a new partition's replicas (cluster/map.h, map_plan_replicated): the
+     * members up after this one in the map's order, from the group's own on, so that the
+     * partitions of one shard keep sending their commits to one shard elsewhere */
+    int nn = v->nodes ? (int)json_array_size(v->nodes) : 0, others[64], n = 0;
+    for (int k = 1; k < nn && n < 64; k++)
+        if (cview_node_up((v->self + k) % nn))
+            others[n++] = (v->self + k) % nn;
+    int g = shard_g.replica_groups > 0 ? part % shard_g.replica_groups : part / shard_g.nshards;
+    for (int k = 0; k < n; k++) {
+        int j = others[(g + k) % n];
+        if (j == v->owner[part] || in_rep(v, part, j) || !cview_node_id(j) ||
+            !cview_node_endpoint(j))
             continue;
         return j;
     }

@@ -101,6 +101,7 @@ struct sess {
 struct shard_state {
     struct proc_args *a;
     int index, nshards;
+    int replica_groups; /* [cluster] replica_groups: partitions p, p + groups, ... share replicas */
     struct ev_loop *loop;
     struct ipc_bridge bridge;
     mcp_server *srv;
