@@ -181,9 +181,11 @@ int cluster_conf_load(struct cluster_conf *cc, struct cfg *c, char *err, size_t 
         return bad(c, "replication_factor", err, errlen, "%s",
                    "copies live on other nodes: a replication factor above 1 needs [cluster] "
                    "bind (and peers)");
-    /* every member runs as many shards; by default a shard's partitions share their replicas */
+    /* every member runs as many shards; by default a shard's partitions share their replicas,
+     * in two groups at least, so that one node's partitions never all fail over to one member
+     * (workers/shard/main.c reads the same default) */
     long shards = cfg_get_long(c, "tree.shard", "count", 1);
-    cc->groups = (int)cfg_get_long(c, "cluster", "replica_groups", shards > 0 ? shards : 1);
+    cc->groups = (int)cfg_get_long(c, "cluster", "replica_groups", shards > 2 ? shards : 2);
     cc->voters = (int)cfg_get_long(c, "cluster", "voters", 3);
     const char *st = cfg_get(c, "cluster", "split_brain_strategy", "winner_takes_all");
     cc->strategy = strcmp(st, "oldest_node") == 0         ? SB_OLDEST_NODE

@@ -185,8 +185,8 @@ int shard_main(struct proc_args *a)
     shard_g.index = a->index < 0 ? 0 : a->index;
     long nshards = cfg_get_long(&a->cfg, "tree.shard", "count", 1);
     shard_g.nshards = nshards > 0 ? (int)nshards : 1;
-    shard_g.replica_groups =
-        (int)cfg_get_long(&a->cfg, "cluster", "replica_groups", shard_g.nshards);
+    shard_g.replica_groups = (int)cfg_get_long(&a->cfg, "cluster", "replica_groups",
+                                               shard_g.nshards > 2 ? shard_g.nshards : 2);
     shard_g.max_sessions =
         cfg_get_long(&a->cfg, "sessions", "max", 100000) / (nshards > 0 ? nshards : 1);
     if (shard_g.max_sessions < 1)
