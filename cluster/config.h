@@ -23,7 +23,7 @@ struct cluster_conf {
     int expect;                   /* members a new cluster waits for before it bootstraps */
     int partitions;
     int rf;                       /* replication factor a new cluster is made with */
-    int groups;                   /* the shard count ([tree.shard] count): the replica groups */
+    int groups;                   /* replica_groups (default: the shard count, 2 at least) */
     int voters;
     enum sb_strategy strategy;
     char master[MAP_NODE_ID_MAX];

@@ -400,7 +400,8 @@ static void plan_replicated(double now, enum map_plan_mode mode)
 {
     const struct cluster_map *m = &mgr.fsm.map;
     static struct map_move mv[MAP_MAX_PARTITIONS];
-    int n = map_plan_replicated(m, mgr.cc.expect, mgr.cc.groups, mode, MOVES_PER_TICK, mv, MAP_MAX_PARTITIONS);
+    int n = map_plan_replicated(m, mgr.cc.expect, mgr.cc.groups, mode, MOVES_PER_TICK, mv,
+                                MAP_MAX_PARTITIONS);
     L.planned_version = m->version;
     L.last_plan = now;
     int promoted = 0, lost = 0, placed = 0;

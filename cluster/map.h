@@ -168,12 +168,12 @@ int map_plan(const struct cluster_map *m, int min_up, enum map_plan_mode mode, i
  * node rather than being split over all of them: the members up after the
  * owner in the map's order, from the (partition mod groups)-th on, which
  * spreads an owner's shards over the others. With groups = 0, each
- * partition's own next rf - 1 by the same hashing as its owner. Partitions without a live owner are
- * promoted to their best in-sync replica that is up (the others stay
- * replicas), or, with none left, given to the preferred member (lost); in
- * the drain and rebalance modes at most `moves` live owners hand over to an
- * in-sync replica (drain: to any; rebalance: only to the preferred member),
- * the old owner staying a replica unless it drains.
+ * partition's own next rf - 1 by the same hashing as its owner. Partitions
+ * without a live owner are promoted to their best in-sync replica that is up
+ * (the others stay replicas), or, with none left, given to the preferred
+ * member (lost); in the drain and rebalance modes at most `moves` live
+ * owners hand over to an in-sync replica (drain: to any; rebalance: only to
+ * the preferred member), the old owner staying a replica unless it drains.
  */
 int map_plan_replicated(const struct cluster_map *m, int min_up, int groups,
                         enum map_plan_mode mode, int moves, struct map_move *mv, int max);

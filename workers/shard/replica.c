@@ -1361,15 +1361,17 @@ static const char *node_inc(int i)
     return inc ? inc : "";
 }
 
-/* A member to rebuild a copy of part on: up, not the owner, not in sync yet; ring order
- * from the owner shifted by the partition. -1: none. */
+#define CU_MAX_NODES 64 /* the map's MAP_MAX_NODES */
+
+/* A member to rebuild a copy of part on: up, not the owner, not in sync yet. The members up
+ * after this one in the map's order, from the partition's replica group on, as the map places
+ * a new partition's replicas (cluster/map.h, map_plan_replicated): the partitions of one
+ * group keep their copies together, so a commit of theirs goes to one shard elsewhere.
+ * -1: none. */
 static int cu_target(const struct cview *v, int part)
 {
-    /* as the map places a new partition's replicas (cluster/map.h, map_plan_replicated): the
-     * members up after this one in the map's order, from the group's own on, so that the
-     * partitions of one shard keep sending their commits to one shard elsewhere */
-    int nn = v->nodes ? (int)json_array_size(v->nodes) : 0, others[64], n = 0;
-    for (int k = 1; k < nn && n < 64; k++)
+    int nn = v->nodes ? (int)json_array_size(v->nodes) : 0, others[CU_MAX_NODES], n = 0;
+    for (int k = 1; k < nn && n < CU_MAX_NODES; k++)
         if (cview_node_up((v->self + k) % nn))
             others[n++] = (v->self + k) % nn;
     int g = shard_g.replica_groups > 0 ? part % shard_g.replica_groups : part / shard_g.nshards;
