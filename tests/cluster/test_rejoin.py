@@ -240,6 +240,10 @@ class RejoinTest(Timed):
             print("  rf 2 restored on the other 3 nodes %.1f s after the kill"
                   % (time.monotonic() - t0))
             self.assertEqual(c.member(st, "n%d" % victim)["state"], "down")
+            # the copies rebuilt follow the placement's rule: a shard's partitions (its own and
+            # those it took over) still share one replica
+            for key, sets in tr.replica_groups(st).items():
+                self.assertEqual(len(sets), 1, (key, sets))
             self.write_all(c, writers, alive, 2)
             self.kill_owner_and_check(c, writers, rebuilt, alive, "rf 2, a node lost for good")
 

@@ -32,6 +32,15 @@ def replicas_of(st, partition):
     return [st["map"]["nodes"][i]["id"] for i in st["map"]["replicas"][partition]]
 
 
+def replica_groups(st, groups=2):
+    """{(owner, partition mod groups): the set of replica sets its partitions have}: with
+    replica groups (the default, as many as the harness's 2 shards), each holds one."""
+    out = {}
+    for p in range(st["map"]["partitions"]):
+        out.setdefault((owner_of(st, p), p % groups), set()).add(tuple(replicas_of(st, p)))
+    return out
+
+
 class Writer:
     """Writes key w<n> = "<name>-<n>" to one session, recording each outcome. A write whose
     answer says it failed is 'fail'; no answer or an unknown outcome is 'info'."""
@@ -106,6 +115,14 @@ class ReplicationTest(Timed):
                 reps = replicas_of(st, p)
                 self.assertEqual(len(reps), 1, (p, reps))
                 self.assertNotIn(owner_of(st, p), reps)
+            # one shard's partitions share their replica, so its commit goes to one node; an
+            # owner's two shards go to the two other members
+            groups = replica_groups(st)
+            for key, sets in groups.items():
+                self.assertEqual(len(sets), 1, (key, sets))
+            for owner in {o for o, _ in groups}:
+                if (owner, 0) in groups and (owner, 1) in groups:
+                    self.assertNotEqual(groups[(owner, 0)], groups[(owner, 1)], owner)
             # a write on n0 is committed there, and as a copy on its partition's replica
             s = Session(c.http[0])
             p = int(s.sid.split("-")[0])
