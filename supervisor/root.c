@@ -108,6 +108,23 @@ static int prepare_data_dir(const char *dir)
     return 0;
 }
 
+/* dir as an absolute path without creating it, for --check-config (which writes nothing):
+ * realpath when it exists, else dir joined to the working directory. 0, or -1. */
+static int abs_path_of(const char *dir, char out[PATH_MAX])
+{
+    if (realpath(dir, out))
+        return 0;
+    if (dir[0] == '/') {
+        snprintf(out, PATH_MAX, "%s", dir);
+        return 0;
+    }
+    char cwd[PATH_MAX];
+    if (!getcwd(cwd, sizeof(cwd)))
+        return -1;
+    snprintf(out, PATH_MAX, "%s/%s", cwd, strncmp(dir, "./", 2) == 0 ? dir + 2 : dir);
+    return 0;
+}
+
 int sup_root_main(struct proc_args *a, sup_role_known_fn role_known, sup_config_check_fn check)
 {
     char cfgpath[PATH_MAX];
@@ -158,12 +175,12 @@ int sup_root_main(struct proc_args *a, sup_role_known_fn role_known, sup_config_
     setenv("CMCP_INCARNATION", incs, 1);
     const char *node = cfg_get(&a->cfg, "node", "name", "cmcp");
     const char *run_dir = cfg_get(&a->cfg, "node", "run_dir", "./var/run");
-    if (cmcp_mkdir_p(run_dir, 0755) != 0) {
+    if (!a->check_config && cmcp_mkdir_p(run_dir, 0755) != 0) {
         fprintf(stderr, "cmcpd: cannot create run directory %s: %s\n", run_dir, strerror(errno));
         return CMCP_EXIT_FAILURE;
     }
     char abs_run[PATH_MAX];
-    if (!realpath(run_dir, abs_run)) {
+    if (a->check_config ? abs_path_of(run_dir, abs_run) != 0 : !realpath(run_dir, abs_run)) {
         fprintf(stderr, "cmcpd: cannot resolve run directory %s: %s\n", run_dir, strerror(errno));
         return CMCP_EXIT_FAILURE;
     }
@@ -175,7 +192,8 @@ int sup_root_main(struct proc_args *a, sup_role_known_fn role_known, sup_config_
     }
     /* Children inherit the resolved directory, whatever their working directory. */
     setenv("CMCP_NODE_RUN_DIR", abs_run, 1);
-    if (prepare_data_dir(cfg_get(&a->cfg, "node", "data_dir", "./var/data")) != 0)
+    if (!a->check_config &&
+        prepare_data_dir(cfg_get(&a->cfg, "node", "data_dir", "./var/data")) != 0)
         return CMCP_EXIT_FAILURE;
     log_init(node, "supervisor", "root");
     proc_apply_log_level(&a->cfg);
