@@ -503,8 +503,10 @@ class Node:
         return _read(self.log_path).decode(errors="replace")
 
 
-def run_config_check(config_text, env=None, check=False, timeout=10.0):
-    """Runs cmcpd on a config text (with --check-config if check); returns (status, stdout, stderr)."""
+def run_config_check(config_text, env=None, check=False, timeout=10.0, files=None):
+    """Runs cmcpd on a config text (with --check-config if check) in a directory of its own;
+    returns (status, stdout, stderr, config path). files: a list that receives the names the
+    directory holds after the run (its working directory, the default run directory's parent)."""
     d = tempfile.mkdtemp(prefix="cmcp-", dir="/tmp")
     try:
         path = os.path.join(d, "node.conf")
@@ -528,6 +530,8 @@ def run_config_check(config_text, env=None, check=False, timeout=10.0):
         finally:
             for pid in tagged_pids(e["CMCP_TEST_TAG"]):
                 _signal_tagged(pid, e["CMCP_TEST_TAG"], signal.SIGKILL)
+        if files is not None:
+            files.extend(sorted(os.listdir(d)))
         return p.returncode, out.decode(errors="replace"), err.decode(errors="replace"), path
     finally:
         shutil.rmtree(d, ignore_errors=True)

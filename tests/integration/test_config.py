@@ -2,10 +2,8 @@
 
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cmcp_harness import (Timed, cmcpd_path, main, run_config_check, sup_section,  # noqa: E402
@@ -134,25 +132,18 @@ class Errors(Timed):
     def test_check_config_writes_nothing(self):
         # a check leaves no run or data directory and no state key behind, in its working
         # directory or anywhere; it still refuses a run directory too long for unix sockets
-        d = tempfile.mkdtemp(prefix="cmcp-", dir="/tmp")
-        try:
-            path = os.path.join(d, "node.conf")
-            with open(path, "w") as f:
-                f.write(GOOD)
-            env = {k: v for k, v in os.environ.items() if not k.startswith("CMCP_")}
-            p = subprocess.run([cmcpd_path(), "-c", path, "--check-config"], env=env, cwd=d,
-                               capture_output=True, text=True, timeout=10)
-            self.assertEqual(p.returncode, 0, p.stderr)
-            self.assertIn("configuration OK", p.stdout)
-            self.assertEqual(os.listdir(d), ["node.conf"])
-            env["CMCP_NODE_RUN_DIR"] = os.path.join(d, "r" * 90)
-            p = subprocess.run([cmcpd_path(), "-c", path, "--check-config"], env=env, cwd=d,
-                               capture_output=True, text=True, timeout=10)
-            self.assertEqual(p.returncode, 2, p.stderr)
-            self.assertIn("too long for unix socket paths", p.stderr)
-            self.assertEqual(os.listdir(d), ["node.conf"])
-        finally:
-            shutil.rmtree(d, ignore_errors=True)
+        files = []
+        code, out, err, _ = run_config_check(GOOD, check=True, files=files)
+        self.assertEqual(code, 0, err)
+        self.assertIn("configuration OK", out)
+        self.assertEqual(files, ["node.conf"])
+        files = []
+        code, out, err, _ = run_config_check(GOOD, check=True, files=files,
+                                             env={"CMCP_NODE_RUN_DIR": "/tmp/" + "r" * 90})
+        self.assertEqual(code, 2, err)
+        self.assertIn("too long for unix socket paths", err)
+        self.assertEqual(files, ["node.conf"])
+        self.assertFalse(os.path.exists("/tmp/" + "r" * 90))
 
     def test_unknown_section(self):
         # the error names the header's line, also for a section with no keys
